@@ -1,0 +1,125 @@
+import { resolve } from 'node:path';
+
+// Every setting Backhaul reads from the environment, parsed and validated in one place.
+// A bad value stops start-up with one line per problem, naming the variable.
+
+export interface Config {
+  databaseUrl: string | undefined;
+  dataDir: string;
+  embeddedPgPort: number;
+  host: string;
+  port: number;
+  encryptionKey: string | undefined;
+  bootstrapApiKey: string | undefined;
+  corsOrigins: string[];
+  denyPrivateNetworks: boolean;
+  logLevel: string;
+  production: boolean;
+  bodyLimitBytes: number;
+  workerConcurrency: number;
+  recordRetentionDays: number;
+  publicUrl: string | undefined;
+  shutdownTimeoutMs: number;
+}
+
+export class ConfigError extends Error {
+  readonly problems: string[];
+  constructor(problems: string[]) {
+    super(`Invalid configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+    this.problems = problems;
+  }
+}
+
+type Env = Record<string, string | undefined>;
+
+export function loadConfig(env: Env = process.env): Config {
+  const problems: string[] = [];
+
+  const str = (name: string): string | undefined => {
+    const v = env[name];
+    return v === undefined || v.trim() === '' ? undefined : v.trim();
+  };
+  const int = (name: string, def: number, min: number, max: number): number => {
+    const raw = str(name);
+    if (raw === undefined) return def;
+    const n = Number(raw);
+    if (!Number.isInteger(n) || n < min || n > max) {
+      problems.push(`${name}=${JSON.stringify(raw)}: expected an integer from ${min} to ${max}`);
+      return def;
+    }
+    return n;
+  };
+  const bool = (name: string, def: boolean): boolean => {
+    const raw = str(name)?.toLowerCase();
+    if (raw === undefined) return def;
+    if (['1', 'true', 'yes', 'on'].includes(raw)) return true;
+    if (['0', 'false', 'no', 'off'].includes(raw)) return false;
+    problems.push(`${name}=${JSON.stringify(raw)}: expected true or false`);
+    return def;
+  };
+
+  const databaseUrl = str('DATABASE_URL');
+  if (databaseUrl !== undefined && !/^postgres(ql)?:\/\//.test(databaseUrl)) {
+    problems.push('DATABASE_URL: expected a postgres:// or postgresql:// URL');
+  }
+  const logLevel = str('LOG_LEVEL') ?? 'info';
+  if (!['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(logLevel)) {
+    problems.push(`LOG_LEVEL=${JSON.stringify(logLevel)}: expected one of fatal, error, warn, info, debug, trace, silent`);
+  }
+  const bootstrapApiKey = str('BACKHAUL_BOOTSTRAP_API_KEY');
+  if (bootstrapApiKey !== undefined && !/^bh_[A-Za-z0-9_-]{20,200}$/.test(bootstrapApiKey)) {
+    problems.push('BACKHAUL_BOOTSTRAP_API_KEY: expected "bh_" followed by at least 20 characters of [A-Za-z0-9_-]');
+  }
+  const publicUrl = str('BACKHAUL_PUBLIC_URL');
+  if (publicUrl !== undefined && !/^https?:\/\//.test(publicUrl)) {
+    problems.push('BACKHAUL_PUBLIC_URL: expected an http:// or https:// URL');
+  }
+  const corsOrigins = (str('BACKHAUL_CORS_ORIGINS') ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+  for (const o of corsOrigins) {
+    if (o !== '*' && !/^https?:\/\/[^/]+$/.test(o)) problems.push(`BACKHAUL_CORS_ORIGINS: "${o}" is not an origin like https://app.example.com`);
+  }
+
+  const config: Config = {
+    databaseUrl,
+    dataDir: resolve(str('BACKHAUL_DATA_DIR') ?? '.backhaul'),
+    embeddedPgPort: int('BACKHAUL_EMBEDDED_PG_PORT', 0, 0, 65535),
+    host: str('HOST') ?? '127.0.0.1',
+    port: int('PORT', 3000, 0, 65535),
+    encryptionKey: str('BACKHAUL_ENCRYPTION_KEY'),
+    bootstrapApiKey,
+    corsOrigins,
+    denyPrivateNetworks: bool('BACKHAUL_DENY_PRIVATE_NETWORKS', false),
+    logLevel,
+    production: str('NODE_ENV') === 'production',
+    bodyLimitBytes: int('BACKHAUL_BODY_LIMIT_BYTES', 1_048_576, 1024, 104_857_600),
+    workerConcurrency: int('BACKHAUL_WORKER_CONCURRENCY', 4, 1, 64),
+    recordRetentionDays: int('BACKHAUL_RECORD_RETENTION_DAYS', 30, 1, 3650),
+    publicUrl,
+    shutdownTimeoutMs: int('BACKHAUL_SHUTDOWN_TIMEOUT_MS', 25_000, 0, 600_000),
+  };
+  if (problems.length > 0) throw new ConfigError(problems);
+  return config;
+}
+
+/** The documented variables (README table and `backhaul --help`). */
+export const CONFIG_DOCS: [string, string, string][] = [
+  ['DATABASE_URL', '(embedded)', 'PostgreSQL control database. Unset: an embedded PostgreSQL starts in BACKHAUL_DATA_DIR.'],
+  ['BACKHAUL_DATA_DIR', './.backhaul', 'Data directory of the embedded PostgreSQL (and its generated encryption key).'],
+  ['BACKHAUL_EMBEDDED_PG_PORT', '0 (free port)', 'Port of the embedded PostgreSQL.'],
+  ['HOST', '127.0.0.1', 'Address the API listens on.'],
+  ['PORT', '3000', 'Port the API listens on.'],
+  ['BACKHAUL_ENCRYPTION_KEY', '(generated with embedded DB)', '32-byte key (64 hex chars or base64) encrypting connection secrets. Required with DATABASE_URL.'],
+  ['BACKHAUL_BOOTSTRAP_API_KEY', '(random, printed once)', 'The first owner API key (bh_…), for automation.'],
+  ['BACKHAUL_CORS_ORIGINS', '(none)', 'Comma-separated origins allowed by CORS for REST and GraphQL.'],
+  ['BACKHAUL_DENY_PRIVATE_NETWORKS', 'false', 'Refuse outbound requests to loopback and private addresses.'],
+  ['BACKHAUL_BODY_LIMIT_BYTES', '1048576', 'Largest accepted request body.'],
+  ['BACKHAUL_WORKER_CONCURRENCY', '4', 'Jobs a worker process runs at once.'],
+  ['BACKHAUL_RECORD_RETENTION_DAYS', '30', 'How long run records are kept.'],
+  ['BACKHAUL_PUBLIC_URL', '(http://HOST:PORT)', 'Base URL used in links sent to webhooks.'],
+  ['BACKHAUL_SHUTDOWN_TIMEOUT_MS', '25000', 'Grace period on SIGTERM before in-flight work is abandoned.'],
+  ['LOG_LEVEL', 'info', 'pino log level.'],
+  ['NODE_ENV', '', '`production` disables GraphiQL and pretty errors.'],
+];

@@ -1,0 +1,126 @@
+import type { ConnectorType } from './types.ts';
+import { openHttpDestination } from './destinations/http.ts';
+
+// Generic REST destination. The schema below is the public shape of its config; the
+// implementation is destinations/http.ts.
+const operationSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['method', 'path'],
+  properties: {
+    method: { type: 'string', enum: ['POST', 'PUT', 'PATCH', 'DELETE'] },
+    /** Path template relative to baseUrl, e.g. `/contacts/{{id}}` (row mode) or `/contacts/batch`. */
+    path: { type: 'string', minLength: 1, maxLength: 2000 },
+    /** `row`: one request per row; `batch`: one request carrying an array of rows. */
+    mode: { type: 'string', enum: ['row', 'batch'], default: 'row' },
+    /** Batch mode: JSON key wrapping the array (`{"inputs": [...]}`); omitted → a bare array. */
+    batchKey: { type: 'string', minLength: 1, maxLength: 200 },
+    /** Batch mode: how to read per-row outcomes from the response. */
+    results: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['pointer'],
+      properties: {
+        /** JSON pointer to the results array, one entry per row in request order (e.g. `/results`). */
+        pointer: { type: 'string', maxLength: 500 },
+        /** Field of a result entry holding an HTTP-like status (207 Multi-Status style). */
+        statusField: { type: 'string', maxLength: 200 },
+        /** Field of a result entry that is true when the row succeeded. */
+        okField: { type: 'string', maxLength: 200 },
+        /** Field of a result entry holding the error message. */
+        errorField: { type: 'string', maxLength: 200 },
+        /** Field of a result entry holding the record's id in the destination (default `id`). */
+        idField: { type: 'string', maxLength: 200 },
+      },
+    },
+    /** Row mode: field of the response body holding the record's id (default `id`). */
+    idField: { type: 'string', maxLength: 200 },
+  },
+};
+
+const fieldSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['name'],
+  properties: {
+    name: { type: 'string', minLength: 1, maxLength: 200 },
+    type: { type: 'string', enum: ['string', 'integer', 'decimal', 'boolean', 'timestamp', 'date', 'json'], default: 'string' },
+    required: { type: 'boolean', default: false },
+    identifier: { type: 'boolean', default: false },
+  },
+};
+
+export const httpType: ConnectorType = {
+  type: 'http',
+  label: 'HTTP (generic REST)',
+  roles: ['destination'],
+  configSchema: {
+    type: 'object',
+    additionalProperties: false,
+    required: ['baseUrl', 'objects'],
+    properties: {
+      baseUrl: { type: 'string', format: 'uri', pattern: '^https?://', maxLength: 2000 },
+      auth: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['type'],
+        properties: {
+          type: { type: 'string', enum: ['none', 'bearer', 'basic', 'header', 'oauth2_client_credentials'] },
+          /** basic: the user name (password is the `password` secret). */
+          username: { type: 'string', maxLength: 500 },
+          /** header: the header name (value is the `headerValue` secret). */
+          headerName: { type: 'string', maxLength: 200 },
+          /** oauth2_client_credentials (secret: `clientSecret`). */
+          tokenUrl: { type: 'string', format: 'uri', pattern: '^https?://', maxLength: 2000 },
+          clientId: { type: 'string', maxLength: 500 },
+          scope: { type: 'string', maxLength: 2000 },
+          /** oauth2: client authentication at the token endpoint, HTTP Basic (RFC 6749 default) or form fields. */
+          clientAuth: { type: 'string', enum: ['basic', 'body'], default: 'basic' },
+        },
+        default: { type: 'none' },
+      },
+      headers: { type: 'object', additionalProperties: { type: 'string', maxLength: 4000 }, maxProperties: 50 },
+      timeoutMs: { type: 'integer', minimum: 100, maximum: 300_000, default: 30_000 },
+      maxResponseBytes: { type: 'integer', minimum: 1024, maximum: 104_857_600, default: 5_242_880 },
+      maxBatchSize: { type: 'integer', minimum: 1, maximum: 10_000, default: 100 },
+      maxRequestsPerSecond: { type: 'number', exclusiveMinimum: 0, maximum: 10_000 },
+      /** Row mode: requests in flight at once within one batch. */
+      rowConcurrency: { type: 'integer', minimum: 1, maximum: 64, default: 8 },
+      objects: {
+        type: 'array',
+        minItems: 1,
+        maxItems: 200,
+        items: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['name', 'fields', 'operations'],
+          properties: {
+            name: { type: 'string', minLength: 1, maxLength: 200 },
+            label: { type: 'string', maxLength: 200 },
+            fields: { type: 'array', maxItems: 1000, items: fieldSchema },
+            operations: {
+              type: 'object',
+              additionalProperties: false,
+              minProperties: 1,
+              properties: { insert: operationSchema, update: operationSchema, upsert: operationSchema, delete: operationSchema },
+            },
+          },
+        },
+      },
+    },
+  },
+  secrets: [
+    { name: 'token', required: false, description: 'Bearer token (auth.type = bearer)' },
+    { name: 'password', required: false, description: 'Basic auth password (auth.type = basic)' },
+    { name: 'headerValue', required: false, description: 'Value of the custom auth header (auth.type = header)' },
+    { name: 'clientSecret', required: false, description: 'OAuth2 client secret (auth.type = oauth2_client_credentials)' },
+  ],
+  capabilities: {
+    operations: ['insert', 'update', 'upsert', 'delete'],
+    modes: ['insert', 'update', 'upsert', 'mirror'],
+    maxBatchSize: 10_000,
+    supportsDelete: true,
+    defaultMaxRequestsPerSecond: 50,
+  },
+  openDestination: (config, secrets, ctx) => openHttpDestination(config, secrets, ctx),
+};

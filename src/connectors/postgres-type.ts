@@ -1,0 +1,20 @@
+import type { ConnectorType } from './types.ts';
+import { sqlDatabaseConfigSchema } from './sql-config.ts';
+import { openPostgresSource } from './sources/postgres.ts';
+import { openPostgresDestination } from './destinations/postgres.ts';
+
+export const postgresType: ConnectorType = {
+  type: 'postgres',
+  label: 'PostgreSQL',
+  roles: ['source', 'destination'],
+  configSchema: sqlDatabaseConfigSchema(5432),
+  secrets: [{ name: 'password', required: false, description: 'Password of the database user' }],
+  capabilities: {
+    operations: ['insert', 'update', 'upsert', 'delete'],
+    modes: ['insert', 'update', 'upsert', 'mirror'],
+    maxBatchSize: 5000,
+    supportsDelete: true,
+  },
+  openSource: (config, secrets) => openPostgresSource(config, secrets),
+  openDestination: (config, secrets) => openPostgresDestination(config, secrets),
+};

@@ -1,0 +1,140 @@
+// The two interfaces every connector implements. The engine, the REST discovery routes and
+// GraphQL only ever see these; a connector's own code lives in sources/ or destinations/.
+
+/** Common column types; each database's own types map onto these. */
+export type ColumnType = 'string' | 'integer' | 'decimal' | 'boolean' | 'timestamp' | 'date' | 'json';
+
+export interface Column {
+  name: string;
+  type: ColumnType;
+  /** The database's own type name, for display (e.g. `int8`, `varchar(255)`). */
+  nativeType: string;
+}
+
+/**
+ * A source row. Integers beyond Number.MAX_SAFE_INTEGER and all decimals arrive as strings so
+ * that no precision is lost; timestamps as ISO-8601 strings; dates as YYYY-MM-DD; json as parsed values.
+ */
+export type Row = Record<string, unknown>;
+
+export interface StreamOptions {
+  /** Rows per yielded batch (default 1000). */
+  batchSize?: number;
+  signal?: AbortSignal;
+}
+
+export interface SourceConnector {
+  /** Throws ConnectorError with an actionable code (dns_not_found, connection_refused, auth_failed, …). */
+  test(): Promise<void>;
+  /** Column names and types of a query's result, without reading its rows. */
+  columns(sql: string): Promise<Column[]>;
+  /** First `limit` rows, in a read-only transaction with a statement timeout. */
+  preview(sql: string, limit: number, opts?: { timeoutMs?: number }): Promise<{ columns: Column[]; rows: Row[] }>;
+  /** All rows through a server-side cursor: memory stays flat whatever the size of the result. */
+  stream(sql: string, opts?: StreamOptions): AsyncIterable<Row[]>;
+  close(): Promise<void>;
+}
+
+export type WriteOperation = 'insert' | 'update' | 'upsert' | 'delete';
+export type SyncMode = 'insert' | 'update' | 'upsert' | 'mirror';
+
+export interface DestinationObject {
+  name: string;
+  label?: string;
+}
+
+export interface DestinationField {
+  name: string;
+  type: ColumnType;
+  required: boolean;
+  /** The field identifies a record (unique / primary key): usable as a match key. */
+  identifier: boolean;
+}
+
+export interface DestinationCapabilities {
+  operations: WriteOperation[];
+  modes: SyncMode[];
+  maxBatchSize: number;
+  supportsDelete: boolean;
+  /** A safe default rate when the sync sets none. */
+  defaultMaxRequestsPerSecond?: number;
+}
+
+export interface WriteRow {
+  /** The model's primary key for this row (stable across runs), as a string. */
+  primaryKey: string;
+  /** The mapped payload: destination field → value. For deletes, may hold only the match field. */
+  payload: Record<string, unknown>;
+}
+
+export interface WriteRequest {
+  object: string;
+  operation: WriteOperation;
+  /** The destination field that identifies a record (the sync's match key). */
+  matchField: string;
+  rows: WriteRow[];
+  signal?: AbortSignal;
+}
+
+export type RowResult =
+  | { status: 'succeeded'; externalId?: string }
+  | { status: 'rejected'; code: string; message: string; retryable: boolean };
+
+/** Request/response of one destination call, kept for the row debugger (auth redacted). */
+export interface WireExchange {
+  request: { method: string; url: string; headers: Record<string, string>; body?: string };
+  response?: { status: number; headers: Record<string, string>; body?: string };
+  durationMs: number;
+  /** Indexes (in WriteRequest.rows) of the rows this request carried. */
+  rowIndexes?: number[];
+}
+
+export interface WriteResult {
+  /** Exactly one result per input row, in the input order. */
+  results: RowResult[];
+  exchanges?: WireExchange[];
+  /**
+   * Set when some rows came back `rejected` with `retryable: true` because the destination
+   * throttled or failed part-way through a batch whose other rows were already written (so the
+   * batch could not simply be thrown back): how long the remote asked us to wait, if it said.
+   */
+  retryAfterMs?: number;
+}
+
+export interface DestinationConnector {
+  test(): Promise<void>;
+  objects(): Promise<DestinationObject[]>;
+  fields(object: string): Promise<DestinationField[]>;
+  capabilities(): DestinationCapabilities;
+  /**
+   * Writes one batch. Returns one result per row. Throws ConnectorError with classification
+   * `retryable` (429/5xx/network/timeout, with retryAfterMs when the remote said), `fatal`
+   * (credentials, missing object, bad config), or BatchRejectedError when the destination
+   * refused the whole request because of its content (the engine then bisects).
+   */
+  write(req: WriteRequest): Promise<WriteResult>;
+  close(): Promise<void>;
+}
+
+export type ConnectorRole = 'source' | 'destination';
+
+/** Decrypted secrets, with `{ env: NAME }` references already resolved. */
+export type ResolvedSecrets = Record<string, string>;
+
+export interface ConnectorContext {
+  /** Refuse private/loopback addresses (BACKHAUL_DENY_PRIVATE_NETWORKS). Link-local/metadata are always refused. */
+  denyPrivateNetworks: boolean;
+}
+
+export interface ConnectorType {
+  type: string;
+  label: string;
+  roles: ConnectorRole[];
+  /** JSON Schema of `config` (non-secret settings). additionalProperties: false. */
+  configSchema: Record<string, unknown>;
+  /** Names of the secrets this type accepts, with whether each is required. */
+  secrets: { name: string; required: boolean; description: string }[];
+  capabilities?: DestinationCapabilities;
+  openSource?: (config: any, secrets: ResolvedSecrets, ctx: ConnectorContext) => SourceConnector;
+  openDestination?: (config: any, secrets: ResolvedSecrets, ctx: ConnectorContext) => DestinationConnector;
+}

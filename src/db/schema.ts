@@ -1,0 +1,197 @@
+import { sql } from 'drizzle-orm';
+import {
+  boolean,
+  index,
+  integer,
+  jsonb,
+  pgTable,
+  primaryKey,
+  text,
+  timestamp,
+  uniqueIndex,
+} from 'drizzle-orm/pg-core';
+
+// The control database. Every tenant-owned row carries workspace_id, and every query filters
+// on it: isolation is a property of the data access, not of the routes.
+
+const ts = (name: string) => timestamp(name, { withTimezone: true, mode: 'date' });
+const created = () => ts('created_at').notNull().defaultNow();
+const updated = () => ts('updated_at').notNull().defaultNow();
+
+export const workspaces = pgTable('workspaces', {
+  id: text('id').primaryKey(),
+  slug: text('slug').notNull().unique(),
+  name: text('name').notNull(),
+  createdAt: created(),
+  updatedAt: updated(),
+});
+
+export const apiKeys = pgTable(
+  'api_keys',
+  {
+    id: text('id').primaryKey(),
+    workspaceId: text('workspace_id')
+      .notNull()
+      .references(() => workspaces.id, { onDelete: 'cascade' }),
+    name: text('name').notNull(),
+    tokenHash: text('token_hash').notNull().unique(),
+    /** First characters of the token, to recognise it in a list. */
+    tokenPrefix: text('token_prefix').notNull(),
+    scopes: text('scopes').array().notNull(),
+    /** Owner keys may create workspaces. */
+    owner: boolean('owner').notNull().default(false),
+    createdAt: created(),
+    lastUsedAt: ts('last_used_at'),
+    revokedAt: ts('revoked_at'),
+  },
+  (t) => [index('api_keys_workspace_idx').on(t.workspaceId, t.id)],
+);
+
+export const connections = pgTable(
+  'connections',
+  {
+    id: text('id').primaryKey(),
+    workspaceId: text('workspace_id')
+      .notNull()
+      .references(() => workspaces.id, { onDelete: 'cascade' }),
+    slug: text('slug').notNull(),
+    name: text('name').notNull(),
+    type: text('type').notNull(),
+    config: jsonb('config').notNull(),
+    /** AES-256-GCM sealed JSON object of secrets; values never leave the process. */
+    secretsSealed: text('secrets_sealed'),
+    secretNames: text('secret_names').array().notNull().default(sql`'{}'::text[]`),
+    version: integer('version').notNull().default(1),
+    createdAt: created(),
+    updatedAt: updated(),
+  },
+  (t) => [uniqueIndex('connections_slug_uq').on(t.workspaceId, t.slug), index('connections_ws_idx').on(t.workspaceId, t.id)],
+);
+
+export const models = pgTable(
+  'models',
+  {
+    id: text('id').primaryKey(),
+    workspaceId: text('workspace_id')
+      .notNull()
+      .references(() => workspaces.id, { onDelete: 'cascade' }),
+    slug: text('slug').notNull(),
+    name: text('name').notNull(),
+    connectionId: text('connection_id')
+      .notNull()
+      .references(() => connections.id, { onDelete: 'restrict' }),
+    sql: text('sql').notNull(),
+    primaryKey: text('primary_key').notNull(),
+    version: integer('version').notNull().default(1),
+    createdAt: created(),
+    updatedAt: updated(),
+  },
+  (t) => [
+    uniqueIndex('models_slug_uq').on(t.workspaceId, t.slug),
+    index('models_ws_idx').on(t.workspaceId, t.id),
+    index('models_connection_idx').on(t.connectionId),
+  ],
+);
+
+export const syncs = pgTable(
+  'syncs',
+  {
+    id: text('id').primaryKey(),
+    workspaceId: text('workspace_id')
+      .notNull()
+      .references(() => workspaces.id, { onDelete: 'cascade' }),
+    slug: text('slug').notNull(),
+    name: text('name').notNull(),
+    modelId: text('model_id')
+      .notNull()
+      .references(() => models.id, { onDelete: 'restrict' }),
+    destinationId: text('destination_id')
+      .notNull()
+      .references(() => connections.id, { onDelete: 'restrict' }),
+    object: text('object').notNull(),
+    mode: text('mode').notNull(),
+    matchKey: jsonb('match_key').notNull(),
+    schedule: jsonb('schedule').notNull(),
+    enabled: boolean('enabled').notNull().default(true),
+    delivery: jsonb('delivery').notNull(),
+    alerts: jsonb('alerts').notNull(),
+    version: integer('version').notNull().default(1),
+    createdAt: created(),
+    updatedAt: updated(),
+  },
+  (t) => [
+    uniqueIndex('syncs_slug_uq').on(t.workspaceId, t.slug),
+    index('syncs_ws_idx').on(t.workspaceId, t.id),
+    index('syncs_model_idx').on(t.modelId),
+    index('syncs_destination_idx').on(t.destinationId),
+  ],
+);
+
+export const mappings = pgTable(
+  'mappings',
+  {
+    id: text('id').primaryKey(),
+    workspaceId: text('workspace_id')
+      .notNull()
+      .references(() => workspaces.id, { onDelete: 'cascade' }),
+    syncId: text('sync_id')
+      .notNull()
+      .references(() => syncs.id, { onDelete: 'cascade' }),
+    destinationField: text('destination_field').notNull(),
+    source: jsonb('source').notNull(),
+    version: integer('version').notNull().default(1),
+    createdAt: created(),
+    updatedAt: updated(),
+  },
+  (t) => [uniqueIndex('mappings_field_uq').on(t.syncId, t.destinationField), index('mappings_sync_idx').on(t.syncId, t.id)],
+);
+
+export const auditEvents = pgTable(
+  'audit_events',
+  {
+    id: text('id').primaryKey(),
+    workspaceId: text('workspace_id')
+      .notNull()
+      .references(() => workspaces.id, { onDelete: 'cascade' }),
+    actorKeyId: text('actor_key_id'),
+    action: text('action').notNull(),
+    resourceType: text('resource_type').notNull(),
+    resourceId: text('resource_id').notNull(),
+    changedFields: text('changed_fields').array().notNull().default(sql`'{}'::text[]`),
+    requestId: text('request_id'),
+    createdAt: created(),
+  },
+  (t) => [
+    index('audit_ws_idx').on(t.workspaceId, t.id),
+    index('audit_resource_idx').on(t.workspaceId, t.resourceType, t.resourceId),
+  ],
+);
+
+export const idempotencyKeys = pgTable(
+  'idempotency_keys',
+  {
+    workspaceId: text('workspace_id')
+      .notNull()
+      .references(() => workspaces.id, { onDelete: 'cascade' }),
+    key: text('key').notNull(),
+    method: text('method').notNull(),
+    path: text('path').notNull(),
+    requestHash: text('request_hash').notNull(),
+    /** `in_progress` while the first request runs; `done` once its response is stored. */
+    state: text('state').notNull(),
+    statusCode: integer('status_code'),
+    responseHeaders: jsonb('response_headers'),
+    responseBody: text('response_body'),
+    createdAt: created(),
+    /** Lock expiry of an in_progress entry whose process died. */
+    lockedUntil: ts('locked_until'),
+  },
+  (t) => [primaryKey({ columns: [t.workspaceId, t.key] }), index('idempotency_created_idx').on(t.createdAt)],
+);
+
+// Generic key/value for process-wide state (e.g. whether the bootstrap already happened).
+export const systemState = pgTable('system_state', {
+  key: text('key').primaryKey(),
+  value: jsonb('value').notNull(),
+  updatedAt: updated(),
+});

@@ -1,0 +1,226 @@
+import { Type, type Static } from '@sinclair/typebox';
+import { and, asc, eq, gt } from 'drizzle-orm';
+import { mappings } from '../db/schema.ts';
+import type { Tx } from '../db/client.ts';
+import { ConflictError, NotFoundError, ValidationError } from '../errors.ts';
+import { newId } from '../lib/ids.ts';
+import { assertValid } from '../lib/validate.ts';
+import { recordAudit } from './audit.ts';
+import type { Actor } from './context.ts';
+import { changedFields, checkVersion, decodeCursor, isUniqueViolation, iso, pageLimit, requireScope, toPage, type Page } from './common.ts';
+import type { ServiceDeps } from './deps.ts';
+import type { SyncService } from './syncs.ts';
+
+// Mappings: one destination field of a sync and where its value comes from. A child
+// collection of the sync; a destination field appears at most once per sync.
+
+export const MappingSource = Type.Union(
+  [
+    Type.Object({ column: Type.String({ minLength: 1, maxLength: 200 }) }, { additionalProperties: false }),
+    Type.Object({ static: Type.Unknown() }, { additionalProperties: false, required: ['static'] }),
+    Type.Object({ template: Type.String({ minLength: 1, maxLength: 10_000 }) }, { additionalProperties: false }),
+    Type.Object(
+      {
+        lookup: Type.Object(
+          {
+            object: Type.String({ minLength: 1, maxLength: 200 }),
+            matchField: Type.String({ minLength: 1, maxLength: 200 }),
+            sourceColumn: Type.String({ minLength: 1, maxLength: 200 }),
+            resultField: Type.String({ minLength: 1, maxLength: 200 }),
+          },
+          { additionalProperties: false },
+        ),
+      },
+      { additionalProperties: false },
+    ),
+  ],
+  { description: 'Exactly one of column, static, template, lookup' },
+);
+const DestinationField = Type.String({ minLength: 1, maxLength: 200 });
+
+export const MappingCreate = Type.Object({ destinationField: DestinationField, source: MappingSource }, { additionalProperties: false, $id: 'MappingCreate' });
+export const MappingPatch = Type.Object(
+  { destinationField: Type.Optional(DestinationField), source: Type.Optional(MappingSource) },
+  { additionalProperties: false, $id: 'MappingPatch' },
+);
+export const MappingSet = Type.Array(MappingCreate, { maxItems: 1000, $id: 'MappingSet' });
+export const MappingView = Type.Object(
+  {
+    id: Type.String(),
+    syncId: Type.String(),
+    destinationField: Type.String(),
+    source: MappingSource,
+    createdAt: Type.String({ format: 'date-time' }),
+    updatedAt: Type.String({ format: 'date-time' }),
+    version: Type.Integer(),
+  },
+  { $id: 'Mapping' },
+);
+export type MappingCreateInput = Static<typeof MappingCreate>;
+export type MappingPatchInput = Static<typeof MappingPatch>;
+export type MappingViewT = Static<typeof MappingView>;
+export type MappingSourceT = Static<typeof MappingSource>;
+type Row = typeof mappings.$inferSelect;
+
+export function mappingView(r: Row): MappingViewT {
+  return {
+    id: r.id,
+    syncId: r.syncId,
+    destinationField: r.destinationField,
+    source: r.source as MappingSourceT,
+    createdAt: iso(r.createdAt)!,
+    updatedAt: iso(r.updatedAt)!,
+    version: r.version,
+  };
+}
+
+/** Hook for checks that need the connectors package (template syntax); set at start-up. */
+export type MappingSourceCheck = (source: MappingSourceT, path: string) => void;
+
+function fieldTaken(field: string): ConflictError {
+  return new ConflictError('mapping_field_taken', `This sync already maps destination field "${field}".`, {
+    errors: [{ path: '/destinationField', message: 'is already mapped' }],
+  });
+}
+
+export class MappingService {
+  private readonly deps: ServiceDeps;
+  private readonly syncs: SyncService;
+  checkSource: MappingSourceCheck = () => {};
+
+  constructor(deps: ServiceDeps, syncs: SyncService) {
+    this.deps = deps;
+    this.syncs = syncs;
+  }
+
+  private get db() {
+    return this.deps.database.db;
+  }
+
+  async list(actor: Actor, syncRef: string, params: { limit?: number; cursor?: string } = {}): Promise<Page<MappingViewT>> {
+    requireScope(actor, 'read');
+    const sync = await this.syncs.row(this.db, actor.workspaceId, syncRef);
+    const limit = pageLimit(params.limit ?? 200);
+    const after = decodeCursor(params.cursor);
+    const conds = [eq(mappings.syncId, sync.id), eq(mappings.workspaceId, actor.workspaceId)];
+    if (after) conds.push(gt(mappings.id, after));
+    const rows = await this.db.select().from(mappings).where(and(...conds)).orderBy(asc(mappings.id)).limit(limit + 1);
+    return toPage(rows, limit, mappingView);
+  }
+
+  /** Every mapping of a sync (the engine's and GraphQL's view; a sync has at most 1000). */
+  async allForSync(tx: Tx, workspaceId: string, syncId: string): Promise<MappingViewT[]> {
+    const rows = await tx.select().from(mappings).where(and(eq(mappings.syncId, syncId), eq(mappings.workspaceId, workspaceId))).orderBy(asc(mappings.id));
+    return rows.map(mappingView);
+  }
+
+  private async rowOf(tx: Tx, actor: Actor, syncId: string, id: string, forUpdate = false): Promise<Row> {
+    const q = tx.select().from(mappings).where(and(eq(mappings.id, id), eq(mappings.syncId, syncId), eq(mappings.workspaceId, actor.workspaceId)));
+    const rows = forUpdate ? await q.for('update') : await q;
+    if (!rows[0]) throw new NotFoundError('mapping', id);
+    return rows[0];
+  }
+
+  async get(actor: Actor, syncRef: string, id: string): Promise<MappingViewT> {
+    requireScope(actor, 'read');
+    const sync = await this.syncs.row(this.db, actor.workspaceId, syncRef);
+    return mappingView(await this.rowOf(this.db, actor, sync.id, id));
+  }
+
+  async create(actor: Actor, syncRef: string, input: MappingCreateInput): Promise<MappingViewT> {
+    requireScope(actor, 'write');
+    assertValid(MappingCreate, input);
+    this.checkSource(input.source, '/source');
+    try {
+      return await this.db.transaction(async (tx) => {
+        const sync = await this.syncs.row(tx, actor.workspaceId, syncRef, { forUpdate: true });
+        const id = newId('mapping');
+        const [row] = await tx.insert(mappings).values({ id, workspaceId: actor.workspaceId, syncId: sync.id, destinationField: input.destinationField, source: input.source }).returning();
+        await recordAudit(tx, actor, 'create', 'mapping', id, ['destinationField', 'source']);
+        return mappingView(row);
+      });
+    } catch (e) {
+      if (isUniqueViolation(e, 'mappings_field_uq')) throw fieldTaken(input.destinationField);
+      throw e;
+    }
+  }
+
+  async update(actor: Actor, syncRef: string, id: string, input: MappingPatchInput, ifMatch?: string, replace = false): Promise<MappingViewT> {
+    requireScope(actor, 'write');
+    assertValid(replace ? MappingCreate : MappingPatch, input);
+    if (input.source) this.checkSource(input.source, '/source');
+    try {
+      return await this.db.transaction(async (tx) => {
+        const sync = await this.syncs.row(tx, actor.workspaceId, syncRef);
+        const cur = await this.rowOf(tx, actor, sync.id, id, true);
+        checkVersion(ifMatch, cur.version);
+        const next = { destinationField: input.destinationField ?? cur.destinationField, source: input.source ?? cur.source };
+        const changed = changedFields(cur as unknown as Record<string, unknown>, next, ['destinationField', 'source']);
+        if (!changed.length) return mappingView(cur);
+        const [row] = await tx.update(mappings).set({ ...next, version: cur.version + 1, updatedAt: new Date() }).where(eq(mappings.id, cur.id)).returning();
+        await recordAudit(tx, actor, replace ? 'replace' : 'update', 'mapping', cur.id, changed);
+        return mappingView(row);
+      });
+    } catch (e) {
+      if (isUniqueViolation(e, 'mappings_field_uq')) throw fieldTaken(input.destinationField ?? '');
+      throw e;
+    }
+  }
+
+  async delete(actor: Actor, syncRef: string, id: string, ifMatch?: string): Promise<void> {
+    requireScope(actor, 'write');
+    await this.db.transaction(async (tx) => {
+      const sync = await this.syncs.row(tx, actor.workspaceId, syncRef);
+      const cur = await this.rowOf(tx, actor, sync.id, id, true);
+      checkVersion(ifMatch, cur.version);
+      await tx.delete(mappings).where(eq(mappings.id, cur.id));
+      await recordAudit(tx, actor, 'delete', 'mapping', cur.id);
+    });
+  }
+
+  /**
+   * Replaces the whole set in one transaction. Mappings whose field survives keep their id
+   * (and bump their version when their source changed), so references to them stay valid.
+   */
+  async replaceAll(actor: Actor, syncRef: string, input: MappingCreateInput[], ifMatch?: string): Promise<MappingViewT[]> {
+    requireScope(actor, 'write');
+    assertValid(MappingSet, input);
+    const seen = new Set<string>();
+    const errors = [];
+    for (const [i, m] of input.entries()) {
+      if (seen.has(m.destinationField)) errors.push({ path: `/${i}/destinationField`, message: `"${m.destinationField}" appears more than once` });
+      seen.add(m.destinationField);
+      this.checkSource(m.source, `/${i}/source`);
+    }
+    if (errors.length) throw new ValidationError('A destination field may be mapped once.', errors, 'duplicate_destination_field');
+    return this.db.transaction(async (tx) => {
+      const sync = await this.syncs.row(tx, actor.workspaceId, syncRef, { forUpdate: true });
+      // If-Match here guards the set with the sync's version: the set is part of the sync's configuration.
+      checkVersion(ifMatch, sync.version);
+      const current = await tx.select().from(mappings).where(eq(mappings.syncId, sync.id));
+      const byField = new Map(current.map((m) => [m.destinationField, m]));
+      const keep = new Set<string>();
+      for (const m of input) {
+        const cur = byField.get(m.destinationField);
+        if (!cur) {
+          const id = newId('mapping');
+          await tx.insert(mappings).values({ id, workspaceId: actor.workspaceId, syncId: sync.id, destinationField: m.destinationField, source: m.source });
+          await recordAudit(tx, actor, 'create', 'mapping', id, ['destinationField', 'source']);
+        } else {
+          keep.add(cur.id);
+          if (JSON.stringify(cur.source) !== JSON.stringify(m.source)) {
+            await tx.update(mappings).set({ source: m.source, version: cur.version + 1, updatedAt: new Date() }).where(eq(mappings.id, cur.id));
+            await recordAudit(tx, actor, 'replace', 'mapping', cur.id, ['source']);
+          }
+        }
+      }
+      for (const cur of current) {
+        if (!keep.has(cur.id)) {
+          await tx.delete(mappings).where(eq(mappings.id, cur.id));
+          await recordAudit(tx, actor, 'delete', 'mapping', cur.id);
+        }
+      }
+      return this.allForSync(tx, actor.workspaceId, sync.id);
+    });
+  }
+}

@@ -1,0 +1,241 @@
+import { Type, type Static } from '@sinclair/typebox';
+import { and, asc, eq, gt } from 'drizzle-orm';
+import { connections, models, syncs } from '../db/schema.ts';
+import type { Tx } from '../db/client.ts';
+import type { Column } from '../connectors/types.ts';
+import { UnprocessableError } from '../errors.ts';
+import { newId } from '../lib/ids.ts';
+import { assertValid } from '../lib/validate.ts';
+import { recordAudit } from './audit.ts';
+import type { Actor } from './context.ts';
+import { changedFields, checkVersion, decodeCursor, isUniqueViolation, iso, pageLimit, requireScope, slugTaken, toPage, type Page } from './common.ts';
+import { inUse, Name, putSlug, Slug, type ConnectionService } from './connections.ts';
+import type { ServiceDeps } from './deps.ts';
+import { getByRef, getReferenced } from './refs.ts';
+
+// Models: a SQL query on a source connection plus the column that identifies a row.
+
+const Sql = Type.String({ minLength: 1, maxLength: 100_000 });
+const PrimaryKey = Type.String({ minLength: 1, maxLength: 200 });
+const ConnectionRef = Type.String({ minLength: 1, maxLength: 100, description: 'Id or slug of a connection with the source role' });
+
+export const ModelCreate = Type.Object(
+  { slug: Slug, name: Name, connectionId: ConnectionRef, sql: Sql, primaryKey: PrimaryKey },
+  { additionalProperties: false, $id: 'ModelCreate' },
+);
+export const ModelPatch = Type.Object(
+  { slug: Type.Optional(Slug), name: Type.Optional(Name), connectionId: Type.Optional(ConnectionRef), sql: Type.Optional(Sql), primaryKey: Type.Optional(PrimaryKey) },
+  { additionalProperties: false, $id: 'ModelPatch' },
+);
+export const ModelPut = Type.Object(
+  { slug: Type.Optional(Slug), name: Name, connectionId: ConnectionRef, sql: Sql, primaryKey: PrimaryKey },
+  { additionalProperties: false, $id: 'ModelPut' },
+);
+export const ModelView = Type.Object(
+  {
+    id: Type.String(),
+    slug: Type.String(),
+    name: Type.String(),
+    connectionId: Type.String(),
+    sql: Type.String(),
+    primaryKey: Type.String(),
+    createdAt: Type.String({ format: 'date-time' }),
+    updatedAt: Type.String({ format: 'date-time' }),
+    version: Type.Integer(),
+  },
+  { $id: 'Model' },
+);
+export type ModelCreateInput = Static<typeof ModelCreate>;
+export type ModelPatchInput = Static<typeof ModelPatch>;
+export type ModelPutInput = Static<typeof ModelPut>;
+export type ModelViewT = Static<typeof ModelView>;
+type Row = typeof models.$inferSelect;
+
+export function modelView(r: Row): ModelViewT {
+  return {
+    id: r.id,
+    slug: r.slug,
+    name: r.name,
+    connectionId: r.connectionId,
+    sql: r.sql,
+    primaryKey: r.primaryKey,
+    createdAt: iso(r.createdAt)!,
+    updatedAt: iso(r.updatedAt)!,
+    version: r.version,
+  };
+}
+
+export interface SaveOptions {
+  /** Check the SQL against the source (compiles, primary key exists). Default true. */
+  validate?: boolean;
+}
+
+export class ModelService {
+  private readonly deps: ServiceDeps;
+  private readonly connections: ConnectionService;
+  constructor(deps: ServiceDeps, connections: ConnectionService) {
+    this.deps = deps;
+    this.connections = connections;
+  }
+
+  private get db() {
+    return this.deps.database.db;
+  }
+
+  async list(actor: Actor, params: { limit?: number; cursor?: string; connectionId?: string } = {}): Promise<Page<ModelViewT>> {
+    requireScope(actor, 'read');
+    const limit = pageLimit(params.limit);
+    const after = decodeCursor(params.cursor);
+    const conds = [eq(models.workspaceId, actor.workspaceId)];
+    if (after) conds.push(gt(models.id, after));
+    if (params.connectionId) conds.push(eq(models.connectionId, params.connectionId));
+    const rows = await this.db.select().from(models).where(and(...conds)).orderBy(asc(models.id)).limit(limit + 1);
+    return toPage(rows, limit, modelView);
+  }
+
+  async get(actor: Actor, ref: string): Promise<ModelViewT> {
+    requireScope(actor, 'read');
+    return modelView(await this.row(this.db, actor.workspaceId, ref));
+  }
+
+  async row(tx: Tx, workspaceId: string, ref: string): Promise<Row> {
+    return getByRef(tx, models, 'model', workspaceId, ref);
+  }
+
+  /** Columns of the model's result, read from the source without fetching rows. */
+  async columns(actor: Actor, ref: string): Promise<Column[]> {
+    requireScope(actor, 'read');
+    const model = await this.row(this.db, actor.workspaceId, ref);
+    const conn = await this.connections.row(this.db, actor.workspaceId, model.connectionId);
+    const source = this.connections.openSource(conn);
+    try {
+      return await source.columns(model.sql);
+    } finally {
+      await source.close();
+    }
+  }
+
+  async preview(actor: Actor, ref: string, opts: { limit?: number; timeoutMs?: number } = {}) {
+    requireScope(actor, 'read');
+    const model = await this.row(this.db, actor.workspaceId, ref);
+    const conn = await this.connections.row(this.db, actor.workspaceId, model.connectionId);
+    const source = this.connections.openSource(conn);
+    try {
+      return await source.preview(model.sql, Math.min(opts.limit ?? 50, 1000), { timeoutMs: Math.min(opts.timeoutMs ?? 15_000, 60_000) });
+    } finally {
+      await source.close();
+    }
+  }
+
+  private async resolveConnection(tx: Tx, actor: Actor, ref: string) {
+    const conn = await getReferenced(tx, connections, 'connection', actor.workspaceId, ref, '/connectionId');
+    this.connections.requireRole(conn, 'source', '/connectionId');
+    return conn;
+  }
+
+  /** Saving a model proves its SQL compiles on the source and returns the primary-key column. */
+  private async verify(conn: typeof connections.$inferSelect, sql: string, primaryKey: string, opts: SaveOptions): Promise<void> {
+    if (opts.validate === false) return;
+    const source = this.connections.openSource(conn);
+    let cols: Column[];
+    try {
+      cols = await source.columns(sql);
+    } finally {
+      await source.close();
+    }
+    if (!cols.some((c) => c.name === primaryKey)) {
+      throw new UnprocessableError('primary_key_not_found', `The query returns no column "${primaryKey}" (it returns: ${cols.map((c) => c.name).join(', ')}).`, {
+        errors: [{ path: '/primaryKey', message: 'is not a column of the query' }],
+      });
+    }
+  }
+
+  async create(actor: Actor, input: ModelCreateInput, opts: SaveOptions = {}, tx: Tx = this.db): Promise<ModelViewT> {
+    requireScope(actor, 'write');
+    assertValid(ModelCreate, input);
+    const conn = await this.resolveConnection(tx, actor, input.connectionId);
+    await this.verify(conn, input.sql, input.primaryKey, opts);
+    const id = newId('model');
+    try {
+      const row = await tx.transaction(async (tx2) => {
+        const [r] = await tx2
+          .insert(models)
+          .values({ id, workspaceId: actor.workspaceId, slug: input.slug, name: input.name, connectionId: conn.id, sql: input.sql, primaryKey: input.primaryKey })
+          .returning();
+        await recordAudit(tx2, actor, 'create', 'model', id, ['slug', 'name', 'connectionId', 'sql', 'primaryKey']);
+        return r;
+      });
+      return modelView(row);
+    } catch (e) {
+      if (isUniqueViolation(e, 'models_slug_uq')) throw slugTaken('model', input.slug);
+      throw e;
+    }
+  }
+
+  async update(actor: Actor, ref: string, input: ModelPatchInput, ifMatch?: string, opts: SaveOptions = {}): Promise<ModelViewT> {
+    requireScope(actor, 'write');
+    assertValid(ModelPatch, input);
+    return this.replaceWith(actor, ref, input, ifMatch, opts, 'update');
+  }
+
+  async put(actor: Actor, ref: string, input: ModelPutInput, ifMatch?: string, opts: SaveOptions = {}): Promise<{ created: boolean; model: ModelViewT }> {
+    requireScope(actor, 'write');
+    assertValid(ModelPut, input);
+    return this.db.transaction(async (tx) => {
+      const existing = await tx
+        .select({ id: models.id })
+        .from(models)
+        .where(and(eq(models.workspaceId, actor.workspaceId), eq(ref.includes('_') ? models.id : models.slug, ref)));
+      if (existing.length === 0) {
+        const slug = putSlug(ref, input.slug);
+        if (ifMatch !== undefined) checkVersion(ifMatch, 0);
+        return { created: true, model: await this.create(actor, { ...input, slug }, opts, tx) };
+      }
+      return { created: false, model: await this.replaceWith(actor, ref, input, ifMatch, opts, 'replace', tx) };
+    });
+  }
+
+  private async replaceWith(actor: Actor, ref: string, input: ModelPatchInput, ifMatch: string | undefined, opts: SaveOptions, action: 'update' | 'replace', outer?: Tx): Promise<ModelViewT> {
+    const run = async (tx: Tx) => {
+      const cur = await getByRef(tx, models, 'model', actor.workspaceId, ref, { forUpdate: true });
+      checkVersion(ifMatch, cur.version);
+      const conn = input.connectionId !== undefined ? await this.resolveConnection(tx, actor, input.connectionId) : undefined;
+      const next = {
+        slug: input.slug ?? cur.slug,
+        name: input.name ?? cur.name,
+        connectionId: conn?.id ?? cur.connectionId,
+        sql: input.sql ?? cur.sql,
+        primaryKey: input.primaryKey ?? cur.primaryKey,
+      };
+      const changed = changedFields(cur as unknown as Record<string, unknown>, next, ['slug', 'name', 'connectionId', 'sql', 'primaryKey']);
+      if (changed.length === 0) return modelView(cur);
+      if (changed.some((f) => f === 'connectionId' || f === 'sql' || f === 'primaryKey')) {
+        await this.verify(conn ?? (await this.connections.row(tx, actor.workspaceId, cur.connectionId)), next.sql, next.primaryKey, opts);
+      }
+      try {
+        const [row] = await tx.transaction(async (tx2) => {
+          const r = await tx2.update(models).set({ ...next, version: cur.version + 1, updatedAt: new Date() }).where(eq(models.id, cur.id)).returning();
+          await recordAudit(tx2, actor, action, 'model', cur.id, changed);
+          return r;
+        });
+        return modelView(row);
+      } catch (e) {
+        if (isUniqueViolation(e, 'models_slug_uq')) throw slugTaken('model', next.slug);
+        throw e;
+      }
+    };
+    return outer ? run(outer) : this.db.transaction(run);
+  }
+
+  async delete(actor: Actor, ref: string, ifMatch?: string): Promise<void> {
+    requireScope(actor, 'write');
+    await this.db.transaction(async (tx) => {
+      const cur = await getByRef(tx, models, 'model', actor.workspaceId, ref, { forUpdate: true });
+      checkVersion(ifMatch, cur.version);
+      const used = await tx.select({ id: syncs.id, slug: syncs.slug }).from(syncs).where(eq(syncs.modelId, cur.id)).limit(20);
+      if (used.length) throw inUse('model', cur.slug, used.map((d) => ({ type: 'sync', ...d })));
+      await tx.delete(models).where(eq(models.id, cur.id));
+      await recordAudit(tx, actor, 'delete', 'model', cur.id);
+    });
+  }
+}

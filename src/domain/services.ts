@@ -1,0 +1,29 @@
+import { ApiKeyService } from './api-keys.ts';
+import { ConnectionService } from './connections.ts';
+import type { ServiceDeps } from './deps.ts';
+import { MappingService } from './mappings.ts';
+import { ModelService } from './models.ts';
+import { SyncService } from './syncs.ts';
+
+// The one service layer. REST routes, GraphQL resolvers and worker tasks all call these.
+export interface Services {
+  deps: ServiceDeps;
+  apiKeys: ApiKeyService;
+  connections: ConnectionService;
+  models: ModelService;
+  syncs: SyncService;
+  mappings: MappingService;
+}
+
+export function createServices(deps: ServiceDeps): Services {
+  const connections = new ConnectionService(deps);
+  const syncs = new SyncService(deps, connections);
+  return {
+    deps,
+    apiKeys: new ApiKeyService(deps),
+    connections,
+    models: new ModelService(deps, connections),
+    syncs,
+    mappings: new MappingService(deps, syncs),
+  };
+}

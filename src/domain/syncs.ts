@@ -1,0 +1,317 @@
+import { Type, type Static } from '@sinclair/typebox';
+import { CronExpressionParser } from 'cron-parser';
+import { and, asc, eq, gt, type SQL } from 'drizzle-orm';
+import { connections, models, syncs } from '../db/schema.ts';
+import type { Tx } from '../db/client.ts';
+import { getConnectorType } from '../connectors/registry.ts';
+import { UnprocessableError, ValidationError } from '../errors.ts';
+import { newId } from '../lib/ids.ts';
+import { assertValid } from '../lib/validate.ts';
+import { recordAudit } from './audit.ts';
+import type { Actor } from './context.ts';
+import { changedFields, checkVersion, decodeCursor, isUniqueViolation, iso, pageLimit, requireScope, slugTaken, toPage, type Page } from './common.ts';
+import { Name, putSlug, Slug, type ConnectionService } from './connections.ts';
+import type { ServiceDeps } from './deps.ts';
+import { getByRef, getReferenced } from './refs.ts';
+
+// Syncs: model → destination object, with a mode, a match key, a schedule and delivery settings.
+
+export const SYNC_MODES = ['insert', 'update', 'upsert', 'mirror'] as const;
+export type SyncModeT = (typeof SYNC_MODES)[number];
+
+const Schedule = Type.Union(
+  [
+    Type.Object({ type: Type.Literal('manual') }, { additionalProperties: false }),
+    Type.Object({ type: Type.Literal('interval'), everySeconds: Type.Integer({ minimum: 10, maximum: 31_536_000 }) }, { additionalProperties: false }),
+    Type.Object(
+      {
+        type: Type.Literal('cron'),
+        expression: Type.String({ minLength: 1, maxLength: 200, description: 'Five-field cron expression, e.g. "0 6 * * 1-5"' }),
+        timezone: Type.Optional(Type.String({ minLength: 1, maxLength: 100, description: 'IANA time zone; default UTC' })),
+      },
+      { additionalProperties: false },
+    ),
+  ],
+);
+const Delivery = Type.Object(
+  {
+    batchSize: Type.Optional(Type.Integer({ minimum: 1, maximum: 10_000 })),
+    concurrency: Type.Optional(Type.Integer({ minimum: 1, maximum: 32 })),
+    maxRequestsPerSecond: Type.Optional(Type.Union([Type.Number({ exclusiveMinimum: 0, maximum: 10_000 }), Type.Null()])),
+    maxRetries: Type.Optional(Type.Integer({ minimum: 0, maximum: 20 })),
+  },
+  { additionalProperties: false },
+);
+const Alerts = Type.Object(
+  {
+    channelIds: Type.Optional(Type.Array(Type.String({ minLength: 1, maxLength: 100 }), { maxItems: 20, uniqueItems: true })),
+    onFailure: Type.Optional(Type.Boolean()),
+    rowFailurePercent: Type.Optional(Type.Union([Type.Number({ minimum: 0, maximum: 100 }), Type.Null()])),
+    maxDurationSeconds: Type.Optional(Type.Union([Type.Integer({ minimum: 1 }), Type.Null()])),
+    consecutiveFailures: Type.Optional(Type.Union([Type.Integer({ minimum: 1, maximum: 1000 }), Type.Null()])),
+  },
+  { additionalProperties: false },
+);
+const MatchKey = Type.Object(
+  { sourceColumn: Type.String({ minLength: 1, maxLength: 200 }), destinationField: Type.String({ minLength: 1, maxLength: 200 }) },
+  { additionalProperties: false },
+);
+const Ref = (what: string) => Type.String({ minLength: 1, maxLength: 100, description: `Id or slug of ${what}` });
+const Mode = Type.Union(SYNC_MODES.map((m) => Type.Literal(m)));
+
+const syncFields = {
+  name: Name,
+  modelId: Ref('a model'),
+  destinationId: Ref('a connection with the destination role'),
+  object: Type.String({ minLength: 1, maxLength: 200 }),
+  mode: Mode,
+  matchKey: MatchKey,
+  schedule: Type.Optional(Schedule),
+  enabled: Type.Optional(Type.Boolean()),
+  delivery: Type.Optional(Delivery),
+  alerts: Type.Optional(Alerts),
+};
+
+export const SyncCreate = Type.Object({ slug: Slug, ...syncFields }, { additionalProperties: false, $id: 'SyncCreate' });
+export const SyncPut = Type.Object({ slug: Type.Optional(Slug), ...syncFields }, { additionalProperties: false, $id: 'SyncPut' });
+export const SyncPatch = Type.Partial(Type.Object({ slug: Slug, ...syncFields }), { additionalProperties: false, $id: 'SyncPatch' });
+
+export const SyncView = Type.Object(
+  {
+    id: Type.String(),
+    slug: Type.String(),
+    name: Type.String(),
+    modelId: Type.String(),
+    destinationId: Type.String(),
+    object: Type.String(),
+    mode: Mode,
+    matchKey: MatchKey,
+    schedule: Schedule,
+    enabled: Type.Boolean(),
+    delivery: Type.Object({
+      batchSize: Type.Integer(),
+      concurrency: Type.Integer(),
+      maxRequestsPerSecond: Type.Union([Type.Number(), Type.Null()]),
+      maxRetries: Type.Integer(),
+    }),
+    alerts: Type.Object({
+      channelIds: Type.Array(Type.String()),
+      onFailure: Type.Boolean(),
+      rowFailurePercent: Type.Union([Type.Number(), Type.Null()]),
+      maxDurationSeconds: Type.Union([Type.Integer(), Type.Null()]),
+      consecutiveFailures: Type.Union([Type.Integer(), Type.Null()]),
+    }),
+    createdAt: Type.String({ format: 'date-time' }),
+    updatedAt: Type.String({ format: 'date-time' }),
+    version: Type.Integer(),
+  },
+  { $id: 'Sync' },
+);
+
+export type SyncCreateInput = Static<typeof SyncCreate>;
+export type SyncPutInput = Static<typeof SyncPut>;
+export type SyncPatchInput = Partial<SyncCreateInput>;
+export type SyncViewT = Static<typeof SyncView>;
+export type ScheduleT = Static<typeof Schedule>;
+export type DeliveryT = SyncViewT['delivery'];
+export type AlertsT = SyncViewT['alerts'];
+type Row = typeof syncs.$inferSelect;
+
+export const DEFAULT_DELIVERY: DeliveryT = { batchSize: 500, concurrency: 4, maxRequestsPerSecond: null, maxRetries: 6 };
+export const DEFAULT_ALERTS: AlertsT = { channelIds: [], onFailure: true, rowFailurePercent: null, maxDurationSeconds: null, consecutiveFailures: null };
+
+export function syncView(r: Row): SyncViewT {
+  return {
+    id: r.id,
+    slug: r.slug,
+    name: r.name,
+    modelId: r.modelId,
+    destinationId: r.destinationId,
+    object: r.object,
+    mode: r.mode as SyncModeT,
+    matchKey: r.matchKey as SyncViewT['matchKey'],
+    schedule: r.schedule as ScheduleT,
+    enabled: r.enabled,
+    delivery: { ...DEFAULT_DELIVERY, ...(r.delivery as object) },
+    alerts: { ...DEFAULT_ALERTS, ...(r.alerts as object) },
+    createdAt: iso(r.createdAt)!,
+    updatedAt: iso(r.updatedAt)!,
+    version: r.version,
+  };
+}
+
+export function validateSchedule(s: ScheduleT): ScheduleT {
+  if (s.type !== 'cron') return s;
+  const timezone = s.timezone ?? 'UTC';
+  try {
+    new Intl.DateTimeFormat('en-US', { timeZone: timezone });
+  } catch {
+    throw new ValidationError(`"${timezone}" is not an IANA time zone.`, [{ path: '/schedule/timezone', message: 'is not an IANA time zone (e.g. Europe/Paris)' }], 'invalid_schedule');
+  }
+  if (s.expression.trim().split(/\s+/).length !== 5) {
+    throw new ValidationError('A cron expression has five fields: minute hour day-of-month month day-of-week.', [{ path: '/schedule/expression', message: 'must have five fields' }], 'invalid_schedule');
+  }
+  try {
+    CronExpressionParser.parse(s.expression, { tz: timezone });
+  } catch (e) {
+    throw new ValidationError(`Invalid cron expression: ${(e as Error).message}`, [{ path: '/schedule/expression', message: (e as Error).message }], 'invalid_schedule');
+  }
+  return { type: 'cron', expression: s.expression.trim(), timezone };
+}
+
+export class SyncService {
+  private readonly deps: ServiceDeps;
+  private readonly connections: ConnectionService;
+  constructor(deps: ServiceDeps, connections: ConnectionService) {
+    this.deps = deps;
+    this.connections = connections;
+  }
+
+  private get db() {
+    return this.deps.database.db;
+  }
+
+  async list(actor: Actor, params: { limit?: number; cursor?: string; modelId?: string; destinationId?: string; enabled?: boolean } = {}): Promise<Page<SyncViewT>> {
+    requireScope(actor, 'read');
+    const limit = pageLimit(params.limit);
+    const after = decodeCursor(params.cursor);
+    const conds: SQL[] = [eq(syncs.workspaceId, actor.workspaceId)];
+    if (after) conds.push(gt(syncs.id, after));
+    if (params.modelId) conds.push(eq(syncs.modelId, params.modelId));
+    if (params.destinationId) conds.push(eq(syncs.destinationId, params.destinationId));
+    if (params.enabled !== undefined) conds.push(eq(syncs.enabled, params.enabled));
+    const rows = await this.db.select().from(syncs).where(and(...conds)).orderBy(asc(syncs.id)).limit(limit + 1);
+    return toPage(rows, limit, syncView);
+  }
+
+  async get(actor: Actor, ref: string): Promise<SyncViewT> {
+    requireScope(actor, 'read');
+    return syncView(await this.row(this.db, actor.workspaceId, ref));
+  }
+
+  async row(tx: Tx, workspaceId: string, ref: string, opts: { forUpdate?: boolean } = {}): Promise<Row> {
+    return getByRef(tx, syncs, 'sync', workspaceId, ref, opts);
+  }
+
+  /** Resolves references and checks the sync against its destination's capabilities. */
+  private async normalise(tx: Tx, actor: Actor, input: SyncCreateInput, current?: Row) {
+    const model = await getReferenced(tx, models, 'model', actor.workspaceId, input.modelId, '/modelId');
+    const dest = await getReferenced(tx, connections, 'connection', actor.workspaceId, input.destinationId, '/destinationId');
+    this.connections.requireRole(dest, 'destination', '/destinationId');
+    const caps = getConnectorType(dest.type)?.capabilities;
+    if (caps && !caps.modes.includes(input.mode)) {
+      throw new UnprocessableError('unsupported_mode', `Destination type ${dest.type} does not support mode "${input.mode}" (it supports: ${caps.modes.join(', ')}).`, {
+        errors: [{ path: '/mode', message: `must be one of: ${caps.modes.join(', ')}` }],
+      });
+    }
+    const objects = (dest.config as { objects?: { name: string }[] }).objects;
+    if (Array.isArray(objects) && !objects.some((o) => o.name === input.object)) {
+      throw new UnprocessableError('unknown_object', `Destination "${dest.slug}" has no object "${input.object}" (it has: ${objects.map((o) => o.name).join(', ')}).`, {
+        errors: [{ path: '/object', message: 'is not an object of the destination' }],
+      });
+    }
+    const prevDelivery = current ? (current.delivery as DeliveryT) : DEFAULT_DELIVERY;
+    const prevAlerts = current ? (current.alerts as AlertsT) : DEFAULT_ALERTS;
+    return {
+      slug: input.slug,
+      name: input.name,
+      modelId: model.id,
+      destinationId: dest.id,
+      object: input.object,
+      mode: input.mode,
+      matchKey: input.matchKey,
+      schedule: validateSchedule(input.schedule ?? (current?.schedule as ScheduleT) ?? { type: 'manual' }),
+      enabled: input.enabled ?? current?.enabled ?? true,
+      delivery: { ...DEFAULT_DELIVERY, ...prevDelivery, ...input.delivery },
+      alerts: { ...DEFAULT_ALERTS, ...prevAlerts, ...input.alerts },
+    };
+  }
+
+  async create(actor: Actor, input: SyncCreateInput, tx: Tx = this.db): Promise<SyncViewT> {
+    requireScope(actor, 'write');
+    assertValid(SyncCreate, input);
+    const id = newId('sync');
+    try {
+      const row = await tx.transaction(async (tx2) => {
+        const values = await this.normalise(tx2, actor, input);
+        const [r] = await tx2.insert(syncs).values({ id, workspaceId: actor.workspaceId, ...values }).returning();
+        await recordAudit(tx2, actor, 'create', 'sync', id, Object.keys(values));
+        await this.deps.hooks.syncChanged?.(tx2, id, actor.workspaceId);
+        return r;
+      });
+      return syncView(row);
+    } catch (e) {
+      if (isUniqueViolation(e, 'syncs_slug_uq')) throw slugTaken('sync', input.slug);
+      throw e;
+    }
+  }
+
+  async update(actor: Actor, ref: string, input: SyncPatchInput, ifMatch?: string): Promise<SyncViewT> {
+    requireScope(actor, 'write');
+    assertValid(SyncPatch, input);
+    return this.db.transaction((tx) => this.apply(tx, actor, ref, input, ifMatch, 'update'));
+  }
+
+  async put(actor: Actor, ref: string, input: SyncPutInput, ifMatch?: string): Promise<{ created: boolean; sync: SyncViewT }> {
+    requireScope(actor, 'write');
+    assertValid(SyncPut, input);
+    return this.db.transaction(async (tx) => {
+      const existing = await tx
+        .select({ id: syncs.id })
+        .from(syncs)
+        .where(and(eq(syncs.workspaceId, actor.workspaceId), eq(ref.includes('_') ? syncs.id : syncs.slug, ref)));
+      if (existing.length === 0) {
+        const slug = putSlug(ref, input.slug);
+        if (ifMatch !== undefined) checkVersion(ifMatch, 0);
+        return { created: true, sync: await this.create(actor, { ...input, slug }, tx) };
+      }
+      // PUT replaces: optional groups not sent go back to their defaults.
+      const whole = { schedule: { type: 'manual' as const }, enabled: true, delivery: DEFAULT_DELIVERY, alerts: DEFAULT_ALERTS, ...input };
+      return { created: false, sync: await this.apply(tx, actor, ref, whole, ifMatch, 'replace') };
+    });
+  }
+
+  private async apply(tx: Tx, actor: Actor, ref: string, input: SyncPatchInput, ifMatch: string | undefined, action: 'update' | 'replace'): Promise<SyncViewT> {
+    const cur = await this.row(tx, actor.workspaceId, ref, { forUpdate: true });
+    checkVersion(ifMatch, cur.version);
+    const merged: SyncCreateInput = {
+      slug: input.slug ?? cur.slug,
+      name: input.name ?? cur.name,
+      modelId: input.modelId ?? cur.modelId,
+      destinationId: input.destinationId ?? cur.destinationId,
+      object: input.object ?? cur.object,
+      mode: input.mode ?? (cur.mode as SyncModeT),
+      matchKey: input.matchKey ?? (cur.matchKey as SyncViewT['matchKey']),
+      schedule: input.schedule,
+      enabled: input.enabled,
+      delivery: input.delivery,
+      alerts: input.alerts,
+    };
+    const next = await this.normalise(tx, actor, merged, action === 'replace' ? undefined : cur);
+    const changed = changedFields(cur as unknown as Record<string, unknown>, next, Object.keys(next));
+    if (changed.length === 0) return syncView(cur);
+    try {
+      const [row] = await tx.transaction(async (tx2) => {
+        const r = await tx2.update(syncs).set({ ...next, version: cur.version + 1, updatedAt: new Date() }).where(eq(syncs.id, cur.id)).returning();
+        await recordAudit(tx2, actor, action, 'sync', cur.id, changed);
+        await this.deps.hooks.syncChanged?.(tx2, cur.id, actor.workspaceId);
+        return r;
+      });
+      return syncView(row);
+    } catch (e) {
+      if (isUniqueViolation(e, 'syncs_slug_uq')) throw slugTaken('sync', next.slug);
+      throw e;
+    }
+  }
+
+  async delete(actor: Actor, ref: string, ifMatch?: string): Promise<void> {
+    requireScope(actor, 'write');
+    await this.db.transaction(async (tx) => {
+      const cur = await this.row(tx, actor.workspaceId, ref, { forUpdate: true });
+      checkVersion(ifMatch, cur.version);
+      await tx.delete(syncs).where(eq(syncs.id, cur.id));
+      await recordAudit(tx, actor, 'delete', 'sync', cur.id);
+      await this.deps.hooks.syncChanged?.(tx, cur.id, actor.workspaceId);
+    });
+  }
+}

@@ -1,0 +1,169 @@
+import { randomUUID } from 'node:crypto';
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import cors from '@fastify/cors';
+import swagger from '@fastify/swagger';
+import swaggerUi from '@fastify/swagger-ui';
+import FindMyWay from 'find-my-way';
+import type { TSchema } from '@sinclair/typebox';
+import type { Config } from '../config.ts';
+import type { Services } from '../domain/services.ts';
+import { ApiKeyCreate, ApiKeyCreated, ApiKeyView, WorkspaceCreate, WorkspaceView } from '../domain/api-keys.ts';
+import { ConnectionCreate, ConnectionPatch, ConnectionPut, ConnectionView } from '../domain/connections.ts';
+import { MappingCreate, MappingPatch, MappingSet, MappingView } from '../domain/mappings.ts';
+import { ModelCreate, ModelPatch, ModelPut, ModelView } from '../domain/models.ts';
+import { SyncCreate, SyncPatch, SyncPut, SyncView } from '../domain/syncs.ts';
+import { AppError } from '../errors.ts';
+import { bodyAjv, paramsAjv } from '../lib/validate.ts';
+import { registerAuth } from './auth.ts';
+import { registerIdempotency } from './idempotency.ts';
+import { errorHandler, problemOf, sendProblem } from './problem.ts';
+import { ProblemSchema } from './schemas.ts';
+import { adminRoutes } from './routes/admin.ts';
+import { connectionRoutes } from './routes/connections.ts';
+import { healthRoutes, type Readiness } from './routes/health.ts';
+import { modelRoutes } from './routes/models.ts';
+import { syncRoutes } from './routes/syncs.ts';
+
+/** Schemas published as OpenAPI components and shared by every route. */
+export const SHARED_SCHEMAS: TSchema[] = [
+  ProblemSchema,
+  WorkspaceCreate,
+  WorkspaceView,
+  ApiKeyCreate,
+  ApiKeyView,
+  ApiKeyCreated,
+  ConnectionCreate,
+  ConnectionPatch,
+  ConnectionPut,
+  ConnectionView,
+  ModelCreate,
+  ModelPatch,
+  ModelPut,
+  ModelView,
+  SyncCreate,
+  SyncPatch,
+  SyncPut,
+  SyncView,
+  MappingCreate,
+  MappingPatch,
+  MappingSet,
+  MappingView,
+];
+
+for (const s of SHARED_SCHEMAS) {
+  for (const ajv of [bodyAjv, paramsAjv]) if (!ajv.getSchema(s.$id!)) ajv.addSchema(s);
+}
+
+export interface AppOptions {
+  config: Config;
+  services: Services;
+  readiness: Readiness;
+  /** A pino logger shared with the rest of the process; default: a new one from config. */
+  loggerInstance?: FastifyServerOptions['loggerInstance'];
+  /** Registered before the 404 handler is sealed (GraphQL, runs, webhooks plug in here). */
+  plugins?: ((app: FastifyInstance) => Promise<void> | void)[];
+}
+
+export function loggerOptions(config: Config) {
+  return {
+    level: config.logLevel,
+    redact: {
+      paths: ['req.headers.authorization', 'req.headers.cookie', '*.secrets', '*.password', '*.token', '*.clientSecret', '*.headerValue'],
+      censor: '[redacted]',
+    },
+  };
+}
+
+export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
+  const { config, services } = opts;
+  const app = Fastify({
+    ...(opts.loggerInstance ? { loggerInstance: opts.loggerInstance } : { logger: loggerOptions(config) }),
+    bodyLimit: config.bodyLimitBytes,
+    requestIdHeader: 'x-request-id',
+    genReqId: (req) => {
+      const given = req.headers['x-request-id'];
+      return typeof given === 'string' && /^[\w.-]{1,100}$/.test(given) ? given : randomUUID();
+    },
+    return503OnClosing: true,
+    routerOptions: { ignoreTrailingSlash: true, maxParamLength: 300 },
+  });
+
+  // Body: strict (no coercion, unknown fields rejected). Query/params/headers: coerced strings.
+  app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === 'body' ? bodyAjv : paramsAjv).compile(schema));
+  for (const s of SHARED_SCHEMAS) app.addSchema(s);
+
+  // JSON only (plus merge-patch+json for PATCH); anything else is a 415.
+  app.removeContentTypeParser('text/plain');
+  app.addContentTypeParser('application/merge-patch+json', { parseAs: 'string' }, app.getDefaultJsonParser('error', 'error'));
+
+  app.addHook('onSend', async (req, reply, payload) => {
+    reply.header('x-request-id', req.id);
+    return payload;
+  });
+
+  // 405: a path that exists with other methods. We keep our own router of what was registered.
+  const known = FindMyWay({ ignoreTrailingSlash: true, maxParamLength: 300 });
+  app.addHook('onRoute', (route) => {
+    for (const m of [route.method].flat()) {
+      if (m === 'HEAD' || m === 'OPTIONS') continue;
+      try {
+        known.on(m as never, route.url, () => {});
+      } catch {
+        // the same route registered twice under another constraint: already known
+      }
+    }
+  });
+
+  if (config.corsOrigins.length) {
+    await app.register(cors, {
+      origin: config.corsOrigins.includes('*') ? true : config.corsOrigins,
+      methods: ['GET', 'POST', 'PUT', 'PATCH', 'DELETE'],
+      allowedHeaders: ['authorization', 'content-type', 'if-match', 'idempotency-key', 'x-request-id'],
+      exposedHeaders: ['etag', 'location', 'x-request-id', 'idempotent-replayed'],
+    });
+  }
+
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info: {
+        title: 'Backhaul API',
+        version: '1.0.0',
+        description: 'Self-hosted reverse ETL: connections, models, syncs, mappings and runs. Errors are RFC 9457 problem+json with a stable `code`.',
+      },
+      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer', description: 'API key `bh_…`' } } },
+      security: [{ bearer: [] }],
+    },
+    refResolver: { buildLocalReference: (json, _base, _frag, i) => String(json.$id ?? `def-${i}`) },
+  });
+  await app.register(swaggerUi, { routePrefix: '/docs', uiConfig: { deepLinking: true } });
+  // swagger-ui's routes are public documentation.
+  app.addHook('onRoute', (route) => {
+    if (route.url.startsWith('/docs')) route.config = { ...(route.config as object), public: true } as never;
+  });
+
+  app.setErrorHandler(errorHandler);
+  app.setNotFoundHandler((req, reply) => {
+    const path = req.url.split('?')[0];
+    const allowed = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE'].filter((m) => known.find(m as never, path));
+    if (allowed.length) {
+      reply.header('allow', allowed.join(', '));
+      return sendProblem(reply, problemOf(new AppError(405, 'method_not_allowed', 'Method not allowed', { detail: `${req.method} is not allowed on ${path}; allowed: ${allowed.join(', ')}.` }), req.id));
+    }
+    return sendProblem(reply, problemOf(new AppError(404, 'route_not_found', 'Not found', { detail: `No route ${req.method} ${path}.` }), req.id));
+  });
+
+  registerAuth(app, services);
+  registerIdempotency(app, services.deps.database.db);
+
+  healthRoutes(app, opts.readiness);
+  app.get('/openapi.json', { config: { public: true }, schema: { hide: true } }, async () => app.swagger());
+  adminRoutes(app, services);
+  connectionRoutes(app, services);
+  modelRoutes(app, services);
+  syncRoutes(app, services);
+  for (const p of opts.plugins ?? []) await p(app);
+
+  await app.ready();
+  return app;
+}

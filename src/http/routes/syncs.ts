@@ -1,0 +1,94 @@
+import { Type } from '@sinclair/typebox';
+import type { FastifyInstance } from 'fastify';
+import { MappingCreate, MappingPatch, MappingSet, MappingView } from '../../domain/mappings.ts';
+import type { Services } from '../../domain/services.ts';
+import { SyncCreate, SyncPatch, SyncPut, SyncView } from '../../domain/syncs.ts';
+import { actorOf } from '../auth.ts';
+import { registerCrud, sendResource } from '../crud.ts';
+import { IdempotencyHeader, IfMatchHeader, PageQuery, pageOf, problems, ref, RefParams } from '../schemas.ts';
+
+export function syncRoutes(app: FastifyInstance, s: Services): void {
+  registerCrud(
+    app,
+    {
+      path: '/v1/syncs',
+      tag: 'syncs',
+      noun: 'sync',
+      view: SyncView,
+      create: SyncCreate,
+      patch: SyncPatch,
+      replace: SyncPut,
+      listFilters: {
+        modelId: Type.Optional(Type.String({ maxLength: 100 })),
+        destinationId: Type.Optional(Type.String({ maxLength: 100 })),
+        enabled: Type.Optional(Type.Boolean()),
+      },
+    },
+    {
+      list: (a, q) => s.syncs.list(a, q),
+      get: (a, ref) => s.syncs.get(a, ref),
+      create: (a, body) => s.syncs.create(a, body),
+      update: (a, ref, body, ifMatch) => s.syncs.update(a, ref, body, ifMatch),
+      put: async (a, ref, body, ifMatch) => {
+        const r = await s.syncs.put(a, ref, body, ifMatch);
+        return { created: r.created, value: r.sync };
+      },
+      delete: (a, ref, ifMatch) => s.syncs.delete(a, ref, ifMatch),
+    },
+  );
+
+  const tags = ['mappings'];
+  const base = '/v1/syncs/:ref/mappings';
+  const MappingParams = Type.Object({ ref: Type.String({ maxLength: 100 }), id: Type.String({ maxLength: 100 }) });
+  type P = { ref: string; id: string };
+
+  app.get(base, {
+    schema: { tags, summary: "List a sync's mappings", params: RefParams, querystring: Type.Object(PageQuery), response: { 200: pageOf(MappingView), ...problems } },
+    handler: async (req) => s.mappings.list(actorOf(req), (req.params as P).ref, req.query as { limit?: number }),
+  });
+  app.post(base, {
+    schema: { tags, summary: 'Add a mapping', params: RefParams, headers: IdempotencyHeader, body: ref(MappingCreate), response: { 201: ref(MappingView), ...problems } },
+    handler: async (req, reply) => {
+      const m = await s.mappings.create(actorOf(req), (req.params as P).ref, req.body as never);
+      return sendResource(reply, m, 201, `/v1/syncs/${m.syncId}/mappings/${m.id}`);
+    },
+  });
+  app.put(base, {
+    schema: {
+      tags,
+      summary: 'Replace the whole set of mappings in one transaction',
+      description: 'If-Match, when sent, is checked against the sync\'s version.',
+      params: RefParams,
+      headers: IfMatchHeader,
+      body: ref(MappingSet),
+      response: { 200: Type.Object({ data: Type.Array(ref(MappingView)) }), ...problems },
+    },
+    handler: async (req) => ({ data: await s.mappings.replaceAll(actorOf(req), (req.params as P).ref, req.body as never, req.headers['if-match']) }),
+  });
+  app.get(`${base}/:id`, {
+    schema: { tags, summary: 'Get a mapping', params: MappingParams, response: { 200: ref(MappingView), ...problems } },
+    handler: async (req, reply) => sendResource(reply, await s.mappings.get(actorOf(req), (req.params as P).ref, (req.params as P).id)),
+  });
+  app.patch(`${base}/:id`, {
+    schema: { tags, summary: 'Update a mapping', params: MappingParams, headers: IfMatchHeader, body: ref(MappingPatch), response: { 200: ref(MappingView), ...problems } },
+    handler: async (req, reply) => {
+      const p = req.params as P;
+      return sendResource(reply, await s.mappings.update(actorOf(req), p.ref, p.id, req.body as never, req.headers['if-match']));
+    },
+  });
+  app.put(`${base}/:id`, {
+    schema: { tags, summary: 'Replace a mapping', params: MappingParams, headers: IfMatchHeader, body: ref(MappingCreate), response: { 200: ref(MappingView), ...problems } },
+    handler: async (req, reply) => {
+      const p = req.params as P;
+      return sendResource(reply, await s.mappings.update(actorOf(req), p.ref, p.id, req.body as never, req.headers['if-match'], true));
+    },
+  });
+  app.delete(`${base}/:id`, {
+    schema: { tags, summary: 'Delete a mapping', params: MappingParams, headers: IfMatchHeader, response: { 204: Type.Null(), ...problems } },
+    handler: async (req, reply) => {
+      const p = req.params as P;
+      await s.mappings.delete(actorOf(req), p.ref, p.id, req.headers['if-match']);
+      return reply.code(204).send();
+    },
+  });
+}

@@ -1,0 +1,44 @@
+import { Type, type TSchema } from '@sinclair/typebox';
+
+// Schemas shared by the routes (OpenAPI components).
+
+export const ProblemSchema = Type.Object(
+  {
+    type: Type.String(),
+    title: Type.String(),
+    status: Type.Integer(),
+    detail: Type.String(),
+    code: Type.String({ description: 'Stable machine-readable error code' }),
+    errors: Type.Optional(Type.Array(Type.Object({ path: Type.String(), message: Type.String() }))),
+    hint: Type.Optional(Type.String()),
+    requestId: Type.Optional(Type.String()),
+  },
+  { $id: 'Problem', additionalProperties: true },
+);
+
+export const ref = (schema: TSchema) => Type.Unsafe({ $ref: `${schema.$id}#` });
+
+export const PageQuery = {
+  limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 200, default: 50 })),
+  cursor: Type.Optional(Type.String({ maxLength: 500 })),
+};
+
+export const pageOf = (item: TSchema) =>
+  Type.Object({ data: Type.Array(ref(item)), nextCursor: Type.Union([Type.String(), Type.Null()]) });
+
+export const RefParams = Type.Object({ ref: Type.String({ minLength: 1, maxLength: 100, description: 'Id or slug' }) });
+
+export const IfMatchHeader = Type.Object({
+  'if-match': Type.Optional(Type.String({ description: 'ETag (version) the change applies to; 412 when it is not current' })),
+});
+export const IdempotencyHeader = Type.Object({
+  'idempotency-key': Type.Optional(Type.String({ maxLength: 255, description: 'Retries with the same key and body return the first response (24 h)' })),
+});
+
+const problemResponse = (description: string) => ({ description, content: { 'application/problem+json': { schema: ref(ProblemSchema) } } });
+
+/** Standard error responses of every route (RFC 9457 problem details). */
+export const problems = {
+  '4xx': problemResponse('Client error: problem details with a stable `code`'),
+  '5xx': problemResponse('Server error: problem details, nothing internal'),
+};

@@ -1,0 +1,83 @@
+import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
+import addFormatsModule from 'ajv-formats';
+import { ValidationError, type FieldError } from '../errors.ts';
+
+// One strict validator for user input, shared by HTTP routes, GraphQL and the services:
+// unknown fields are errors (never silently dropped), no type coercion, every error reported.
+// Defaults are applied by the services, never by the validator, so PATCH cannot reset fields.
+
+const addFormats = addFormatsModule as unknown as (ajv: Ajv) => Ajv;
+
+function makeAjv(opts: { coerceTypes: boolean | 'array'; useDefaults: boolean }): Ajv {
+  const ajv = new Ajv({
+    allErrors: true,
+    strict: false,
+    removeAdditional: false,
+    coerceTypes: opts.coerceTypes,
+    useDefaults: opts.useDefaults,
+  });
+  addFormats(ajv);
+  return ajv;
+}
+
+/** Bodies: strict. */
+export const bodyAjv = makeAjv({ coerceTypes: false, useDefaults: false });
+/** Query strings and path params arrive as strings: coerce to the declared types. */
+export const paramsAjv = makeAjv({ coerceTypes: 'array', useDefaults: true });
+/** Connector configs: strict, with the connector's documented defaults filled in. */
+export const configAjv = makeAjv({ coerceTypes: false, useDefaults: true });
+
+export function toFieldErrors(errors: ErrorObject[] | null | undefined, prefix = ''): FieldError[] {
+  return (errors ?? []).map((e) => {
+    let path = prefix + e.instancePath;
+    let message = e.message ?? 'is invalid';
+    if (e.keyword === 'additionalProperties') {
+      path = `${path}/${(e.params as { additionalProperty: string }).additionalProperty}`;
+      message = 'is not a known field';
+    } else if (e.keyword === 'required') {
+      path = `${path}/${(e.params as { missingProperty: string }).missingProperty}`;
+      message = 'is required';
+    } else if (e.keyword === 'enum') {
+      message = `must be one of: ${(e.params as { allowedValues: unknown[] }).allowedValues.map((v) => JSON.stringify(v)).join(', ')}`;
+    }
+    return { path: path || '/', message };
+  });
+}
+
+const cache = new WeakMap<object, ValidateFunction>();
+
+function compiled(ajv: Ajv, schema: object): ValidateFunction {
+  let fn = cache.get(schema);
+  if (!fn) {
+    fn = ajv.compile(schema);
+    cache.set(schema, fn);
+  }
+  return fn;
+}
+
+/** Validates `value` against `schema`; throws ValidationError listing every problem with its JSON pointer. */
+export function assertValid<T>(schema: object, value: unknown, opts: { prefix?: string; what?: string } = {}): T {
+  const fn = compiled(bodyAjv, schema);
+  if (!fn(value)) {
+    const errors = toFieldErrors(fn.errors, opts.prefix);
+    throw new ValidationError(`${opts.what ?? 'The request body'} is invalid: ${errors.map((e) => `${e.path} ${e.message}`).join('; ')}`, errors);
+  }
+  return value as T;
+}
+
+const configCache = new WeakMap<object, ValidateFunction>();
+
+/** Validates a connector config in place (fills defaults) and returns it. */
+export function validateConnectorConfig(schema: object, value: unknown, prefix = '/config'): Record<string, unknown> {
+  let fn = configCache.get(schema);
+  if (!fn) {
+    fn = configAjv.compile(schema);
+    configCache.set(schema, fn);
+  }
+  const copy = structuredClone(value);
+  if (!fn(copy)) {
+    const errors = toFieldErrors(fn.errors, prefix);
+    throw new ValidationError(`The connection config is invalid: ${errors.map((e) => `${e.path} ${e.message}`).join('; ')}`, errors);
+  }
+  return copy as Record<string, unknown>;
+}

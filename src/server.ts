@@ -1,0 +1,100 @@
+import type { FastifyInstance } from 'fastify';
+import pino from 'pino';
+import type { Config } from './config.ts';
+import { connectDatabase, type Database } from './db/client.ts';
+import { startEmbeddedPostgres, type EmbeddedDatabase } from './db/embedded.ts';
+import { migrate, migrationsApplied } from './db/migrate.ts';
+import { bootstrap } from './domain/bootstrap.ts';
+import type { DomainHooks } from './domain/deps.ts';
+import { createServices, type Services } from './domain/services.ts';
+import { buildApp, loggerOptions } from './http/app.ts';
+import { loadEncryptionKey, secretBox } from './secrets.ts';
+
+// Process lifecycle: database (embedded or external) → migrations → bootstrap → services →
+// HTTP API and/or worker. `close()` reverses it; SIGTERM/SIGINT call it once.
+
+export interface StartOptions {
+  config: Config;
+  /** Run the HTTP API. */
+  api?: boolean;
+  /** Run the job worker in this process. */
+  worker?: boolean;
+  /** Print the bootstrap key (first start) to stdout. */
+  printBootstrapKey?: (token: string) => void;
+  logger?: pino.Logger;
+}
+
+export interface Backhaul {
+  config: Config;
+  database: Database;
+  services: Services;
+  app?: FastifyInstance;
+  url?: string;
+  logger: pino.Logger;
+  close(): Promise<void>;
+}
+
+export async function startDatabase(config: Config, logger: pino.Logger): Promise<{ url: string; embedded?: EmbeddedDatabase }> {
+  if (config.databaseUrl) return { url: config.databaseUrl };
+  logger.info({ dataDir: config.dataDir }, 'DATABASE_URL not set: starting embedded PostgreSQL');
+  const embedded = await startEmbeddedPostgres({ dataDir: config.dataDir, port: config.embeddedPgPort, log: (m) => logger.warn(m) });
+  return { url: embedded.url, embedded };
+}
+
+export async function startBackhaul(opts: StartOptions): Promise<Backhaul> {
+  const { config } = opts;
+  const logger = opts.logger ?? pino(loggerOptions(config));
+  const key = loadEncryptionKey(config, (m) => logger.warn(m));
+  const { url, embedded } = await startDatabase(config, logger);
+  const database = connectDatabase(url);
+  const closers: (() => Promise<void>)[] = [];
+  try {
+    await migrate(database.sql, (m) => logger.info(m));
+    const boot = await bootstrap(database.db, { token: config.bootstrapApiKey });
+    if (boot?.token) opts.printBootstrapKey?.(boot.token);
+
+    const hooks: DomainHooks = {};
+    const services = createServices({ database, secrets: secretBox(key), denyPrivateNetworks: config.denyPrivateNetworks, hooks, env: process.env });
+
+    let app: FastifyInstance | undefined;
+    let url: string | undefined;
+    if (opts.api !== false) {
+      app = await buildApp({
+        config,
+        services,
+        loggerInstance: logger as never,
+        readiness: {
+          checks: {
+            database: async () => ((await database.sql`select 1 as ok`)[0]?.ok === 1 ? true : 'no answer'),
+            migrations: async () => ((await migrationsApplied(database.sql)) ? true : 'pending migrations'),
+          },
+        },
+      });
+      url = await app.listen({ host: config.host, port: config.port });
+      closers.push(() => app!.close());
+    }
+
+    let closing: Promise<void> | undefined;
+    return {
+      config,
+      database,
+      services,
+      app,
+      url,
+      logger,
+      close() {
+        closing ??= (async () => {
+          for (const c of closers.reverse()) await c().catch((e) => logger.error({ err: e }, 'error during shutdown'));
+          await database.close();
+          await embedded?.stop();
+        })();
+        return closing;
+      },
+    };
+  } catch (e) {
+    for (const c of closers.reverse()) await c().catch(() => {});
+    await database.close().catch(() => {});
+    await embedded?.stop().catch(() => {});
+    throw e;
+  }
+}
