@@ -1,0 +1,206 @@
+import { ConnectorError } from '../errors.ts';
+import { compileTemplate } from './template.ts';
+import type { ColumnType, DestinationField, Row } from './types.ts';
+
+// Mapping evaluation: turns a model row into a destination payload. Compiled once per run into
+// one closure per field, so the per-row cost is a loop over small functions. A value that cannot
+// be coerced to its field's type makes the row invalid (returned, never thrown).
+
+export interface LookupSpec {
+  object: string;
+  matchField: string;
+  sourceColumn: string;
+  resultField: string;
+}
+
+export type MappingSource = { column: string } | { static: unknown } | { template: string } | { lookup: LookupSpec };
+
+export interface MappingSpec {
+  destinationField: string;
+  source: MappingSource;
+}
+
+export type MappingResult = { ok: true; payload: Record<string, unknown> } | { ok: false; code: string; message: string };
+
+export interface CompileMappingsOptions {
+  /** The model's columns: unknown columns (mapping or template) become compile-time errors. */
+  columns?: Iterable<string>;
+  /** Resolves a lookup mapping for a row (the engine prefetches; returns the destination value). */
+  resolveLookup?: (spec: LookupSpec, row: Row) => unknown;
+}
+
+const INVALID = Symbol('invalid');
+type Coercer = (v: unknown) => unknown;
+
+const TYPE_PHRASE: Record<ColumnType, string> = {
+  string: 'a string',
+  integer: 'an integer',
+  decimal: 'a decimal number',
+  boolean: 'a boolean',
+  timestamp: 'a timestamp',
+  date: 'a date (YYYY-MM-DD)',
+  json: 'JSON',
+};
+
+const TRUE = new Set(['true', 't', 'yes', 'y', '1', 'on']);
+const FALSE = new Set(['false', 'f', 'no', 'n', '0', 'off']);
+const ISO_UTC = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$/;
+const ZONELESS = /^\d{4}-\d\d-\d\d[T ]\d\d:\d\d(:\d\d(\.\d+)?)?$/;
+const DATE_ONLY = /^(\d{4})-(\d\d)-(\d\d)$/;
+
+function validDate(s: string): boolean {
+  const m = DATE_ONLY.exec(s);
+  if (!m) return false;
+  const d = new Date(Date.UTC(+m[1], +m[2] - 1, +m[3]));
+  return d.getUTCFullYear() === +m[1] && d.getUTCMonth() === +m[2] - 1 && d.getUTCDate() === +m[3];
+}
+
+function toTimestamp(v: unknown): unknown {
+  if (v instanceof Date) return Number.isNaN(v.getTime()) ? INVALID : v.toISOString();
+  if (typeof v === 'number') {
+    if (!Number.isFinite(v)) return INVALID;
+    // Epoch seconds or milliseconds: below 1e11 can only be seconds (1e11 ms is 1973).
+    const d = new Date(Math.abs(v) < 1e11 ? v * 1000 : v);
+    return Number.isNaN(d.getTime()) ? INVALID : d.toISOString();
+  }
+  if (typeof v !== 'string') return INVALID;
+  const s = v.trim();
+  if (ISO_UTC.test(s)) return s; // keeps sub-millisecond digits
+  if (DATE_ONLY.test(s)) return validDate(s) ? `${s}T00:00:00.000Z` : INVALID;
+  // A timestamp without a zone is UTC (as sources deliver them), never the server's local time.
+  const withZone = ZONELESS.test(s) ? `${s.replace(' ', 'T')}Z` : s;
+  if (!/^\d{4}-\d\d-\d\d/.test(withZone) && !/\d{4}/.test(withZone)) return INVALID;
+  const t = Date.parse(withZone);
+  return Number.isNaN(t) ? INVALID : new Date(t).toISOString();
+}
+
+export const COERCERS: Record<ColumnType, Coercer> = {
+  string: (v) => (typeof v === 'string' ? v : v instanceof Date ? v.toISOString() : typeof v === 'object' ? JSON.stringify(v) : String(v)),
+  integer: (v) => {
+    if (typeof v === 'number') return Number.isInteger(v) ? v : INVALID;
+    if (typeof v === 'bigint') return Number.isSafeInteger(Number(v)) ? Number(v) : v.toString();
+    if (typeof v !== 'string') return INVALID;
+    const m = /^([+-]?)0*(\d+)(?:\.0*)?$/.exec(v.trim());
+    if (!m) return INVALID;
+    const s = `${m[1] === '-' && m[2] !== '0' ? '-' : ''}${m[2]}`;
+    const n = Number(s);
+    return Number.isSafeInteger(n) ? n : s; // beyond 2^53 stays an exact string
+  },
+  decimal: (v) => {
+    if (typeof v === 'number') return Number.isFinite(v) ? v : INVALID;
+    if (typeof v === 'bigint') return v.toString();
+    if (typeof v !== 'string') return INVALID;
+    const s = v.trim();
+    return /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/.test(s) ? s : INVALID; // kept as text: no precision lost
+  },
+  boolean: (v) => {
+    if (typeof v === 'boolean') return v;
+    if (typeof v === 'number') return v === 1 ? true : v === 0 ? false : INVALID;
+    if (typeof v !== 'string') return INVALID;
+    const s = v.trim().toLowerCase();
+    return TRUE.has(s) ? true : FALSE.has(s) ? false : INVALID;
+  },
+  timestamp: toTimestamp,
+  date: (v) => {
+    if (typeof v === 'string' && validDate(v.trim())) return v.trim();
+    if (typeof v === 'string' && ZONELESS.test(v.trim())) return validDate(v.trim().slice(0, 10)) ? v.trim().slice(0, 10) : INVALID;
+    if (typeof v === 'number') return INVALID;
+    const ts = toTimestamp(v);
+    return ts === INVALID ? INVALID : (ts as string).slice(0, 10);
+  },
+  json: (v) => v,
+};
+
+function show(v: unknown): string {
+  let s: string;
+  try {
+    s = typeof v === 'bigint' ? v.toString() : JSON.stringify(v) ?? String(v);
+  } catch {
+    s = String(v);
+  }
+  return s.length > 100 ? `${s.slice(0, 100)}…` : s;
+}
+
+/** Coerces one value to a ColumnType; null/undefined (and '' for non-string types) become null. */
+export function coerceValue(value: unknown, type: ColumnType): { ok: true; value: unknown } | { ok: false; reason: string } {
+  if (value === null || value === undefined || (value === '' && type !== 'string' && type !== 'json')) return { ok: true, value: null };
+  const out = COERCERS[type](value);
+  return out === INVALID ? { ok: false, reason: `${show(value)} is not ${TYPE_PHRASE[type]}` } : { ok: true, value: out };
+}
+
+function invalidMapping(message: string, hint?: string): ConnectorError {
+  return new ConnectorError('invalid_mapping', message, { classification: 'fatal', status: 400, hint });
+}
+
+type FieldTypes = Record<string, ColumnType> | DestinationField[];
+
+export function compileMappings(mappings: MappingSpec[], fieldTypes?: FieldTypes, opts: CompileMappingsOptions = {}): (row: Row) => MappingResult {
+  const types: Record<string, ColumnType> = Array.isArray(fieldTypes)
+    ? Object.fromEntries(fieldTypes.map((f) => [f.name, f.type]))
+    : { ...(fieldTypes ?? {}) };
+  const known = opts.columns ? new Set(opts.columns) : undefined;
+  const seen = new Set<string>();
+  type Step = { field: string; get: (row: Row) => unknown; coerce?: Coercer; isStatic: boolean };
+  const steps: Step[] = mappings.map((m) => {
+    const field = m.destinationField;
+    if (seen.has(field)) throw invalidMapping(`Destination field "${field}" is mapped more than once.`);
+    seen.add(field);
+    const type = types[field];
+    const coerce = type && type !== 'json' ? COERCERS[type] : undefined;
+    const src = m.source as Record<string, unknown>;
+    if ('column' in src) {
+      const col = String(src.column);
+      if (known && !known.has(col)) throw invalidMapping(`Field "${field}" is mapped from column "${col}", which the model does not return.`, 'Map it from one of the model\'s columns.');
+      return { field, get: (row) => (Object.hasOwn(row, col) ? row[col] : undefined), coerce, isStatic: false };
+    }
+    if ('static' in src) {
+      const c = coerceValue(src.static, type ?? 'json');
+      if (!c.ok) throw invalidMapping(`field "${field}": static value ${c.reason}.`);
+      return { field, get: () => c.value, isStatic: true };
+    }
+    if ('template' in src) {
+      const tpl = compileTemplate(String(src.template), { columns: known });
+      return { field, get: (row) => tpl.render(row), coerce, isStatic: false };
+    }
+    if ('lookup' in src) {
+      const resolve = opts.resolveLookup;
+      if (!resolve) {
+        throw new ConnectorError('lookup_not_supported', `Field "${field}" uses a lookup mapping, which this engine cannot evaluate yet.`, {
+          classification: 'fatal',
+          status: 400,
+          hint: 'Map the field from a column, a static value or a template instead.',
+        });
+      }
+      const spec = src.lookup as LookupSpec;
+      return { field, get: (row) => resolve(spec, row), coerce, isStatic: false };
+    }
+    throw invalidMapping(`Field "${field}" has no source: use column, static, template or lookup.`);
+  });
+
+  return (row: Row): MappingResult => {
+    const payload: Record<string, unknown> = {};
+    for (const s of steps) {
+      let v: unknown;
+      try {
+        v = s.get(row);
+      } catch (e) {
+        return { ok: false, code: (e as ConnectorError).code ?? 'template_error', message: `field "${s.field}": ${(e as Error).message}` };
+      }
+      if (v === undefined || v === null) {
+        payload[s.field] = null;
+        continue;
+      }
+      if (s.coerce && !s.isStatic) {
+        if (v === '' && types[s.field] !== 'string') {
+          payload[s.field] = null;
+          continue;
+        }
+        const out = s.coerce(v);
+        if (out === INVALID) return { ok: false, code: 'invalid_value', message: `field "${s.field}": ${show(v)} is not ${TYPE_PHRASE[types[s.field]]}` };
+        v = out;
+      }
+      payload[s.field] = v;
+    }
+    return { ok: true, payload };
+  };
+}
