@@ -9,6 +9,11 @@ import type { DomainHooks } from './domain/deps.ts';
 import { createServices, type Services } from './domain/services.ts';
 import { buildApp, loggerOptions } from './http/app.ts';
 import { loadEncryptionKey, secretBox } from './secrets.ts';
+import type { EngineOptions, RunHooks } from './engine/executor.ts';
+import { planSchedule } from './engine/scheduler.ts';
+import { migrateWorkerSchema, startWorker, type Worker } from './engine/worker.ts';
+import { compileTemplate } from './connectors/template.ts';
+import { ConnectorError, ValidationError } from './errors.ts';
 
 // Process lifecycle: database (embedded or external) → migrations → bootstrap → services →
 // HTTP API and/or worker. `close()` reverses it; SIGTERM/SIGINT call it once.
@@ -22,6 +27,11 @@ export interface StartOptions {
   /** Print the bootstrap key (first start) to stdout. */
   printBootstrapKey?: (token: string) => void;
   logger?: pino.Logger;
+  /** Engine tuning (tests use short retry delays and a controllable clock). */
+  engine?: EngineOptions;
+  /** Stale-run sweep tuning. */
+  staleAfterMs?: number;
+  sweepEveryMs?: number;
 }
 
 export interface Backhaul {
@@ -30,6 +40,8 @@ export interface Backhaul {
   services: Services;
   app?: FastifyInstance;
   url?: string;
+  worker?: Worker;
+  hooks: RunHooks;
   logger: pino.Logger;
   close(): Promise<void>;
 }
@@ -45,16 +57,47 @@ export async function startBackhaul(opts: StartOptions): Promise<Backhaul> {
   const { config } = opts;
   const logger = opts.logger ?? pino(loggerOptions(config));
   const key = loadEncryptionKey(config, (m) => logger.warn(m));
-  const { url, embedded } = await startDatabase(config, logger);
-  const database = connectDatabase(url);
+  const { url: dbUrl, embedded } = await startDatabase(config, logger);
+  const database = connectDatabase(dbUrl);
   const closers: (() => Promise<void>)[] = [];
+  let stopping = false;
   try {
     await migrate(database.sql, (m) => logger.info(m));
+    await migrateWorkerSchema(dbUrl);
     const boot = await bootstrap(database.db, { token: config.bootstrapApiKey });
     if (boot?.token) opts.printBootstrapKey?.(boot.token);
 
-    const hooks: DomainHooks = {};
+    const clock = opts.engine?.clock;
+    const hooks: DomainHooks = {
+      // Every sync change re-plans its one scheduled job, in the same transaction.
+      syncChanged: async (tx, syncId) => void (await planSchedule(tx, syncId, new Date(clock ? clock.now() : Date.now()))),
+    };
     const services = createServices({ database, secrets: secretBox(key), denyPrivateNetworks: config.denyPrivateNetworks, hooks, env: process.env });
+    services.mappings.checkSource = (source, path) => {
+      if (!('template' in source)) return;
+      try {
+        compileTemplate(source.template);
+      } catch (e) {
+        const msg = e instanceof ConnectorError ? e.message : String(e);
+        throw new ValidationError(`Invalid template: ${msg}`, [{ path: `${path}/template`, message: msg }], 'invalid_template');
+      }
+    };
+    const runHooks: RunHooks = {};
+
+    let worker: Worker | undefined;
+    if (opts.worker !== false) {
+      worker = await startWorker({
+        database,
+        services,
+        logger,
+        concurrency: config.workerConcurrency,
+        recordRetentionDays: config.recordRetentionDays,
+        engine: opts.engine,
+        hooks: runHooks,
+        staleAfterMs: opts.staleAfterMs,
+        sweepEveryMs: opts.sweepEveryMs,
+      });
+    }
 
     let app: FastifyInstance | undefined;
     let url: string | undefined;
@@ -67,12 +110,15 @@ export async function startBackhaul(opts: StartOptions): Promise<Backhaul> {
           checks: {
             database: async () => ((await database.sql`select 1 as ok`)[0]?.ok === 1 ? true : 'no answer'),
             migrations: async () => ((await migrationsApplied(database.sql)) ? true : 'pending migrations'),
+            ...(worker ? { worker: async () => (stopping ? 'stopping' : true) } : {}),
           },
         },
       });
       url = await app.listen({ host: config.host, port: config.port });
-      closers.push(() => app!.close());
     }
+    // Shutdown order: stop taking requests, then let the worker checkpoint and release its runs.
+    if (worker) closers.push(() => worker!.stop());
+    if (app) closers.push(() => app!.close());
 
     let closing: Promise<void> | undefined;
     return {
@@ -81,8 +127,11 @@ export async function startBackhaul(opts: StartOptions): Promise<Backhaul> {
       services,
       app,
       url,
+      worker,
+      hooks: runHooks,
       logger,
       close() {
+        stopping = true;
         closing ??= (async () => {
           for (const c of closers.reverse()) await c().catch((e) => logger.error({ err: e }, 'error during shutdown'));
           await database.close();

@@ -195,3 +195,87 @@ export const systemState = pgTable('system_state', {
   value: jsonb('value').notNull(),
   updatedAt: updated(),
 });
+
+// ---- Engine ----------------------------------------------------------------------------------
+// A run's plan and staging rows live in per-run tables (schema backhaul_staging, made and dropped
+// by the engine); what outlives a run is below.
+
+export const runs = pgTable(
+  'runs',
+  {
+    id: text('id').primaryKey(),
+    workspaceId: text('workspace_id')
+      .notNull()
+      .references(() => workspaces.id, { onDelete: 'cascade' }),
+    syncId: text('sync_id')
+      .notNull()
+      .references(() => syncs.id, { onDelete: 'cascade' }),
+    status: text('status').notNull(),
+    phase: text('phase'),
+    trigger: text('trigger').notNull(),
+    fullResync: boolean('full_resync').notNull().default(false),
+    callbackUrl: text('callback_url'),
+    queuedAt: ts('queued_at').notNull().defaultNow(),
+    startedAt: ts('started_at'),
+    finishedAt: ts('finished_at'),
+    phases: jsonb('phases').notNull().default(sql`'[]'::jsonb`),
+    counts: jsonb('counts').notNull(),
+    error: jsonb('error'),
+    /** Set by POST /cancel; the worker stops between batches. */
+    cancelRequestedAt: ts('cancel_requested_at'),
+    /** graphile-worker id holding the run, and its last sign of life (for the stale-run sweep). */
+    workerId: text('worker_id'),
+    heartbeatAt: ts('heartbeat_at'),
+    /** Progress markers for resumption: staging complete, plan built (with its size). */
+    stagedAt: ts('staged_at'),
+    plannedAt: ts('planned_at'),
+    plannedTotal: integer('planned_total'),
+    attempts: integer('attempts').notNull().default(0),
+  },
+  (t) => [
+    index('runs_sync_idx').on(t.syncId, t.id),
+    index('runs_ws_idx').on(t.workspaceId, t.id),
+    index('runs_active_idx').on(t.syncId).where(sql`status in ('queued', 'running')`),
+  ],
+);
+
+export const runRecords = pgTable(
+  'run_records',
+  {
+    runId: text('run_id')
+      .notNull()
+      .references(() => runs.id, { onDelete: 'cascade' }),
+    workspaceId: text('workspace_id').notNull(),
+    syncId: text('sync_id').notNull(),
+    primaryKey: text('primary_key').notNull(),
+    operation: text('operation').notNull(),
+    status: text('status').notNull(),
+    errorCode: text('error_code'),
+    errorMessage: text('error_message'),
+    attempts: integer('attempts').notNull().default(1),
+    batch: integer('batch'),
+    createdAt: created(),
+  },
+  (t) => [
+    primaryKey({ columns: [t.runId, t.primaryKey, t.operation] }),
+    index('run_records_run_status_idx').on(t.runId, t.status),
+    index('run_records_history_idx').on(t.syncId, t.primaryKey),
+    index('run_records_created_idx').on(t.createdAt),
+  ],
+);
+
+/** What the destination is known to hold for a sync: only rows it acknowledged. */
+export const syncSnapshots = pgTable(
+  'sync_snapshots',
+  {
+    syncId: text('sync_id')
+      .notNull()
+      .references(() => syncs.id, { onDelete: 'cascade' }),
+    primaryKey: text('primary_key').notNull(),
+    hash: text('hash').notNull(),
+    /** The destination match-field value, needed to delete the record when the row leaves the model. */
+    matchValue: jsonb('match_value'),
+    updatedAt: updated(),
+  },
+  (t) => [primaryKey({ columns: [t.syncId, t.primaryKey] })],
+);

@@ -3,6 +3,7 @@ import { ConnectionService } from './connections.ts';
 import type { ServiceDeps } from './deps.ts';
 import { MappingService } from './mappings.ts';
 import { ModelService } from './models.ts';
+import { RunService } from './runs.ts';
 import { SyncService } from './syncs.ts';
 
 // The one service layer. REST routes, GraphQL resolvers and worker tasks all call these.
@@ -13,6 +14,7 @@ export interface Services {
   models: ModelService;
   syncs: SyncService;
   mappings: MappingService;
+  runs: RunService;
 }
 
 export function createServices(deps: ServiceDeps): Services {
@@ -25,5 +27,6 @@ export function createServices(deps: ServiceDeps): Services {
     models: new ModelService(deps, connections),
     syncs,
     mappings: new MappingService(deps, syncs),
+    runs: new RunService(deps, syncs),
   };
 }

@@ -12,6 +12,7 @@ import { ConnectionCreate, ConnectionPatch, ConnectionPut, ConnectionView } from
 import { MappingCreate, MappingPatch, MappingSet, MappingView } from '../domain/mappings.ts';
 import { ModelCreate, ModelPatch, ModelPut, ModelView } from '../domain/models.ts';
 import { SyncCreate, SyncPatch, SyncPut, SyncView } from '../domain/syncs.ts';
+import { RunRecordView, RunTrigger, RunView } from '../domain/runs.ts';
 import { AppError } from '../errors.ts';
 import { bodyAjv, paramsAjv } from '../lib/validate.ts';
 import { registerAuth } from './auth.ts';
@@ -22,6 +23,7 @@ import { adminRoutes } from './routes/admin.ts';
 import { connectionRoutes } from './routes/connections.ts';
 import { healthRoutes, type Readiness } from './routes/health.ts';
 import { modelRoutes } from './routes/models.ts';
+import { runRoutes } from './routes/runs.ts';
 import { syncRoutes } from './routes/syncs.ts';
 
 /** Schemas published as OpenAPI components and shared by every route. */
@@ -48,6 +50,9 @@ export const SHARED_SCHEMAS: TSchema[] = [
   MappingPatch,
   MappingSet,
   MappingView,
+  RunTrigger,
+  RunView,
+  RunRecordView,
 ];
 
 for (const s of SHARED_SCHEMAS) {
@@ -162,6 +167,7 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
   connectionRoutes(app, services);
   modelRoutes(app, services);
   syncRoutes(app, services);
+  runRoutes(app, services);
   for (const p of opts.plugins ?? []) await p(app);
 
   await app.ready();

@@ -1,0 +1,255 @@
+import { Type, type Static } from '@sinclair/typebox';
+import { and, desc, eq, inArray, lt, sql } from 'drizzle-orm';
+import { runRecords, runs } from '../db/schema.ts';
+import type { Tx } from '../db/client.ts';
+import { ConflictError, NotFoundError, ValidationError } from '../errors.ts';
+import { newId } from '../lib/ids.ts';
+import { assertValid } from '../lib/validate.ts';
+import { emptyCounts, RUN_STATUSES, TERMINAL, type RunCounts, type RunError, type RunStatus, type PhaseTiming } from '../engine/status.ts';
+import { recordAudit } from './audit.ts';
+import type { Actor } from './context.ts';
+import { decodeCursor, iso, pageLimit, requireScope, toPage, type Page } from './common.ts';
+import type { ServiceDeps } from './deps.ts';
+import type { SyncService } from './syncs.ts';
+
+// Runs: triggering, reading, cancelling, and the per-row records. The worker executes them
+// (src/engine); this service is what REST, GraphQL and the scheduler call.
+
+const OpCountsT = Type.Object({ insert: Type.Integer(), update: Type.Integer(), delete: Type.Integer() });
+export const RunView = Type.Object(
+  {
+    id: Type.String(),
+    syncId: Type.String(),
+    status: Type.Union(RUN_STATUSES.map((s) => Type.Literal(s))),
+    phase: Type.Union([Type.String(), Type.Null()]),
+    trigger: Type.Union([Type.Literal('manual'), Type.Literal('schedule'), Type.Literal('api')]),
+    fullResync: Type.Boolean(),
+    queuedAt: Type.String({ format: 'date-time' }),
+    startedAt: Type.Union([Type.String({ format: 'date-time' }), Type.Null()]),
+    finishedAt: Type.Union([Type.String({ format: 'date-time' }), Type.Null()]),
+    phases: Type.Array(Type.Object({ name: Type.String(), startedAt: Type.String(), finishedAt: Type.Union([Type.String(), Type.Null()]) })),
+    counts: Type.Object({ queried: Type.Integer(), invalid: Type.Integer(), planned: OpCountsT, succeeded: OpCountsT, rejected: OpCountsT }),
+    error: Type.Union([
+      Type.Object({ code: Type.String(), message: Type.String(), hint: Type.Optional(Type.String()), retryable: Type.Boolean() }),
+      Type.Null(),
+    ]),
+  },
+  { $id: 'Run' },
+);
+export const RunTrigger = Type.Object(
+  {
+    fullResync: Type.Optional(Type.Boolean({ description: 'Send every row, as if the destination held nothing' })),
+    callbackUrl: Type.Optional(Type.String({ format: 'uri', pattern: '^https?://', maxLength: 2000, description: 'Receives the signed run.completed event' })),
+  },
+  { additionalProperties: false, $id: 'RunTrigger' },
+);
+export const RunRecordView = Type.Object(
+  {
+    primaryKey: Type.String(),
+    operation: Type.String(),
+    status: Type.Union([Type.Literal('succeeded'), Type.Literal('rejected'), Type.Literal('invalid')]),
+    error: Type.Union([Type.Object({ code: Type.String(), message: Type.String() }), Type.Null()]),
+    attempts: Type.Integer(),
+    runId: Type.String(),
+    createdAt: Type.String({ format: 'date-time' }),
+  },
+  { $id: 'RunRecord' },
+);
+export type RunViewT = Static<typeof RunView>;
+export type RunRecordViewT = Static<typeof RunRecordView>;
+export type RunTriggerInput = Static<typeof RunTrigger>;
+export type RunRow = typeof runs.$inferSelect;
+export type RunTriggerKind = 'manual' | 'schedule' | 'api';
+
+export function runView(r: RunRow): RunViewT {
+  return {
+    id: r.id,
+    syncId: r.syncId,
+    status: r.status as RunStatus,
+    phase: r.phase,
+    trigger: r.trigger as RunTriggerKind,
+    fullResync: r.fullResync,
+    queuedAt: iso(r.queuedAt)!,
+    startedAt: iso(r.startedAt),
+    finishedAt: iso(r.finishedAt),
+    phases: r.phases as PhaseTiming[],
+    counts: r.counts as RunCounts,
+    error: (r.error as RunError | null) ?? null,
+  };
+}
+
+/** Enqueues the run's job in the caller's transaction (graphile-worker's SQL API), one queue per sync. */
+export async function enqueueRun(tx: Tx, run: { id: string; syncId: string }): Promise<void> {
+  await tx.execute(
+    sql`select graphile_worker.add_job('backhaul_run', json_build_object('runId', ${run.id}::text), queue_name => ${`sync:${run.syncId}`}::text, job_key => ${`run:${run.id}`}::text, max_attempts => 25)`,
+  );
+}
+
+export async function publishRun(tx: Tx, r: { id: string; syncId: string; workspaceId: string; status: string; phase: string | null }): Promise<void> {
+  const payload = JSON.stringify({ runId: r.id, syncId: r.syncId, workspaceId: r.workspaceId, status: r.status, phase: r.phase });
+  await tx.execute(sql`select pg_notify('backhaul_runs', ${payload})`);
+}
+
+export class RunService {
+  private readonly deps: ServiceDeps;
+  private readonly syncs: SyncService;
+  constructor(deps: ServiceDeps, syncs: SyncService) {
+    this.deps = deps;
+    this.syncs = syncs;
+  }
+
+  private get db() {
+    return this.deps.database.db;
+  }
+
+  /**
+   * Creates a queued run and its job atomically. A sync that already has a queued run gets that
+   * run back (created: false); while one is running, the new run queues behind it.
+   */
+  async trigger(actor: Actor, syncRef: string, input: RunTriggerInput = {}, kind: RunTriggerKind = 'api'): Promise<{ run: RunViewT; created: boolean }> {
+    requireScope(actor, 'write');
+    assertValid(RunTrigger, input);
+    return this.db.transaction(async (tx) => {
+      // The row lock serialises concurrent triggers of one sync.
+      const sync = await this.syncs.row(tx, actor.workspaceId, syncRef, { forUpdate: true });
+      if (!sync.enabled) {
+        throw new ConflictError('sync_disabled', `Sync "${sync.slug}" is disabled.`, { hint: 'Enable it (PATCH {"enabled": true}) to run it.' });
+      }
+      const [queued] = await tx.select().from(runs).where(and(eq(runs.syncId, sync.id), eq(runs.status, 'queued'))).limit(1);
+      if (queued) return { run: runView(queued), created: false };
+      const id = newId('run');
+      const [row] = await tx
+        .insert(runs)
+        .values({ id, workspaceId: actor.workspaceId, syncId: sync.id, status: 'queued', trigger: kind, fullResync: input.fullResync ?? false, callbackUrl: input.callbackUrl ?? null, counts: emptyCounts() })
+        .returning();
+      await enqueueRun(tx, row);
+      await recordAudit(tx, actor, 'trigger', 'run', id, input.fullResync ? ['fullResync'] : []);
+      await publishRun(tx, row);
+      return { run: runView(row), created: true };
+    });
+  }
+
+  async get(actor: Actor, id: string): Promise<RunViewT> {
+    requireScope(actor, 'read');
+    return runView(await this.row(this.db, actor.workspaceId, id));
+  }
+
+  async row(tx: Tx, workspaceId: string, id: string): Promise<RunRow> {
+    const [row] = await tx.select().from(runs).where(and(eq(runs.id, id), eq(runs.workspaceId, workspaceId)));
+    if (!row) throw new NotFoundError('run', id);
+    return row;
+  }
+
+  async listForSync(actor: Actor, syncRef: string, params: { limit?: number; cursor?: string; status?: string } = {}): Promise<Page<RunViewT>> {
+    requireScope(actor, 'read');
+    const sync = await this.syncs.row(this.db, actor.workspaceId, syncRef);
+    const limit = pageLimit(params.limit);
+    const after = decodeCursor(params.cursor);
+    const conds = [eq(runs.syncId, sync.id), eq(runs.workspaceId, actor.workspaceId)];
+    if (after) conds.push(lt(runs.id, after));
+    if (params.status) conds.push(eq(runs.status, params.status));
+    // Newest first.
+    const rows = await this.db.select().from(runs).where(and(...conds)).orderBy(desc(runs.id)).limit(limit + 1);
+    return toPage(rows, limit, runView);
+  }
+
+  /** The newest run of each sync (GraphQL's lastRun loader). */
+  async latestBySyncIds(workspaceId: string, syncIds: string[]): Promise<Map<string, RunViewT>> {
+    if (!syncIds.length) return new Map();
+    const rows = await this.db
+      .selectDistinctOn([runs.syncId])
+      .from(runs)
+      .where(and(eq(runs.workspaceId, workspaceId), inArray(runs.syncId, syncIds)))
+      .orderBy(runs.syncId, desc(runs.id));
+    return new Map(rows.map((r) => [r.syncId, runView(r)]));
+  }
+
+  /** Queued: cancelled at once (its job removed). Running: the worker stops between batches. */
+  async cancel(actor: Actor, id: string): Promise<RunViewT> {
+    requireScope(actor, 'write');
+    return this.db.transaction(async (tx) => {
+      const [cur] = await tx.select().from(runs).where(and(eq(runs.id, id), eq(runs.workspaceId, actor.workspaceId))).for('update');
+      if (!cur) throw new NotFoundError('run', id);
+      if (TERMINAL.has(cur.status as RunStatus)) {
+        throw new ConflictError('run_finished', `Run ${id} has already finished (${cur.status}).`);
+      }
+      let row: RunRow;
+      if (cur.status === 'queued') {
+        await tx.execute(sql`select graphile_worker.remove_job(${`run:${id}`}::text)`);
+        [row] = await tx
+          .update(runs)
+          .set({ status: 'cancelled', cancelRequestedAt: new Date(), finishedAt: new Date(), error: { code: 'cancelled', message: 'Cancelled before it started.', retryable: false } })
+          .where(eq(runs.id, id))
+          .returning();
+      } else {
+        [row] = await tx.update(runs).set({ cancelRequestedAt: cur.cancelRequestedAt ?? new Date() }).where(eq(runs.id, id)).returning();
+      }
+      await recordAudit(tx, actor, 'cancel', 'run', id);
+      await publishRun(tx, row);
+      return runView(row);
+    });
+  }
+
+  async records(
+    actor: Actor,
+    runId: string,
+    params: { status?: string; operation?: string; primaryKey?: string; limit?: number; cursor?: string },
+  ): Promise<Page<RunRecordViewT>> {
+    requireScope(actor, 'read');
+    await this.row(this.db, actor.workspaceId, runId);
+    const limit = pageLimit(params.limit);
+    const after = decodeCursor(params.cursor);
+    const conds = [eq(runRecords.runId, runId)];
+    if (params.status) conds.push(eq(runRecords.status, params.status));
+    if (params.operation) conds.push(eq(runRecords.operation, params.operation));
+    if (params.primaryKey !== undefined) conds.push(eq(runRecords.primaryKey, params.primaryKey));
+    if (after) {
+      const [pk, op] = splitCursor(after);
+      conds.push(sql`(${runRecords.primaryKey}, ${runRecords.operation}) > (${pk}, ${op})`);
+    }
+    const rows = await this.db.select().from(runRecords).where(and(...conds)).orderBy(runRecords.primaryKey, runRecords.operation).limit(limit + 1);
+    return toPage(
+      rows.map((r) => ({ ...r, id: `${r.primaryKey}\u0000${r.operation}` })),
+      limit,
+      recordView,
+    );
+  }
+
+  /** One row's outcomes across runs, newest first. */
+  async history(actor: Actor, syncRef: string, primaryKey: string, params: { limit?: number; cursor?: string } = {}): Promise<Page<RunRecordViewT>> {
+    requireScope(actor, 'read');
+    const sync = await this.syncs.row(this.db, actor.workspaceId, syncRef);
+    const limit = pageLimit(params.limit);
+    const after = decodeCursor(params.cursor);
+    const conds = [eq(runRecords.syncId, sync.id), eq(runRecords.primaryKey, primaryKey), eq(runRecords.workspaceId, actor.workspaceId)];
+    if (after) {
+      const [rid, op] = splitCursor(after);
+      conds.push(sql`(${runRecords.runId}, ${runRecords.operation}) < (${rid}, ${op})`);
+    }
+    const rows = await this.db.select().from(runRecords).where(and(...conds)).orderBy(desc(runRecords.runId), desc(runRecords.operation)).limit(limit + 1);
+    return toPage(
+      rows.map((r) => ({ ...r, id: `${r.runId}\u0000${r.operation}` })),
+      limit,
+      recordView,
+    );
+  }
+}
+
+function splitCursor(c: string): [string, string] {
+  const i = c.indexOf('\u0000');
+  if (i < 0) throw new ValidationError('The cursor is not one this API returned.', [{ path: '/cursor', message: 'is not a valid cursor' }], 'invalid_cursor');
+  return [c.slice(0, i), c.slice(i + 1)];
+}
+
+function recordView(r: typeof runRecords.$inferSelect): RunRecordViewT {
+  return {
+    primaryKey: r.primaryKey,
+    operation: r.operation,
+    status: r.status as RunRecordViewT['status'],
+    error: r.errorCode ? { code: r.errorCode, message: r.errorMessage ?? '' } : null,
+    attempts: r.attempts,
+    runId: r.runId,
+    createdAt: iso(r.createdAt)!,
+  };
+}
+

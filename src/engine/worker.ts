@@ -1,0 +1,124 @@
+import { run as runGraphileWorker, runMigrations, Logger as GraphileLogger, type Runner, type Task } from 'graphile-worker';
+import type { Logger } from 'pino';
+import { and, eq, inArray } from 'drizzle-orm';
+import type { Database } from '../db/client.ts';
+import { runs, syncs } from '../db/schema.ts';
+import { systemActor } from '../domain/context.ts';
+import type { Services } from '../domain/services.ts';
+import { purgeIdempotencyKeys } from '../http/idempotency.ts';
+import { RunExecutor, type EngineOptions, type RunHooks } from './executor.ts';
+import { realClock } from './rate-limiter.ts';
+import { planSchedule } from './scheduler.ts';
+
+// The job worker: graphile-worker tasks are thin adapters over the executor and the services.
+//   backhaul_run         {runId}   execute (or resume) a run
+//   backhaul_schedule    {syncId}  a sync's scheduled slot: trigger unless one is active; plan the next
+//   backhaul_maintenance           retention of run records and idempotency keys
+// A sweep every few seconds frees runs whose worker died (kill -9): their heartbeat stops, and
+// graphile-worker would otherwise keep the job locked for hours.
+
+export async function migrateWorkerSchema(connectionString: string): Promise<void> {
+  await runMigrations({ connectionString, logger: quietLogger() });
+}
+
+function quietLogger(log?: Logger): GraphileLogger {
+  return new GraphileLogger(() => (level, message, meta) => {
+    if (!log) return;
+    const l = level === 'error' ? 'error' : level === 'warning' ? 'warn' : 'debug';
+    log[l]({ meta }, `graphile-worker: ${message}`);
+  });
+}
+
+export interface WorkerOptions {
+  database: Database;
+  services: Services;
+  logger: Logger;
+  concurrency: number;
+  recordRetentionDays: number;
+  engine?: EngineOptions;
+  hooks?: RunHooks;
+  /** A worker whose run shows no heartbeat for this long is considered dead. */
+  staleAfterMs?: number;
+  sweepEveryMs?: number;
+}
+
+export interface Worker {
+  runner: Runner;
+  executor: RunExecutor;
+  sweep(): Promise<number>;
+  stop(): Promise<void>;
+}
+
+export async function startWorker(o: WorkerOptions): Promise<Worker> {
+  const { database, services, logger } = o;
+  const clock = o.engine?.clock ?? realClock;
+  const executor = new RunExecutor(database, services, o.engine, o.hooks);
+
+  const backhaul_run: Task = async (payload, helpers) => {
+    const { runId } = payload as { runId: string };
+    await executor.execute(runId, { workerId: helpers.job.locked_by ?? 'unknown', signal: helpers.abortSignal, logger });
+  };
+
+  const backhaul_schedule: Task = async (payload) => {
+    const { syncId } = payload as { syncId: string };
+    const [sync] = await database.db.select().from(syncs).where(eq(syncs.id, syncId));
+    if (!sync) return;
+    const [active] = await database.db
+      .select({ id: runs.id })
+      .from(runs)
+      .where(and(eq(runs.syncId, syncId), inArray(runs.status, ['queued', 'running'])))
+      .limit(1);
+    if (sync.enabled && !active) {
+      await services.runs.trigger(systemActor(sync.workspaceId), syncId, {}, 'schedule');
+    } else if (active) {
+      logger.info({ syncId, activeRun: active.id }, 'scheduled slot skipped: a run is still active');
+    }
+    await database.db.transaction((tx) => planSchedule(tx, syncId, new Date(clock.now())));
+  };
+
+  const backhaul_maintenance: Task = async () => {
+    const removed = await database.sql`delete from run_records where created_at < now() - ${`${o.recordRetentionDays} days`}::interval`;
+    const keys = await purgeIdempotencyKeys(database.db);
+    logger.debug({ runRecords: removed.count, idempotencyKeys: keys }, 'maintenance done');
+  };
+
+  const runner = await runGraphileWorker({
+    connectionString: database.url,
+    concurrency: o.concurrency,
+    noHandleSignals: true,
+    pollInterval: 1000,
+    // Stop taking work at once on shutdown; in-flight batches still finish and checkpoint.
+    gracefulShutdownAbortTimeout: 100,
+    taskList: { backhaul_run, backhaul_schedule, backhaul_maintenance },
+    crontab: '*/10 * * * * backhaul_maintenance',
+    logger: quietLogger(logger),
+  });
+
+  const staleAfter = o.staleAfterMs ?? 15_000;
+  async function sweep(): Promise<number> {
+    const stale = await database.sql<{ id: string; worker_id: string }[]>`
+      select id, worker_id from runs
+      where status = 'running' and worker_id is not null and heartbeat_at < now() - ${`${staleAfter} milliseconds`}::interval`;
+    if (!stale.length) return 0;
+    const workerIds = [...new Set(stale.map((s) => s.worker_id))];
+    await database.sql`select graphile_worker.force_unlock_workers(${workerIds}::text[])`;
+    // Clear worker_id so the sweep does not repeat until a new worker takes the run.
+    await database.db.update(runs).set({ workerId: null }).where(inArray(runs.id, stale.map((s) => s.id)));
+    logger.warn({ runs: stale.map((s) => s.id), workerIds }, 'released runs of unresponsive workers');
+    return stale.length;
+  }
+  const sweepTimer = setInterval(() => void sweep().catch((e) => logger.error({ err: e }, 'stale-run sweep failed')), o.sweepEveryMs ?? 5000);
+  sweepTimer.unref();
+  void sweep().catch(() => {});
+
+  return {
+    runner,
+    executor,
+    sweep,
+    async stop() {
+      clearInterval(sweepTimer);
+      await runner.stop();
+    },
+  };
+}
+

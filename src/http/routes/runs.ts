@@ -1,0 +1,74 @@
+import { Type } from '@sinclair/typebox';
+import type { FastifyInstance } from 'fastify';
+import { RunRecordView, RunTrigger, RunView } from '../../domain/runs.ts';
+import type { Services } from '../../domain/services.ts';
+import { RUN_STATUSES } from '../../engine/status.ts';
+import { actorOf } from '../auth.ts';
+import { IdempotencyHeader, PageQuery, pageOf, problems, ref, RefParams } from '../schemas.ts';
+
+export function runRoutes(app: FastifyInstance, s: Services): void {
+  const tags = ['runs'];
+  app.post('/v1/syncs/:ref/runs', {
+    schema: {
+      tags,
+      summary: 'Trigger a run (202). A sync that already has a queued run returns that run.',
+      params: RefParams,
+      headers: IdempotencyHeader,
+      body: Type.Optional(ref(RunTrigger)),
+      response: { 202: ref(RunView), ...problems },
+    },
+    handler: async (req, reply) => {
+      const { run, created } = await s.runs.trigger(actorOf(req), (req.params as { ref: string }).ref, (req.body ?? {}) as never, 'api');
+      reply.header('location', `/v1/runs/${run.id}`);
+      if (!created) reply.header('backhaul-existing-run', 'true');
+      return reply.code(202).send(run);
+    },
+  });
+  app.get('/v1/syncs/:ref/runs', {
+    schema: {
+      tags,
+      summary: "A sync's runs, newest first",
+      params: RefParams,
+      querystring: Type.Object({ ...PageQuery, status: Type.Optional(Type.Union(RUN_STATUSES.map((x) => Type.Literal(x)))) }),
+      response: { 200: pageOf(RunView), ...problems },
+    },
+    handler: async (req) => s.runs.listForSync(actorOf(req), (req.params as { ref: string }).ref, req.query as never),
+  });
+  const RunParams = Type.Object({ id: Type.String({ maxLength: 100 }) });
+  app.get('/v1/runs/:id', {
+    schema: { tags, summary: 'Get a run', params: RunParams, response: { 200: ref(RunView), ...problems } },
+    handler: async (req) => s.runs.get(actorOf(req), (req.params as { id: string }).id),
+  });
+  app.post('/v1/runs/:id/cancel', {
+    schema: { tags, summary: 'Cancel a run: a queued run at once, a running one between batches', params: RunParams, response: { 200: ref(RunView), ...problems } },
+    handler: async (req) => s.runs.cancel(actorOf(req), (req.params as { id: string }).id),
+  });
+  app.get('/v1/runs/:id/records', {
+    schema: {
+      tags,
+      summary: 'The outcome of every row of a run',
+      params: RunParams,
+      querystring: Type.Object({
+        ...PageQuery,
+        status: Type.Optional(Type.Union([Type.Literal('succeeded'), Type.Literal('rejected'), Type.Literal('invalid')])),
+        operation: Type.Optional(Type.Union([Type.Literal('insert'), Type.Literal('update'), Type.Literal('delete'), Type.Literal('none')])),
+        primaryKey: Type.Optional(Type.String({ maxLength: 1000 })),
+      }),
+      response: { 200: pageOf(RunRecordView), ...problems },
+    },
+    handler: async (req) => s.runs.records(actorOf(req), (req.params as { id: string }).id, req.query as never),
+  });
+  app.get('/v1/syncs/:ref/records/:primaryKey', {
+    schema: {
+      tags,
+      summary: "One row's history across runs, newest first",
+      params: Type.Object({ ref: Type.String({ maxLength: 100 }), primaryKey: Type.String({ maxLength: 1000 }) }),
+      querystring: Type.Object(PageQuery),
+      response: { 200: pageOf(RunRecordView), ...problems },
+    },
+    handler: async (req) => {
+      const p = req.params as { ref: string; primaryKey: string };
+      return s.runs.history(actorOf(req), p.ref, p.primaryKey, req.query as never);
+    },
+  });
+}
