@@ -29,6 +29,11 @@ export function checkVersion(ifMatch: string | undefined, current: number): void
   if (!ok) throw new PreconditionFailedError(ifMatch, current);
 }
 
+/** A PUT that would create: any If-Match (even `*`, RFC 9110 §13.1.1) requires a current representation. */
+export function checkAbsent(ifMatch: string | undefined): void {
+  if (ifMatch !== undefined) throw new PreconditionFailedError(ifMatch, 0);
+}
+
 export function etag(version: number): string {
   return `"${version}"`;
 }
@@ -83,7 +88,9 @@ export function iso(d: Date | null | undefined): string | null {
 
 /** PostgreSQL unique violation on a given constraint → a 409 with a stable code. */
 export function isUniqueViolation(e: unknown, constraint?: string): boolean {
-  const err = e as { code?: string; constraint_name?: string; constraint?: string } | undefined;
+  // drizzle wraps driver errors in DrizzleQueryError: the PostgreSQL error is its `cause`.
+  let err = e as { code?: string; constraint_name?: string; constraint?: string; cause?: unknown } | undefined;
+  for (let i = 0; i < 5 && err && err.code !== '23505' && err.cause; i++) err = err.cause as typeof err;
   if (err?.code !== '23505') return false;
   return constraint === undefined || err.constraint_name === constraint || err.constraint === constraint;
 }
@@ -96,7 +103,26 @@ export function slugTaken(resource: string, slug: string): ConflictError {
 
 /** Names of top-level fields whose JSON differs: the audit log records these, never values. */
 export function changedFields(before: Record<string, unknown>, after: Record<string, unknown>, fields: string[]): string[] {
-  return fields.filter((f) => JSON.stringify(before[f]) !== JSON.stringify(after[f]));
+  return fields.filter((f) => !sameJson(before[f], after[f]));
+}
+
+/** Deep equality of JSON values, ignoring object key order (jsonb columns come back reordered). */
+export function sameJson(a: unknown, b: unknown): boolean {
+  return canonicalJson(a) === canonicalJson(b);
+}
+
+function canonicalJson(v: unknown): string {
+  if (v instanceof Date) return JSON.stringify(v);
+  if (Array.isArray(v)) return `[${v.map(canonicalJson).join(',')}]`;
+  if (v !== null && typeof v === 'object') {
+    const o = v as Record<string, unknown>;
+    return `{${Object.keys(o)
+      .filter((k) => o[k] !== undefined)
+      .sort()
+      .map((k) => `${JSON.stringify(k)}:${canonicalJson(o[k])}`)
+      .join(',')}}`;
+  }
+  return JSON.stringify(v) ?? 'null';
 }
 
 /** RFC 7396 JSON merge patch: objects merge recursively, null removes, anything else replaces. */

@@ -11,6 +11,7 @@ import { recordAudit } from './audit.ts';
 import type { Actor } from './context.ts';
 import {
   changedFields,
+  checkAbsent,
   checkVersion,
   decodeCursor,
   isUniqueViolation,
@@ -238,7 +239,7 @@ export class ConnectionService {
         .for('update');
       if (cur.length === 0) {
         const slug = putSlug(ref, input.slug);
-        if (ifMatch !== undefined && ifMatch !== '*') checkVersion(ifMatch, 0);
+        checkAbsent(ifMatch);
         return { created: true, connection: await this.create(actor, { ...input, slug }, tx) };
       }
       const row = cur[0];

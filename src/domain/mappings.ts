@@ -7,7 +7,7 @@ import { newId } from '../lib/ids.ts';
 import { assertValid } from '../lib/validate.ts';
 import { recordAudit } from './audit.ts';
 import type { Actor } from './context.ts';
-import { changedFields, checkVersion, decodeCursor, isUniqueViolation, iso, pageLimit, requireScope, toPage, type Page } from './common.ts';
+import { changedFields, checkVersion, decodeCursor, isUniqueViolation, iso, pageLimit, requireScope, sameJson, toPage, type Page } from './common.ts';
 import type { ServiceDeps } from './deps.ts';
 import type { SyncService } from './syncs.ts';
 
@@ -208,7 +208,7 @@ export class MappingService {
           await recordAudit(tx, actor, 'create', 'mapping', id, ['destinationField', 'source']);
         } else {
           keep.add(cur.id);
-          if (JSON.stringify(cur.source) !== JSON.stringify(m.source)) {
+          if (!sameJson(cur.source, m.source)) {
             await tx.update(mappings).set({ source: m.source, version: cur.version + 1, updatedAt: new Date() }).where(eq(mappings.id, cur.id));
             await recordAudit(tx, actor, 'replace', 'mapping', cur.id, ['source']);
           }

@@ -3,12 +3,12 @@ import { and, asc, eq, gt } from 'drizzle-orm';
 import { connections, models, syncs } from '../db/schema.ts';
 import type { Tx } from '../db/client.ts';
 import type { Column } from '../connectors/types.ts';
-import { UnprocessableError } from '../errors.ts';
+import { ConnectorError, UnprocessableError } from '../errors.ts';
 import { newId } from '../lib/ids.ts';
 import { assertValid } from '../lib/validate.ts';
 import { recordAudit } from './audit.ts';
 import type { Actor } from './context.ts';
-import { changedFields, checkVersion, decodeCursor, isUniqueViolation, iso, pageLimit, requireScope, slugTaken, toPage, type Page } from './common.ts';
+import { changedFields, checkAbsent, checkVersion, decodeCursor, isUniqueViolation, iso, pageLimit, requireScope, slugTaken, toPage, type Page } from './common.ts';
 import { inUse, Name, putSlug, Slug, type ConnectionService } from './connections.ts';
 import type { ServiceDeps } from './deps.ts';
 import { getByRef, getReferenced } from './refs.ts';
@@ -140,6 +140,12 @@ export class ModelService {
     let cols: Column[];
     try {
       cols = await source.columns(sql);
+    } catch (e) {
+      // The request is well-formed but its SQL is not acceptable to the source: 422, on /sql.
+      if (e instanceof ConnectorError && e.status === 400) {
+        throw new UnprocessableError(e.code, e.message, { hint: e.hint, errors: [{ path: '/sql', message: e.message }], cause: e });
+      }
+      throw e;
     } finally {
       await source.close();
     }
@@ -188,7 +194,7 @@ export class ModelService {
         .where(and(eq(models.workspaceId, actor.workspaceId), eq(ref.includes('_') ? models.id : models.slug, ref)));
       if (existing.length === 0) {
         const slug = putSlug(ref, input.slug);
-        if (ifMatch !== undefined) checkVersion(ifMatch, 0);
+        checkAbsent(ifMatch);
         return { created: true, model: await this.create(actor, { ...input, slug }, opts, tx) };
       }
       return { created: false, model: await this.replaceWith(actor, ref, input, ifMatch, opts, 'replace', tx) };

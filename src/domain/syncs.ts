@@ -9,7 +9,7 @@ import { newId } from '../lib/ids.ts';
 import { assertValid } from '../lib/validate.ts';
 import { recordAudit } from './audit.ts';
 import type { Actor } from './context.ts';
-import { changedFields, checkVersion, decodeCursor, isUniqueViolation, iso, pageLimit, requireScope, slugTaken, toPage, type Page } from './common.ts';
+import { changedFields, checkAbsent, checkVersion, decodeCursor, isUniqueViolation, iso, pageLimit, requireScope, slugTaken, toPage, type Page } from './common.ts';
 import { Name, putSlug, Slug, type ConnectionService } from './connections.ts';
 import type { ServiceDeps } from './deps.ts';
 import { getByRef, getReferenced } from './refs.ts';
@@ -140,6 +140,11 @@ export function syncView(r: Row): SyncViewT {
   };
 }
 
+/** Modes an object allows from the write operations it declares (same rule as the HTTP destination's capabilities). */
+function modesOf(ops: Set<string>): SyncModeT[] {
+  return SYNC_MODES.filter((m) => (m === 'mirror' ? ops.has('upsert') && ops.has('delete') : ops.has(m)));
+}
+
 export function validateSchedule(s: ScheduleT): ScheduleT {
   if (s.type !== 'cron') return s;
   const timezone = s.timezone ?? 'UTC';
@@ -204,11 +209,22 @@ export class SyncService {
         errors: [{ path: '/mode', message: `must be one of: ${caps.modes.join(', ')}` }],
       });
     }
-    const objects = (dest.config as { objects?: { name: string }[] }).objects;
+    const objects = (dest.config as { objects?: { name: string; operations?: Record<string, unknown> }[] }).objects;
     if (Array.isArray(objects) && !objects.some((o) => o.name === input.object)) {
       throw new UnprocessableError('unknown_object', `Destination "${dest.slug}" has no object "${input.object}" (it has: ${objects.map((o) => o.name).join(', ')}).`, {
         errors: [{ path: '/object', message: 'is not an object of the destination' }],
       });
+    }
+    // Objects that declare their operations (HTTP destinations) support only the modes those allow.
+    const ops = Array.isArray(objects) ? objects.find((o) => o.name === input.object)?.operations : undefined;
+    if (ops && typeof ops === 'object') {
+      const modes = modesOf(new Set(Object.keys(ops)));
+      if (!modes.includes(input.mode)) {
+        throw new UnprocessableError('unsupported_mode', `Object "${input.object}" of destination "${dest.slug}" does not support mode "${input.mode}" (it supports: ${modes.join(', ') || 'none'}).`, {
+          errors: [{ path: '/mode', message: `must be one of: ${modes.join(', ')}` }],
+          hint: 'Add the operations this mode needs to the object in the connection\'s config (mirror needs upsert and delete), or choose another mode.',
+        });
+      }
     }
     const prevDelivery = current ? (current.delivery as DeliveryT) : DEFAULT_DELIVERY;
     const prevAlerts = current ? (current.alerts as AlertsT) : DEFAULT_ALERTS;
@@ -262,7 +278,7 @@ export class SyncService {
         .where(and(eq(syncs.workspaceId, actor.workspaceId), eq(ref.includes('_') ? syncs.id : syncs.slug, ref)));
       if (existing.length === 0) {
         const slug = putSlug(ref, input.slug);
-        if (ifMatch !== undefined) checkVersion(ifMatch, 0);
+        checkAbsent(ifMatch);
         return { created: true, sync: await this.create(actor, { ...input, slug }, tx) };
       }
       // PUT replaces: optional groups not sent go back to their defaults.

@@ -17,6 +17,53 @@ function makeAjv(opts: { coerceTypes: boolean | 'array'; useDefaults: boolean })
     useDefaults: opts.useDefaults,
   });
   addFormats(ajv);
+  return guardStrings(ajv);
+}
+
+/**
+ * PostgreSQL cannot store NUL characters (text, jsonb) nor unpaired UTF-16 surrogates (jsonb),
+ * so a string holding one would fail deep in a query as a 500. Every validator compiled from
+ * these instances (routes' body/params/query/headers, and assertValid) rejects them first, as a
+ * 400 naming the field.
+ */
+const BAD_STRING = /\u0000|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+
+function badStrings(value: unknown, path = '', out: ErrorObject[] = []): ErrorObject[] {
+  if (out.length >= 20) return out;
+  const bad = (instancePath: string) =>
+    out.push({ keyword: 'string', instancePath, schemaPath: '#', params: {}, message: 'must not contain NUL characters or unpaired surrogates' });
+  if (typeof value === 'string') {
+    if (BAD_STRING.test(value)) bad(path);
+  } else if (Array.isArray(value)) {
+    value.forEach((v, i) => badStrings(v, `${path}/${i}`, out));
+  } else if (value !== null && typeof value === 'object') {
+    for (const [k, v] of Object.entries(value)) {
+      const p = `${path}/${k.replace(/~/g, '~0').replace(/\//g, '~1')}`;
+      if (BAD_STRING.test(k)) bad(p);
+      badStrings(v, p, out);
+    }
+  }
+  return out;
+}
+
+function guardStrings(ajv: Ajv): Ajv {
+  const compile = ajv.compile.bind(ajv);
+  ajv.compile = ((schema: object, meta?: boolean) => {
+    const fn = compile(schema, meta);
+    const guarded = ((data: unknown, ...rest: unknown[]) => {
+      const bad = badStrings(data);
+      if (bad.length) {
+        guarded.errors = bad;
+        return false;
+      }
+      const ok = (fn as (...a: unknown[]) => boolean)(data, ...rest);
+      guarded.errors = fn.errors;
+      return ok;
+    }) as ValidateFunction;
+    // fastify passes the parent data (so defaults can be applied) when it sees schemaEnv.
+    Object.assign(guarded, { schema: fn.schema, schemaEnv: fn.schemaEnv });
+    return guarded;
+  }) as Ajv['compile'];
   return ajv;
 }
 

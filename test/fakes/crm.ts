@@ -16,6 +16,8 @@ export interface CrmFaults {
   /** A row this returns a reason for is refused with that reason. */
   reject?: (row: Record<string, unknown>) => string | undefined;
   retryAfterSeconds?: number;
+  /** Refuse a whole batch with 400 when any of its rows is bad (no per-row results). */
+  strict?: boolean;
 }
 
 export interface FakeCrm {
@@ -76,6 +78,10 @@ export async function startFakeCrm(faults: CrmFaults = {}): Promise<FakeCrm> {
         const inputs = (body as { inputs: Record<string, unknown>[] }).inputs;
         const emails = inputs.map((i) => String(i.email));
         await crm.onBatch?.(emails);
+        if (f.strict) {
+          const bad = inputs.findIndex((row) => f.reject?.(row));
+          if (bad >= 0) return send(400, { message: `record ${bad}: ${f.reject!(inputs[bad])}` });
+        }
         const results = inputs.map((row) => {
           const email = String(row.email);
           const why = f.reject?.(row);

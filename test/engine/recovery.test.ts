@@ -1,0 +1,94 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import t from 'tap';
+import postgres from 'postgres';
+import { loadConfig } from '../../src/config.ts';
+import { startBackhaul } from '../../src/server.ts';
+import { startTestBackhaul, type TestBackhaul } from '../helpers/backhaul.ts';
+import { startFakeCrm } from '../fakes/crm.ts';
+import { setupSync, waitForRun } from '../helpers/sync-setup.ts';
+
+const engine = { retryBaseMs: 5, retryMaxMs: 40, heartbeatMs: 200 };
+
+function spawnWorker(h: TestBackhaul): ChildProcess {
+  const child = spawn(process.execPath, ['src/cli.ts', 'worker'], {
+    env: { ...process.env, DATABASE_URL: h.databaseUrl, BACKHAUL_ENCRYPTION_KEY: h.bh.config.encryptionKey, LOG_LEVEL: 'error' },
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
+  return child;
+}
+
+/** A worker-only Backhaul in this process, sweeping stale runs quickly. */
+async function inProcessWorker(t: { teardown(fn: () => unknown): void }, h: TestBackhaul) {
+  const config = loadConfig({ DATABASE_URL: h.databaseUrl, BACKHAUL_ENCRYPTION_KEY: h.bh.config.encryptionKey!, LOG_LEVEL: 'silent' });
+  const bh = await startBackhaul({ config, api: false, worker: true, engine, staleAfterMs: 1500, sweepEveryMs: 300 });
+  t.teardown(() => bh.close());
+  return bh;
+}
+
+t.test('kill -9 of worker processes mid-delivery: the run resumes, nothing is lost, no acknowledged batch is resent', async (t) => {
+  const h = await startTestBackhaul(t); // API only: the runs execute in child worker processes
+  const crm = await startFakeCrm({ delayMs: 15 });
+  t.teardown(() => crm.close());
+  const { src, syncId } = await setupSync(t, h, crm.url, { rows: 3000, delivery: { batchSize: 50, concurrency: 2 } });
+  const db = postgres(h.databaseUrl, { max: 1, onnotice: () => {} });
+  t.teardown(() => db.end());
+
+  // For each row acknowledged (checkpointed) when a worker died: how often the destination had applied it then.
+  const appliedAtAck = new Map<string, number>();
+  const emailOf = (pk: string) => `user${pk}@example.com`;
+  let child = spawnWorker(h);
+  const kills: number[] = [12, 35];
+  let killing = false;
+  crm.onBatch = async () => {
+    if (killing || !kills.length || crm.answeredBatches.length < kills[0]) return;
+    killing = true;
+    kills.shift();
+    child.kill('SIGKILL');
+    await new Promise((r) => child.once('exit', r));
+    // What the dead worker had checkpointed: these rows must never reach the destination again.
+    for (const r of await db<{ primary_key: string }[]>`select primary_key from run_records where status = 'succeeded'`) {
+      if (!appliedAtAck.has(r.primary_key)) appliedAtAck.set(r.primary_key, crm.applied.get(emailOf(r.primary_key)) ?? 0);
+    }
+    child = kills.length ? spawnWorker(h) : child;
+    killing = false;
+  };
+  t.teardown(() => child.kill('SIGKILL'));
+
+  const trig = await h.request('POST', `/v1/syncs/${syncId}/runs`, { body: {} });
+  // After the second kill no child is left: an in-process worker sweeps the dead one's run and resumes it.
+  await waitForRun(h, trig.body.id, 60_000, () => kills.length === 0 && !killing);
+  await inProcessWorker(t, h);
+  const run = await waitForRun(h, trig.body.id, 90_000);
+
+  t.equal(run.status, 'succeeded', JSON.stringify(run.error));
+  t.same(run.counts.succeeded, { insert: 3000, update: 0, delete: 0 });
+  const model = await src<{ email: string; name: string; age: number }[]>`select email, name, age from src.people`;
+  t.equal(crm.contacts.size, 3000, 'the destination holds every row');
+  t.ok(model.every((m) => crm.contacts.get(m.email)?.name === m.name), 'with the right values');
+  t.ok(appliedAtAck.size > 0 && appliedAtAck.size < 3000, 'the kills happened mid-delivery');
+  const resent = [...appliedAtAck].filter(([pk, n]) => crm.applied.get(emailOf(pk)) !== n);
+  t.same(resent, [], 'no row was sent again once acknowledged');
+  const extra = [...crm.applied.values()].reduce((a, b) => a + b, 0) - 3000;
+  t.ok(extra <= 2 * 2 * 50, `only batches in flight at a kill were sent again (${extra} rows)`);
+  const recs = await db`select count(*)::int as n from run_records where run_id = ${run.id} and status = 'succeeded'`;
+  t.equal(recs[0].n, 3000, 'one record per row');
+});
+
+t.test('two workers and twenty concurrent triggers: runs of one sync never overlap', async (t) => {
+  const h = await startTestBackhaul(t, { start: { worker: true, engine } });
+  await inProcessWorker(t, h);
+  const crm = await startFakeCrm({ delayMs: 5 });
+  t.teardown(() => crm.close());
+  const { syncId, src } = await setupSync(t, h, crm.url, { rows: 300, delivery: { batchSize: 20, concurrency: 2 } });
+  const triggers = await Promise.all(Array.from({ length: 20 }, () => h.request('POST', `/v1/syncs/${syncId}/runs`, { body: {} })));
+  t.ok(triggers.every((r) => r.status === 202));
+  const ids = [...new Set(triggers.map((r) => r.body.id as string))];
+  t.ok(ids.length < 20, `triggers joined the queued run (${ids.length} runs for 20 triggers)`);
+  const runs = [];
+  for (const id of ids) runs.push(await waitForRun(h, id, 60_000));
+  runs.sort((a, b) => a.startedAt.localeCompare(b.startedAt));
+  for (let i = 1; i < runs.length; i++) t.ok(runs[i].startedAt >= runs[i - 1].finishedAt, `run ${i} started after run ${i - 1} finished`);
+  t.ok(runs.every((r) => r.status === 'succeeded'));
+  t.equal(crm.contacts.size, 300);
+  void src;
+});
