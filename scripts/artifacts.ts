@@ -1,6 +1,7 @@
 import { loadConfig } from '../src/config.ts';
 import { connectDatabase } from '../src/db/client.ts';
 import { createServices } from '../src/domain/services.ts';
+import { graphqlSdl } from '../src/graphql/schema.ts';
 import { buildApp } from '../src/http/app.ts';
 import { secretBox } from '../src/secrets.ts';
 
@@ -11,7 +12,7 @@ export async function buildArtifacts(): Promise<Record<string, string>> {
   const services = createServices({ database, secrets: secretBox(Buffer.alloc(32)), denyPrivateNetworks: false, hooks: {}, env: {} });
   const app = await buildApp({ config, services, readiness: { checks: {} } });
   try {
-    return { 'openapi/openapi.json': `${JSON.stringify(app.swagger(), null, 2)}\n` };
+    return { 'openapi/openapi.json': `${JSON.stringify(app.swagger(), null, 2)}\n`, 'openapi/schema.graphql': graphqlSdl() };
   } finally {
     await app.close();
     await database.close();

@@ -8,6 +8,7 @@ import { bootstrap } from './domain/bootstrap.ts';
 import type { DomainHooks } from './domain/deps.ts';
 import { createServices, type Services } from './domain/services.ts';
 import { buildApp, loggerOptions } from './http/app.ts';
+import { registerGraphql } from './graphql/index.ts';
 import { loadEncryptionKey, secretBox } from './secrets.ts';
 import type { EngineOptions, RunHooks } from './engine/executor.ts';
 import { planSchedule } from './engine/scheduler.ts';
@@ -106,6 +107,7 @@ export async function startBackhaul(opts: StartOptions): Promise<Backhaul> {
         config,
         services,
         loggerInstance: logger as never,
+        plugins: [(app) => registerGraphql(app, services, { production: config.production, database })],
         readiness: {
           checks: {
             database: async () => ((await database.sql`select 1 as ok`)[0]?.ok === 1 ? true : 'no answer'),

@@ -14,10 +14,22 @@ export interface Database {
   close(): Promise<void>;
 }
 
-export function connectDatabase(url: string, opts: { max?: number; onnotice?: (n: unknown) => void } = {}): Database {
+export interface ConnectOptions {
+  max?: number;
+  onnotice?: (n: unknown) => void;
+  /**
+   * Called with every statement sent (tests count queries with it, e.g. GraphQL's N+1 check).
+   * Note: postgres.js then also attaches the query and parameters to its errors; for tests only.
+   */
+  debug?: (query: string, parameters: unknown[]) => void;
+}
+
+export function connectDatabase(url: string, opts: ConnectOptions = {}): Database {
+  const debug = opts.debug;
   const sql = postgres(url, {
     max: opts.max ?? 10,
     onnotice: opts.onnotice ?? (() => {}),
+    ...(debug ? { debug: (_connection: number, query: string, parameters: unknown[]) => debug(query, parameters) } : {}),
     // Timestamps are returned as Date; int8 as string (the engine keeps counts in int4/numeric-safe ranges).
     connection: { application_name: 'backhaul' },
   });

@@ -1,5 +1,6 @@
 import { run as runGraphileWorker, runMigrations, Logger as GraphileLogger, type Runner, type Task } from 'graphile-worker';
 import type { Logger } from 'pino';
+import pg from 'pg';
 import { and, eq, inArray } from 'drizzle-orm';
 import type { Database } from '../db/client.ts';
 import { runs, syncs } from '../db/schema.ts';
@@ -82,8 +83,14 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
     logger.debug({ runRecords: removed.count, idempotencyKeys: keys }, 'maintenance done');
   };
 
+  // Our own pool, so that its errors (e.g. the database stopping first at shutdown) are logged
+  // instead of crashing the process, and so that we end it after the runner has stopped.
+  const pgPool = new pg.Pool({ connectionString: database.url, max: o.concurrency + 2 });
+  const onError = (e: Error) => logger.warn({ err: e }, 'worker database connection error');
+  pgPool.on('error', onError);
+  pgPool.on('connect', (client) => client.on('error', onError));
   const runner = await runGraphileWorker({
-    connectionString: database.url,
+    pgPool,
     concurrency: o.concurrency,
     noHandleSignals: true,
     pollInterval: 1000,
@@ -118,6 +125,7 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
     async stop() {
       clearInterval(sweepTimer);
       await runner.stop();
+      await pgPool.end();
     },
   };
 }

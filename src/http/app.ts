@@ -90,6 +90,10 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
       return typeof given === 'string' && /^[\w.-]{1,100}$/.test(given) ? given : randomUUID();
     },
     return503OnClosing: true,
+    // Errors fastify answers before routing (a malformed URL, a bad header) are problem+json too.
+    frameworkErrors: (error, req, reply) => {
+      void sendProblem(reply, problemOf(new AppError(400, 'bad_request', 'Bad request', { detail: error.message }), req.id));
+    },
     routerOptions: { ignoreTrailingSlash: true, maxParamLength: 300 },
   });
 

@@ -1,0 +1,775 @@
+import { buildSchema, printSchema, type GraphQLSchema } from 'graphql';
+
+// The GraphQL contract. `openapi/schema.graphql` is generated from this (npm run generate), so
+// CI's drift check covers it. Enum values are the REST values verbatim (lowercase), so a status or
+// mode reads the same in REST, GraphQL, webhooks and logs.
+//
+// Conventions:
+// - Lists are Relay-style connections (`edges { cursor node }`, `nodes`, `pageInfo`), paged with
+//   `first` (1..200, default 50) and `after`; cursors are the REST API's opaque cursors.
+// - `ref` arguments take an id or a slug, as REST paths do. Single lookups answer null when the
+//   resource does not exist in the caller's workspace (REST's 404).
+// - Writes take `expectedVersion` (REST's If-Match): a stale version fails with code
+//   `version_mismatch`.
+// - Errors carry REST's stable `code` in `extensions`, with `status` and, for validation, `errors`
+//   (JSON pointers into the `input` argument).
+export const typeDefs = /* GraphQL */ `
+"""
+Backhaul's GraphQL API: the same services, rules and error codes as the REST API (/v1).
+Authenticate with "Authorization: Bearer bh_…" (WebSocket: connection_init payload {"authorization": "Bearer bh_…"}).
+"""
+schema {
+  query: Query
+  mutation: Mutation
+  subscription: Subscription
+}
+
+"Any JSON value."
+scalar JSON
+
+"An ISO-8601 UTC timestamp, e.g. 2024-05-01T12:00:00.000Z."
+scalar DateTime
+
+"An object with a global id; its prefix names its type (conn_, mdl_, sync_, map_, run_, key_, aud_, ws_)."
+interface Node {
+  id: ID!
+}
+
+type PageInfo {
+  hasNextPage: Boolean!
+  "Pass as \`after\` to get the next page."
+  endCursor: String
+}
+
+type DeletePayload {
+  deletedId: ID!
+}
+
+# ---- Caller ------------------------------------------------------------------------------------
+
+enum Scope {
+  read
+  write
+  admin
+}
+
+"The API key making the request."
+type Viewer {
+  "Null for the system itself."
+  keyId: ID
+  scopes: [Scope!]!
+  "Owner keys may create and list workspaces."
+  owner: Boolean!
+  workspace: Workspace!
+}
+
+type Workspace implements Node {
+  id: ID!
+  slug: String!
+  name: String!
+  createdAt: DateTime!
+  updatedAt: DateTime!
+}
+
+type WorkspaceEdge {
+  cursor: String!
+  node: Workspace!
+}
+
+type WorkspaceConnection {
+  edges: [WorkspaceEdge!]!
+  nodes: [Workspace!]!
+  pageInfo: PageInfo!
+}
+
+type ApiKey implements Node {
+  id: ID!
+  name: String!
+  scopes: [Scope!]!
+  "First characters of the token, to recognise it."
+  prefix: String!
+  owner: Boolean!
+  createdAt: DateTime!
+  lastUsedAt: DateTime
+}
+
+type ApiKeyEdge {
+  cursor: String!
+  node: ApiKey!
+}
+
+type ApiKeyConnection {
+  edges: [ApiKeyEdge!]!
+  nodes: [ApiKey!]!
+  pageInfo: PageInfo!
+}
+
+type CreateApiKeyPayload {
+  apiKey: ApiKey!
+  "The bearer token, shown once: store it now."
+  token: String!
+}
+
+type CreateWorkspacePayload {
+  workspace: Workspace!
+  "The new workspace's first admin key."
+  apiKey: ApiKey!
+  "Its token, shown once."
+  token: String!
+}
+
+"Who changed what, when, from which key. Field names only, never values."
+type AuditEvent implements Node {
+  id: ID!
+  action: String!
+  resourceType: String!
+  resourceId: String!
+  changedFields: [String!]!
+  actorKeyId: ID
+  requestId: String
+  createdAt: DateTime!
+}
+
+type AuditEventEdge {
+  cursor: String!
+  node: AuditEvent!
+}
+
+type AuditEventConnection {
+  edges: [AuditEventEdge!]!
+  nodes: [AuditEvent!]!
+  pageInfo: PageInfo!
+}
+
+# ---- Connectors and connections ---------------------------------------------------------------
+
+enum ConnectorRole {
+  source
+  destination
+}
+
+type ConnectorSecret {
+  name: String!
+  required: Boolean!
+  description: String!
+}
+
+"One connector type of the catalog."
+type Connector {
+  type: String!
+  label: String!
+  roles: [ConnectorRole!]!
+  "JSON Schema of a connection's config."
+  configSchema: JSON!
+  secrets: [ConnectorSecret!]!
+  "Destination capabilities (modes, batch limits…), null for sources."
+  capabilities: JSON
+}
+
+"A configured connector instance. Secrets are write-only: only their names are readable."
+type Connection implements Node {
+  id: ID!
+  slug: String!
+  name: String!
+  type: String!
+  roles: [ConnectorRole!]!
+  config: JSON!
+  secretNames: [String!]!
+  createdAt: DateTime!
+  updatedAt: DateTime!
+  version: Int!
+  "A destination's objects (reaches the remote system)."
+  destinationObjects: [DestinationObject!]!
+  "The fields of one destination object (reaches the remote system)."
+  destinationFields(object: String!): [DestinationField!]!
+}
+
+type DestinationObject {
+  name: String!
+  label: String
+}
+
+type DestinationField {
+  name: String!
+  type: String!
+  required: Boolean!
+  identifier: Boolean!
+}
+
+type ConnectionEdge {
+  cursor: String!
+  node: Connection!
+}
+
+type ConnectionConnection {
+  edges: [ConnectionEdge!]!
+  nodes: [Connection!]!
+  pageInfo: PageInfo!
+}
+
+type ConnectionTestError {
+  code: String!
+  message: String!
+  hint: String
+}
+
+type ConnectionTestResult {
+  ok: Boolean!
+  latencyMs: Int
+  error: ConnectionTestError
+}
+
+type ReplaceConnectionPayload {
+  "True when the slug did not exist and the connection was created."
+  created: Boolean!
+  connection: Connection!
+}
+
+# ---- Models -----------------------------------------------------------------------------------
+
+type Column {
+  name: String!
+  type: String!
+  nativeType: String!
+}
+
+type ModelPreview {
+  columns: [Column!]!
+  rows: [JSON!]!
+}
+
+"A SQL query on a source connection plus the column that identifies a row."
+type Model implements Node {
+  id: ID!
+  slug: String!
+  name: String!
+  connectionId: ID!
+  connection: Connection
+  sql: String!
+  primaryKey: String!
+  createdAt: DateTime!
+  updatedAt: DateTime!
+  version: Int!
+  "The columns of the query's result (asks the source, fetches no rows)."
+  columns: [Column!]!
+  "The query's first rows (runs the query on the source)."
+  preview(limit: Int = 50, timeoutMs: Int): ModelPreview!
+  "Syncs reading this model."
+  syncs(first: Int, after: String, enabled: Boolean): SyncConnection!
+}
+
+type ModelEdge {
+  cursor: String!
+  node: Model!
+}
+
+type ModelConnection {
+  edges: [ModelEdge!]!
+  nodes: [Model!]!
+  pageInfo: PageInfo!
+}
+
+type ReplaceModelPayload {
+  created: Boolean!
+  model: Model!
+}
+
+# ---- Syncs and mappings -----------------------------------------------------------------------
+
+enum SyncMode {
+  insert
+  update
+  upsert
+  mirror
+}
+
+enum ScheduleType {
+  manual
+  interval
+  cron
+}
+
+type MatchKey {
+  sourceColumn: String!
+  destinationField: String!
+}
+
+type ManualSchedule {
+  type: ScheduleType!
+}
+
+type IntervalSchedule {
+  type: ScheduleType!
+  everySeconds: Int!
+}
+
+type CronSchedule {
+  type: ScheduleType!
+  expression: String!
+  timezone: String!
+}
+
+union Schedule = ManualSchedule | IntervalSchedule | CronSchedule
+
+type Delivery {
+  batchSize: Int!
+  concurrency: Int!
+  maxRequestsPerSecond: Float
+  maxRetries: Int!
+}
+
+type Alerts {
+  channelIds: [ID!]!
+  onFailure: Boolean!
+  rowFailurePercent: Float
+  maxDurationSeconds: Int
+  consecutiveFailures: Int
+}
+
+"Model → destination object: mode, match key, schedule, delivery settings, alert rules."
+type Sync implements Node {
+  id: ID!
+  slug: String!
+  name: String!
+  modelId: ID!
+  model: Model
+  destinationId: ID!
+  destination: Connection
+  object: String!
+  mode: SyncMode!
+  matchKey: MatchKey!
+  schedule: Schedule!
+  enabled: Boolean!
+  delivery: Delivery!
+  alerts: Alerts!
+  createdAt: DateTime!
+  updatedAt: DateTime!
+  version: Int!
+  "Every mapping of the sync (at most 1000), oldest first."
+  mappings: [Mapping!]!
+  "The newest run, whatever its status."
+  lastRun: Run
+  "Runs, newest first."
+  runs(first: Int, after: String, status: RunStatus): RunConnection!
+}
+
+type SyncEdge {
+  cursor: String!
+  node: Sync!
+}
+
+type SyncConnection {
+  edges: [SyncEdge!]!
+  nodes: [Sync!]!
+  pageInfo: PageInfo!
+}
+
+type ReplaceSyncPayload {
+  created: Boolean!
+  sync: Sync!
+}
+
+type ColumnSource {
+  column: String!
+}
+
+type StaticSource {
+  static: JSON
+}
+
+type TemplateSource {
+  template: String!
+}
+
+type Lookup {
+  object: String!
+  matchField: String!
+  sourceColumn: String!
+  resultField: String!
+}
+
+type LookupSource {
+  lookup: Lookup!
+}
+
+union MappingSource = ColumnSource | StaticSource | TemplateSource | LookupSource
+
+"One destination field of a sync and where its value comes from."
+type Mapping implements Node {
+  id: ID!
+  syncId: ID!
+  sync: Sync
+  destinationField: String!
+  source: MappingSource!
+  createdAt: DateTime!
+  updatedAt: DateTime!
+  version: Int!
+}
+
+# ---- Runs -------------------------------------------------------------------------------------
+
+"Stable: adding a value is a breaking change."
+enum RunStatus {
+  queued
+  running
+  succeeded
+  partially_succeeded
+  failed
+  cancelled
+}
+
+enum RunTrigger {
+  manual
+  schedule
+  api
+}
+
+type RunPhase {
+  name: String!
+  startedAt: DateTime!
+  finishedAt: DateTime
+}
+
+type OperationCounts {
+  insert: Int!
+  update: Int!
+  delete: Int!
+}
+
+type RunCounts {
+  queried: Int!
+  invalid: Int!
+  planned: OperationCounts!
+  succeeded: OperationCounts!
+  rejected: OperationCounts!
+}
+
+type RunError {
+  code: String!
+  message: String!
+  hint: String
+  retryable: Boolean!
+}
+
+"One execution of a sync."
+type Run implements Node {
+  id: ID!
+  syncId: ID!
+  sync: Sync
+  status: RunStatus!
+  phase: String
+  trigger: RunTrigger!
+  fullResync: Boolean!
+  queuedAt: DateTime!
+  startedAt: DateTime
+  finishedAt: DateTime
+  phases: [RunPhase!]!
+  counts: RunCounts!
+  error: RunError
+  "The outcome of each row, by primary key."
+  records(first: Int, after: String, status: RunRecordStatus, operation: String, primaryKey: String): RunRecordList!
+}
+
+type RunEdge {
+  cursor: String!
+  node: Run!
+}
+
+type RunConnection {
+  edges: [RunEdge!]!
+  nodes: [Run!]!
+  pageInfo: PageInfo!
+}
+
+type TriggerRunPayload {
+  run: Run!
+  "False when the sync already had a queued run: that run is returned."
+  created: Boolean!
+}
+
+enum RunRecordStatus {
+  succeeded
+  rejected
+  invalid
+}
+
+type RunRecordError {
+  code: String!
+  message: String!
+}
+
+type RunRecord {
+  primaryKey: String!
+  operation: String!
+  status: RunRecordStatus!
+  error: RunRecordError
+  attempts: Int!
+  runId: ID!
+  createdAt: DateTime!
+}
+
+"Records are keyed by (primary key, operation), not by id: this list has no per-edge cursors."
+type RunRecordList {
+  nodes: [RunRecord!]!
+  pageInfo: PageInfo!
+}
+
+"""
+A change of a run (status or phase), from PostgreSQL NOTIFY: it reaches subscribers on every instance.
+The fields of the notification are always there; \`run\` loads the run as it is now (null if it is gone).
+"""
+type RunUpdate {
+  runId: ID!
+  syncId: ID!
+  status: RunStatus!
+  phase: String
+  run: Run
+}
+
+# ---- Inputs -----------------------------------------------------------------------------------
+
+input CreateConnectionInput {
+  slug: String!
+  name: String!
+  type: String!
+  config: JSON!
+  "Write-only. A value is a string, or {\\"env\\": \\"VAR\\"} to read it from Backhaul's environment."
+  secrets: JSON
+}
+
+input UpdateConnectionInput {
+  slug: String
+  name: String
+  "A JSON merge patch (RFC 7396) over the current config."
+  config: JSON
+  "Set secrets, or remove one with null."
+  secrets: JSON
+}
+
+input ReplaceConnectionInput {
+  slug: String
+  name: String!
+  type: String!
+  config: JSON!
+  "Replaces the whole set; omit to keep the current secrets."
+  secrets: JSON
+}
+
+input CreateModelInput {
+  slug: String!
+  name: String!
+  "Id or slug of a connection with the source role."
+  connectionId: String!
+  sql: String!
+  primaryKey: String!
+}
+
+input UpdateModelInput {
+  slug: String
+  name: String
+  connectionId: String
+  sql: String
+  primaryKey: String
+}
+
+input ReplaceModelInput {
+  slug: String
+  name: String!
+  connectionId: String!
+  sql: String!
+  primaryKey: String!
+}
+
+input MatchKeyInput {
+  sourceColumn: String!
+  destinationField: String!
+}
+
+"manual: no other field; interval: everySeconds; cron: expression (+ timezone, default UTC)."
+input ScheduleInput {
+  type: ScheduleType!
+  everySeconds: Int
+  expression: String
+  timezone: String
+}
+
+input DeliveryInput {
+  batchSize: Int
+  concurrency: Int
+  "null: no limit."
+  maxRequestsPerSecond: Float
+  maxRetries: Int
+}
+
+input AlertsInput {
+  channelIds: [ID!]
+  onFailure: Boolean
+  rowFailurePercent: Float
+  maxDurationSeconds: Int
+  consecutiveFailures: Int
+}
+
+input CreateSyncInput {
+  slug: String!
+  name: String!
+  "Id or slug of a model."
+  modelId: String!
+  "Id or slug of a connection with the destination role."
+  destinationId: String!
+  object: String!
+  mode: SyncMode!
+  matchKey: MatchKeyInput!
+  schedule: ScheduleInput
+  enabled: Boolean
+  delivery: DeliveryInput
+  alerts: AlertsInput
+}
+
+input UpdateSyncInput {
+  slug: String
+  name: String
+  modelId: String
+  destinationId: String
+  object: String
+  mode: SyncMode
+  matchKey: MatchKeyInput
+  schedule: ScheduleInput
+  enabled: Boolean
+  "Merged over the current delivery settings."
+  delivery: DeliveryInput
+  "Merged over the current alert rules."
+  alerts: AlertsInput
+}
+
+"Optional groups not sent go back to their defaults."
+input ReplaceSyncInput {
+  slug: String
+  name: String!
+  modelId: String!
+  destinationId: String!
+  object: String!
+  mode: SyncMode!
+  matchKey: MatchKeyInput!
+  schedule: ScheduleInput
+  enabled: Boolean
+  delivery: DeliveryInput
+  alerts: AlertsInput
+}
+
+input LookupInput {
+  object: String!
+  matchField: String!
+  sourceColumn: String!
+  resultField: String!
+}
+
+"Exactly one of the fields."
+input MappingSourceInput @oneOf {
+  column: String
+  static: JSON
+  template: String
+  lookup: LookupInput
+}
+
+input MappingInput {
+  destinationField: String!
+  source: MappingSourceInput!
+}
+
+input UpdateMappingInput {
+  destinationField: String
+  source: MappingSourceInput
+}
+
+input CreateApiKeyInput {
+  name: String!
+  scopes: [Scope!]!
+}
+
+input CreateWorkspaceInput {
+  slug: String!
+  name: String!
+}
+
+# ---- Operations -------------------------------------------------------------------------------
+
+type Query {
+  "Any object by its global id; null when it does not exist in your workspace."
+  node(id: ID!): Node
+  "Up to 100 objects by id, in the order asked (null where not found)."
+  nodes(ids: [ID!]!): [Node]!
+  viewer: Viewer!
+  "The connector catalog."
+  connectors: [Connector!]!
+  connections(first: Int, after: String, type: String): ConnectionConnection!
+  "By id or slug."
+  connection(ref: String!): Connection
+  models(first: Int, after: String, connectionId: ID): ModelConnection!
+  model(ref: String!): Model
+  syncs(first: Int, after: String, modelId: ID, destinationId: ID, enabled: Boolean): SyncConnection!
+  sync(ref: String!): Sync
+  run(id: ID!): Run
+  "Admin scope."
+  apiKeys(first: Int, after: String): ApiKeyConnection!
+  "Newest first."
+  auditEvents(first: Int, after: String, resourceType: String, resourceId: String, since: DateTime, until: DateTime): AuditEventConnection!
+  "Owner keys only."
+  workspaces(first: Int, after: String): WorkspaceConnection!
+}
+
+type Mutation {
+  createConnection(input: CreateConnectionInput!): Connection!
+  updateConnection(ref: String!, input: UpdateConnectionInput!, expectedVersion: Int): Connection!
+  "Replaces the connection, or creates it when \`ref\` is a slug that does not exist."
+  replaceConnection(ref: String!, input: ReplaceConnectionInput!, expectedVersion: Int): ReplaceConnectionPayload!
+  deleteConnection(ref: String!, expectedVersion: Int): DeletePayload!
+  "Reaches the remote system; a failure is reported in the result, not as an error."
+  testConnection(ref: String!): ConnectionTestResult!
+
+  "validate: check the SQL and primary key against the source before saving."
+  createModel(input: CreateModelInput!, validate: Boolean = true): Model!
+  updateModel(ref: String!, input: UpdateModelInput!, expectedVersion: Int, validate: Boolean = true): Model!
+  replaceModel(ref: String!, input: ReplaceModelInput!, expectedVersion: Int, validate: Boolean = true): ReplaceModelPayload!
+  deleteModel(ref: String!, expectedVersion: Int): DeletePayload!
+
+  createSync(input: CreateSyncInput!): Sync!
+  updateSync(ref: String!, input: UpdateSyncInput!, expectedVersion: Int): Sync!
+  replaceSync(ref: String!, input: ReplaceSyncInput!, expectedVersion: Int): ReplaceSyncPayload!
+  deleteSync(ref: String!, expectedVersion: Int): DeletePayload!
+
+  createMapping(syncRef: String!, input: MappingInput!): Mapping!
+  updateMapping(syncRef: String!, id: ID!, input: UpdateMappingInput!, expectedVersion: Int): Mapping!
+  replaceMapping(syncRef: String!, id: ID!, input: MappingInput!, expectedVersion: Int): Mapping!
+  deleteMapping(syncRef: String!, id: ID!, expectedVersion: Int): DeletePayload!
+  "Replaces the sync's whole mapping set; expectedSyncVersion guards it with the sync's version."
+  setMappings(syncRef: String!, mappings: [MappingInput!]!, expectedSyncVersion: Int): [Mapping!]!
+
+  "Admin scope."
+  createApiKey(input: CreateApiKeyInput!): CreateApiKeyPayload!
+  "Admin scope."
+  revokeApiKey(id: ID!): DeletePayload!
+  "Owner keys only."
+  createWorkspace(input: CreateWorkspaceInput!): CreateWorkspacePayload!
+
+  triggerRun(syncRef: String!, fullResync: Boolean, callbackUrl: String): TriggerRunPayload!
+  cancelRun(id: ID!): Run!
+}
+
+type Subscription {
+  "Every status or phase change of the sync's runs (id or slug)."
+  runUpdated(syncId: ID!): RunUpdate!
+}
+`;
+
+let built: GraphQLSchema | undefined;
+
+/** The executable shape (no resolvers): for the SDL artifact and the limit analysis. */
+export function baseSchema(): GraphQLSchema {
+  built ??= buildSchema(typeDefs);
+  return built;
+}
+
+/** The SDL committed as openapi/schema.graphql. */
+export function graphqlSdl(): string {
+  return `${printSchema(baseSchema())}\n`;
+}
