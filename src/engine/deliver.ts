@@ -1,4 +1,4 @@
-import type { DestinationConnector, WriteOperation, WriteResult } from '../connectors/types.ts';
+import type { DestinationConnector, WireExchange, WriteOperation, WriteResult } from '../connectors/types.ts';
 import { BatchRejectedError, ConnectorError } from '../errors.ts';
 import type { PlannedOp } from './plan.ts';
 import { backoffMs, type Clock, type RateLimiter } from './rate-limiter.ts';
@@ -44,13 +44,26 @@ export class AbortedError extends Error {
   }
 }
 
-export async function deliverBatch(ctx: DeliveryContext, operation: WriteOperation, ops: PlannedOp[]): Promise<RowOutcome[]> {
-  const out = new Map<number, RowOutcome>();
-  await send(ctx, operation, ops, out);
-  return ops.map((o) => out.get(o.seq)!);
+export interface BatchResult {
+  outcomes: RowOutcome[];
+  /** Each request of the batch with the plan rows it carried (the row debugger keeps them). */
+  exchanges: { exchange: WireExchange; seqs: number[] }[];
 }
 
-async function send(ctx: DeliveryContext, operation: WriteOperation, batch: PlannedOp[], out: Map<number, RowOutcome>): Promise<void> {
+export async function deliverBatch(ctx: DeliveryContext, operation: WriteOperation, ops: PlannedOp[]): Promise<BatchResult> {
+  const out = new Map<number, RowOutcome>();
+  const exchanges: BatchResult['exchanges'] = [];
+  await send(ctx, operation, ops, out, exchanges);
+  return { outcomes: ops.map((o) => out.get(o.seq)!), exchanges };
+}
+
+async function send(
+  ctx: DeliveryContext,
+  operation: WriteOperation,
+  batch: PlannedOp[],
+  out: Map<number, RowOutcome>,
+  exchanges: BatchResult['exchanges'],
+): Promise<void> {
   let pending = batch;
   let attempt = 0;
   while (pending.length) {
@@ -74,8 +87,8 @@ async function send(ctx: DeliveryContext, operation: WriteOperation, batch: Plan
         }
         // One bad row spoils the request: split until the bad rows stand alone.
         const mid = Math.ceil(pending.length / 2);
-        await send(ctx, operation, pending.slice(0, mid), out);
-        await send(ctx, operation, pending.slice(mid), out);
+        await send(ctx, operation, pending.slice(0, mid), out, exchanges);
+        await send(ctx, operation, pending.slice(mid), out, exchanges);
         return;
       }
       if (e instanceof ConnectorError && e.classification === 'retryable') {
@@ -102,6 +115,9 @@ async function send(ctx: DeliveryContext, operation: WriteOperation, batch: Plan
       throw new ConnectorError('connector_contract', `The destination connector returned ${res.results.length} results for ${pending.length} rows.`, { classification: 'fatal' });
     }
     ctx.limiter.onSuccess();
+    for (const ex of res.exchanges ?? []) {
+      exchanges.push({ exchange: ex, seqs: (ex.rowIndexes ?? pending.map((_, i) => i)).map((i) => pending[i].seq) });
+    }
     const retry: PlannedOp[] = [];
     res.results.forEach((r, i) => {
       const o = pending[i];

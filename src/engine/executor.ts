@@ -9,7 +9,7 @@ import { publishRun, type RunRow } from '../domain/runs.ts';
 import type { Services } from '../domain/services.ts';
 import type { SyncViewT } from '../domain/syncs.ts';
 import { AppError, ConnectorError } from '../errors.ts';
-import { AbortedError, deliverBatch, splitBatches, type RowOutcome } from './deliver.ts';
+import { AbortedError, deliverBatch, splitBatches, type BatchResult, type RowOutcome } from './deliver.ts';
 import { buildPlan, markDuplicates, planSize, readPending } from './plan.ts';
 import { limiterFor, realClock, type Clock } from './rate-limiter.ts';
 import { createStaging, dropRunTables, StagingWriter, STAGING_SCHEMA, stagingNames, tableExists } from './staging.ts';
@@ -34,11 +34,21 @@ export interface RunContext {
   logger: Logger;
 }
 
+/**
+ * Extension points for callbacks, alerts, metrics and the row debugger. Hooks run in the worker;
+ * a hook that throws is logged and never fails the run.
+ */
 export interface RunHooks {
-  /** Called once a run reaches a terminal status (webhooks, alerts, metrics plug in here). */
+  /** The run started executing (first attempt only, not on resumption). */
+  runStarted?: (run: RunRow) => Promise<void>;
+  /** The run reached a terminal status. */
   runFinished?: (run: RunRow) => Promise<void>;
-  rowsDelivered?: (run: RunRow, outcomes: RowOutcome[]) => void;
+  /** A batch was acknowledged and checkpointed: its outcomes and the requests that carried it. */
+  batchDelivered?: (run: RunRow, batch: number, result: BatchResult) => Promise<void>;
+  /** A whole request was retried (code: rate_limited, http_503, …). */
   retry?: (syncId: string, code: string) => void;
+  /** A phase finished, with its duration. */
+  phaseFinished?: (run: RunRow, phase: Phase, ms: number) => void;
 }
 
 class CancelledError extends Error {}
@@ -77,6 +87,7 @@ export class RunExecutor {
       await this.finish(run, 'cancelled', { code: 'cancelled', message: 'Cancelled before it started.', retryable: false });
       return;
     }
+    const firstStart = !run.startedAt;
     run = await this.update(run, {
       status: 'running',
       startedAt: run.startedAt ?? new Date(),
@@ -84,6 +95,7 @@ export class RunExecutor {
       heartbeatAt: new Date(),
       attempts: run.attempts + 1,
     });
+    if (firstStart) await this.hook(log, () => this.hooks.runStarted?.(run));
 
     const counts: RunCounts = { ...emptyCounts(), ...(run.counts as RunCounts) };
     const state = { cancelRequested: false };
@@ -281,10 +293,10 @@ export class RunExecutor {
         const n = ++batchNo;
         const perWrite = rowMode(batch.operation) ? (k: number) => k : () => 1;
         const p = deliverBatch({ ...deliveryCtx, requestsFor: perWrite }, batch.operation, batch.ops)
-          .then((outcomes) => {
+          .then((result) => {
             // Checkpoints are serialised so the counts written with each one match its records.
-            checkpointChain = checkpointChain.then(() => this.checkpoint(run, sync, outcomes, n, counts));
-            return checkpointChain.then(() => this.hooks.rowsDelivered?.(run, outcomes));
+            checkpointChain = checkpointChain.then(() => this.checkpoint(run, sync, result.outcomes, n, counts));
+            return checkpointChain.then(() => this.hook(log, () => this.hooks.batchDelivered?.(run, n, result)));
           })
           .catch((e) => {
             failure ??= e;
@@ -349,8 +361,19 @@ export class RunExecutor {
     }
   }
 
+  private async hook(log: Logger, fn: () => Promise<void> | undefined): Promise<void> {
+    try {
+      await fn();
+    } catch (e) {
+      log.error({ err: e }, 'run hook failed');
+    }
+  }
+
   private async enterPhase(run: RunRow, phase: Phase): Promise<RunRow> {
     const now = new Date().toISOString();
+    for (const p of run.phases as PhaseTiming[]) {
+      if (p.finishedAt === null && p.name !== phase) this.hooks.phaseFinished?.(run, p.name, Date.parse(now) - Date.parse(p.startedAt));
+    }
     const phases = (run.phases as PhaseTiming[]).map((p) => (p.finishedAt === null && p.name !== phase ? { ...p, finishedAt: now } : p));
     if (!phases.some((p) => p.name === phase)) phases.push({ name: phase, startedAt: now, finishedAt: null });
     return this.update(run, { phase, phases });
@@ -361,7 +384,11 @@ export class RunExecutor {
     const phases = (run.phases as PhaseTiming[]).map((p) => (p.finishedAt === null ? { ...p, finishedAt: now } : p));
     const finished = await this.update(run, { status, error, finishedAt: new Date(now), phases, ...(counts ? { counts } : {}) });
     await dropRunTables(this.sql, run.id).catch(() => {});
-    await this.hooks.runFinished?.(finished);
+    try {
+      await this.hooks.runFinished?.(finished);
+    } catch {
+      // a failing hook never changes the run's outcome (the hook logs its own errors)
+    }
   }
 
   /** Updates the run row and publishes the change (GraphQL subscriptions, other instances). */
