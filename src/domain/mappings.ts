@@ -10,6 +10,9 @@ import type { Actor } from './context.ts';
 import { changedFields, checkVersion, decodeCursor, isUniqueViolation, iso, pageLimit, requireScope, sameJson, toPage, type Page } from './common.ts';
 import type { ServiceDeps } from './deps.ts';
 import type { SyncService } from './syncs.ts';
+import type { ConnectionService } from './connections.ts';
+import type { ModelService } from './models.ts';
+import { suggestMappings, type MappingSuggestion } from '../connectors/automap.ts';
 
 // Mappings: one destination field of a sync and where its value comes from. A child
 // collection of the sync; a destination field appears at most once per sync.
@@ -87,10 +90,57 @@ export class MappingService {
   private readonly deps: ServiceDeps;
   private readonly syncs: SyncService;
   checkSource: MappingSourceCheck = () => {};
+  private readonly connections: ConnectionService;
+  private readonly models: ModelService;
 
-  constructor(deps: ServiceDeps, syncs: SyncService) {
+  constructor(deps: ServiceDeps, syncs: SyncService, connections: ConnectionService, models: ModelService) {
     this.deps = deps;
     this.syncs = syncs;
+    this.connections = connections;
+    this.models = models;
+  }
+
+  /**
+   * Proposes mappings from the model's columns to the destination object's fields (skipping fields
+   * already mapped). With `apply`, the suggestions at or above `minConfidence` are added in one
+   * transaction; existing mappings are never changed.
+   */
+  async suggest(
+    actor: Actor,
+    syncRef: string,
+    opts: { apply?: boolean; minConfidence?: number } = {},
+  ): Promise<{ data: MappingSuggestion[]; applied: MappingViewT[] }> {
+    requireScope(actor, opts.apply ? 'write' : 'read');
+    const sync = await this.syncs.row(this.db, actor.workspaceId, syncRef);
+    const columns = await this.models.columns(actor, sync.modelId);
+    const destRow = await this.connections.row(this.db, actor.workspaceId, sync.destinationId);
+    const dest = this.connections.openDestination(destRow);
+    let fields;
+    try {
+      fields = await dest.fields(sync.object);
+    } finally {
+      await dest.close();
+    }
+    const existing = await this.allForSync(this.db, actor.workspaceId, sync.id);
+    const data = suggestMappings(columns, fields, existing);
+    if (!opts.apply) return { data, applied: [] };
+    const chosen = data.filter((d) => d.confidence >= (opts.minConfidence ?? 0.8));
+    const applied = await this.db.transaction(async (tx) => {
+      const out: MappingViewT[] = [];
+      for (const m of chosen) {
+        const id = newId('mapping');
+        const [row] = await tx
+          .insert(mappings)
+          .values({ id, workspaceId: actor.workspaceId, syncId: sync.id, destinationField: m.destinationField, source: m.source })
+          .onConflictDoNothing()
+          .returning();
+        if (!row) continue; // mapped concurrently: existing mappings win
+        await recordAudit(tx, actor, 'create', 'mapping', id, ['destinationField', 'source']);
+        out.push(mappingView(row));
+      }
+      return out;
+    });
+    return { data, applied };
   }
 
   private get db() {

@@ -20,13 +20,14 @@ export interface Services {
 export function createServices(deps: ServiceDeps): Services {
   const connections = new ConnectionService(deps);
   const syncs = new SyncService(deps, connections);
+  const models = new ModelService(deps, connections);
   return {
     deps,
     apiKeys: new ApiKeyService(deps),
     connections,
-    models: new ModelService(deps, connections),
+    models,
     syncs,
-    mappings: new MappingService(deps, syncs),
+    mappings: new MappingService(deps, syncs, connections, models),
     runs: new RunService(deps, syncs),
   };
 }

@@ -65,6 +65,29 @@ export function syncRoutes(app: FastifyInstance, s: Services): void {
     },
     handler: async (req) => ({ data: await s.mappings.replaceAll(actorOf(req), (req.params as P).ref, req.body as never, req.headers['if-match']) }),
   });
+  app.post(`${base}/suggest`, {
+    schema: {
+      tags,
+      summary: 'Suggest mappings from model columns to destination fields (apply: add those above minConfidence)',
+      params: RefParams,
+      body: Type.Optional(
+        Type.Object(
+          { apply: Type.Optional(Type.Boolean()), minConfidence: Type.Optional(Type.Number({ minimum: 0, maximum: 1 })) },
+          { additionalProperties: false },
+        ),
+      ),
+      response: {
+        200: Type.Object({
+          data: Type.Array(
+            Type.Object({ destinationField: Type.String(), source: Type.Object({ column: Type.String() }), confidence: Type.Number(), reason: Type.String() }),
+          ),
+          applied: Type.Array(ref(MappingView)),
+        }),
+        ...problems,
+      },
+    },
+    handler: async (req) => s.mappings.suggest(actorOf(req), (req.params as P).ref, (req.body ?? {}) as { apply?: boolean; minConfidence?: number }),
+  });
   app.get(`${base}/:id`, {
     schema: { tags, summary: 'Get a mapping', params: MappingParams, response: { 200: ref(MappingView), ...problems } },
     handler: async (req, reply) => sendResource(reply, await s.mappings.get(actorOf(req), (req.params as P).ref, (req.params as P).id)),
