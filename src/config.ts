@@ -59,6 +59,9 @@ export function loadConfig(env: Env = process.env): Config {
   };
 
   const databaseUrl = str('DATABASE_URL');
+  if (databaseUrl === undefined && bool('BACKHAUL_REQUIRE_DATABASE_URL', false)) {
+    problems.push('DATABASE_URL is required here (BACKHAUL_REQUIRE_DATABASE_URL=true, as in the container image): the embedded database is for local use.');
+  }
   if (databaseUrl !== undefined && !/^postgres(ql)?:\/\//.test(databaseUrl)) {
     problems.push('DATABASE_URL: expected a postgres:// or postgresql:// URL');
   }
@@ -107,6 +110,7 @@ export function loadConfig(env: Env = process.env): Config {
 /** The documented variables (README table and `backhaul --help`). */
 export const CONFIG_DOCS: [string, string, string][] = [
   ['DATABASE_URL', '(embedded)', 'PostgreSQL control database. Unset: an embedded PostgreSQL starts in BACKHAUL_DATA_DIR.'],
+  ['BACKHAUL_REQUIRE_DATABASE_URL', 'false', 'Refuse to start the embedded database (set in the container image).'],
   ['BACKHAUL_DATA_DIR', './.backhaul', 'Data directory of the embedded PostgreSQL (and its generated encryption key).'],
   ['BACKHAUL_EMBEDDED_PG_PORT', '0 (free port)', 'Port of the embedded PostgreSQL.'],
   ['HOST', '127.0.0.1', 'Address the API listens on.'],
