@@ -41,6 +41,9 @@ export interface WorkerOptions {
   /** A worker whose run shows no heartbeat for this long is considered dead. */
   staleAfterMs?: number;
   sweepEveryMs?: number;
+  /** More tasks (callbacks, alerts) and their crontab lines. */
+  tasks?: Record<string, Task>;
+  crontab?: string[];
 }
 
 export interface Worker {
@@ -55,8 +58,12 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
   const clock = o.engine?.clock ?? realClock;
   const executor = new RunExecutor(database, services, o.engine, o.hooks);
 
+  // Worker-pool ids that held jobs in this process (graphile-worker's locked_by), for release at stop.
+  const poolIds = new Set<string>();
+
   const backhaul_run: Task = async (payload, helpers) => {
     const { runId } = payload as { runId: string };
+    if (helpers.job.locked_by) poolIds.add(helpers.job.locked_by);
     await executor.execute(runId, { workerId: helpers.job.locked_by ?? 'unknown', signal: helpers.abortSignal, logger });
   };
 
@@ -96,8 +103,8 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
     pollInterval: 1000,
     // Stop taking work at once on shutdown; in-flight batches still finish and checkpoint.
     gracefulShutdownAbortTimeout: 100,
-    taskList: { backhaul_run, backhaul_schedule, backhaul_maintenance },
-    crontab: '*/10 * * * * backhaul_maintenance',
+    taskList: { ...o.tasks, backhaul_run, backhaul_schedule, backhaul_maintenance },
+    crontab: ['*/10 * * * * backhaul_maintenance', ...(o.crontab ?? [])].join('\n'),
     logger: quietLogger(logger),
   });
 
@@ -125,6 +132,11 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
     async stop() {
       clearInterval(sweepTimer);
       await runner.stop();
+      // graphile-worker fails interrupted jobs without waiting for it (and would delay their retry):
+      // unlock what this process held so that another worker resumes its runs at once.
+      if (poolIds.size) {
+        await database.sql`select graphile_worker.force_unlock_workers(${[...poolIds]}::text[])`.catch((e) => logger.warn({ err: e }, 'could not release jobs at shutdown'));
+      }
       await pgPool.end();
     },
   };

@@ -92,3 +92,31 @@ t.test('two workers and twenty concurrent triggers: runs of one sync never overl
   t.equal(crm.contacts.size, 300);
   void src;
 });
+
+t.test('shutdown (SIGTERM path) checkpoints in-flight batches, releases the run promptly, and another worker finishes it', async (t) => {
+  const h = await startTestBackhaul(t);
+  const crm = await startFakeCrm({ delayMs: 100 });
+  t.teardown(() => crm.close());
+  const { syncId } = await setupSync(t, h, crm.url, { rows: 2000, delivery: { batchSize: 20, concurrency: 2 } });
+  const first = await inProcessWorker(t, h);
+  const trig = await h.request('POST', `/v1/syncs/${syncId}/runs`, { body: {} });
+  await waitForRun(h, trig.body.id, 30_000, (r) => r.counts.succeeded.insert >= 200);
+  const started = Date.now();
+  await first.close();
+  const closeMs = Date.now() - started;
+  t.ok(closeMs < 5000, `shutdown took ${closeMs} ms`);
+  const stopped = (await h.request('GET', `/v1/runs/${trig.body.id}`)).body;
+  t.equal(stopped.status, 'running', 'the run is not failed by a shutdown');
+  t.equal(stopped.counts.succeeded.insert, crm.contacts.size, 'every batch the destination applied was checkpointed');
+  const db = postgres(h.databaseUrl, { max: 1, onnotice: () => {} });
+  t.teardown(() => db.end());
+  const [job] = await db`select locked_by from graphile_worker.jobs where key = ${`run:${trig.body.id}`}`;
+  t.equal(job?.locked_by ?? null, null, 'the job was released, not left locked');
+
+  const appliedBefore = new Map(crm.applied);
+  await inProcessWorker(t, h);
+  const run = await waitForRun(h, trig.body.id, 60_000);
+  t.equal(run.status, 'succeeded');
+  t.equal(crm.contacts.size, 2000);
+  t.ok([...appliedBefore].every(([email, n]) => crm.applied.get(email) === n), 'nothing delivered before the shutdown was sent again');
+});
