@@ -221,6 +221,10 @@ export function buildResolvers(services: Services) {
       mappings: async (s: SyncViewT, _a: Args, ctx: GqlContext) => (await loadersOf(ctx).mappingsBySync.load(s.id)) ?? [],
       lastRun: async (s: SyncViewT, _a: Args, ctx: GqlContext) => (await loadersOf(ctx).lastRunBySync.load(s.id)) ?? null,
       runs: async (s: SyncViewT, a: Args, ctx: GqlContext) => connection(await services.runs.listForSync(actorOf(ctx), s.id, { ...pageParams(a), status: a.status ?? undefined })),
+      recordHistory: async (s: SyncViewT, a: Args, ctx: GqlContext) => {
+        const p = await services.runs.history(actorOf(ctx), s.id, a.primaryKey, pageParams(a));
+        return { nodes: p.data, pageInfo: { hasNextPage: p.nextCursor !== null, endCursor: p.nextCursor } };
+      },
     },
 
     Mapping: {
@@ -298,6 +302,10 @@ export function buildResolvers(services: Services) {
       triggerRun: (_: unknown, a: Args, ctx: GqlContext) =>
         services.runs.trigger(actorOf(ctx), a.syncRef, body({ fullResync: a.fullResync ?? undefined, callbackUrl: a.callbackUrl ?? undefined })),
       cancelRun: (_: unknown, a: Args, ctx: GqlContext) => services.runs.cancel(actorOf(ctx), a.id),
+      suggestMappings: async (_: unknown, a: Args, ctx: GqlContext) => {
+        const r = await services.mappings.suggest(actorOf(ctx), a.syncRef, { apply: a.apply ?? false, minConfidence: a.minConfidence ?? undefined });
+        return { suggestions: r.data.map((d) => ({ ...d, sourceColumn: d.source.column })), applied: r.applied };
+      },
     },
 
     Subscription: {

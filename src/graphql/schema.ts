@@ -351,6 +351,8 @@ type Sync implements Node {
   lastRun: Run
   "Runs, newest first."
   runs(first: Int, after: String, status: RunStatus): RunConnection!
+  "One row's outcomes across runs, newest first (by the model's primary key)."
+  recordHistory(primaryKey: String!, first: Int, after: String): RunRecordList!
 }
 
 type SyncEdge {
@@ -512,6 +514,21 @@ type RunRecord {
 type RunRecordList {
   nodes: [RunRecord!]!
   pageInfo: PageInfo!
+}
+
+"A proposed mapping from a model column to a destination field."
+type MappingSuggestion {
+  destinationField: String!
+  sourceColumn: String!
+  "0 to 1."
+  confidence: Float!
+  reason: String!
+}
+
+type MappingSuggestions {
+  suggestions: [MappingSuggestion!]!
+  "The mappings added (only with apply: true); existing mappings are never changed."
+  applied: [Mapping!]!
 }
 
 """
@@ -743,6 +760,8 @@ type Mutation {
   deleteMapping(syncRef: String!, id: ID!, expectedVersion: Int): DeletePayload!
   "Replaces the sync's whole mapping set; expectedSyncVersion guards it with the sync's version."
   setMappings(syncRef: String!, mappings: [MappingInput!]!, expectedSyncVersion: Int): [Mapping!]!
+  "Automapper: proposes mappings; with apply, adds those at or above minConfidence (default 0.8)."
+  suggestMappings(syncRef: String!, apply: Boolean = false, minConfidence: Float): MappingSuggestions!
 
   "Admin scope."
   createApiKey(input: CreateApiKeyInput!): CreateApiKeyPayload!
