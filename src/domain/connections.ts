@@ -1,5 +1,5 @@
 import { Type, type Static } from '@sinclair/typebox';
-import { and, asc, eq, gt } from 'drizzle-orm';
+import { and, eq } from 'drizzle-orm';
 import { connections, models, syncs } from '../db/schema.ts';
 import type { Tx } from '../db/client.ts';
 import { getConnectorType, listConnectorTypes } from '../connectors/registry.ts';
@@ -13,19 +13,17 @@ import {
   changedFields,
   checkAbsent,
   checkVersion,
-  decodeCursor,
   isUniqueViolation,
   iso,
   mergePatch,
-  pageLimit,
   requireScope,
   SLUG_PATTERN,
   slugTaken,
-  toPage,
   type Page,
 } from './common.ts';
 import type { ServiceDeps } from './deps.ts';
 import { getByRef } from './refs.ts';
+import { listOrdered, type ListOptions } from './list.ts';
 
 // Connections: configured connector instances. `secrets` are write-only: sealed with
 // AES-256-GCM before they touch the database, opened only to talk to the remote system.
@@ -134,15 +132,9 @@ export class ConnectionService {
     return this.deps.database.db;
   }
 
-  async list(actor: Actor, params: { limit?: number; cursor?: string; type?: string } = {}): Promise<Page<ConnectionViewT>> {
+  async list(actor: Actor, params: ListOptions & { type?: string } = {}): Promise<Page<ConnectionViewT>> {
     requireScope(actor, 'read');
-    const limit = pageLimit(params.limit);
-    const after = decodeCursor(params.cursor);
-    const conds = [eq(connections.workspaceId, actor.workspaceId)];
-    if (after) conds.push(gt(connections.id, after));
-    if (params.type) conds.push(eq(connections.type, params.type));
-    const rows = await this.db.select().from(connections).where(and(...conds)).orderBy(asc(connections.id)).limit(limit + 1);
-    return toPage(rows, limit, connectionView);
+    return listOrdered(this.db, connections, actor.workspaceId, [params.type ? eq(connections.type, params.type) : undefined], params, connectionView);
   }
 
   async get(actor: Actor, ref: string): Promise<ConnectionViewT> {

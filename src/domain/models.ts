@@ -1,5 +1,5 @@
 import { Type, type Static } from '@sinclair/typebox';
-import { and, asc, eq, gt } from 'drizzle-orm';
+import { and, eq } from 'drizzle-orm';
 import { connections, models, syncs } from '../db/schema.ts';
 import type { Tx } from '../db/client.ts';
 import type { Column } from '../connectors/types.ts';
@@ -8,10 +8,11 @@ import { newId } from '../lib/ids.ts';
 import { assertValid } from '../lib/validate.ts';
 import { recordAudit } from './audit.ts';
 import type { Actor } from './context.ts';
-import { changedFields, checkAbsent, checkVersion, decodeCursor, isUniqueViolation, iso, pageLimit, requireScope, slugTaken, toPage, type Page } from './common.ts';
+import { changedFields, checkAbsent, checkVersion, isUniqueViolation, iso, requireScope, slugTaken, type Page } from './common.ts';
 import { inUse, Name, putSlug, Slug, type ConnectionService } from './connections.ts';
 import type { ServiceDeps } from './deps.ts';
 import { getByRef, getReferenced } from './refs.ts';
+import { listOrdered, type ListOptions } from './list.ts';
 
 // Models: a SQL query on a source connection plus the column that identifies a row.
 
@@ -82,15 +83,9 @@ export class ModelService {
     return this.deps.database.db;
   }
 
-  async list(actor: Actor, params: { limit?: number; cursor?: string; connectionId?: string } = {}): Promise<Page<ModelViewT>> {
+  async list(actor: Actor, params: ListOptions & { connectionId?: string } = {}): Promise<Page<ModelViewT>> {
     requireScope(actor, 'read');
-    const limit = pageLimit(params.limit);
-    const after = decodeCursor(params.cursor);
-    const conds = [eq(models.workspaceId, actor.workspaceId)];
-    if (after) conds.push(gt(models.id, after));
-    if (params.connectionId) conds.push(eq(models.connectionId, params.connectionId));
-    const rows = await this.db.select().from(models).where(and(...conds)).orderBy(asc(models.id)).limit(limit + 1);
-    return toPage(rows, limit, modelView);
+    return listOrdered(this.db, models, actor.workspaceId, [params.connectionId ? eq(models.connectionId, params.connectionId) : undefined], params, modelView);
   }
 
   async get(actor: Actor, ref: string): Promise<ModelViewT> {

@@ -1,6 +1,6 @@
 import { Type, type Static } from '@sinclair/typebox';
 import { CronExpressionParser } from 'cron-parser';
-import { and, asc, eq, gt, type SQL } from 'drizzle-orm';
+import { and, eq } from 'drizzle-orm';
 import { connections, models, syncs } from '../db/schema.ts';
 import type { Tx } from '../db/client.ts';
 import { getConnectorType } from '../connectors/registry.ts';
@@ -9,10 +9,11 @@ import { newId } from '../lib/ids.ts';
 import { assertValid } from '../lib/validate.ts';
 import { recordAudit } from './audit.ts';
 import type { Actor } from './context.ts';
-import { changedFields, checkAbsent, checkVersion, decodeCursor, isUniqueViolation, iso, pageLimit, requireScope, slugTaken, toPage, type Page } from './common.ts';
+import { changedFields, checkAbsent, checkVersion, isUniqueViolation, iso, requireScope, slugTaken, type Page } from './common.ts';
 import { Name, putSlug, Slug, type ConnectionService } from './connections.ts';
 import type { ServiceDeps } from './deps.ts';
 import { getByRef, getReferenced } from './refs.ts';
+import { listOrdered, type ListOptions } from './list.ts';
 
 // Syncs: model → destination object, with a mode, a match key, a schedule and delivery settings.
 
@@ -176,17 +177,14 @@ export class SyncService {
     return this.deps.database.db;
   }
 
-  async list(actor: Actor, params: { limit?: number; cursor?: string; modelId?: string; destinationId?: string; enabled?: boolean } = {}): Promise<Page<SyncViewT>> {
+  async list(actor: Actor, params: ListOptions & { modelId?: string; destinationId?: string; enabled?: boolean } = {}): Promise<Page<SyncViewT>> {
     requireScope(actor, 'read');
-    const limit = pageLimit(params.limit);
-    const after = decodeCursor(params.cursor);
-    const conds: SQL[] = [eq(syncs.workspaceId, actor.workspaceId)];
-    if (after) conds.push(gt(syncs.id, after));
-    if (params.modelId) conds.push(eq(syncs.modelId, params.modelId));
-    if (params.destinationId) conds.push(eq(syncs.destinationId, params.destinationId));
-    if (params.enabled !== undefined) conds.push(eq(syncs.enabled, params.enabled));
-    const rows = await this.db.select().from(syncs).where(and(...conds)).orderBy(asc(syncs.id)).limit(limit + 1);
-    return toPage(rows, limit, syncView);
+    const filters = [
+      params.modelId ? eq(syncs.modelId, params.modelId) : undefined,
+      params.destinationId ? eq(syncs.destinationId, params.destinationId) : undefined,
+      params.enabled !== undefined ? eq(syncs.enabled, params.enabled) : undefined,
+    ];
+    return listOrdered(this.db, syncs, actor.workspaceId, filters, params, syncView);
   }
 
   async get(actor: Actor, ref: string): Promise<SyncViewT> {

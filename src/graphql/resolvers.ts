@@ -2,6 +2,7 @@ import type { Readable } from 'node:stream';
 import { listConnectorTypes } from '../connectors/registry.ts';
 import { listAuditEvents } from '../domain/audit.ts';
 import { encodeCursor, requireScope, type Page } from '../domain/common.ts';
+import { cursorAfter, type ListOptions, type OrderField } from '../domain/list.ts';
 import type { Actor } from '../domain/context.ts';
 import type { ConnectionViewT } from '../domain/connections.ts';
 import type { MappingViewT } from '../domain/mappings.ts';
@@ -51,9 +52,17 @@ function pageParams(a: Args): { limit?: number; cursor?: string } {
   return { limit: a.first ?? undefined, cursor: a.after ?? undefined };
 }
 
+/** Page, ordering and search arguments of the ordered lists (connections, models, syncs). */
+function listParams(a: Args): ListOptions {
+  return { ...pageParams(a), orderBy: a.orderBy?.field ?? undefined, direction: a.orderBy?.direction ?? undefined, search: a.search ?? undefined };
+}
+
 /** A service page as a Relay connection; every cursor is the REST API's cursor after that node. */
-function connection<T extends { id: string }>(p: Page<T>) {
-  const edges = p.data.map((node) => ({ cursor: encodeCursor(node.id), node }));
+function connection<T extends { id: string }>(p: Page<T>, orderBy?: OrderField) {
+  const edges = p.data.map((node) => ({
+    cursor: orderBy && orderBy !== 'createdAt' ? cursorAfter(node as unknown as Parameters<typeof cursorAfter>[0], orderBy) : encodeCursor(node.id),
+    node,
+  }));
   return {
     edges,
     nodes: p.data,
@@ -170,18 +179,21 @@ export function buildResolvers(services: Services) {
         requireScope(actorOf(ctx), 'read');
         return listConnectorTypes().map((t) => ({ type: t.type, label: t.label, roles: t.roles, configSchema: t.configSchema, secrets: t.secrets, capabilities: t.capabilities ?? null }));
       },
-      connections: async (_: unknown, a: Args, ctx: GqlContext) => connection(await services.connections.list(actorOf(ctx), { ...pageParams(a), type: a.type ?? undefined })),
+      connections: async (_: unknown, a: Args, ctx: GqlContext) =>
+        connection(await services.connections.list(actorOf(ctx), { ...listParams(a), type: a.type ?? undefined }), a.orderBy?.field),
       connection: (_: unknown, a: Args, ctx: GqlContext) => orNull(services.connections.get(actorOf(ctx), a.ref)),
-      models: async (_: unknown, a: Args, ctx: GqlContext) => connection(await services.models.list(actorOf(ctx), { ...pageParams(a), connectionId: a.connectionId ?? undefined })),
+      models: async (_: unknown, a: Args, ctx: GqlContext) =>
+        connection(await services.models.list(actorOf(ctx), { ...listParams(a), connectionId: a.connectionId ?? undefined }), a.orderBy?.field),
       model: (_: unknown, a: Args, ctx: GqlContext) => orNull(services.models.get(actorOf(ctx), a.ref)),
       syncs: async (_: unknown, a: Args, ctx: GqlContext) =>
         connection(
           await services.syncs.list(actorOf(ctx), {
-            ...pageParams(a),
+            ...listParams(a),
             modelId: a.modelId ?? undefined,
             destinationId: a.destinationId ?? undefined,
             enabled: a.enabled ?? undefined,
           }),
+          a.orderBy?.field,
         ),
       sync: (_: unknown, a: Args, ctx: GqlContext) => orNull(services.syncs.get(actorOf(ctx), a.ref)),
       run: (_: unknown, a: Args, ctx: GqlContext) => orNull(services.runs.get(actorOf(ctx), a.id)),

@@ -545,6 +545,24 @@ type RunUpdate {
 
 # ---- Inputs -----------------------------------------------------------------------------------
 
+enum ListOrderField {
+  createdAt
+  name
+  slug
+  updatedAt
+}
+
+enum OrderDirection {
+  asc
+  desc
+}
+
+"Ordering of connections, models and syncs; cursors are tied to the ordering they were made for."
+input ListOrder {
+  field: ListOrderField! = createdAt
+  direction: OrderDirection = asc
+}
+
 input CreateConnectionInput {
   slug: String!
   name: String!
@@ -718,12 +736,12 @@ type Query {
   viewer: Viewer!
   "The connector catalog."
   connectors: [Connector!]!
-  connections(first: Int, after: String, type: String): ConnectionConnection!
+  connections(first: Int, after: String, type: String, orderBy: ListOrder, search: String): ConnectionConnection!
   "By id or slug."
   connection(ref: String!): Connection
-  models(first: Int, after: String, connectionId: ID): ModelConnection!
+  models(first: Int, after: String, connectionId: ID, orderBy: ListOrder, search: String): ModelConnection!
   model(ref: String!): Model
-  syncs(first: Int, after: String, modelId: ID, destinationId: ID, enabled: Boolean): SyncConnection!
+  syncs(first: Int, after: String, modelId: ID, destinationId: ID, enabled: Boolean, orderBy: ListOrder, search: String): SyncConnection!
   sync(ref: String!): Sync
   run(id: ID!): Run
   "Admin scope."

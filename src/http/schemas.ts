@@ -42,3 +42,10 @@ export const problems = {
   '4xx': problemResponse('Client error: problem details with a stable `code`'),
   '5xx': problemResponse('Server error: problem details, nothing internal'),
 };
+
+/** Ordering and search for the main resource lists (see src/domain/list.ts). */
+export const ListOrderQuery = {
+  orderBy: Type.Optional(Type.Union([Type.Literal('createdAt'), Type.Literal('name'), Type.Literal('slug'), Type.Literal('updatedAt')], { default: 'createdAt' })),
+  direction: Type.Optional(Type.Union([Type.Literal('asc'), Type.Literal('desc')], { default: 'asc' })),
+  search: Type.Optional(Type.String({ minLength: 1, maxLength: 200, description: 'Case-insensitive substring of the name or slug' })),
+};

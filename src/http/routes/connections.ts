@@ -4,12 +4,12 @@ import { ConnectionCreate, ConnectionPatch, ConnectionPut, ConnectionView } from
 import type { Services } from '../../domain/services.ts';
 import { actorOf } from '../auth.ts';
 import { registerCrud } from '../crud.ts';
-import { problems, RefParams } from '../schemas.ts';
+import { problems, RefParams, ListOrderQuery } from '../schemas.ts';
 
 export function connectionRoutes(app: FastifyInstance, s: Services): void {
   registerCrud(
     app,
-    { path: '/v1/connections', tag: 'connections', noun: 'connection', view: ConnectionView, create: ConnectionCreate, patch: ConnectionPatch, replace: ConnectionPut, listFilters: { type: Type.Optional(Type.String({ maxLength: 100 })) } },
+    { path: '/v1/connections', tag: 'connections', noun: 'connection', view: ConnectionView, create: ConnectionCreate, patch: ConnectionPatch, replace: ConnectionPut, listFilters: { ...ListOrderQuery, type: Type.Optional(Type.String({ maxLength: 100 })) } },
     {
       list: (a, q) => s.connections.list(a, q),
       get: (a, ref) => s.connections.get(a, ref),

@@ -4,7 +4,7 @@ import { ModelCreate, ModelPatch, ModelPut, ModelView } from '../../domain/model
 import type { Services } from '../../domain/services.ts';
 import { actorOf } from '../auth.ts';
 import { registerCrud } from '../crud.ts';
-import { problems, RefParams } from '../schemas.ts';
+import { problems, RefParams, ListOrderQuery } from '../schemas.ts';
 
 const ColumnSchema = Type.Object({ name: Type.String(), type: Type.String(), nativeType: Type.String() });
 const validateOpt = (q: Record<string, unknown>) => ({ validate: q.validate !== false });
@@ -20,7 +20,7 @@ export function modelRoutes(app: FastifyInstance, s: Services): void {
       create: ModelCreate,
       patch: ModelPatch,
       replace: ModelPut,
-      listFilters: { connectionId: Type.Optional(Type.String({ maxLength: 100 })) },
+      listFilters: { ...ListOrderQuery, connectionId: Type.Optional(Type.String({ maxLength: 100 })) },
       writeQuery: { validate: Type.Optional(Type.Boolean({ default: true, description: 'Check the SQL and primary key against the source before saving' })) },
     },
     {

@@ -5,7 +5,7 @@ import type { Services } from '../../domain/services.ts';
 import { SyncCreate, SyncPatch, SyncPut, SyncView } from '../../domain/syncs.ts';
 import { actorOf } from '../auth.ts';
 import { registerCrud, sendResource } from '../crud.ts';
-import { IdempotencyHeader, IfMatchHeader, PageQuery, pageOf, problems, ref, RefParams } from '../schemas.ts';
+import { IdempotencyHeader, IfMatchHeader, PageQuery, pageOf, problems, ref, RefParams, ListOrderQuery } from '../schemas.ts';
 
 export function syncRoutes(app: FastifyInstance, s: Services): void {
   registerCrud(
@@ -19,6 +19,7 @@ export function syncRoutes(app: FastifyInstance, s: Services): void {
       patch: SyncPatch,
       replace: SyncPut,
       listFilters: {
+        ...ListOrderQuery,
         modelId: Type.Optional(Type.String({ maxLength: 100 })),
         destinationId: Type.Optional(Type.String({ maxLength: 100 })),
         enabled: Type.Optional(Type.Boolean()),

@@ -1,0 +1,104 @@
+import { and, asc, desc, eq, gt, ilike, lt, or, sql, type SQL } from 'drizzle-orm';
+import type { PgColumn, PgTable } from 'drizzle-orm/pg-core';
+import type { Tx } from '../db/client.ts';
+import { ValidationError } from '../errors.ts';
+import { pageLimit, type Page } from './common.ts';
+
+// Listing a workspace's slugged resources with the orderings a UI needs (creation, name, slug,
+// last update), a name/slug search, and keyset pagination: the cursor carries the last row's id
+// and sort value, so pages stay stable while rows are added. updatedAt is compared at millisecond
+// precision, the precision the API shows, so a cursor can be built from any returned item.
+
+export const ORDER_FIELDS = ['createdAt', 'name', 'slug', 'updatedAt'] as const;
+export type OrderField = (typeof ORDER_FIELDS)[number];
+export type Direction = 'asc' | 'desc';
+
+export interface ListOptions {
+  limit?: number;
+  cursor?: string;
+  orderBy?: OrderField;
+  direction?: Direction;
+  /** Case-insensitive substring of the name or slug. */
+  search?: string;
+}
+
+interface ListedTable extends PgTable {
+  id: PgColumn;
+  slug: PgColumn;
+  name: PgColumn;
+  updatedAt: PgColumn;
+  workspaceId: PgColumn;
+}
+
+interface Listed {
+  id: string;
+  name: string;
+  slug: string;
+  updatedAt: string;
+}
+
+const invalidCursor = () =>
+  new ValidationError('The cursor is not one this API returned (or was made for another ordering).', [{ path: '/cursor', message: 'is not a valid cursor' }], 'invalid_cursor');
+
+/** The cursor that continues after `item` in a list ordered by `orderBy`. */
+export function cursorAfter(item: Listed, orderBy: OrderField = 'createdAt'): string {
+  const v = orderBy === 'createdAt' ? undefined : item[orderBy];
+  return Buffer.from(JSON.stringify(v === undefined ? { after: item.id } : { after: item.id, o: orderBy, v })).toString('base64url');
+}
+
+function decode(cursor: string | undefined, orderBy: OrderField): { after: string; v?: string } | undefined {
+  if (cursor === undefined || cursor === '') return undefined;
+  let parsed: { after?: unknown; o?: unknown; v?: unknown };
+  try {
+    parsed = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
+  } catch {
+    throw invalidCursor();
+  }
+  if (typeof parsed.after !== 'string' || parsed.after.length > 200) throw invalidCursor();
+  if (orderBy === 'createdAt') {
+    if (parsed.o !== undefined) throw invalidCursor();
+    return { after: parsed.after };
+  }
+  if (parsed.o !== orderBy || typeof parsed.v !== 'string' || parsed.v.length > 1000) throw invalidCursor();
+  if (orderBy === 'updatedAt' && Number.isNaN(Date.parse(parsed.v))) throw invalidCursor();
+  return { after: parsed.after, v: parsed.v };
+}
+
+export async function listOrdered<T extends ListedTable, V extends Listed>(
+  db: Tx,
+  table: T,
+  workspaceId: string,
+  filters: (SQL | undefined)[],
+  opts: ListOptions,
+  view: (row: T['$inferSelect']) => V,
+): Promise<Page<V>> {
+  const limit = pageLimit(opts.limit);
+  const orderBy = opts.orderBy ?? 'createdAt';
+  const dir = opts.direction ?? 'asc';
+  const cur = decode(opts.cursor, orderBy);
+  const key: SQL | PgColumn =
+    orderBy === 'createdAt' ? table.id : orderBy === 'updatedAt' ? sql`date_trunc('milliseconds', ${table.updatedAt})` : table[orderBy];
+  const conds: (SQL | undefined)[] = [eq(table.workspaceId, workspaceId), ...filters];
+  if (opts.search) {
+    const pattern = `%${opts.search.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
+    conds.push(or(ilike(table.name, pattern), ilike(table.slug, pattern)));
+  }
+  if (cur) {
+    const cmp = dir === 'asc' ? gt : lt;
+    if (cur.v === undefined) conds.push(cmp(table.id, cur.after));
+    else {
+      const v = orderBy === 'updatedAt' ? sql`${cur.v}::timestamptz` : sql`${cur.v}::text`;
+      conds.push(dir === 'asc' ? sql`(${key}, ${table.id}) > (${v}, ${cur.after})` : sql`(${key}, ${table.id}) < (${v}, ${cur.after})`);
+    }
+  }
+  const order = dir === 'asc' ? asc : desc;
+  const rows = await (db as any)
+    .select()
+    .from(table)
+    .where(and(...conds))
+    .orderBy(order(key), order(table.id))
+    .limit(limit + 1);
+  const more = rows.length > limit;
+  const data = (more ? rows.slice(0, limit) : rows).map(view);
+  return { data, nextCursor: more ? cursorAfter(data[data.length - 1], orderBy) : null };
+}
