@@ -1,0 +1,29 @@
+import t from 'tap';
+import postgres from 'postgres';
+import { startTestBackhaul } from '../helpers/backhaul.ts';
+import { startFakeCrm } from '../fakes/crm.ts';
+import { runToEnd, setupSync } from '../helpers/sync-setup.ts';
+
+t.test('the maintenance job purges run records past BACKHAUL_RECORD_RETENTION_DAYS and keeps the rest', async (t) => {
+  const h = await startTestBackhaul(t, { env: { BACKHAUL_RECORD_RETENTION_DAYS: '7' }, start: { worker: true, engine: { retryBaseMs: 5, heartbeatMs: 200 } } });
+  const crm = await startFakeCrm();
+  t.teardown(() => crm.close());
+  const { syncId } = await setupSync(t, h, crm.url, { rows: 20 });
+  const old = await runToEnd(h, syncId);
+  await runToEnd(h, syncId, { fullResync: true });
+  const db = postgres(h.databaseUrl, { max: 1, onnotice: () => {} });
+  t.teardown(() => db.end());
+  await db`update run_records set created_at = now() - interval '8 days' where run_id = ${old.id}`;
+  await db`select graphile_worker.add_job('backhaul_maintenance', '{}'::json)`;
+  const deadline = Date.now() + 20_000;
+  let left = 20;
+  while (left > 0 && Date.now() < deadline) {
+    [{ n: left }] = await db`select count(*)::int as n from run_records where run_id = ${old.id}`;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  t.equal(left, 0, 'records older than the retention window are gone');
+  const [{ n }] = await db`select count(*)::int as n from run_records where run_id <> ${old.id}`;
+  t.equal(n, 20, 'recent records stay');
+  const run = await h.request('GET', `/v1/runs/${old.id}`);
+  t.equal(run.body.counts.succeeded.insert, 20, 'the run itself and its counts stay');
+});
