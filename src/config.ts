@@ -20,6 +20,9 @@ export interface Config {
   recordRetentionDays: number;
   publicUrl: string | undefined;
   shutdownTimeoutMs: number;
+  webhookTimeoutMs: number;
+  debuggerRetentionDays: number;
+  metricsToken: string | undefined;
 }
 
 export class ConfigError extends Error {
@@ -102,6 +105,9 @@ export function loadConfig(env: Env = process.env): Config {
     recordRetentionDays: int('BACKHAUL_RECORD_RETENTION_DAYS', 30, 1, 3650),
     publicUrl,
     shutdownTimeoutMs: int('BACKHAUL_SHUTDOWN_TIMEOUT_MS', 25_000, 0, 600_000),
+    webhookTimeoutMs: int('BACKHAUL_WEBHOOK_TIMEOUT_MS', 10_000, 100, 60_000),
+    debuggerRetentionDays: int('BACKHAUL_DEBUGGER_RETENTION_DAYS', 7, 0, 365),
+    metricsToken: str('BACKHAUL_METRICS_TOKEN'),
   };
   if (problems.length > 0) throw new ConfigError(problems);
   return config;
@@ -124,6 +130,9 @@ export const CONFIG_DOCS: [string, string, string][] = [
   ['BACKHAUL_RECORD_RETENTION_DAYS', '30', 'How long run records are kept.'],
   ['BACKHAUL_PUBLIC_URL', '(http://HOST:PORT)', 'Base URL used in links sent to webhooks.'],
   ['BACKHAUL_SHUTDOWN_TIMEOUT_MS', '25000', 'Grace period on SIGTERM before in-flight work is abandoned.'],
+  ['BACKHAUL_WEBHOOK_TIMEOUT_MS', '10000', 'Deadline of one webhook, callback or alert request (connect, send, read the answer).'],
+  ['BACKHAUL_DEBUGGER_RETENTION_DAYS', '7', 'How long destination requests/responses are kept for the row debugger; 0 turns capture off.'],
+  ['BACKHAUL_METRICS_TOKEN', '(none: /metrics is public)', 'When set, GET /metrics requires "Authorization: Bearer <token>".'],
   ['LOG_LEVEL', 'info', 'pino log level.'],
   ['NODE_ENV', '', '`production` disables GraphiQL and pretty errors.'],
 ];

@@ -15,6 +15,7 @@ import { planSchedule } from './engine/scheduler.ts';
 import { migrateWorkerSchema, startWorker, type Worker } from './engine/worker.ts';
 import { compileTemplate } from './connectors/template.ts';
 import { ConnectorError, ValidationError } from './errors.ts';
+import { createNotifier } from './notify/index.ts';
 
 // Process lifecycle: database (embedded or external) → migrations → bootstrap → services →
 // HTTP API and/or worker. `close()` reverses it; SIGTERM/SIGINT call it once.
@@ -85,6 +86,19 @@ export async function startBackhaul(opts: StartOptions): Promise<Backhaul> {
     };
     const runHooks: RunHooks = {};
 
+    // ---- Callbacks, alerts, metrics, row debugger (src/notify) ----
+    const notifyBase = { url: config.publicUrl };
+    const notifier = createNotifier({
+      database,
+      services,
+      config,
+      logger,
+      clock,
+      baseUrl: () => (notifyBase.url ?? `http://${config.host}:${config.port}`).replace(/\/$/, ''),
+    });
+    Object.assign(runHooks, notifier.hooks);
+    // ---- end callbacks block ----
+
     let worker: Worker | undefined;
     if (opts.worker !== false) {
       worker = await startWorker({
@@ -95,6 +109,8 @@ export async function startBackhaul(opts: StartOptions): Promise<Backhaul> {
         recordRetentionDays: config.recordRetentionDays,
         engine: opts.engine,
         hooks: runHooks,
+        tasks: notifier.tasks,
+        crontab: notifier.crontab,
         staleAfterMs: opts.staleAfterMs,
         sweepEveryMs: opts.sweepEveryMs,
       });
@@ -117,6 +133,7 @@ export async function startBackhaul(opts: StartOptions): Promise<Backhaul> {
         },
       });
       url = await app.listen({ host: config.host, port: config.port });
+      notifyBase.url ??= url; // links in events point to this API unless BACKHAUL_PUBLIC_URL says otherwise
     }
     // Shutdown order: stop taking requests, then let the worker checkpoint and release its runs.
     if (worker) closers.push(() => worker!.stop());

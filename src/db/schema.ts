@@ -279,3 +279,138 @@ export const syncSnapshots = pgTable(
   },
   (t) => [primaryKey({ columns: [t.syncId, t.primaryKey] })],
 );
+
+// ---- Callbacks, alerts, row debugger ------------------------------------------------------------
+
+/** A URL subscribed to events, with its signing secret (and, during a rotation, the previous one). */
+export const webhookEndpoints = pgTable(
+  'webhook_endpoints',
+  {
+    id: text('id').primaryKey(),
+    workspaceId: text('workspace_id')
+      .notNull()
+      .references(() => workspaces.id, { onDelete: 'cascade' }),
+    slug: text('slug').notNull(),
+    name: text('name').notNull(),
+    url: text('url').notNull(),
+    description: text('description'),
+    /** Event types delivered; empty = every event. */
+    events: text('events').array().notNull().default(sql`'{}'::text[]`),
+    /** Only events about these syncs (ids); empty = every sync. */
+    syncIds: text('sync_ids').array().notNull().default(sql`'{}'::text[]`),
+    enabled: boolean('enabled').notNull().default(true),
+    /** Why the endpoint was disabled automatically (e.g. it answered 410 Gone). */
+    disabledReason: text('disabled_reason'),
+    secretSealed: text('secret_sealed').notNull(),
+    previousSecretSealed: text('previous_secret_sealed'),
+    previousSecretExpiresAt: ts('previous_secret_expires_at'),
+    version: integer('version').notNull().default(1),
+    createdAt: created(),
+    updatedAt: updated(),
+  },
+  (t) => [uniqueIndex('webhook_endpoints_slug_uq').on(t.workspaceId, t.slug), index('webhook_endpoints_ws_idx').on(t.workspaceId, t.id)],
+);
+
+/** The secret signing per-trigger callbacks (runs' callbackUrl), one per workspace. */
+export const callbackSecrets = pgTable('callback_secrets', {
+  workspaceId: text('workspace_id')
+    .primaryKey()
+    .references(() => workspaces.id, { onDelete: 'cascade' }),
+  secretSealed: text('secret_sealed').notNull(),
+  previousSecretSealed: text('previous_secret_sealed'),
+  previousSecretExpiresAt: ts('previous_secret_expires_at'),
+  createdAt: created(),
+  updatedAt: updated(),
+});
+
+/** One message to one target (an endpoint, or a run's callbackUrl), sent by a durable job. */
+export const webhookDeliveries = pgTable(
+  'webhook_deliveries',
+  {
+    id: text('id').primaryKey(),
+    workspaceId: text('workspace_id')
+      .notNull()
+      .references(() => workspaces.id, { onDelete: 'cascade' }),
+    /** Null for a run's callbackUrl. */
+    endpointId: text('endpoint_id').references(() => webhookEndpoints.id, { onDelete: 'cascade' }),
+    url: text('url').notNull(),
+    /** The `webhook-id` header: the same across retries and redeliveries of one message. */
+    messageId: text('message_id').notNull(),
+    eventType: text('event_type').notNull(),
+    runId: text('run_id'),
+    body: text('body').notNull(),
+    /** pending (more attempts to come), succeeded, failed (gave up, or the endpoint is gone). */
+    status: text('status').notNull(),
+    attempts: jsonb('attempts').notNull().default(sql`'[]'::jsonb`),
+    nextAttemptAt: ts('next_attempt_at'),
+    redeliveryOf: text('redelivery_of'),
+    createdAt: created(),
+    updatedAt: updated(),
+  },
+  (t) => [index('webhook_deliveries_endpoint_idx').on(t.endpointId, t.id), index('webhook_deliveries_ws_idx').on(t.workspaceId, t.id), index('webhook_deliveries_created_idx').on(t.createdAt)],
+);
+
+/** Slack incoming webhook, PagerDuty Events v2, or plain webhook. */
+export const alertChannels = pgTable(
+  'alert_channels',
+  {
+    id: text('id').primaryKey(),
+    workspaceId: text('workspace_id')
+      .notNull()
+      .references(() => workspaces.id, { onDelete: 'cascade' }),
+    slug: text('slug').notNull(),
+    name: text('name').notNull(),
+    type: text('type').notNull(),
+    config: jsonb('config').notNull(),
+    secretsSealed: text('secrets_sealed'),
+    secretNames: text('secret_names').array().notNull().default(sql`'{}'::text[]`),
+    version: integer('version').notNull().default(1),
+    createdAt: created(),
+    updatedAt: updated(),
+  },
+  (t) => [uniqueIndex('alert_channels_slug_uq').on(t.workspaceId, t.slug), index('alert_channels_ws_idx').on(t.workspaceId, t.id)],
+);
+
+/** A sync's alert condition while it holds (open) and after it cleared (resolved). At most one open per (sync, kind). */
+export const alerts = pgTable(
+  'alerts',
+  {
+    id: text('id').primaryKey(),
+    workspaceId: text('workspace_id')
+      .notNull()
+      .references(() => workspaces.id, { onDelete: 'cascade' }),
+    syncId: text('sync_id')
+      .notNull()
+      .references(() => syncs.id, { onDelete: 'cascade' }),
+    kind: text('kind').notNull(),
+    status: text('status').notNull(),
+    summary: text('summary').notNull(),
+    openedRunId: text('opened_run_id').notNull(),
+    resolvedRunId: text('resolved_run_id'),
+    openedAt: ts('opened_at').notNull().defaultNow(),
+    resolvedAt: ts('resolved_at'),
+  },
+  (t) => [
+    uniqueIndex('alerts_open_uq').on(t.syncId, t.kind).where(sql`status = 'open'`),
+    index('alerts_ws_idx').on(t.workspaceId, t.id),
+  ],
+);
+
+/** Row debugger: each destination request of a batch and its response (auth redacted, size-bounded). */
+export const runExchanges = pgTable(
+  'run_exchanges',
+  {
+    id: text('id').primaryKey(),
+    runId: text('run_id')
+      .notNull()
+      .references(() => runs.id, { onDelete: 'cascade' }),
+    workspaceId: text('workspace_id').notNull(),
+    batch: integer('batch').notNull(),
+    primaryKeys: text('primary_keys').array().notNull(),
+    request: jsonb('request').notNull(),
+    response: jsonb('response'),
+    durationMs: integer('duration_ms').notNull(),
+    createdAt: created(),
+  },
+  (t) => [index('run_exchanges_batch_idx').on(t.runId, t.batch), index('run_exchanges_created_idx').on(t.createdAt)],
+);

@@ -11,6 +11,7 @@ import type { Actor } from './context.ts';
 import { decodeCursor, iso, pageLimit, requireScope, toPage, type Page } from './common.ts';
 import type { ServiceDeps } from './deps.ts';
 import type { SyncService } from './syncs.ts';
+import { exchangesForRecords } from '../notify/debugger.ts';
 
 // Runs: triggering, reading, cancelling, and the per-row records. The worker executes them
 // (src/engine); this service is what REST, GraphQL and the scheduler call.
@@ -52,6 +53,22 @@ export const RunRecordView = Type.Object(
     attempts: Type.Integer(),
     runId: Type.String(),
     createdAt: Type.String({ format: 'date-time' }),
+    batch: Type.Optional(Type.Union([Type.Integer(), Type.Null()])),
+    exchanges: Type.Optional(
+      Type.Array(
+        Type.Object({
+          request: Type.Object({ method: Type.String(), url: Type.String(), headers: Type.Record(Type.String(), Type.String()), body: Type.Optional(Type.String()), bodyTruncated: Type.Optional(Type.Boolean()) }),
+          response: Type.Union([
+            Type.Object({ status: Type.Integer(), headers: Type.Record(Type.String(), Type.String()), body: Type.Optional(Type.String()), bodyTruncated: Type.Optional(Type.Boolean()) }),
+            Type.Null(),
+          ]),
+          durationMs: Type.Integer(),
+          batch: Type.Integer(),
+          at: Type.String({ format: 'date-time' }),
+        }),
+        { description: 'Row debugger (with ?primaryKey=): the destination requests that carried this row and their responses, auth redacted, kept BACKHAUL_DEBUGGER_RETENTION_DAYS' },
+      ),
+    ),
   },
   { $id: 'RunRecord' },
 );
@@ -208,11 +225,17 @@ export class RunService {
       conds.push(sql`(${runRecords.primaryKey}, ${runRecords.operation}) > (${pk}, ${op})`);
     }
     const rows = await this.db.select().from(runRecords).where(and(...conds)).orderBy(runRecords.primaryKey, runRecords.operation).limit(limit + 1);
-    return toPage(
+    const page = toPage(
       rows.map((r) => ({ ...r, id: `${r.primaryKey}\u0000${r.operation}` })),
       limit,
       recordView,
     );
+    // Row debugger: looking up one primary key also shows what was sent for it and what came back.
+    if (params.primaryKey !== undefined && page.data.length) {
+      const ex = await exchangesForRecords(this.deps.database, runId, rows.slice(0, limit).map((r) => ({ primaryKey: r.primaryKey, batch: r.batch })));
+      for (const rec of page.data) rec.exchanges = ex.get(rec.primaryKey) ?? [];
+    }
+    return page;
   }
 
   /** One row's outcomes across runs, newest first. */
@@ -250,6 +273,7 @@ function recordView(r: typeof runRecords.$inferSelect): RunRecordViewT {
     attempts: r.attempts,
     runId: r.runId,
     createdAt: iso(r.createdAt)!,
+    batch: r.batch,
   };
 }
 

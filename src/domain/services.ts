@@ -5,6 +5,10 @@ import { MappingService } from './mappings.ts';
 import { ModelService } from './models.ts';
 import { RunService } from './runs.ts';
 import { SyncService } from './syncs.ts';
+import { AlertChannelService } from './alert-channels.ts';
+import { AlertService } from './alerts.ts';
+import { WebhookService } from './webhooks.ts';
+import { Metrics } from '../notify/metrics.ts';
 
 // The one service layer. REST routes, GraphQL resolvers and worker tasks all call these.
 export interface Services {
@@ -15,6 +19,10 @@ export interface Services {
   syncs: SyncService;
   mappings: MappingService;
   runs: RunService;
+  webhooks: WebhookService;
+  alertChannels: AlertChannelService;
+  alerts: AlertService;
+  metrics: Metrics;
 }
 
 export function createServices(deps: ServiceDeps): Services {
@@ -29,5 +37,9 @@ export function createServices(deps: ServiceDeps): Services {
     syncs,
     mappings: new MappingService(deps, syncs, connections, models),
     runs: new RunService(deps, syncs),
+    webhooks: new WebhookService(deps),
+    alertChannels: new AlertChannelService(deps),
+    alerts: new AlertService(deps),
+    metrics: new Metrics(deps.database),
   };
 }

@@ -25,6 +25,12 @@ import { healthRoutes, type Readiness } from './routes/health.ts';
 import { modelRoutes } from './routes/models.ts';
 import { runRoutes } from './routes/runs.ts';
 import { syncRoutes } from './routes/syncs.ts';
+import { alertRoutes } from './routes/alerts.ts';
+import { metricsRoutes } from './routes/metrics.ts';
+import { webhookRoutes } from './routes/webhooks.ts';
+import { CallbackSecretView, SecretRotation, WebhookDeliveryView, WebhookEndpointCreate, WebhookEndpointPatch, WebhookEndpointPut, WebhookEndpointView } from '../domain/webhooks.ts';
+import { AlertChannelCreate, AlertChannelPatch, AlertChannelPut, AlertChannelView, ChannelTestResult } from '../domain/alert-channels.ts';
+import { AlertView } from '../domain/alerts.ts';
 
 /** Schemas published as OpenAPI components and shared by every route. */
 export const SHARED_SCHEMAS: TSchema[] = [
@@ -53,6 +59,19 @@ export const SHARED_SCHEMAS: TSchema[] = [
   RunTrigger,
   RunView,
   RunRecordView,
+  WebhookEndpointCreate,
+  WebhookEndpointPatch,
+  WebhookEndpointPut,
+  WebhookEndpointView,
+  WebhookDeliveryView,
+  SecretRotation,
+  CallbackSecretView,
+  AlertChannelCreate,
+  AlertChannelPatch,
+  AlertChannelPut,
+  AlertChannelView,
+  ChannelTestResult,
+  AlertView,
 ];
 
 for (const s of SHARED_SCHEMAS) {
@@ -172,6 +191,9 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
   modelRoutes(app, services);
   syncRoutes(app, services);
   runRoutes(app, services);
+  webhookRoutes(app, services);
+  alertRoutes(app, services);
+  metricsRoutes(app, services, config.metricsToken);
   for (const p of opts.plugins ?? []) await p(app);
 
   await app.ready();

@@ -15,6 +15,9 @@ export const ID_PREFIXES = {
   webhookEndpoint: 'wh',
   webhookDelivery: 'whd',
   alertChannel: 'ach',
+  alert: 'alr',
+  webhookMessage: 'msg',
+  runExchange: 'rex',
   audit: 'aud',
 } as const;
 

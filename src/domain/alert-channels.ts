@@ -1,0 +1,296 @@
+import { Type, type Static } from '@sinclair/typebox';
+import { and, asc, eq, gt, sql } from 'drizzle-orm';
+import { alertChannels, syncs } from '../db/schema.ts';
+import type { Tx } from '../db/client.ts';
+import { UnprocessableError } from '../errors.ts';
+import { newId } from '../lib/ids.ts';
+import { assertValid } from '../lib/validate.ts';
+import { testChannel } from '../notify/channels.ts';
+import { SECRET_PATTERN } from '../notify/signing.ts';
+import { recordAudit } from './audit.ts';
+import type { Actor } from './context.ts';
+import { changedFields, checkAbsent, checkVersion, decodeCursor, isUniqueViolation, iso, pageLimit, requireScope, slugTaken, toPage, type Page } from './common.ts';
+import { inUse, Name, putSlug, Slug } from './connections.ts';
+import type { ServiceDeps } from './deps.ts';
+import { getByRef } from './refs.ts';
+import { checkWebhookUrl, WebhookUrl } from './webhooks.ts';
+
+// Alert channels: where a sync's alerts go.
+//   slack      secrets.webhookUrl (a Slack incoming webhook; it is a credential, so write-only)
+//   pagerduty  secrets.routingKey; config.eventsUrl (default the public Events API v2), config.severity
+//   webhook    config.url; secrets.signingSecret (whsec_…, optional: Standard Webhooks signature)
+// Secrets are sealed at rest and never returned (secretNames lists which are set).
+
+export const CHANNEL_TYPES = ['slack', 'pagerduty', 'webhook'] as const;
+export type ChannelType = (typeof CHANNEL_TYPES)[number];
+export const PAGERDUTY_EVENTS_URL = 'https://events.pagerduty.com/v2/enqueue';
+const SEVERITIES = ['critical', 'error', 'warning', 'info'] as const;
+
+const ChannelConfig = Type.Object(
+  {
+    eventsUrl: Type.Optional(WebhookUrl),
+    severity: Type.Optional(Type.Union(SEVERITIES.map((s) => Type.Literal(s)))),
+    url: Type.Optional(WebhookUrl),
+  },
+  { additionalProperties: false, description: 'pagerduty: eventsUrl (default the public Events API v2), severity (default error); webhook: url (required)' },
+);
+const ChannelSecrets = Type.Object(
+  {
+    webhookUrl: Type.Optional(WebhookUrl),
+    routingKey: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
+    signingSecret: Type.Optional(Type.String({ pattern: SECRET_PATTERN })),
+  },
+  { additionalProperties: false, description: 'slack: webhookUrl (required); pagerduty: routingKey (required); webhook: signingSecret (optional)' },
+);
+const ChannelTypeT = Type.Union(CHANNEL_TYPES.map((t) => Type.Literal(t)));
+
+export const AlertChannelCreate = Type.Object(
+  { slug: Slug, name: Name, type: ChannelTypeT, config: Type.Optional(ChannelConfig), secrets: Type.Optional(ChannelSecrets) },
+  { additionalProperties: false, $id: 'AlertChannelCreate' },
+);
+export const AlertChannelPut = Type.Object(
+  { slug: Type.Optional(Slug), name: Name, type: ChannelTypeT, config: Type.Optional(ChannelConfig), secrets: Type.Optional(ChannelSecrets) },
+  { additionalProperties: false, $id: 'AlertChannelPut', description: 'secrets, when absent, keep their current values' },
+);
+export const AlertChannelPatch = Type.Object(
+  { slug: Type.Optional(Slug), name: Type.Optional(Name), config: Type.Optional(ChannelConfig), secrets: Type.Optional(ChannelSecrets) },
+  { additionalProperties: false, $id: 'AlertChannelPatch', description: 'config and secrets are merged field by field' },
+);
+export const AlertChannelView = Type.Object(
+  {
+    id: Type.String(),
+    slug: Type.String(),
+    name: Type.String(),
+    type: ChannelTypeT,
+    config: Type.Object({}, { additionalProperties: true }),
+    secretNames: Type.Array(Type.String()),
+    createdAt: Type.String({ format: 'date-time' }),
+    updatedAt: Type.String({ format: 'date-time' }),
+    version: Type.Integer(),
+  },
+  { $id: 'AlertChannel' },
+);
+export const ChannelTestResult = Type.Object(
+  {
+    ok: Type.Boolean(),
+    latencyMs: Type.Optional(Type.Integer()),
+    statusCode: Type.Optional(Type.Integer()),
+    error: Type.Optional(Type.Object({ code: Type.String(), message: Type.String(), hint: Type.Optional(Type.String()) })),
+  },
+  { $id: 'AlertChannelTestResult' },
+);
+
+export type AlertChannelCreateInput = Static<typeof AlertChannelCreate>;
+export type AlertChannelPutInput = Static<typeof AlertChannelPut>;
+export type AlertChannelPatchInput = Static<typeof AlertChannelPatch>;
+export type AlertChannelViewT = Static<typeof AlertChannelView>;
+export type ChannelTestResultT = Static<typeof ChannelTestResult>;
+export type AlertChannelRow = typeof alertChannels.$inferSelect;
+export interface ChannelSecretsT {
+  webhookUrl?: string;
+  routingKey?: string;
+  signingSecret?: string;
+}
+export interface ChannelConfigT {
+  eventsUrl?: string;
+  severity?: (typeof SEVERITIES)[number];
+  url?: string;
+}
+
+export function channelView(r: AlertChannelRow): AlertChannelViewT {
+  return {
+    id: r.id,
+    slug: r.slug,
+    name: r.name,
+    type: r.type as ChannelType,
+    config: r.config as Record<string, unknown>,
+    secretNames: [...r.secretNames].sort(),
+    createdAt: iso(r.createdAt)!,
+    updatedAt: iso(r.updatedAt)!,
+    version: r.version,
+  };
+}
+
+export class AlertChannelService {
+  private readonly deps: ServiceDeps;
+  /** Timeout of alert requests (the notifier sets it from config). */
+  timeoutMs = 10_000;
+  constructor(deps: ServiceDeps) {
+    this.deps = deps;
+  }
+
+  private get db() {
+    return this.deps.database.db;
+  }
+
+  /** A channel's whole settings must make sense for its type (422 naming the field otherwise). */
+  private check(type: ChannelType, config: ChannelConfigT, secrets: ChannelSecretsT): { config: ChannelConfigT } {
+    const errors: { path: string; message: string }[] = [];
+    const allowed: Record<ChannelType, { config: string[]; secrets: string[]; required: string[] }> = {
+      slack: { config: [], secrets: ['webhookUrl'], required: ['/secrets/webhookUrl'] },
+      pagerduty: { config: ['eventsUrl', 'severity'], secrets: ['routingKey'], required: ['/secrets/routingKey'] },
+      webhook: { config: ['url'], secrets: ['signingSecret'], required: ['/config/url'] },
+    };
+    const a = allowed[type];
+    for (const k of Object.keys(config)) if (!a.config.includes(k)) errors.push({ path: `/config/${k}`, message: `is not a setting of ${type} channels` });
+    for (const k of Object.keys(secrets)) if (!a.secrets.includes(k)) errors.push({ path: `/secrets/${k}`, message: `is not a secret of ${type} channels` });
+    for (const p of a.required) {
+      const [, where, k] = p.split('/');
+      if ((where === 'config' ? (config as Record<string, unknown>)[k] : (secrets as Record<string, unknown>)[k]) === undefined) errors.push({ path: p, message: 'is required' });
+    }
+    if (errors.length) throw new UnprocessableError('invalid_channel', `The ${type} channel settings are invalid: ${errors.map((e) => `${e.path} ${e.message}`).join('; ')}`, { errors });
+    for (const [path, url] of [
+      ['/config/url', config.url],
+      ['/config/eventsUrl', config.eventsUrl],
+      ['/secrets/webhookUrl', secrets.webhookUrl],
+    ] as const) {
+      if (url) checkWebhookUrl(url, this.deps.denyPrivateNetworks, path);
+    }
+    return { config: type === 'pagerduty' ? { eventsUrl: PAGERDUTY_EVENTS_URL, severity: 'error', ...config } : config };
+  }
+
+  async list(actor: Actor, params: { limit?: number; cursor?: string } = {}): Promise<Page<AlertChannelViewT>> {
+    requireScope(actor, 'read');
+    const limit = pageLimit(params.limit);
+    const after = decodeCursor(params.cursor);
+    const conds = [eq(alertChannels.workspaceId, actor.workspaceId)];
+    if (after) conds.push(gt(alertChannels.id, after));
+    const rows = await this.db.select().from(alertChannels).where(and(...conds)).orderBy(asc(alertChannels.id)).limit(limit + 1);
+    return toPage(rows, limit, channelView);
+  }
+
+  async get(actor: Actor, ref: string): Promise<AlertChannelViewT> {
+    requireScope(actor, 'read');
+    return channelView(await this.row(this.db, actor.workspaceId, ref));
+  }
+
+  row(tx: Tx, workspaceId: string, ref: string, opts: { forUpdate?: boolean } = {}): Promise<AlertChannelRow> {
+    return getByRef(tx, alertChannels, 'alert channel', workspaceId, ref, opts);
+  }
+
+  secretsOf(row: AlertChannelRow): ChannelSecretsT {
+    return row.secretsSealed ? (this.deps.secrets.open(row.secretsSealed) as ChannelSecretsT) : {};
+  }
+
+  async create(actor: Actor, input: AlertChannelCreateInput, tx: Tx = this.db): Promise<AlertChannelViewT> {
+    requireScope(actor, 'write');
+    assertValid(AlertChannelCreate, input);
+    const secrets = input.secrets ?? {};
+    const { config } = this.check(input.type, input.config ?? {}, secrets);
+    const id = newId('alertChannel');
+    try {
+      const row = await tx.transaction(async (tx2) => {
+        const [r] = await tx2
+          .insert(alertChannels)
+          .values({
+            id,
+            workspaceId: actor.workspaceId,
+            slug: input.slug,
+            name: input.name,
+            type: input.type,
+            config,
+            secretsSealed: Object.keys(secrets).length ? this.deps.secrets.seal(secrets as Record<string, unknown>) : null,
+            secretNames: Object.keys(secrets),
+          })
+          .returning();
+        await recordAudit(tx2, actor, 'create', 'alert_channel', id, ['slug', 'name', 'type', 'config', ...(Object.keys(secrets).length ? ['secrets'] : [])]);
+        return r;
+      });
+      return channelView(row);
+    } catch (e) {
+      if (isUniqueViolation(e, 'alert_channels_slug_uq')) throw slugTaken('alert channel', input.slug);
+      throw e;
+    }
+  }
+
+  async update(actor: Actor, ref: string, input: AlertChannelPatchInput, ifMatch?: string): Promise<AlertChannelViewT> {
+    requireScope(actor, 'write');
+    assertValid(AlertChannelPatch, input);
+    return this.db.transaction(async (tx) => {
+      const cur = await this.row(tx, actor.workspaceId, ref, { forUpdate: true });
+      checkVersion(ifMatch, cur.version);
+      const config = { ...(cur.config as ChannelConfigT), ...input.config };
+      const secrets = { ...this.secretsOf(cur), ...input.secrets };
+      return this.save(tx, actor, cur, { slug: input.slug ?? cur.slug, name: input.name ?? cur.name, type: cur.type as ChannelType, config, secrets }, input.secrets !== undefined, 'update');
+    });
+  }
+
+  async put(actor: Actor, ref: string, input: AlertChannelPutInput, ifMatch?: string): Promise<{ created: boolean; value: AlertChannelViewT }> {
+    requireScope(actor, 'write');
+    assertValid(AlertChannelPut, input);
+    return this.db.transaction(async (tx) => {
+      const existing = await tx
+        .select({ id: alertChannels.id })
+        .from(alertChannels)
+        .where(and(eq(alertChannels.workspaceId, actor.workspaceId), eq(ref.includes('_') ? alertChannels.id : alertChannels.slug, ref)));
+      if (!existing.length) {
+        const slug = putSlug(ref, input.slug);
+        checkAbsent(ifMatch);
+        return { created: true, value: await this.create(actor, { ...input, slug }, tx) };
+      }
+      const cur = await this.row(tx, actor.workspaceId, ref, { forUpdate: true });
+      checkVersion(ifMatch, cur.version);
+      const secrets = input.secrets ?? (input.type === cur.type ? this.secretsOf(cur) : {});
+      const value = await this.save(tx, actor, cur, { slug: input.slug ?? cur.slug, name: input.name, type: input.type, config: input.config ?? {}, secrets }, input.secrets !== undefined, 'replace');
+      return { created: false, value };
+    });
+  }
+
+  private async save(
+    tx: Tx,
+    actor: Actor,
+    cur: AlertChannelRow,
+    next: { slug: string; name: string; type: ChannelType; config: ChannelConfigT; secrets: ChannelSecretsT },
+    secretsGiven: boolean,
+    action: 'update' | 'replace',
+  ): Promise<AlertChannelViewT> {
+    const { config } = this.check(next.type, next.config, next.secrets);
+    const changed = changedFields(cur as unknown as Record<string, unknown>, { ...next, config }, ['slug', 'name', 'type', 'config']);
+    if (secretsGiven) changed.push('secrets');
+    if (!changed.length) return channelView(cur);
+    try {
+      const [row] = await tx
+        .update(alertChannels)
+        .set({
+          slug: next.slug,
+          name: next.name,
+          type: next.type,
+          config,
+          secretsSealed: Object.keys(next.secrets).length ? this.deps.secrets.seal(next.secrets as Record<string, unknown>) : null,
+          secretNames: Object.keys(next.secrets),
+          version: cur.version + 1,
+          updatedAt: new Date(),
+        })
+        .where(eq(alertChannels.id, cur.id))
+        .returning();
+      await recordAudit(tx, actor, action, 'alert_channel', cur.id, changed);
+      return channelView(row);
+    } catch (e) {
+      if (isUniqueViolation(e, 'alert_channels_slug_uq')) throw slugTaken('alert channel', next.slug);
+      throw e;
+    }
+  }
+
+  /** A channel named in a sync's alert rules cannot be deleted (409 naming the syncs). */
+  async delete(actor: Actor, ref: string, ifMatch?: string): Promise<void> {
+    requireScope(actor, 'write');
+    await this.db.transaction(async (tx) => {
+      const cur = await this.row(tx, actor.workspaceId, ref, { forUpdate: true });
+      checkVersion(ifMatch, cur.version);
+      const used = await tx
+        .select({ id: syncs.id, slug: syncs.slug })
+        .from(syncs)
+        .where(and(eq(syncs.workspaceId, actor.workspaceId), sql`(${syncs.alerts} -> 'channelIds') ?| array[${cur.id}::text, ${cur.slug}::text]`))
+        .limit(20);
+      if (used.length) throw inUse('alert channel', cur.slug, used.map((d) => ({ type: 'sync', ...d })));
+      await tx.delete(alertChannels).where(eq(alertChannels.id, cur.id));
+      await recordAudit(tx, actor, 'delete', 'alert_channel', cur.id);
+    });
+  }
+
+  async test(actor: Actor, ref: string): Promise<ChannelTestResultT> {
+    requireScope(actor, 'write');
+    const row = await this.row(this.db, actor.workspaceId, ref);
+    return testChannel(row, this.secretsOf(row), { timeoutMs: this.timeoutMs, denyPrivateNetworks: this.deps.denyPrivateNetworks });
+  }
+}

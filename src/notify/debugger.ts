@@ -1,0 +1,102 @@
+import { and, arrayOverlaps, eq, inArray } from 'drizzle-orm';
+import type { Logger } from 'pino';
+import type { Database } from '../db/client.ts';
+import { runExchanges } from '../db/schema.ts';
+import type { WireExchange } from '../connectors/types.ts';
+import type { BatchResult } from '../engine/deliver.ts';
+import type { RunRow } from '../domain/runs.ts';
+import { newId } from '../lib/ids.ts';
+
+// Row debugger: every destination request of an acknowledged batch, with its response, is kept
+// for BACKHAUL_DEBUGGER_RETENTION_DAYS (0 = off), bodies cut at MAX_BODY characters. Headers are
+// as the connector reported them (credentials already redacted). Rows are keyed by
+// (run_id, batch) like run_records.batch, and list the primary keys each request carried, so
+// GET /v1/runs/{id}/records?primaryKey= can show exactly what was sent for that row.
+// One multi-row insert per acknowledged batch, awaited (the executor's hook), so a finished run's
+// exchanges are all readable; a failed insert is logged and never fails the run.
+
+export const MAX_BODY = 8 * 1024;
+
+export interface DebugExchange {
+  request: { method: string; url: string; headers: Record<string, string>; body?: string; bodyTruncated?: boolean };
+  response: { status: number; headers: Record<string, string>; body?: string; bodyTruncated?: boolean } | null;
+  durationMs: number;
+  batch: number;
+  at: string;
+}
+
+function cut(body: string | undefined): { body?: string; bodyTruncated?: boolean } {
+  if (body === undefined) return {};
+  return body.length > MAX_BODY ? { body: body.slice(0, MAX_BODY), bodyTruncated: true } : { body };
+}
+
+export function createDebugger(o: { database: Database; logger: Logger; retentionDays: number }) {
+  const pending = new Map<string, Set<Promise<void>>>();
+
+  /** Stores a batch's exchanges before the batch's slot is freed, so they are readable once the run is. */
+  async function batchDelivered(run: RunRow, batch: number, result: BatchResult): Promise<void> {
+    if (o.retentionDays <= 0 || !result.exchanges.length) return;
+    const bySeq = new Map(result.outcomes.map((r) => [r.op.seq, r.op.pk]));
+    const rows = result.exchanges.map(({ exchange: e, seqs }: { exchange: WireExchange; seqs: number[] }) => ({
+      id: newId('runExchange'),
+      runId: run.id,
+      workspaceId: run.workspaceId,
+      batch,
+      primaryKeys: seqs.map((s) => bySeq.get(s)).filter((pk): pk is string => pk !== undefined),
+      request: { method: e.request.method, url: e.request.url, headers: e.request.headers, ...cut(e.request.body) },
+      response: e.response ? { status: e.response.status, headers: e.response.headers, ...cut(e.response.body) } : null,
+      durationMs: Math.round(e.durationMs),
+    }));
+    let set = pending.get(run.id);
+    if (!set) pending.set(run.id, (set = new Set()));
+    const p: Promise<void> = o.database.db
+      .insert(runExchanges)
+      .values(rows)
+      .then(() => undefined)
+      .catch((e: unknown) => o.logger.warn({ err: e, runId: run.id, batch }, 'row debugger: could not store exchanges'))
+      .finally(() => set.delete(p));
+    set.add(p);
+    await p;
+  }
+
+  /** Waits for a run's exchange writes (before its run.completed goes out). */
+  async function flush(runId: string): Promise<void> {
+    const set = pending.get(runId);
+    if (set) await Promise.all([...set]);
+    pending.delete(runId);
+  }
+
+  async function purge(): Promise<number> {
+    const days = Math.max(o.retentionDays, 0);
+    const r = await o.database.sql`delete from run_exchanges where created_at < now() - ${`${days} days`}::interval`;
+    return r.count;
+  }
+
+  return { batchDelivered, flush, purge };
+}
+
+/** The exchanges that carried these rows of a run (by the batches recorded on run_records). */
+export async function exchangesForRecords(database: Database, runId: string, records: { primaryKey: string; batch: number | null }[]): Promise<Map<string, DebugExchange[]>> {
+  const out = new Map<string, DebugExchange[]>();
+  const batches = [...new Set(records.map((r) => r.batch).filter((b): b is number => b !== null))];
+  if (!batches.length) return out;
+  const rows = await database.db
+    .select()
+    .from(runExchanges)
+    .where(and(eq(runExchanges.runId, runId), inArray(runExchanges.batch, batches), arrayOverlaps(runExchanges.primaryKeys, records.map((r) => r.primaryKey))))
+    .orderBy(runExchanges.id);
+  for (const r of records) {
+    if (r.batch === null) continue;
+    const list = rows
+      .filter((x) => x.batch === r.batch && x.primaryKeys.includes(r.primaryKey))
+      .map((x) => ({
+        request: x.request as DebugExchange['request'],
+        response: x.response as DebugExchange['response'],
+        durationMs: x.durationMs,
+        batch: x.batch,
+        at: x.createdAt.toISOString(),
+      }));
+    out.set(r.primaryKey, list);
+  }
+  return out;
+}

@@ -1,0 +1,170 @@
+import { and, eq, inArray } from 'drizzle-orm';
+import type { Task } from 'graphile-worker';
+import type { Logger } from 'pino';
+import type { Config } from '../config.ts';
+import type { Database } from '../db/client.ts';
+import { runRecords, syncs } from '../db/schema.ts';
+import type { RunHooks } from '../engine/executor.ts';
+import { realClock, type Clock } from '../engine/rate-limiter.ts';
+import type { PhaseTiming, RunCounts } from '../engine/status.ts';
+import { runView, type RunRow } from '../domain/runs.ts';
+import type { Services } from '../domain/services.ts';
+import { createAlerting } from './alerts.ts';
+import { createDebugger } from './debugger.ts';
+import { createWebhookSender } from './webhook-sender.ts';
+
+// Callbacks, alerts, metrics and the row debugger, plugged into the engine's RunHooks and the
+// worker's task list. Nothing here can fail or slow a run: hooks only write rows and enqueue
+// jobs (the executor logs a hook that throws), and every outbound request is a job of its own.
+
+export const FAILED_ROWS_IN_EVENT = 100;
+
+export interface NotifierOptions {
+  database: Database;
+  services: Services;
+  config: Config;
+  logger: Logger;
+  clock?: Clock;
+  /** Base URL of links in events (BACKHAUL_PUBLIC_URL, else the address the API listens on). */
+  baseUrl: () => string;
+}
+
+export interface Notifier {
+  hooks: RunHooks;
+  tasks: Record<string, Task>;
+  crontab: string[];
+  sendDelivery(deliveryId: string): Promise<unknown>;
+}
+
+export function createNotifier(o: NotifierOptions): Notifier {
+  const { database, services, config, logger } = o;
+  const clock = o.clock ?? realClock;
+  const metrics = services.metrics;
+  services.alertChannels.timeoutMs = config.webhookTimeoutMs;
+  const dbg = createDebugger({ database, logger, retentionDays: config.debuggerRetentionDays });
+  const sendDelivery = createWebhookSender({
+    database,
+    webhooks: services.webhooks,
+    clock,
+    logger,
+    timeoutMs: config.webhookTimeoutMs,
+    denyPrivateNetworks: config.denyPrivateNetworks,
+    onOutcome: (outcome, target) => metrics.webhookDeliveries.inc({ target, outcome }),
+  });
+  const alerting = createAlerting({
+    database,
+    services,
+    logger,
+    clock,
+    timeoutMs: config.webhookTimeoutMs,
+    denyPrivateNetworks: config.denyPrivateNetworks,
+    baseUrl: o.baseUrl,
+    onAlert: (kind, action) => metrics.alerts.inc({ kind, action }),
+  });
+
+  // sync id → destination connection id and slug (for metric labels and event bodies).
+  const syncInfo = new Map<string, { destinationId: string; slug: string; name: string }>();
+  async function infoFor(syncId: string) {
+    let i = syncInfo.get(syncId);
+    if (!i) {
+      const [s] = await database.db.select({ destinationId: syncs.destinationId, slug: syncs.slug, name: syncs.name }).from(syncs).where(eq(syncs.id, syncId));
+      if (!s) return undefined;
+      syncInfo.set(syncId, (i = s));
+      if (syncInfo.size > 10_000) syncInfo.delete(syncInfo.keys().next().value!);
+    }
+    return i;
+  }
+
+  const safe = async (what: string, run: RunRow, fn: () => Promise<unknown>) => {
+    try {
+      await fn();
+    } catch (e) {
+      logger.error({ err: e, runId: run.id, syncId: run.syncId }, `${what} failed`);
+    }
+  };
+
+  async function runCompletedData(run: RunRow): Promise<Record<string, unknown>> {
+    const info = await infoFor(run.syncId);
+    syncInfo.delete(run.syncId); // refreshed per run: a renamed sync shows its new slug
+    const c = run.counts as RunCounts;
+    const failedCount = c.invalid + c.rejected.insert + c.rejected.update + c.rejected.delete;
+    const failed = failedCount
+      ? await database.db
+          .select()
+          .from(runRecords)
+          .where(and(eq(runRecords.runId, run.id), inArray(runRecords.status, ['rejected', 'invalid'])))
+          .orderBy(runRecords.primaryKey, runRecords.operation)
+          .limit(FAILED_ROWS_IN_EVENT)
+      : [];
+    const base = `${o.baseUrl()}/v1/runs/${run.id}`;
+    return {
+      run: runView(run),
+      sync: info ? { id: run.syncId, slug: info.slug, name: info.name } : { id: run.syncId },
+      failedRows: failed.map((r) => ({ primaryKey: r.primaryKey, operation: r.operation, status: r.status, code: r.errorCode, message: r.errorMessage })),
+      failedRowCount: failedCount,
+      failedRowsTruncated: failedCount > failed.length,
+      runUrl: base,
+      recordsUrl: `${base}/records`,
+      failedRecordsUrls: { rejected: `${base}/records?status=rejected`, invalid: `${base}/records?status=invalid` },
+    };
+  }
+
+  const hooks: RunHooks = {
+    runStarted: async (run) => {
+      const info = await infoFor(run.syncId);
+      await services.webhooks.emit(
+        database.db,
+        'run.started',
+        { run: runView(run), sync: info ? { id: run.syncId, slug: info.slug, name: info.name } : { id: run.syncId }, runUrl: `${o.baseUrl()}/v1/runs/${run.id}` },
+        { workspaceId: run.workspaceId, syncId: run.syncId, runId: run.id },
+        new Date(clock.now()),
+      );
+    },
+    runFinished: async (run) => {
+      metrics.runFinished(run);
+      await safe('row debugger flush', run, () => dbg.flush(run.id));
+      // Phases closed by the run's finish are not reported by phaseFinished.
+      const end = run.finishedAt?.toISOString();
+      for (const ph of run.phases as PhaseTiming[]) {
+        if (end && ph.finishedAt === end) metrics.phaseDuration.observe({ phase: ph.name }, (Date.parse(ph.finishedAt) - Date.parse(ph.startedAt)) / 1000);
+      }
+      await safe('run.completed event', run, async () => {
+        const data = await runCompletedData(run);
+        await database.db.transaction((tx) =>
+          services.webhooks.emit(tx, 'run.completed', data, { workspaceId: run.workspaceId, syncId: run.syncId, runId: run.id, callbackUrl: run.callbackUrl }, new Date(clock.now())),
+        );
+      });
+      await safe('alert evaluation', run, () => alerting.evaluate(run));
+    },
+    batchDelivered: async (run, batch, result) => {
+      const info = await infoFor(run.syncId);
+      if (info) metrics.exchanges(info.destinationId, result.exchanges.map((e) => e.exchange));
+      await dbg.batchDelivered(run, batch, result);
+    },
+    retry: (syncId, code) => {
+      const known = syncInfo.get(syncId);
+      if (known) metrics.retry(syncId, known.destinationId, code);
+      else void infoFor(syncId).then((i) => metrics.retry(syncId, i?.destinationId, code), () => metrics.retry(syncId, undefined, code));
+    },
+    phaseFinished: (_run, phase, ms) => metrics.phaseDuration.observe({ phase }, ms / 1000),
+  };
+
+  const backhaul_webhook: Task = async (payload) => {
+    await sendDelivery((payload as { deliveryId: string }).deliveryId);
+  };
+  const backhaul_alert: Task = async (payload) => {
+    await alerting.notify(payload as { alertId: string; channelId: string; action: 'raised' | 'resolved'; runId: string });
+  };
+  const backhaul_notify_maintenance: Task = async () => {
+    const exchanges = await dbg.purge();
+    const deliveries = await database.sql`delete from webhook_deliveries where created_at < now() - ${`${config.recordRetentionDays} days`}::interval and status <> 'pending'`;
+    logger.debug({ runExchanges: exchanges, webhookDeliveries: deliveries.count }, 'notify maintenance done');
+  };
+
+  return {
+    hooks,
+    tasks: { backhaul_webhook, backhaul_alert, backhaul_notify_maintenance },
+    crontab: ['17 * * * * backhaul_notify_maintenance'],
+    sendDelivery,
+  };
+}

@@ -1,0 +1,135 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { Database } from '../db/client.ts';
+import type { RunRow } from '../domain/runs.ts';
+import type { WireExchange } from '../connectors/types.ts';
+import type { RunCounts } from '../engine/status.ts';
+
+// Prometheus metrics (served at /metrics). One registry per Backhaul instance. Labels are
+// bounded: sync and connection ids (as many as are configured), operations, phases, statuses,
+// status classes, error codes from a fixed set — never row keys or URLs.
+// Row and run counters are added when a run finishes, from its final counts, so they equal
+// what the run reports. Queue depth is read from the database at scrape time (any process).
+
+const OPS = ['insert', 'update', 'delete'] as const;
+
+export class Metrics {
+  readonly registry = new Registry();
+  private readonly database: Database;
+  readonly rowsQueried: Counter<'sync'>;
+  readonly rowsInvalid: Counter<'sync'>;
+  readonly rowsPlanned: Counter<'sync' | 'operation'>;
+  readonly rowsSucceeded: Counter<'sync' | 'operation'>;
+  readonly rowsRejected: Counter<'sync' | 'operation'>;
+  readonly runs: Counter<'sync' | 'status'>;
+  readonly runDuration: Histogram<'status'>;
+  readonly phaseDuration: Histogram<'phase'>;
+  readonly destinationRequests: Counter<'connection' | 'status_class'>;
+  readonly retries: Counter<'sync' | 'code'>;
+  readonly throttled: Counter<'sync'>;
+  readonly webhookDeliveries: Counter<'target' | 'outcome'>;
+  readonly alerts: Counter<'kind' | 'action'>;
+
+  constructor(database: Database, opts: { processMetrics?: boolean } = {}) {
+    this.database = database;
+    const registers = [this.registry];
+    this.rowsQueried = new Counter({ name: 'backhaul_rows_queried_total', help: 'Rows read from the model by finished runs', labelNames: ['sync'], registers });
+    this.rowsInvalid = new Counter({ name: 'backhaul_rows_invalid_total', help: 'Rows that could not be mapped (not sent)', labelNames: ['sync'], registers });
+    this.rowsPlanned = new Counter({ name: 'backhaul_rows_planned_total', help: 'Operations planned by finished runs', labelNames: ['sync', 'operation'], registers });
+    this.rowsSucceeded = new Counter({ name: 'backhaul_rows_succeeded_total', help: 'Rows the destination acknowledged', labelNames: ['sync', 'operation'], registers });
+    this.rowsRejected = new Counter({ name: 'backhaul_rows_rejected_total', help: 'Rows the destination refused', labelNames: ['sync', 'operation'], registers });
+    this.runs = new Counter({ name: 'backhaul_runs_total', help: 'Finished runs by terminal status', labelNames: ['sync', 'status'], registers });
+    this.runDuration = new Histogram({
+      name: 'backhaul_run_duration_seconds',
+      help: 'Run duration from start to finish',
+      labelNames: ['status'],
+      buckets: [0.5, 1, 5, 15, 60, 300, 900, 3600, 14400],
+      registers,
+    });
+    this.phaseDuration = new Histogram({
+      name: 'backhaul_run_phase_duration_seconds',
+      help: 'Duration of each run phase',
+      labelNames: ['phase'],
+      buckets: [0.05, 0.25, 1, 5, 15, 60, 300, 900, 3600],
+      registers,
+    });
+    this.destinationRequests = new Counter({
+      name: 'backhaul_destination_requests_total',
+      help: 'Requests to destinations by status class (2xx, 3xx, 4xx, 5xx, error)',
+      labelNames: ['connection', 'status_class'],
+      registers,
+    });
+    this.retries = new Counter({ name: 'backhaul_destination_retries_total', help: 'Destination requests retried, by reason', labelNames: ['sync', 'code'], registers });
+    this.throttled = new Counter({ name: 'backhaul_destination_throttled_total', help: 'Destination answers 429 (rate limited)', labelNames: ['sync'], registers });
+    this.webhookDeliveries = new Counter({
+      name: 'backhaul_webhook_deliveries_total',
+      help: 'Webhook delivery attempts by outcome (succeeded, retrying, failed, endpoint_disabled)',
+      labelNames: ['target', 'outcome'],
+      registers,
+    });
+    this.alerts = new Counter({ name: 'backhaul_alerts_total', help: 'Alerts raised and resolved', labelNames: ['kind', 'action'], registers });
+    const db = this.database;
+    new Gauge({
+      name: 'backhaul_job_queue_depth',
+      help: 'Jobs due and waiting for a worker, by task',
+      labelNames: ['task'],
+      registers,
+      async collect() {
+        this.reset();
+        const rows = await db.sql<{ task: string; n: number }[]>`
+          select task_identifier as task, count(*)::int as n from graphile_worker.jobs
+          where locked_at is null and run_at <= now() and attempts < max_attempts group by 1`.catch(() => []);
+        for (const r of rows) this.set({ task: r.task }, r.n);
+      },
+    });
+    new Gauge({
+      name: 'backhaul_job_queue_oldest_age_seconds',
+      help: 'How long the oldest due job has been waiting',
+      registers,
+      async collect() {
+        const [r] = await db.sql<{ age: number | null }[]>`
+          select extract(epoch from now() - min(run_at))::float8 as age from graphile_worker.jobs
+          where locked_at is null and run_at <= now() and attempts < max_attempts`.catch(() => [{ age: null }]);
+        this.set(r?.age ?? 0);
+      },
+    });
+    if (opts.processMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: 'backhaul_' });
+  }
+
+  runFinished(run: RunRow): void {
+    const c = run.counts as RunCounts;
+    const sync = run.syncId;
+    this.runs.inc({ sync, status: run.status });
+    if (run.startedAt && run.finishedAt) this.runDuration.observe({ status: run.status }, (run.finishedAt.getTime() - run.startedAt.getTime()) / 1000);
+    this.rowsQueried.inc({ sync }, c.queried ?? 0);
+    this.rowsInvalid.inc({ sync }, c.invalid ?? 0);
+    for (const operation of OPS) {
+      this.rowsPlanned.inc({ sync, operation }, c.planned?.[operation] ?? 0);
+      this.rowsSucceeded.inc({ sync, operation }, c.succeeded?.[operation] ?? 0);
+      this.rowsRejected.inc({ sync, operation }, c.rejected?.[operation] ?? 0);
+    }
+  }
+
+  exchanges(connectionId: string, exchanges: WireExchange[]): void {
+    for (const e of exchanges) this.destinationRequests.inc({ connection: connectionId, status_class: statusClass(e.response?.status) });
+  }
+
+  /** A retried request: counts it as a request too (its exchange is not reported by the engine). */
+  retry(syncId: string, connectionId: string | undefined, code: string): void {
+    const known = /^(rate_limited|http_\d{3}|request_timeout|connection_\w+|network_error|dns_not_found|row_retry)$/.test(code) ? code : 'other';
+    this.retries.inc({ sync: syncId, code: known });
+    if (code === 'rate_limited') this.throttled.inc({ sync: syncId });
+    if (connectionId && code !== 'row_retry') {
+      const m = /^http_(\d)\d\d$/.exec(code);
+      this.destinationRequests.inc({ connection: connectionId, status_class: code === 'rate_limited' ? '4xx' : m ? `${m[1]}xx` : 'error' });
+    }
+  }
+
+  async text(): Promise<string> {
+    return this.registry.metrics();
+  }
+}
+
+function statusClass(status: number | undefined): string {
+  if (!status) return 'error';
+  return status >= 200 && status < 600 ? `${Math.floor(status / 100)}xx` : 'error';
+}
