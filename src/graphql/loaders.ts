@@ -1,5 +1,7 @@
 import { and, asc, eq, inArray, isNull } from 'drizzle-orm';
-import { apiKeys, auditEvents, connections, mappings, models, syncs, workspaces } from '../db/schema.ts';
+import { alertChannels, alerts, apiKeys, auditEvents, connections, mappings, models, syncs, webhookDeliveries, webhookEndpoints, workspaces } from '../db/schema.ts';
+import { channelView, type AlertChannelViewT } from '../domain/alert-channels.ts';
+import { alertView, type AlertViewT } from '../domain/alerts.ts';
 import { apiKeyView, workspaceView, type ApiKeyViewT, type WorkspaceViewT } from '../domain/api-keys.ts';
 import type { AuditEventView } from '../domain/audit.ts';
 import { iso } from '../domain/common.ts';
@@ -10,6 +12,7 @@ import { modelView, type ModelViewT } from '../domain/models.ts';
 import type { RunViewT } from '../domain/runs.ts';
 import type { Services } from '../domain/services.ts';
 import { syncView, type SyncViewT } from '../domain/syncs.ts';
+import { deliveryView, endpointView, type WebhookDeliveryViewT, type WebhookEndpointViewT } from '../domain/webhooks.ts';
 
 // Per-request batch loaders (one set per GraphQL request), so a list of N syncs with their model,
 // destination, mappings and last run costs a fixed number of queries, not N+1. They only read,
@@ -81,6 +84,10 @@ export interface Loaders {
   apiKey: Batcher<string, ApiKeyViewT>;
   auditEvent: Batcher<string, AuditEventView>;
   workspace: Batcher<string, WorkspaceViewT>;
+  webhookEndpoint: Batcher<string, WebhookEndpointViewT>;
+  webhookDelivery: Batcher<string, WebhookDeliveryViewT>;
+  alertChannel: Batcher<string, AlertChannelViewT>;
+  alert: Batcher<string, AlertViewT>;
   clear(): void;
 }
 
@@ -130,6 +137,17 @@ export function createLoaders(services: Services, actor: Actor): Loaders {
       if (!visible.length) return new Map();
       return byId(await db.select().from(workspaces).where(inArray(workspaces.id, visible)), workspaceView);
     }),
+    // Views without secrets (endpointView only shows one when given it explicitly).
+    webhookEndpoint: new Batcher(async (ids) =>
+      byId(await db.select().from(webhookEndpoints).where(and(eq(webhookEndpoints.workspaceId, ws), inArray(webhookEndpoints.id, ids))), (r) => endpointView(r)),
+    ),
+    webhookDelivery: new Batcher(async (ids) =>
+      byId(await db.select().from(webhookDeliveries).where(and(eq(webhookDeliveries.workspaceId, ws), inArray(webhookDeliveries.id, ids))), deliveryView),
+    ),
+    alertChannel: new Batcher(async (ids) =>
+      byId(await db.select().from(alertChannels).where(and(eq(alertChannels.workspaceId, ws), inArray(alertChannels.id, ids))), channelView),
+    ),
+    alert: new Batcher(async (ids) => byId(await db.select().from(alerts).where(and(eq(alerts.workspaceId, ws), inArray(alerts.id, ids))), alertView)),
   };
   return {
     ...loaders,

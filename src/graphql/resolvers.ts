@@ -3,6 +3,7 @@ import { listConnectorTypes } from '../connectors/registry.ts';
 import { listAuditEvents } from '../domain/audit.ts';
 import { encodeCursor, requireScope, type Page } from '../domain/common.ts';
 import { cursorAfter, type ListOptions, type OrderField } from '../domain/list.ts';
+import type { AlertViewT } from '../domain/alerts.ts';
 import type { Actor } from '../domain/context.ts';
 import type { ConnectionViewT } from '../domain/connections.ts';
 import type { MappingViewT } from '../domain/mappings.ts';
@@ -10,6 +11,7 @@ import type { ModelViewT } from '../domain/models.ts';
 import type { RunViewT } from '../domain/runs.ts';
 import type { Services } from '../domain/services.ts';
 import type { SyncViewT } from '../domain/syncs.ts';
+import type { WebhookDeliveryViewT, WebhookEndpointViewT } from '../domain/webhooks.ts';
 import { isAppError, UnauthorizedError, ValidationError } from '../errors.ts';
 import { toGraphqlError } from './errors.ts';
 import { createLoaders, type Loaders } from './loaders.ts';
@@ -100,6 +102,10 @@ const TYPE_BY_PREFIX: Record<string, string> = {
   key: 'ApiKey',
   aud: 'AuditEvent',
   ws: 'Workspace',
+  wh: 'WebhookEndpoint',
+  whd: 'WebhookDelivery',
+  ach: 'AlertChannel',
+  alr: 'Alert',
 };
 
 function prefixOf(id: string): string {
@@ -134,6 +140,14 @@ export function buildResolvers(services: Services) {
         return found('read', () => l.auditEvent.load(id));
       case 'ws':
         return found('read', () => l.workspace.load(id));
+      case 'wh':
+        return found('read', () => l.webhookEndpoint.load(id));
+      case 'whd':
+        return found('read', () => l.webhookDelivery.load(id));
+      case 'ach':
+        return found('read', () => l.alertChannel.load(id));
+      case 'alr':
+        return found('read', () => l.alert.load(id));
       default:
         return null;
     }
@@ -209,6 +223,26 @@ export function buildResolvers(services: Services) {
           }),
         ),
       workspaces: async (_: unknown, a: Args, ctx: GqlContext) => connection(await services.apiKeys.listWorkspaces(actorOf(ctx), pageParams(a))),
+      webhookEndpoints: async (_: unknown, a: Args, ctx: GqlContext) => connection(await services.webhooks.list(actorOf(ctx), pageParams(a))),
+      webhookEndpoint: (_: unknown, a: Args, ctx: GqlContext) => orNull(services.webhooks.get(actorOf(ctx), a.ref)),
+      callbackSecret: (_: unknown, _a: Args, ctx: GqlContext) => services.webhooks.callbackSecret(actorOf(ctx)),
+      alertChannels: async (_: unknown, a: Args, ctx: GqlContext) => connection(await services.alertChannels.list(actorOf(ctx), pageParams(a))),
+      alertChannel: (_: unknown, a: Args, ctx: GqlContext) => orNull(services.alertChannels.get(actorOf(ctx), a.ref)),
+      alerts: async (_: unknown, a: Args, ctx: GqlContext) =>
+        connection(await services.alerts.list(actorOf(ctx), { ...pageParams(a), status: a.status ?? undefined, syncId: a.syncId ?? undefined })),
+    },
+
+    WebhookEndpoint: {
+      deliveries: async (e: WebhookEndpointViewT, a: Args, ctx: GqlContext) =>
+        connection(await services.webhooks.deliveries(actorOf(ctx), e.id, { ...pageParams(a), status: a.status ?? undefined, eventType: a.eventType ?? undefined })),
+    },
+
+    WebhookDelivery: {
+      endpoint: async (d: WebhookDeliveryViewT, _a: Args, ctx: GqlContext) => (d.endpointId ? ((await loadersOf(ctx).webhookEndpoint.load(d.endpointId)) ?? null) : null),
+    },
+
+    Alert: {
+      sync: async (al: AlertViewT, _a: Args, ctx: GqlContext) => (await loadersOf(ctx).sync.load(al.syncId)) ?? null,
     },
 
     Viewer: {
@@ -254,6 +288,7 @@ export function buildResolvers(services: Services) {
         });
         return { nodes: p.data, pageInfo: { hasNextPage: p.nextCursor !== null, endCursor: p.nextCursor } };
       },
+      deliveries: async (r: RunViewT, a: Args, ctx: GqlContext) => connection(await services.webhooks.runDeliveries(actorOf(ctx), r.id, pageParams(a))),
     },
 
     RunUpdate: {
@@ -318,6 +353,45 @@ export function buildResolvers(services: Services) {
         const r = await services.mappings.suggest(actorOf(ctx), a.syncRef, { apply: a.apply ?? false, minConfidence: a.minConfidence ?? undefined });
         return { suggestions: r.data.map((d) => ({ ...d, sourceColumn: d.source.column })), applied: r.applied };
       },
+
+      // Webhook endpoints: the secret is only ever in these payloads (as REST shows it only in
+      // the answers to a create or a rotation); the WebhookEndpoint type has no secret field.
+      createWebhookEndpoint: async (_: unknown, a: Args, ctx: GqlContext) => {
+        const created = await services.webhooks.create(actorOf(ctx), body(a.input));
+        return { webhookEndpoint: created, secret: created.secret };
+      },
+      updateWebhookEndpoint: (_: unknown, a: Args, ctx: GqlContext) => services.webhooks.update(actorOf(ctx), a.ref, body(a.input), ifMatch(a.expectedVersion)),
+      replaceWebhookEndpoint: async (_: unknown, a: Args, ctx: GqlContext) => {
+        const r = await services.webhooks.put(actorOf(ctx), a.ref, body(a.input), ifMatch(a.expectedVersion));
+        return { created: r.created, webhookEndpoint: r.value, secret: r.value.secret ?? null };
+      },
+      deleteWebhookEndpoint: (_: unknown, a: Args, ctx: GqlContext) =>
+        deleted(
+          () => services.webhooks.get(actorOf(ctx), a.ref),
+          (id) => services.webhooks.delete(actorOf(ctx), id, ifMatch(a.expectedVersion)),
+        ),
+      rotateWebhookSecret: async (_: unknown, a: Args, ctx: GqlContext) => {
+        const r = await services.webhooks.rotateSecret(actorOf(ctx), a.ref, body(a.input ?? {}));
+        return { webhookEndpoint: r, secret: r.secret };
+      },
+      redeliverWebhook: (_: unknown, a: Args, ctx: GqlContext) => services.webhooks.redeliver(actorOf(ctx), a.endpointRef, a.id),
+      rotateCallbackSecret: async (_: unknown, a: Args, ctx: GqlContext) => {
+        const { secret, ...callbackSecret } = await services.webhooks.rotateCallbackSecret(actorOf(ctx), body(a.input ?? {}));
+        return { callbackSecret, secret };
+      },
+
+      createAlertChannel: (_: unknown, a: Args, ctx: GqlContext) => services.alertChannels.create(actorOf(ctx), body(a.input)),
+      updateAlertChannel: (_: unknown, a: Args, ctx: GqlContext) => services.alertChannels.update(actorOf(ctx), a.ref, body(a.input), ifMatch(a.expectedVersion)),
+      replaceAlertChannel: async (_: unknown, a: Args, ctx: GqlContext) => {
+        const r = await services.alertChannels.put(actorOf(ctx), a.ref, body(a.input), ifMatch(a.expectedVersion));
+        return { created: r.created, alertChannel: r.value };
+      },
+      deleteAlertChannel: (_: unknown, a: Args, ctx: GqlContext) =>
+        deleted(
+          () => services.alertChannels.get(actorOf(ctx), a.ref),
+          (id) => services.alertChannels.delete(actorOf(ctx), id, ifMatch(a.expectedVersion)),
+        ),
+      testAlertChannel: (_: unknown, a: Args, ctx: GqlContext) => services.alertChannels.test(actorOf(ctx), a.ref),
     },
 
     Subscription: {

@@ -30,7 +30,7 @@ scalar JSON
 "An ISO-8601 UTC timestamp, e.g. 2024-05-01T12:00:00.000Z."
 scalar DateTime
 
-"An object with a global id; its prefix names its type (conn_, mdl_, sync_, map_, run_, key_, aud_, ws_)."
+"An object with a global id; its prefix names its type (conn_, mdl_, sync_, map_, run_, key_, aud_, ws_, wh_, whd_, ach_, alr_)."
 interface Node {
   id: ID!
 }
@@ -470,6 +470,8 @@ type Run implements Node {
   error: RunError
   "The outcome of each row, by primary key."
   records(first: Int, after: String, status: RunRecordStatus, operation: String, primaryKey: String): RunRecordList!
+  "Every webhook delivery about this run (endpoints' and the trigger's callbackUrl), newest first."
+  deliveries(first: Int, after: String): WebhookDeliveryConnection!
 }
 
 type RunEdge {
@@ -541,6 +543,241 @@ type RunUpdate {
   status: RunStatus!
   phase: String
   run: Run
+}
+
+# ---- Webhooks, callbacks and alerts -----------------------------------------------------------
+
+"""
+A subscription to Backhaul's events, signed with a secret (Standard Webhooks). The secret is never
+readable: it is in the payload of createWebhookEndpoint and rotateWebhookSecret only (and of
+replaceWebhookEndpoint when it creates the endpoint or changes its secret).
+"""
+type WebhookEndpoint implements Node {
+  id: ID!
+  slug: String!
+  name: String!
+  url: String!
+  description: String
+  "Event types delivered (run.started, run.completed, alert.raised, alert.resolved); empty = all."
+  events: [String!]!
+  "Only events about these syncs; empty = all syncs."
+  syncIds: [ID!]!
+  enabled: Boolean!
+  "Why Backhaul disabled the endpoint (e.g. too many failures); cleared when it is enabled again."
+  disabledReason: String
+  "While set, the previous secret still signs too (rotation grace period)."
+  previousSecretExpiresAt: DateTime
+  createdAt: DateTime!
+  updatedAt: DateTime!
+  version: Int!
+  "Deliveries to this endpoint, newest first, each with its attempts."
+  deliveries(first: Int, after: String, status: WebhookDeliveryStatus, eventType: String): WebhookDeliveryConnection!
+}
+
+type WebhookEndpointEdge {
+  cursor: String!
+  node: WebhookEndpoint!
+}
+
+type WebhookEndpointConnection {
+  edges: [WebhookEndpointEdge!]!
+  nodes: [WebhookEndpoint!]!
+  pageInfo: PageInfo!
+}
+
+type CreateWebhookEndpointPayload {
+  webhookEndpoint: WebhookEndpoint!
+  "The signing secret (given or generated), shown once: store it now."
+  secret: String!
+}
+
+type ReplaceWebhookEndpointPayload {
+  "True when the slug did not exist and the endpoint was created."
+  created: Boolean!
+  webhookEndpoint: WebhookEndpoint!
+  "Only when the endpoint was created or its secret changed: the new secret, shown once."
+  secret: String
+}
+
+type RotateWebhookSecretPayload {
+  webhookEndpoint: WebhookEndpoint!
+  "The new signing secret, shown once; the previous one keeps signing until previousSecretExpiresAt."
+  secret: String!
+}
+
+enum WebhookDeliveryStatus {
+  pending
+  succeeded
+  failed
+}
+
+enum WebhookDeliveryTarget {
+  "A webhook endpoint."
+  endpoint
+  "A trigger's callbackUrl."
+  callback
+}
+
+type WebhookAttemptError {
+  code: String!
+  message: String!
+}
+
+type WebhookAttempt {
+  attempt: Int!
+  at: DateTime!
+  "Null when no response came (network error, timeout)."
+  statusCode: Int
+  durationMs: Int!
+  error: WebhookAttemptError
+  "The start of the response body."
+  responseExcerpt: String
+}
+
+"One message to one URL, with its attempts."
+type WebhookDelivery implements Node {
+  id: ID!
+  "Null for a callbackUrl delivery."
+  endpointId: ID
+  endpoint: WebhookEndpoint
+  target: WebhookDeliveryTarget!
+  url: String!
+  "The webhook-id header (the same across retries and redeliveries)."
+  messageId: String!
+  eventType: String!
+  runId: ID
+  status: WebhookDeliveryStatus!
+  attempts: [WebhookAttempt!]!
+  nextAttemptAt: DateTime
+  "The delivery this one sends again."
+  redeliveryOf: ID
+  "The body sent (type, timestamp, data)."
+  payload: JSON!
+  createdAt: DateTime!
+}
+
+type WebhookDeliveryEdge {
+  cursor: String!
+  node: WebhookDelivery!
+}
+
+type WebhookDeliveryConnection {
+  edges: [WebhookDeliveryEdge!]!
+  nodes: [WebhookDelivery!]!
+  pageInfo: PageInfo!
+}
+
+"The workspace's secret signing the run.completed sent to a trigger's callbackUrl. Never readable."
+type CallbackSecret {
+  configured: Boolean!
+  rotatedAt: DateTime
+  previousSecretExpiresAt: DateTime
+}
+
+type RotateCallbackSecretPayload {
+  callbackSecret: CallbackSecret!
+  "The new secret, shown once."
+  secret: String!
+}
+
+enum AlertChannelType {
+  slack
+  pagerduty
+  webhook
+}
+
+enum AlertSeverity {
+  critical
+  error
+  warning
+  info
+}
+
+"pagerduty: eventsUrl, severity; webhook: url; slack: none."
+type AlertChannelConfig {
+  eventsUrl: String
+  severity: AlertSeverity
+  url: String
+}
+
+"Where a sync's alerts go. Secrets are write-only: only their names are readable."
+type AlertChannel implements Node {
+  id: ID!
+  slug: String!
+  name: String!
+  type: AlertChannelType!
+  config: AlertChannelConfig!
+  secretNames: [String!]!
+  createdAt: DateTime!
+  updatedAt: DateTime!
+  version: Int!
+}
+
+type AlertChannelEdge {
+  cursor: String!
+  node: AlertChannel!
+}
+
+type AlertChannelConnection {
+  edges: [AlertChannelEdge!]!
+  nodes: [AlertChannel!]!
+  pageInfo: PageInfo!
+}
+
+type ReplaceAlertChannelPayload {
+  created: Boolean!
+  alertChannel: AlertChannel!
+}
+
+type AlertChannelTestError {
+  code: String!
+  message: String!
+  hint: String
+}
+
+type AlertChannelTestResult {
+  ok: Boolean!
+  latencyMs: Int
+  "The channel's HTTP answer, when there was one."
+  statusCode: Int
+  error: AlertChannelTestError
+}
+
+enum AlertKind {
+  run_failed
+  row_failures
+  slow_run
+  consecutive_failures
+}
+
+enum AlertStatus {
+  open
+  resolved
+}
+
+"Raised by a sync's alert rules; at most one open per sync and kind, resolved by the first healthy run."
+type Alert implements Node {
+  id: ID!
+  syncId: ID!
+  sync: Sync
+  kind: AlertKind!
+  status: AlertStatus!
+  summary: String!
+  openedRunId: ID!
+  resolvedRunId: ID
+  openedAt: DateTime!
+  resolvedAt: DateTime
+}
+
+type AlertEdge {
+  cursor: String!
+  node: Alert!
+}
+
+type AlertConnection {
+  edges: [AlertEdge!]!
+  nodes: [Alert!]!
+  pageInfo: PageInfo!
 }
 
 # ---- Inputs -----------------------------------------------------------------------------------
@@ -726,6 +963,89 @@ input CreateWorkspaceInput {
   name: String!
 }
 
+input CreateWebhookEndpointInput {
+  slug: String!
+  name: String!
+  url: String!
+  description: String
+  "Event types (run.started, run.completed, alert.raised, alert.resolved); empty or absent = all."
+  events: [String!]
+  "Sync ids or slugs; empty or absent = all syncs."
+  syncIds: [String!]
+  enabled: Boolean
+  "whsec_ + base64 of 24–64 random bytes; generated when absent."
+  secret: String
+}
+
+input UpdateWebhookEndpointInput {
+  slug: String
+  name: String
+  url: String
+  "null clears it."
+  description: String
+  events: [String!]
+  syncIds: [String!]
+  "Enabling again clears disabledReason."
+  enabled: Boolean
+}
+
+"Absent optional fields go back to their defaults. A secret different from the current one rotates it (default grace period)."
+input ReplaceWebhookEndpointInput {
+  slug: String
+  name: String!
+  url: String!
+  description: String
+  events: [String!]
+  syncIds: [String!]
+  enabled: Boolean
+  secret: String
+}
+
+input SecretRotationInput {
+  "Generated when absent."
+  secret: String
+  "How long the previous secret keeps signing too (0..604800, default 86400)."
+  gracePeriodSeconds: Int
+}
+
+input AlertChannelConfigInput {
+  eventsUrl: String
+  severity: AlertSeverity
+  url: String
+}
+
+"Write-only. slack: webhookUrl (required); pagerduty: routingKey (required); webhook: signingSecret (optional)."
+input AlertChannelSecretsInput {
+  webhookUrl: String
+  routingKey: String
+  signingSecret: String
+}
+
+input CreateAlertChannelInput {
+  slug: String!
+  name: String!
+  type: AlertChannelType!
+  config: AlertChannelConfigInput
+  secrets: AlertChannelSecretsInput
+}
+
+"config and secrets are merged field by field."
+input UpdateAlertChannelInput {
+  slug: String
+  name: String
+  config: AlertChannelConfigInput
+  secrets: AlertChannelSecretsInput
+}
+
+"Secrets, when absent, keep their current values (if the type is unchanged)."
+input ReplaceAlertChannelInput {
+  slug: String
+  name: String!
+  type: AlertChannelType!
+  config: AlertChannelConfigInput
+  secrets: AlertChannelSecretsInput
+}
+
 # ---- Operations -------------------------------------------------------------------------------
 
 type Query {
@@ -750,6 +1070,16 @@ type Query {
   auditEvents(first: Int, after: String, resourceType: String, resourceId: String, since: DateTime, until: DateTime): AuditEventConnection!
   "Owner keys only."
   workspaces(first: Int, after: String): WorkspaceConnection!
+  webhookEndpoints(first: Int, after: String): WebhookEndpointConnection!
+  "By id or slug."
+  webhookEndpoint(ref: String!): WebhookEndpoint
+  "Whether the workspace's callback secret is set (the value is never shown again)."
+  callbackSecret: CallbackSecret!
+  alertChannels(first: Int, after: String): AlertChannelConnection!
+  "By id or slug."
+  alertChannel(ref: String!): AlertChannel
+  "Alerts raised by syncs, newest first; syncId is a sync id."
+  alerts(first: Int, after: String, status: AlertStatus, syncId: ID): AlertConnection!
 }
 
 type Mutation {
@@ -790,6 +1120,29 @@ type Mutation {
 
   triggerRun(syncRef: String!, fullResync: Boolean, callbackUrl: String): TriggerRunPayload!
   cancelRun(id: ID!): Run!
+
+  "The payload holds the signing secret, shown once."
+  createWebhookEndpoint(input: CreateWebhookEndpointInput!): CreateWebhookEndpointPayload!
+  updateWebhookEndpoint(ref: String!, input: UpdateWebhookEndpointInput!, expectedVersion: Int): WebhookEndpoint!
+  "Replaces the endpoint, or creates it when \`ref\` is a slug that does not exist."
+  replaceWebhookEndpoint(ref: String!, input: ReplaceWebhookEndpointInput!, expectedVersion: Int): ReplaceWebhookEndpointPayload!
+  "Its pending deliveries go with it."
+  deleteWebhookEndpoint(ref: String!, expectedVersion: Int): DeletePayload!
+  "New signing secret (given or generated), returned once; the previous one keeps signing during the grace period."
+  rotateWebhookSecret(ref: String!, input: SecretRotationInput): RotateWebhookSecretPayload!
+  "Sends a delivery again as a new delivery (same webhook-id and body) to the endpoint's current URL; the endpoint must be enabled."
+  redeliverWebhook(endpointRef: String!, id: ID!): WebhookDelivery!
+  "Admin scope. Rotates (or creates) the secret signing callbackUrl deliveries; returned once."
+  rotateCallbackSecret(input: SecretRotationInput): RotateCallbackSecretPayload!
+
+  createAlertChannel(input: CreateAlertChannelInput!): AlertChannel!
+  updateAlertChannel(ref: String!, input: UpdateAlertChannelInput!, expectedVersion: Int): AlertChannel!
+  "Replaces the channel, or creates it when \`ref\` is a slug that does not exist."
+  replaceAlertChannel(ref: String!, input: ReplaceAlertChannelInput!, expectedVersion: Int): ReplaceAlertChannelPayload!
+  "A channel named in a sync's alert rules cannot be deleted (code resource_in_use)."
+  deleteAlertChannel(ref: String!, expectedVersion: Int): DeletePayload!
+  "Sends a test message; a failure is reported in the result, not as an error."
+  testAlertChannel(ref: String!): AlertChannelTestResult!
 }
 
 type Subscription {

@@ -2,7 +2,7 @@ import t from 'tap';
 import { startTestBackhaul } from '../helpers/backhaul.ts';
 import { startFakeCrm } from '../fakes/crm.ts';
 import { runToEnd, setupSync } from '../helpers/sync-setup.ts';
-import { startReceiver, verifyWebhook, type Received } from './receiver.ts';
+import { startReceiver, verifyWebhook, type Received } from '../fakes/receiver.ts';
 
 const engine = { retryBaseMs: 5, retryMaxMs: 40, heartbeatMs: 200 };
 const settle = () => new Promise((r) => setTimeout(r, 700));

@@ -4,7 +4,7 @@ import { startTestBackhaul } from '../helpers/backhaul.ts';
 import { startFakeCrm } from '../fakes/crm.ts';
 import { runToEnd, setupSync } from '../helpers/sync-setup.ts';
 import { realClock, type Clock } from '../../src/engine/rate-limiter.ts';
-import { startReceiver, verifyWebhook, type Received } from './receiver.ts';
+import { startReceiver, verifyWebhook, type Received } from '../fakes/receiver.ts';
 
 const engine = { retryBaseMs: 5, retryMaxMs: 40, heartbeatMs: 200 };
 const badAge = (row: Record<string, unknown>) => (Number(row.age) === 33 ? `age 33 is not allowed for ${row.email}` : undefined);
