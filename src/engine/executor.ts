@@ -10,7 +10,7 @@ import type { Services } from '../domain/services.ts';
 import type { SyncViewT } from '../domain/syncs.ts';
 import { AppError, ConnectorError } from '../errors.ts';
 import { AbortedError, deliverBatch, splitBatches, type BatchResult, type RowOutcome } from './deliver.ts';
-import { buildPlan, markDuplicates, planSize, readPending } from './plan.ts';
+import { buildPlan, markDuplicates, planBaseBatch, planSize, readPending } from './plan.ts';
 import { limiterFor, realClock, type Clock } from './rate-limiter.ts';
 import { createStaging, dropRunTables, StagingWriter, STAGING_SCHEMA, stagingNames, tableExists } from './staging.ts';
 import { emptyCounts, TERMINAL, type Phase, type PhaseTiming, type RunCounts, type RunError, type RunStatus } from './status.ts';
@@ -54,6 +54,8 @@ export interface RunHooks {
 class CancelledError extends Error {}
 
 const PAYLOAD_HASH = (s: string) => createHash('sha1').update(s).digest('base64url');
+/** The snapshot's match_value: the JSON of the field (like `payload::jsonb -> field`, SQL null when absent). */
+const matchJson = (v: unknown): string | null => (v === undefined ? null : JSON.stringify(v));
 
 export class RunExecutor {
   private readonly database: Database;
@@ -118,6 +120,7 @@ export class RunExecutor {
       const destConn = await this.services.connections.row(this.database.db, run.workspaceId, sync.destinationId);
       dest = this.services.connections.openDestination(destConn);
 
+      let planBuiltNow = false;
       const plannedOk = run.plannedAt && (await tableExists(this.sql, stagingNames(runId).plan)) && (await planSize(this.sql, runId)) === run.plannedTotal;
       if (!plannedOk) {
         const stagedOk = run.stagedAt && (await tableExists(this.sql, stagingNames(runId).stg));
@@ -136,12 +139,15 @@ export class RunExecutor {
           counts.invalid += dups.length;
           await this.recordInvalid(run, dups.map((pk) => ({ pk, code: 'duplicate_primary_key', message: `Primary key "${pk}" appears more than once in the model's result.` })));
         }
+        const [{ base }] = await this.sql<{ base: number }[]>`select coalesce(max(batch), 0)::int as base from run_records where run_id = ${runId}`;
         const { planned, total } = await buildPlan(this.sql, runId, {
           syncId: sync.id,
           mode: sync.mode,
           fullResync: run.fullResync,
           matchField: sync.matchKey.destinationField,
+          baseBatch: base,
         });
+        planBuiltNow = true;
         // A plan rebuilt after its table was lost keeps the counts of what was already delivered.
         counts.planned = {
           insert: planned.insert + counts.succeeded.insert,
@@ -152,7 +158,8 @@ export class RunExecutor {
       }
 
       run = await this.enterPhase(run, 'delivering');
-      await this.deliver(run, sync, destConn.id, destConn.type, destConn.config as Record<string, unknown>, dest, counts, state, ctx, log);
+      const resumeAfterBatch = planBuiltNow ? undefined : await planBaseBatch(this.sql, runId);
+      await this.deliver(run, sync, destConn.id, destConn.type, destConn.config as Record<string, unknown>, dest, counts, state, ctx, log, resumeAfterBatch);
 
       run = await this.enterPhase(run, 'finalizing');
       const rejected = counts.rejected.insert + counts.rejected.update + counts.rejected.delete;
@@ -202,6 +209,7 @@ export class RunExecutor {
       throw new ConnectorError('primary_key_not_found', `The model's query returns no column "${model.primaryKey}".`, { classification: 'fatal', hint: "Fix the model's primaryKey or its SQL." });
     }
     const map = compileMappings(mappings, fields, { columns: colNames });
+    const matchField = sync.matchKey.destinationField;
 
     counts.queried = 0;
     counts.invalid = 0;
@@ -223,11 +231,13 @@ export class RunExecutor {
           if (!mapped.ok) {
             counts.invalid++;
             invalid.push({ pk, code: mapped.code, message: mapped.message });
-            await writer.write(pk, null, null, 'i');
+            const w = writer.write(pk, null, null, 'i');
+            if (w) await w;
             continue;
           }
           const payload = JSON.stringify(mapped.payload);
-          await writer.write(pk, PAYLOAD_HASH(payload), payload, 'v');
+          const w = writer.write(pk, PAYLOAD_HASH(payload), payload, 'v', matchJson(mapped.payload[matchField]));
+          if (w) await w;
         }
         if (invalid.length >= 1000) await this.recordInvalid(run, invalid.splice(0));
         if (signal.aborted) throw new AbortedError();
@@ -251,6 +261,7 @@ export class RunExecutor {
     state: { cancelRequested: boolean },
     ctx: RunContext,
     log: Logger,
+    resumeAfterBatch: number | undefined,
   ): Promise<void> {
     const caps = dest.capabilities();
     const batchSize = Math.max(1, Math.min(sync.delivery.batchSize, caps.maxBatchSize));
@@ -274,7 +285,27 @@ export class RunExecutor {
     };
 
     let batchNo = (await this.sql<{ n: number }[]>`select count(distinct batch)::int as n from run_records where run_id = ${run.id} and batch is not null`)[0].n;
-    let checkpointChain: Promise<void> = Promise.resolve();
+    // Group commit: batches acknowledged while a checkpoint is being written are checkpointed
+    // together in the next transaction (one at a time, so counts always match the records).
+    const queued: { batch: number; outcomes: RowOutcome[]; resolve: () => void; reject: (e: unknown) => void }[] = [];
+    let draining: Promise<void> | undefined;
+    const drain = async () => {
+      while (queued.length) {
+        const group = queued.splice(0);
+        try {
+          await this.checkpoint(run, sync, group, counts);
+          for (const g of group) g.resolve();
+        } catch (e) {
+          for (const g of group) g.reject(e);
+        }
+      }
+      draining = undefined;
+    };
+    const checkpointed = (batch: number, outcomes: RowOutcome[]) =>
+      new Promise<void>((resolve, reject) => {
+        queued.push({ batch, outcomes, resolve, reject });
+        draining ??= drain();
+      });
     const inflight = new Set<Promise<void>>();
     let failure: unknown;
     let lastSeq = 0;
@@ -284,7 +315,7 @@ export class RunExecutor {
       if (!flag) throw new ConnectorError('sync_deleted', 'The sync was deleted during the run.', { classification: 'fatal' });
       if (flag.cancel_requested_at) state.cancelRequested = true;
       if (state.cancelRequested || failure || ctx.signal.aborted) break;
-      const page = await readPending(this.sql, run.id, lastSeq, batchSize * concurrency);
+      const page = await readPending(this.sql, run.id, lastSeq, batchSize * concurrency, resumeAfterBatch);
       if (!page.length) break;
       lastSeq = page[page.length - 1].seq;
       for (const batch of splitBatches(page, batchSize, sync.mode)) {
@@ -293,11 +324,7 @@ export class RunExecutor {
         const n = ++batchNo;
         const perWrite = rowMode(batch.operation) ? (k: number) => k : () => 1;
         const p = deliverBatch({ ...deliveryCtx, requestsFor: perWrite }, batch.operation, batch.ops)
-          .then((result) => {
-            // Checkpoints are serialised so the counts written with each one match its records.
-            checkpointChain = checkpointChain.then(() => this.checkpoint(run, sync, result.outcomes, n, counts));
-            return checkpointChain.then(() => this.hook(log, () => this.hooks.batchDelivered?.(run, n, result)));
-          })
+          .then((result) => checkpointed(n, result.outcomes).then(() => this.hook(log, () => this.hooks.batchDelivered?.(run, n, result))))
           .catch((e) => {
             failure ??= e;
           })
@@ -306,31 +333,50 @@ export class RunExecutor {
       }
     }
     await Promise.all(inflight);
-    await checkpointChain;
+    await draining;
     log.debug({ batches: batchNo }, 'delivery done');
     if (failure) throw failure;
     if (ctx.signal.aborted) throw new AbortedError();
     if (state.cancelRequested) throw new CancelledError();
   }
 
-  /** One transaction per acknowledged batch: plan state, snapshot, run records, counts. */
-  private async checkpoint(run: RunRow, sync: SyncViewT, outcomes: RowOutcome[], batch: number, counts: RunCounts): Promise<void> {
+  /**
+   * One transaction for one or more acknowledged batches: snapshot, run records (which also mark
+   * the plan operations done), counts. Never called twice at once for a run.
+   */
+  private async checkpoint(run: RunRow, sync: SyncViewT, group: { batch: number; outcomes: RowOutcome[] }[], counts: RunCounts): Promise<void> {
     const { plan } = stagingNames(run.id);
     const p = this.sql`${this.sql(STAGING_SCHEMA)}.${this.sql(plan)}`;
-    const ok = outcomes.filter((o) => o.status === 'succeeded');
-    const okUpserts = ok.filter((o) => o.op.op !== 'delete').map((o) => o.op.seq);
-    const okDeletes = ok.filter((o) => o.op.op === 'delete').map((o) => o.op.pk);
-    for (const o of outcomes) {
-      if (o.status === 'succeeded') counts.succeeded[o.op.op]++;
-      else counts.rejected[o.op.op]++;
+    const okUpserts: number[] = [];
+    const okDeletes: string[] = [];
+    const pks: string[] = [];
+    const ops: string[] = [];
+    const statuses: string[] = [];
+    const codes: (string | null)[] = [];
+    const messages: (string | null)[] = [];
+    const attempts: number[] = [];
+    const batches: number[] = [];
+    for (const { batch, outcomes } of group) {
+      for (const o of outcomes) {
+        if (o.status === 'succeeded') {
+          counts.succeeded[o.op.op]++;
+          if (o.op.op === 'delete') okDeletes.push(o.op.pk);
+          else okUpserts.push(o.op.seq);
+        } else counts.rejected[o.op.op]++;
+        pks.push(o.op.pk);
+        ops.push(o.op.op);
+        statuses.push(o.status);
+        codes.push(o.code ?? null);
+        messages.push(o.message ? o.message.slice(0, 2000) : null);
+        attempts.push(o.attempts);
+        batches.push(batch);
+      }
     }
     await this.sql.begin(async (tx) => {
-      await tx`update ${p} set state = case when seq = any(${ok.map((o) => o.op.seq)}::bigint[]) then 's' else 'r' end
-               where seq = any(${outcomes.map((o) => o.op.seq)}::bigint[])`;
       if (okUpserts.length) {
         await tx`
           insert into sync_snapshots (sync_id, primary_key, hash, match_value, updated_at)
-          select ${sync.id}, pk, hash, payload::jsonb -> ${sync.matchKey.destinationField}::text, now() from ${p} where seq = any(${okUpserts}::bigint[])
+          select ${sync.id}, pk, hash, match::jsonb, now() from ${p} where seq = any(${okUpserts}::bigint[])
           on conflict (sync_id, primary_key) do update set hash = excluded.hash, match_value = excluded.match_value, updated_at = now()`;
       }
       if (okDeletes.length) {
@@ -338,10 +384,9 @@ export class RunExecutor {
       }
       await tx`
         insert into run_records (run_id, workspace_id, sync_id, primary_key, operation, status, error_code, error_message, attempts, batch)
-        select ${run.id}, ${run.workspaceId}, ${run.syncId}, r.pk, r.op, r.status, r.code, r.message, r.attempts, ${batch}
-        from unnest(${outcomes.map((o) => o.op.pk)}::text[], ${outcomes.map((o) => o.op.op)}::text[], ${outcomes.map((o) => o.status)}::text[],
-                    ${outcomes.map((o) => o.code ?? null) as string[]}::text[], ${outcomes.map((o) => (o.message ?? null) && o.message!.slice(0, 2000)) as string[]}::text[],
-                    ${outcomes.map((o) => o.attempts)}::int[]) as r(pk, op, status, code, message, attempts)
+        select ${run.id}, ${run.workspaceId}, ${run.syncId}, r.pk, r.op, r.status, r.code, r.message, r.attempts, r.batch
+        from unnest(${pks}::text[], ${ops}::text[], ${statuses}::text[], ${codes as string[]}::text[], ${messages as string[]}::text[],
+                    ${attempts}::int[], ${batches}::int[]) as r(pk, op, status, code, message, attempts, batch)
         on conflict (run_id, primary_key, operation) do update
           set status = excluded.status, error_code = excluded.error_code, error_message = excluded.error_message,
               attempts = run_records.attempts + excluded.attempts, batch = excluded.batch`;

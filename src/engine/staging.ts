@@ -4,8 +4,10 @@ import type { Sql } from '../db/client.ts';
 
 // Per-run tables in schema backhaul_staging. UNLOGGED: they are scratch space, rebuilt from the
 // source when lost (a run checks the plan's size before trusting it after a restart).
-//   stg_<run>  (pk, hash, payload, state)  every queried row; state v=valid, i=invalid, d=duplicate pk
-//   plan_<run> (seq, pk, op, hash, payload, state, attempts)  operations to send; state p/s/r
+//   stg_<run>  (pk, hash, payload, state, match)  every queried row; state v=valid, i=invalid, d=duplicate pk;
+//              match = the JSON of the payload's match-key value (what the snapshot keeps for deletes)
+//   plan_<run> (seq, pk, op, hash, payload, match, attempts)  operations to send, in seq order. Which are
+//              done is not stored here but derived from run_records (written by each checkpoint).
 
 export const STAGING_SCHEMA = 'backhaul_staging';
 
@@ -22,7 +24,7 @@ export async function tableExists(sql: Sql, name: string): Promise<boolean> {
 export async function createStaging(sql: Sql, runId: string): Promise<void> {
   const { stg } = stagingNames(runId);
   await sql`drop table if exists ${sql(STAGING_SCHEMA)}.${sql(stg)}`;
-  await sql`create unlogged table ${sql(STAGING_SCHEMA)}.${sql(stg)} (pk text not null, hash text, payload text, state char(1) not null)`;
+  await sql`create unlogged table ${sql(STAGING_SCHEMA)}.${sql(stg)} (pk text not null, hash text, payload text, state char(1) not null, match text)`;
 }
 
 export async function dropRunTables(sql: Sql, runId: string): Promise<void> {
@@ -41,25 +43,50 @@ export class StagingWriter {
   private readonly stream: Writable;
   private buf: string[] = [];
   private bufLen = 0;
+  /** The COPY's failure (connection lost, statement error): raised by the next flush or end. */
+  private failed: Error | undefined;
 
-  private constructor(stream: Writable) {
+  private readonly release: () => void;
+
+  private constructor(stream: Writable, release: () => void) {
     this.stream = stream;
+    this.release = release;
+    // Without a listener a failing COPY stream would crash the process with an uncaught 'error'.
+    stream.on('error', (e: Error) => {
+      this.failed ??= e;
+    });
   }
 
   static async open(sql: Sql, runId: string): Promise<StagingWriter> {
     const { stg } = stagingNames(runId);
-    const stream = await sql`copy ${sql(STAGING_SCHEMA)}.${sql(stg)} (pk, hash, payload, state) from stdin`.writable();
-    return new StagingWriter(stream);
+    // A connection of its own: on a shared pool connection postgres.js may pipeline other
+    // queries behind the COPY, which PostgreSQL answers with "protocol synchronization was lost".
+    const conn = await sql.reserve();
+    try {
+      const stream = await conn`copy ${conn(STAGING_SCHEMA)}.${conn(stg)} (pk, hash, payload, state, match) from stdin`.writable();
+      let released = false;
+      const release = () => {
+        if (released) return;
+        released = true;
+        conn.release();
+      };
+      return new StagingWriter(stream, release);
+    } catch (e) {
+      conn.release();
+      throw e;
+    }
   }
 
-  async write(pk: string, hash: string | null, payload: string | null, state: 'v' | 'i'): Promise<void> {
-    const line = `${copyEscape(pk)}\t${hash ?? '\\N'}\t${payload === null ? '\\N' : copyEscape(payload)}\t${state}\n`;
+  /** Buffers one row; returns a promise only when the buffer was flushed (await it then). */
+  write(pk: string, hash: string | null, payload: string | null, state: 'v' | 'i', match: string | null = null): Promise<void> | undefined {
+    const line = `${copyEscape(pk)}\t${hash ?? '\\N'}\t${payload === null ? '\\N' : copyEscape(payload)}\t${state}\t${match === null ? '\\N' : copyEscape(match)}\n`;
     this.buf.push(line);
     this.bufLen += line.length;
-    if (this.bufLen >= 256 * 1024) await this.flush();
+    return this.bufLen >= 256 * 1024 ? this.flush() : undefined;
   }
 
   private async flush(): Promise<void> {
+    if (this.failed) throw this.failed;
     if (!this.buf.length) return;
     const chunk = this.buf.join('');
     this.buf = [];
@@ -69,12 +96,18 @@ export class StagingWriter {
 
   async end(): Promise<void> {
     await this.flush();
+    if (this.failed) throw this.failed;
     const done = once(this.stream, 'finish');
     this.stream.end();
-    await done;
+    try {
+      await done;
+    } finally {
+      this.release();
+    }
   }
 
   destroy(err?: Error): void {
     this.stream.destroy(err);
+    this.release();
   }
 }

@@ -1,0 +1,568 @@
+// npm run bench [-- --rows N] [--quick] [--strict] [--only full,incremental,memory,api,latency]
+//
+// Measures Backhaul against baselines run in the same process tree, on the same machine, in the
+// same run, and reports each figure as a ratio (absolute numbers beside). Everything it needs is
+// created here: a scratch database (on BENCH_DATABASE_URL's server, else the local PostgreSQL
+// on 127.0.0.1:5432, else an embedded one), the source rows, a sink process, the API and worker
+// processes. Writes bench/results/latest.json and latest.svg.
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import autocannon from 'autocannon';
+import postgres from 'postgres';
+import { freePort, startEmbeddedPostgres } from '../src/db/embedded.ts';
+import { apiClient, memoryOf, percentile, round, sampleRss, sleep, spawnNode, stop, TERMINAL, waitFor, type Api, type Proc } from './lib.ts';
+import { chart, type Scenario } from './svg.ts';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const root = join(here, '..');
+const { values: opts } = parseArgs({
+  options: {
+    rows: { type: 'string' },
+    quick: { type: 'boolean', default: false },
+    strict: { type: 'boolean', default: false },
+    only: { type: 'string' },
+    'small-rows': { type: 'string' },
+    'api-seconds': { type: 'string' },
+    out: { type: 'string', default: join(here, 'results') },
+  },
+});
+const quick = opts.quick!;
+const N = Number(opts.rows ?? (quick ? 20_000 : 1_000_000));
+const SMALL = Number(opts['small-rows'] ?? (quick ? Math.max(1000, Math.round(N / 10)) : Math.min(100_000, Math.max(1000, Math.round(N / 10)))));
+const API_SECONDS = Number(opts['api-seconds'] ?? (quick ? 3 : 10));
+const TRIGGERS = quick ? 20 : 50;
+const only = new Set((opts.only ?? 'full,incremental,memory,api,latency').split(','));
+const BATCH = 1000;
+const CONCURRENCY = 4;
+if (!Number.isInteger(N) || N < 1000) throw new Error('--rows must be an integer ≥ 1000');
+
+const log = (m: string) => process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${m}\n`);
+const scenarios: Scenario[] = [];
+const cleanups: (() => Promise<unknown>)[] = [];
+
+// ---------------------------------------------------------------------------------------------
+// Database: a scratch database for the control plane and the source rows.
+
+async function adminUrl(): Promise<string> {
+  const candidates = [process.env.BENCH_DATABASE_URL, 'postgres://postgres@127.0.0.1:5432/postgres'].filter(Boolean) as string[];
+  for (const u of candidates) {
+    const s = postgres(u, { max: 1, onnotice: () => {}, connect_timeout: 3 });
+    try {
+      await s`select 1`;
+      return u;
+    } catch {
+      // try the next
+    } finally {
+      await s.end();
+    }
+  }
+  log('no PostgreSQL reachable: starting an embedded one');
+  const dir = mkdtempSync(join(os.tmpdir(), 'bh-bench-pg-'));
+  const pg = await startEmbeddedPostgres({ dataDir: dir });
+  cleanups.push(async () => {
+    await pg.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  return pg.url;
+}
+
+const COLUMNS = [
+  { column: 'id', field: 'external_id', type: 'integer', bare: 'int' },
+  { column: 'email', field: 'email', type: 'string', bare: 'text' },
+  { column: 'first_name', field: 'first_name', type: 'string', bare: 'text' },
+  { column: 'last_name', field: 'last_name', type: 'string', bare: 'text' },
+  { column: 'company', field: 'company', type: 'string', bare: 'text' },
+  { column: 'phone', field: 'phone', type: 'string', bare: 'text' },
+  { column: 'country', field: 'country', type: 'string', bare: 'text' },
+  { column: 'plan', field: 'plan', type: 'string', bare: 'text' },
+  { column: 'lifetime_value', field: 'lifetime_value', type: 'decimal', bare: 'text' },
+  { column: 'signed_up_at', field: 'signed_up_at', type: 'timestamp', bare: 'timestamp' },
+] as const;
+const MODEL_SQL = `select ${COLUMNS.map((c) => c.column).join(', ')} from src.customers`;
+
+async function seed(sql: postgres.Sql): Promise<void> {
+  await sql`create schema src`;
+  await sql`create table src.customers (
+    id bigint primary key, email text not null, first_name text, last_name text, company text, phone text,
+    country text, plan text, lifetime_value numeric(12,2), signed_up_at timestamptz)`;
+  const step = 200_000;
+  for (let from = 1; from <= N; from += step) {
+    const to = Math.min(N, from + step - 1);
+    await sql`
+      insert into src.customers
+      select i, 'customer' || i || '@example.com', (array['Ada','Grace','Alan','Edsger','Barbara','Ken'])[1 + i % 6],
+             'Surname' || (i % 9973), 'Company ' || (i % 5003) || ' Ltd', '+44 20 7946 ' || lpad((i % 10000)::text, 4, '0'),
+             (array['GB','FR','DE','US','NL','ES','IT'])[1 + i % 7], (array['free','starter','pro','enterprise'])[1 + i % 4],
+             round(((i * 7919) % 100000) / 100.0, 2), timestamptz '2020-01-01 00:00:00+00' + (i % 100000) * interval '17 minutes'
+      from generate_series(${from}::bigint, ${to}::bigint) i`;
+  }
+  await sql`vacuum analyze src.customers`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes
+
+interface Env {
+  databaseUrl: string;
+  encryptionKey: string;
+  token: string;
+}
+
+/** V8 heap flags for a worker on a big machine (V8 otherwise sizes its heap from total RAM). */
+const TUNED_NODE_OPTIONS = process.env.BENCH_TUNED_NODE_OPTIONS ?? '--max-semi-space-size=4 --max-old-space-size=160';
+
+function spawnWorker(env: Env, extraNodeOptions?: string): Proc {
+  // BENCH_WORKER_NODE_OPTIONS: e.g. --cpu-prof to profile the worker.
+  const nodeOptions = [process.env.BENCH_WORKER_NODE_OPTIONS, extraNodeOptions].filter(Boolean).join(' ');
+  return spawnNode(['src/cli.ts', 'worker'], {
+    DATABASE_URL: env.databaseUrl,
+    BACKHAUL_ENCRYPTION_KEY: env.encryptionKey,
+    LOG_LEVEL: 'warn',
+    ...(nodeOptions ? { NODE_OPTIONS: nodeOptions } : {}),
+  });
+}
+
+async function runSync(api: Api, syncId: string, body: Record<string, unknown> = {}, timeoutMs = 3_600_000) {
+  const t0 = Date.now();
+  const trig = await api.ok('POST', `/v1/syncs/${syncId}/runs`, body);
+  const run = await waitFor(
+    `run ${trig.id}`,
+    async () => {
+      const r = await api.ok('GET', `/v1/runs/${trig.id}`);
+      return TERMINAL.includes(r.status) ? r : undefined;
+    },
+    timeoutMs,
+    20,
+  );
+  const wallMs = Date.now() - t0;
+  if (run.status !== 'succeeded') throw new Error(`run ${run.id} ended ${run.status}: ${JSON.stringify(run.error)}`);
+  const phases = Object.fromEntries(
+    (run.phases as { name: string; startedAt: string; finishedAt: string }[]).map((p) => [p.name, Date.parse(p.finishedAt) - Date.parse(p.startedAt)]),
+  );
+  return { run, wallMs, triggeredAt: t0, phases };
+}
+
+async function sinkStats(sinkUrl: string): Promise<{ requests: number; rows: number }> {
+  return (await fetch(`${sinkUrl}/stats`)).json() as Promise<{ requests: number; rows: number }>;
+}
+async function sinkReset(sinkUrl: string): Promise<void> {
+  await fetch(`${sinkUrl}/reset`, { method: 'POST' });
+}
+
+async function barePipe(databaseUrl: string, sql: string, sinkUrl: string) {
+  const p = spawnNode([join(here, 'bare-pipe.ts'), JSON.stringify({ databaseUrl, sql, sinkUrl, batchSize: BATCH, concurrency: CONCURRENCY, columns: COLUMNS.map((c) => ({ field: c.field, type: c.bare })) })]);
+  const r = (await p.done) as { rows: number; requests: number; ms: number };
+  return r;
+}
+
+/** Time of a bare `COPY (model query) TO STDOUT`, the rows read and thrown away. */
+async function bareCopyMs(databaseUrl: string, sql: string): Promise<number> {
+  const s = postgres(databaseUrl, { max: 1, onnotice: () => {} });
+  try {
+    await s`select 1`;
+    const t0 = performance.now();
+    const stream = await s.unsafe(`copy (${sql}) to stdout`).readable();
+    let bytes = 0;
+    for await (const chunk of stream) bytes += (chunk as Buffer).length;
+    void bytes;
+    return performance.now() - t0;
+  } finally {
+    await s.end();
+  }
+}
+
+async function cannon(url: string, token: string | undefined, seconds: number) {
+  const r = await autocannon({ url, connections: 10, duration: seconds, headers: token ? { authorization: `Bearer ${token}` } : {} });
+  const non2xx = r.non2xx + r.errors;
+  return { rps: r.requests.average, p50: r.latency.p50, p99: r.latency.p99, requests: r.requests.total, non2xx };
+}
+
+// ---------------------------------------------------------------------------------------------
+
+function push(s: Scenario): void {
+  scenarios.push(s);
+  const fig = s.figure === null ? 'n/a' : String(s.figure);
+  log(`${s.holds === null ? '·' : s.holds ? '✓' : '✗'} ${s.name}: ${fig} ${s.unit}${s.bar ? ` (bar ${s.bar})` : ''}`);
+}
+
+async function main(): Promise<void> {
+  const started = Date.now();
+  const admin = await adminUrl();
+  const dbName = `backhaul_bench_${randomBytes(4).toString('hex')}`;
+  const a = postgres(admin, { max: 1, onnotice: () => {} });
+  await a.unsafe(`create database ${dbName}`);
+  const pgVersion = (await a`show server_version`)[0].server_version as string;
+  await a.end();
+  cleanups.push(async () => {
+    const d = postgres(admin, { max: 1, onnotice: () => {} });
+    await d.unsafe(`drop database if exists ${dbName} with (force)`).catch(() => {});
+    await d.end();
+  });
+  const u = new URL(admin);
+  u.pathname = `/${dbName}`;
+  const databaseUrl = u.toString();
+  const env: Env = { databaseUrl, encryptionKey: randomBytes(32).toString('base64'), token: `bh_bench${randomBytes(24).toString('base64url')}` };
+
+  const db = postgres(databaseUrl, { max: 2, onnotice: () => {} });
+  cleanups.push(() => db.end());
+  log(`seeding ${N.toLocaleString()} rows into ${dbName}`);
+  const tSeed = Date.now();
+  await seed(db);
+  log(`seeded in ${((Date.now() - tSeed) / 1000).toFixed(1)} s`);
+
+  // The sink, in its own process.
+  const sink = spawnNode([join(here, 'sink.ts')]);
+  cleanups.push(() => stop(sink));
+  const sinkUrl = `http://127.0.0.1:${(await sink.firstJson).port}`;
+
+  // The API, in its own process (no worker): runs execute in separate worker processes.
+  const port = await freePort();
+  const apiProc = spawnNode(['src/cli.ts', 'serve', '--no-worker'], {
+    DATABASE_URL: databaseUrl,
+    BACKHAUL_ENCRYPTION_KEY: env.encryptionKey,
+    BACKHAUL_BOOTSTRAP_API_KEY: env.token,
+    PORT: String(port),
+    LOG_LEVEL: 'warn',
+  });
+  cleanups.push(() => stop(apiProc));
+  const apiUrl = `http://127.0.0.1:${port}`;
+  await waitFor('the API', async () => (await fetch(`${apiUrl}/readyz`)).ok, 60_000, 100);
+  const api = apiClient(apiUrl, env.token);
+
+  // Source, destination, models and syncs through the public API.
+  const source = await api.ok('PUT', '/v1/connections/warehouse', {
+    name: 'Warehouse',
+    type: 'postgres',
+    config: { host: u.hostname, port: Number(u.port || 5432), database: dbName, user: decodeURIComponent(u.username) },
+    ...(u.password ? { secrets: { password: decodeURIComponent(u.password) } } : {}),
+  });
+  const ok = { pointer: '/results', okField: 'ok', errorField: 'error' };
+  const dest = await api.ok('PUT', '/v1/connections/sink', {
+    name: 'Sink',
+    type: 'http',
+    config: {
+      baseUrl: sinkUrl,
+      maxBatchSize: 10_000,
+      timeoutMs: 60_000,
+      objects: [
+        {
+          name: 'contacts',
+          fields: COLUMNS.map((c) => ({ name: c.field, type: c.type, ...(c.field === 'email' ? { identifier: true, required: true } : {}) })),
+          operations: { upsert: { method: 'POST', path: '/contacts/batch/upsert', mode: 'batch', batchKey: 'inputs', results: ok } },
+        },
+      ],
+    },
+  });
+  async function makeSync(slug: string, sql: string) {
+    const model = await api.ok('PUT', `/v1/models/${slug}`, { name: slug, connectionId: source.id, sql, primaryKey: 'id' });
+    const sync = await api.ok('PUT', `/v1/syncs/${slug}`, {
+      name: slug,
+      modelId: model.id,
+      destinationId: dest.id,
+      object: 'contacts',
+      mode: 'upsert',
+      matchKey: { sourceColumn: 'email', destinationField: 'email' },
+      delivery: { batchSize: BATCH, concurrency: CONCURRENCY, maxRequestsPerSecond: 10_000, maxRetries: 3 },
+    });
+    await api.ok('PUT', `/v1/syncs/${sync.id}/mappings`, COLUMNS.map((c) => ({ destinationField: c.field, source: { column: c.column } })));
+    return sync.id as string;
+  }
+  const fullSync = await makeSync('customers', MODEL_SQL);
+  const smallSync = await makeSync('customers-small', `${MODEL_SQL} where id <= ${SMALL}`);
+  const oneSync = await makeSync('customers-one', `${MODEL_SQL} where id = 1`);
+
+  // Warm the source's cache so neither side pays for the first read.
+  await bareCopyMs(databaseUrl, MODEL_SQL);
+
+  let worker: Proc | undefined;
+  cleanups.push(() => stop(worker));
+  /**
+   * A run is terminal before its job returns (hooks run after): stop the worker only once no job
+   * is locked, or the job would stay locked (and its sync's queue with it) after the worker exits.
+   */
+  async function stopWorker(): Promise<void> {
+    if (!worker) return;
+    await waitFor('the worker to finish its jobs', async () => (await db`select count(*)::int as n from graphile_worker._private_jobs where locked_by is not null`)[0].n === 0, 60_000, 50);
+    await stop(worker);
+    worker = undefined;
+  }
+  async function freshWorker(nodeOptions?: string): Promise<Proc> {
+    await stopWorker();
+    worker = spawnWorker(env, nodeOptions);
+    await runSync(api, oneSync, { fullResync: true }, 120_000); // warm-up: the worker is up and has run once
+    return worker;
+  }
+
+  // ---- Memory at the small size (a fresh worker process: VmHWM is its lifetime peak).
+  let smallMem: ReturnType<ReturnType<typeof sampleRss>['stop']> | undefined;
+  if (only.has('memory')) {
+    const w = await freshWorker();
+    const idle = memoryOf(w.child.pid!);
+    const sampler = sampleRss(w.child.pid!);
+    const r = await runSync(api, smallSync);
+    smallMem = sampler.stop();
+    log(`memory: ${SMALL.toLocaleString()} rows in ${r.wallMs} ms, worker peak ${smallMem.peakMb.toFixed(1)} MB (idle ${idle?.rssMb.toFixed(1)} MB)`);
+  }
+
+  // ---- Full sync throughput at N, against the bare pipe (best of two).
+  let fullDone = false;
+  if (only.has('full') || only.has('incremental') || only.has('memory')) {
+    const bare: { rows: number; requests: number; ms: number }[] = [];
+    for (let i = 0; i < 2; i++) {
+      await sinkReset(sinkUrl);
+      const b = await barePipe(databaseUrl, MODEL_SQL, sinkUrl);
+      if (b.rows !== N || (await sinkStats(sinkUrl)).rows !== N) throw new Error(`bare pipe sent ${b.rows} rows, expected ${N}`);
+      bare.push(b);
+      log(`bare pipe: ${N.toLocaleString()} rows in ${b.ms.toFixed(0)} ms (${Math.round((N / b.ms) * 1000).toLocaleString()} rows/s)`);
+    }
+    const bestBare = Math.min(...bare.map((b) => b.ms));
+
+    const w = await freshWorker();
+    await sinkReset(sinkUrl);
+    const sampler = sampleRss(w.child.pid!);
+    const r = await runSync(api, fullSync);
+    const mem = sampler.stop();
+    const sent = await sinkStats(sinkUrl);
+    if (sent.rows !== N) throw new Error(`Backhaul delivered ${sent.rows} rows, expected ${N}`);
+    fullDone = true;
+    const bhRps = (N / r.wallMs) * 1000;
+    const bareRps = (N / bestBare) * 1000;
+    log(`backhaul: ${N.toLocaleString()} rows in ${r.wallMs} ms (${Math.round(bhRps).toLocaleString()} rows/s), phases ${JSON.stringify(r.phases)}`);
+    if (only.has('full')) {
+      const figure = round(bhRps / bareRps, 3);
+      push({
+        name: 'Full sync throughput',
+        figure,
+        bar: '≥ 0.5',
+        holds: figure >= 0.5,
+        unit: '× bare pipe rows/s',
+        details: {
+          rows: N,
+          batchSize: BATCH,
+          concurrency: CONCURRENCY,
+          backhaulRowsPerSec: Math.round(bhRps),
+          backhaulWallMs: r.wallMs,
+          backhaulPhasesMs: r.phases,
+          backhaulRequests: sent.requests,
+          bareRowsPerSec: Math.round(bareRps),
+          bareWallMs: bare.map((b) => Math.round(b.ms)),
+          bareRequests: bare[0].requests,
+          timing: 'Backhaul: POST /runs until the run is observed terminal (all phases). Bare: query start to last response; best of 2.',
+        },
+      });
+    }
+    if (only.has('memory') && smallMem) {
+      const ratio = round(mem.peakMb / smallMem.peakMb, 3);
+      const atMillion = N >= 1_000_000;
+      push({
+        name: `Worker peak RSS, ${N.toLocaleString()} rows (default V8 flags)`,
+        figure: round(mem.peakMb, 1),
+        bar: atMillion ? '≤ 256' : null,
+        holds: atMillion ? mem.peakMb <= 256 : null,
+        unit: 'MB',
+        details: { rows: N, nodeOptions: '', ...mem, note: atMillion ? undefined : 'The 256 MB bar applies at 1,000,000 rows (run without --quick).' },
+      });
+      push({
+        name: `Worker peak RSS ${N.toLocaleString()} ÷ ${SMALL.toLocaleString()} rows (default V8 flags)`,
+        figure: ratio,
+        bar: '≤ 1.25',
+        holds: ratio <= 1.25,
+        unit: '×',
+        details: { smallRows: SMALL, smallPeakMb: round(smallMem.peakMb, 1), largeRows: N, largePeakMb: round(mem.peakMb, 1), small: smallMem, large: mem },
+      });
+    }
+  }
+
+  // ---- Incremental: change 1% of the rows, run again; then a run with nothing changed.
+  if (only.has('incremental') && fullDone) {
+    const changed = await db`update src.customers set plan = plan || '+', lifetime_value = lifetime_value + 1 where id % 100 = 0`;
+    await db`vacuum analyze src.customers`;
+    await bareCopyMs(databaseUrl, MODEL_SQL); // warm
+    await sinkReset(sinkUrl);
+    const r = await runSync(api, fullSync);
+    const sent = await sinkStats(sinkUrl);
+    if (sent.rows !== changed.count) throw new Error(`incremental run delivered ${sent.rows} rows, expected ${changed.count}`);
+    const copies = [await bareCopyMs(databaseUrl, MODEL_SQL), await bareCopyMs(databaseUrl, MODEL_SQL)];
+    const bareMs = Math.min(...copies);
+    await sinkReset(sinkUrl);
+    const unchanged = await runSync(api, fullSync);
+    const unchangedSent = await sinkStats(sinkUrl);
+    const figure = round(r.wallMs / bareMs, 3);
+    push({
+      name: 'Incremental run (1% changed)',
+      figure,
+      bar: '≤ 2.0',
+      holds: figure <= 2.0 && unchangedSent.requests === 0,
+      unit: '× bare COPY time',
+      details: {
+        rows: N,
+        changedRows: changed.count,
+        runWallMs: r.wallMs,
+        runPhasesMs: r.phases,
+        rowsSent: sent.rows,
+        requests: sent.requests,
+        bareCopyMs: copies.map((c) => Math.round(c)),
+        unchangedRunWallMs: unchanged.wallMs,
+        unchangedRunRequests: unchangedSent.requests,
+        unchangedRunSendsNothing: unchangedSent.requests === 0,
+      },
+    });
+  }
+
+  // ---- Memory again with heap flags suited to a worker (full resyncs: the same work as a first sync).
+  if (only.has('memory') && fullDone) {
+    const w = await freshWorker(TUNED_NODE_OPTIONS);
+    let sampler = sampleRss(w.child.pid!);
+    await runSync(api, smallSync, { fullResync: true });
+    const small = sampler.stop();
+    sampler = sampleRss(w.child.pid!);
+    await sinkReset(sinkUrl);
+    const r = await runSync(api, fullSync, { fullResync: true });
+    const large = sampler.stop();
+    if ((await sinkStats(sinkUrl)).rows !== N) throw new Error('the full resync did not send every row');
+    log(`memory with NODE_OPTIONS="${TUNED_NODE_OPTIONS}": ${small.peakMb.toFixed(1)} MB at ${SMALL.toLocaleString()} rows, ${large.peakMb.toFixed(1)} MB at ${N.toLocaleString()} (${r.wallMs} ms)`);
+    const atMillion = N >= 1_000_000;
+    push({
+      name: `Worker peak RSS, ${N.toLocaleString()} rows (NODE_OPTIONS heap flags)`,
+      figure: round(large.peakMb, 1),
+      bar: atMillion ? '≤ 256' : null,
+      holds: atMillion ? large.peakMb <= 256 : null,
+      unit: 'MB',
+      details: { rows: N, nodeOptions: TUNED_NODE_OPTIONS, wallMs: r.wallMs, rowsPerSec: Math.round((N / r.wallMs) * 1000), ...large },
+    });
+    const ratio = round(large.peakMb / small.peakMb, 3);
+    push({
+      name: `Worker peak RSS ${N.toLocaleString()} ÷ ${SMALL.toLocaleString()} rows (NODE_OPTIONS heap flags)`,
+      figure: ratio,
+      bar: '≤ 1.25',
+      holds: ratio <= 1.25,
+      unit: '×',
+      details: { nodeOptions: TUNED_NODE_OPTIONS, smallRows: SMALL, smallPeakMb: round(small.peakMb, 1), largeRows: N, largePeakMb: round(large.peakMb, 1), small, large },
+    });
+    await freshWorker();
+  }
+
+  // ---- Trigger-to-start latency over sequential triggers of a one-row sync.
+  if (only.has('latency')) {
+    if (!worker) await freshWorker();
+    const lat: number[] = [];
+    for (let i = 0; i < TRIGGERS; i++) {
+      const r = await runSync(api, oneSync, {}, 60_000);
+      lat.push(Date.parse(r.run.startedAt) - r.triggeredAt);
+    }
+    lat.sort((x, y) => x - y);
+    push({
+      name: 'Trigger-to-start latency (median)',
+      figure: percentile(lat, 50),
+      bar: null,
+      holds: null,
+      unit: 'ms',
+      details: { triggers: TRIGGERS, medianMs: percentile(lat, 50), p95Ms: percentile(lat, 95), maxMs: lat[lat.length - 1], minMs: lat[0] },
+    });
+  }
+
+  // ---- API: Backhaul's routes against a bare fastify route answering the same JSON.
+  if (only.has('api')) {
+    await stopWorker();
+    for (let i = 0; i < 50; i++) await makeSync(`extra-${i}`, `${MODEL_SQL} where id = ${i + 2}`);
+    const routes: Record<string, unknown> = {
+      [`/v1/syncs/${fullSync}`]: await api.ok('GET', `/v1/syncs/${fullSync}`),
+      '/v1/syncs': await api.ok('GET', '/v1/syncs?limit=50'),
+    };
+    const file = join(mkdtempSync(join(os.tmpdir(), 'bh-bench-')), 'routes.json');
+    writeFileSync(file, JSON.stringify(routes));
+    const barePort = await freePort();
+    const bareApi = spawnNode([join(here, 'bare-api.ts'), String(barePort), file]);
+    cleanups.push(() => stop(bareApi));
+    await bareApi.firstJson;
+    for (const [label, path] of [
+      ['GET /v1/syncs/{id}', `/v1/syncs/${fullSync}`],
+      ['GET /v1/syncs?limit=50', '/v1/syncs?limit=50'],
+    ] as const) {
+      await cannon(`${apiUrl}${path}`, env.token, 1); // warm-up
+      await cannon(`http://127.0.0.1:${barePort}${path}`, undefined, 1);
+      const bh = await cannon(`${apiUrl}${path}`, env.token, API_SECONDS);
+      const bare = await cannon(`http://127.0.0.1:${barePort}${path}`, undefined, API_SECONDS);
+      if (bh.non2xx) throw new Error(`${label}: ${bh.non2xx} non-2xx answers from Backhaul`);
+      const figure = round(bh.rps / bare.rps, 3);
+      push({
+        name: `API ${label}`,
+        figure,
+        bar: '≥ 0.3',
+        holds: figure >= 0.3,
+        unit: '× bare fastify req/s',
+        details: {
+          connections: 10,
+          seconds: API_SECONDS,
+          backhaulRps: Math.round(bh.rps),
+          backhaulP50Ms: bh.p50,
+          backhaulP99Ms: bh.p99,
+          bareRps: Math.round(bare.rps),
+          bareP50Ms: bare.p50,
+          bareP99Ms: bare.p99,
+          p99Ratio: round(bh.p99 / Math.max(1, bare.p99), 2),
+          responseBytes: JSON.stringify(routes[path.split('?')[0]]).length,
+        },
+      });
+    }
+  }
+
+  // ---- Output
+  const machine = {
+    cpus: os.cpus().length,
+    cpuModel: os.cpus()[0]?.model,
+    memoryGb: round(os.totalmem() / 1024 ** 3, 1),
+    loadAverage: os.loadavg().map((l) => round(l, 2)),
+    platform: `${os.platform()} ${os.release()}`,
+    node: process.version,
+    postgres: pgVersion,
+    rows: N,
+    smallRows: SMALL,
+    quick,
+    date: new Date().toISOString(),
+    durationSec: Math.round((Date.now() - started) / 1000),
+  };
+  mkdirSync(opts.out!, { recursive: true });
+  writeFileSync(join(opts.out!, 'latest.json'), `${JSON.stringify({ machine, scenarios }, null, 2)}\n`);
+  writeFileSync(join(opts.out!, 'latest.svg'), chart(scenarios, `Backhaul bench — ${N.toLocaleString()} rows, ${machine.cpus} CPUs, ${machine.date.slice(0, 10)}`));
+  printTable();
+  // Missed bars are results, not errors (CI runs --quick to keep the harness working); --strict fails on them.
+  if (opts.strict && scenarios.some((s) => s.holds === false)) process.exitCode = 1;
+}
+
+function printTable(): void {
+  const rows = scenarios.map((s) => {
+    const d = s.details;
+    const abs =
+      s.name.startsWith('Full')
+        ? `${d.backhaulRowsPerSec} vs ${d.bareRowsPerSec} rows/s`
+        : s.name.startsWith('Incremental')
+          ? `${d.runWallMs} ms vs COPY ${Math.min(...(d.bareCopyMs as number[]))} ms; unchanged run: ${d.unchangedRunRequests} requests`
+          : s.name.startsWith('API')
+            ? `${d.backhaulRps} vs ${d.bareRps} req/s; p99 ${d.backhaulP99Ms} vs ${d.bareP99Ms} ms`
+            : s.name.startsWith('Trigger')
+              ? `median ${d.medianMs} ms, p95 ${d.p95Ms} ms`
+              : s.name.includes('÷')
+                ? `${d.largePeakMb} MB vs ${d.smallPeakMb} MB`
+                : '';
+    return [s.name, `${s.figure} ${s.unit}`, s.bar ?? '—', s.holds === null ? 'reported' : s.holds ? 'holds' : 'MISSED', abs];
+  });
+  const head = ['scenario', 'figure', 'bar', '', 'absolute'];
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const line = (r: string[]) => r.map((c, i) => c.padEnd(widths[i])).join('  ');
+  process.stdout.write(`\n${line(head)}\n${widths.map((w) => '-'.repeat(w)).join('  ')}\n${rows.map(line).join('\n')}\n\n`);
+}
+
+try {
+  process.chdir(root);
+  await main();
+} catch (e) {
+  log(`failed: ${(e as Error).stack ?? e}`);
+  process.exitCode = 1;
+} finally {
+  for (const c of cleanups.reverse()) await c().catch(() => {});
+}

@@ -1,0 +1,48 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import postgres from 'postgres';
+import type { TestBackhaul } from '../helpers/backhaul.ts';
+
+// Shared pieces of the reliability suite (`npm run test:chaos`). Sizes come from the
+// environment so CI can run the same tests smaller:
+//   CHAOS_ROWS (default 100000)  rows of the fault-injection sync
+//   CHAOS_KILL_ROWS (3000)       rows of the kill -9 syncs
+//   CHAOS_FUZZ_RUNS (3000)       generated API requests
+//   CHAOS_LOAD_SECONDS (20)      length of the load test
+
+export const env = (name: string, def: number): number => {
+  const v = Number(process.env[name]);
+  return Number.isFinite(v) && v > 0 ? v : def;
+};
+
+export const engine = { retryBaseMs: 5, retryMaxMs: 50, heartbeatMs: 200 };
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** `node src/cli.ts worker` against the test's control database. */
+export function spawnWorker(h: TestBackhaul, databaseUrl = h.databaseUrl): ChildProcess {
+  return spawn(process.execPath, ['src/cli.ts', 'worker'], {
+    env: { ...process.env, DATABASE_URL: databaseUrl, BACKHAUL_ENCRYPTION_KEY: h.bh.config.encryptionKey, LOG_LEVEL: 'fatal' },
+    stdio: ['ignore', 'ignore', 'ignore'],
+  });
+}
+
+export async function kill9(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((r) => child.once('exit', r));
+  child.kill('SIGKILL');
+  await exited;
+}
+
+/**
+ * What the stale-run sweep does once a dead worker's heartbeat is old enough (15 s), done at
+ * once because the test knows its workers are dead: release their jobs and queues. Call it only
+ * while no worker process is alive.
+ */
+export async function releaseDeadWorkers(db: postgres.Sql): Promise<void> {
+  const [{ ids }] = await db<{ ids: string[] }[]>`
+    select coalesce(array_agg(distinct w), '{}') as ids from (
+      select locked_by as w from graphile_worker._private_jobs where locked_by is not null
+      union select locked_by from graphile_worker._private_job_queues where locked_by is not null) x`;
+  if (ids.length) await db`select graphile_worker.force_unlock_workers(${ids}::text[])`;
+  await db`update runs set worker_id = null where status = 'running'`;
+}
