@@ -1,6 +1,7 @@
-// A token bucket per destination connection, shared by every run in this process. On repeated
-// 429s the rate halves (down to a floor); after a stretch of clean responses it climbs back
-// towards the configured ceiling.
+// A token bucket per destination connection, shared by every run in this process, with adaptive
+// rate: a 429 cuts the rate by 30%, at most once per cooldown window (concurrent requests that hit
+// the same limit count once), and every run of clean responses raises it by 20% back towards the
+// configured ceiling. Sporadic 429s therefore cost little; a sustained limit drives the rate down.
 
 export interface Clock {
   now(): number;
@@ -23,7 +24,10 @@ export const realClock: Clock = {
 };
 
 const MIN_RATE = 0.2;
-const RECOVER_AFTER = 20; // clean responses before each step back up
+const DECREASE = 0.7;
+const INCREASE = 1.2;
+const RECOVER_AFTER = 10; // clean responses before each step back up
+const COOLDOWN_MS = 1000; // at most one decrease per window
 
 export class RateLimiter {
   /** Configured ceiling (requests per second); Infinity = unlimited. */
@@ -32,6 +36,7 @@ export class RateLimiter {
   private tokens: number;
   private last: number;
   private clean = 0;
+  private lastDecrease = -Infinity;
   private readonly clock: Clock;
   /** Requests waiting, in order, so a burst is served fairly. */
   private queue: Promise<void> = Promise.resolve();
@@ -84,20 +89,24 @@ export class RateLimiter {
     }
   }
 
-  /** The destination answered 429: halve the rate (adaptive slow-down). */
+  /** The destination answered 429: slow down (once per cooldown window, however many requests saw it). */
   onThrottled(): void {
     this.clean = 0;
+    const now = this.clock.now();
+    const window = Math.max(COOLDOWN_MS, Number.isFinite(this.rate) ? 1000 / this.rate : 0);
+    if (now - this.lastDecrease < window) return;
+    this.lastDecrease = now;
     const base = Number.isFinite(this.rate) ? this.rate : 50;
-    this.rate = Math.max(MIN_RATE, base / 2);
+    this.rate = Math.max(MIN_RATE, base * DECREASE);
     this.tokens = Math.min(this.tokens, 0);
   }
 
-  /** A clean response: after a run of them, recover by 25% towards the ceiling. */
+  /** A clean response: after a run of them, recover by 20% towards the ceiling. */
   onSuccess(): void {
     if (this.rate >= this.ceiling) return;
     if (++this.clean >= RECOVER_AFTER) {
       this.clean = 0;
-      this.rate = Math.min(this.ceiling, this.rate * 1.25);
+      this.rate = Math.min(this.ceiling, this.rate * INCREASE);
     }
   }
 }

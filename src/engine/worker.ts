@@ -110,6 +110,7 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
 
   const staleAfter = o.staleAfterMs ?? 15_000;
   async function sweep(): Promise<number> {
+    await releaseOrphanedJobs();
     const stale = await database.sql<{ id: string; worker_id: string }[]>`
       select id, worker_id from runs
       where status = 'running' and worker_id is not null and heartbeat_at < now() - ${`${staleAfter} milliseconds`}::interval`;
@@ -121,6 +122,33 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
     logger.warn({ runs: stale.map((s) => s.id), workerIds }, 'released runs of unresponsive workers');
     return stale.length;
   }
+  /**
+   * A worker that died after its run became terminal (while finishing hooks ran) leaves a locked
+   * job whose run has no heartbeat to go stale; the sync's queue would stay blocked until
+   * graphile-worker's 4-hour lock expiry. Release exactly those jobs (and their queue) once the
+   * run has been finished for a while; re-running them is a no-op for a finished run.
+   */
+  async function releaseOrphanedJobs(): Promise<void> {
+    const released = await database.sql<{ id: string }[]>`
+      with orphaned as (
+        select j.id, j.job_queue_id, j.locked_by
+        from graphile_worker._private_jobs j
+        join graphile_worker._private_tasks t on t.id = j.task_id and t.identifier = 'backhaul_run'
+        left join runs r on r.id = j.payload->>'runId'
+        where j.locked_by is not null
+          and j.locked_at < now() - ${`${Math.max(staleAfter * 4, 60_000)} milliseconds`}::interval
+          and (r.id is null or (r.status in ('succeeded', 'partially_succeeded', 'failed', 'cancelled')
+                                and r.finished_at < now() - ${`${staleAfter * 4} milliseconds`}::interval))
+      ), queues as (
+        update graphile_worker._private_job_queues q set locked_at = null, locked_by = null
+        from orphaned o where q.id = o.job_queue_id and q.locked_by = o.locked_by
+      )
+      update graphile_worker._private_jobs j set locked_at = null, locked_by = null
+      from orphaned o where j.id = o.id
+      returning j.id`;
+    if (released.length) logger.warn({ jobs: released.map((r) => r.id) }, 'released jobs of finished runs left locked by a dead worker');
+  }
+
   const sweepTimer = setInterval(() => void sweep().catch((e) => logger.error({ err: e }, 'stale-run sweep failed')), o.sweepEveryMs ?? 5000);
   sweepTimer.unref();
   void sweep().catch(() => {});

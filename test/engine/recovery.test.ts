@@ -120,3 +120,25 @@ t.test('shutdown (SIGTERM path) checkpoints in-flight batches, releases the run 
   t.equal(crm.contacts.size, 2000);
   t.ok([...appliedBefore].every(([email, n]) => crm.applied.get(email) === n), 'nothing delivered before the shutdown was sent again');
 });
+
+t.test("a finished run's job left locked by a dead worker does not block the sync's next runs", async (t) => {
+  const h = await startTestBackhaul(t); // API only for now
+  const crm = await startFakeCrm();
+  t.teardown(() => crm.close());
+  const { syncId } = await setupSync(t, h, crm.url, { rows: 10 });
+  const db = postgres(h.databaseUrl, { max: 1, onnotice: () => {} });
+  t.teardown(() => db.end());
+  // A worker that died between finishing the run and completing its job: run terminal, job and queue locked.
+  const first = await h.request('POST', `/v1/syncs/${syncId}/runs`, { body: {} });
+  await db`update runs set status = 'succeeded', finished_at = now() - interval '10 minutes', started_at = now() - interval '11 minutes' where id = ${first.body.id}`;
+  await db`update graphile_worker._private_jobs set locked_by = 'pool-dead', locked_at = now() - interval '10 minutes', attempts = 1 where key = ${`run:${first.body.id}`}`;
+  await db`update graphile_worker._private_job_queues set locked_by = 'pool-dead', locked_at = now() - interval '10 minutes' where queue_name = ${`sync:${syncId}`}`;
+  const second = await h.request('POST', `/v1/syncs/${syncId}/runs`, { body: {} });
+  t.not(second.body.id, first.body.id);
+  await inProcessWorker(t, h);
+  const run = await waitForRun(h, second.body.id, 30_000);
+  t.equal(run.status, 'succeeded', 'the queue was released and the next run executed');
+  t.equal(crm.contacts.size, 10);
+  const [firstAgain] = await db`select status from runs where id = ${first.body.id}`;
+  t.equal(firstAgain.status, 'succeeded', 'the finished run was not executed again');
+});
