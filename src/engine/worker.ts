@@ -10,6 +10,7 @@ import { purgeIdempotencyKeys } from '../http/idempotency.ts';
 import { RunExecutor, type EngineOptions, type RunHooks } from './executor.ts';
 import { realClock } from './rate-limiter.ts';
 import { planSchedule } from './scheduler.ts';
+import { STAGING_SCHEMA } from './staging.ts';
 
 // The job worker: graphile-worker tasks are thin adapters over the executor and the services.
 //   backhaul_run         {runId}   execute (or resume) a run
@@ -87,7 +88,14 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
   const backhaul_maintenance: Task = async () => {
     const removed = await database.sql`delete from run_records where created_at < now() - ${`${o.recordRetentionDays} days`}::interval`;
     const keys = await purgeIdempotencyKeys(database.db);
-    logger.debug({ runRecords: removed.count, idempotencyKeys: keys }, 'maintenance done');
+    // Per-run tables of runs that are gone or finished (e.g. the sync was deleted mid-run).
+    const orphans = await database.sql<{ name: string }[]>`
+      select t.tablename as name from pg_tables t
+      where t.schemaname = ${STAGING_SCHEMA}
+        and not exists (select 1 from runs r where r.status in ('queued', 'running')
+                        and t.tablename in ('stg_' || r.id, 'plan_' || r.id))`;
+    for (const { name } of orphans) await database.sql`drop table if exists ${database.sql(STAGING_SCHEMA)}.${database.sql(name)}`;
+    logger.debug({ runRecords: removed.count, idempotencyKeys: keys, stagingTables: orphans.length }, 'maintenance done');
   };
 
   // Our own pool, so that its errors (e.g. the database stopping first at shutdown) are logged

@@ -14,6 +14,11 @@ t.test('the maintenance job purges run records past BACKHAUL_RECORD_RETENTION_DA
   const db = postgres(h.databaseUrl, { max: 1, onnotice: () => {} });
   t.teardown(() => db.end());
   await db`update run_records set created_at = now() - interval '8 days' where run_id = ${old.id}`;
+  // Leftovers of a run whose sync was deleted mid-run, next to the tables of a run still going.
+  await db`create table backhaul_staging.stg_run_gone (pk text)`;
+  await db`create table backhaul_staging.plan_run_gone (seq int)`;
+  await db`insert into runs (id, workspace_id, sync_id, status, trigger, counts) select 'run_live', workspace_id, id, 'running', 'api', '{}'::jsonb from syncs where id = ${syncId}`;
+  await db`create table backhaul_staging.stg_run_live (pk text)`;
   await db`select graphile_worker.add_job('backhaul_maintenance', '{}'::json)`;
   const deadline = Date.now() + 20_000;
   let left = 20;
@@ -26,4 +31,6 @@ t.test('the maintenance job purges run records past BACKHAUL_RECORD_RETENTION_DA
   t.equal(n, 20, 'recent records stay');
   const run = await h.request('GET', `/v1/runs/${old.id}`);
   t.equal(run.body.counts.succeeded.insert, 20, 'the run itself and its counts stay');
+  const tables = (await db`select tablename from pg_tables where schemaname = 'backhaul_staging' order by 1`).map((r) => r.tablename);
+  t.same(tables, ['stg_run_live'], "orphaned staging tables are dropped, an active run's are kept");
 });
