@@ -9,10 +9,10 @@ import { testChannel } from '../notify/channels.ts';
 import { SECRET_PATTERN } from '../notify/signing.ts';
 import { recordAudit } from './audit.ts';
 import type { Actor } from './context.ts';
-import { changedFields, checkAbsent, checkVersion, decodeCursor, isUniqueViolation, iso, pageLimit, requireScope, slugTaken, toPage, type Page } from './common.ts';
-import { inUse, Name, putSlug, Slug } from './connections.ts';
+import { changedFields, checkVersion, decodeCursor, isUniqueViolation, iso, pageLimit, requireScope, slugTaken, toPage, type Page } from './common.ts';
+import { inUse, Name, Slug } from './connections.ts';
 import type { ServiceDeps } from './deps.ts';
-import { getByRef } from './refs.ts';
+import { getByRef, putBySlug } from './refs.ts';
 import { checkWebhookUrl, WebhookUrl } from './webhooks.ts';
 
 // Alert channels: where a sync's alerts go.
@@ -219,20 +219,14 @@ export class AlertChannelService {
     requireScope(actor, 'write');
     assertValid(AlertChannelPut, input);
     return this.db.transaction(async (tx) => {
-      const existing = await tx
-        .select({ id: alertChannels.id })
-        .from(alertChannels)
-        .where(and(eq(alertChannels.workspaceId, actor.workspaceId), eq(ref.includes('_') ? alertChannels.id : alertChannels.slug, ref)));
-      if (!existing.length) {
-        const slug = putSlug(ref, input.slug);
-        checkAbsent(ifMatch);
-        return { created: true, value: await this.create(actor, { ...input, slug }, tx) };
-      }
-      const cur = await this.row(tx, actor.workspaceId, ref, { forUpdate: true });
-      checkVersion(ifMatch, cur.version);
-      const secrets = input.secrets ?? (input.type === cur.type ? this.secretsOf(cur) : {});
-      const value = await this.save(tx, actor, cur, { slug: input.slug ?? cur.slug, name: input.name, type: input.type, config: input.config ?? {}, secrets }, input.secrets !== undefined, 'replace');
-      return { created: false, value };
+      const r = await putBySlug(tx, alertChannels, actor.workspaceId, ref, input, ifMatch, (slug) => this.create(actor, { ...input, slug }, tx), async () => {
+        const cur = await this.row(tx, actor.workspaceId, ref, { forUpdate: true });
+        checkVersion(ifMatch, cur.version);
+        const secrets = input.secrets ?? (input.type === cur.type ? this.secretsOf(cur) : {});
+        const value = await this.save(tx, actor, cur, { slug: input.slug ?? cur.slug, name: input.name, type: input.type, config: input.config ?? {}, secrets }, input.secrets !== undefined, 'replace');
+        return value;
+      });
+      return { created: r.created, value: r.value };
     });
   }
 

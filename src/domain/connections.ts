@@ -11,7 +11,6 @@ import { recordAudit } from './audit.ts';
 import type { Actor } from './context.ts';
 import {
   changedFields,
-  checkAbsent,
   checkVersion,
   isUniqueViolation,
   iso,
@@ -22,7 +21,7 @@ import {
   type Page,
 } from './common.ts';
 import type { ServiceDeps } from './deps.ts';
-import { getByRef } from './refs.ts';
+import { getByRef, putBySlug } from './refs.ts';
 import { listOrdered, type ListOptions } from './list.ts';
 
 // Connections: configured connector instances. `secrets` are write-only: sealed with
@@ -224,49 +223,44 @@ export class ConnectionService {
     requireScope(actor, 'write');
     assertValid(ConnectionPut, input);
     return this.db.transaction(async (tx) => {
-      const cur = await tx
-        .select()
-        .from(connections)
-        .where(and(eq(connections.workspaceId, actor.workspaceId), eq(ref.includes('_') ? connections.id : connections.slug, ref)))
-        .for('update');
-      if (cur.length === 0) {
-        const slug = putSlug(ref, input.slug);
-        checkAbsent(ifMatch);
-        return { created: true, connection: await this.create(actor, { ...input, slug }, tx) };
-      }
-      const row = cur[0];
-      checkVersion(ifMatch, row.version);
-      if (input.type !== row.type) {
-        throw new UnprocessableError('immutable_field', `A connection's type cannot change (it is "${row.type}"). Create a new connection instead.`, {
-          errors: [{ path: '/type', message: 'cannot change' }],
-        });
-      }
-      const t = connectorTypeOf(row.type);
-      const config = validateConnectorConfig(t.configSchema, input.config);
-      let secretsSealed = row.secretsSealed;
-      let secretNames = row.secretNames;
-      if (input.secrets !== undefined) {
-        checkSecretNames(t, input.secrets);
-        secretNames = Object.keys(input.secrets);
-        secretsSealed = secretNames.length ? this.deps.secrets.seal(input.secrets) : null;
-      }
-      const next = { slug: input.slug ?? row.slug, name: input.name, config };
-      const changed = changedFields(row as unknown as Record<string, unknown>, next, ['slug', 'name', 'config']);
-      if (input.secrets !== undefined) changed.push('secrets');
-      if (changed.length === 0) return { created: false, connection: connectionView(row) };
-      try {
-        const [updated] = await tx
-          .update(connections)
-          .set({ ...next, secretsSealed, secretNames, version: row.version + 1, updatedAt: new Date() })
-          .where(eq(connections.id, row.id))
-          .returning();
-        await recordAudit(tx, actor, 'replace', 'connection', row.id, changed);
-        return { created: false, connection: connectionView(updated) };
-      } catch (e) {
-        if (isUniqueViolation(e, 'connections_slug_uq')) throw slugTaken('connection', next.slug);
-        throw e;
-      }
+      const r = await putBySlug(tx, connections, actor.workspaceId, ref, input, ifMatch, (slug) => this.create(actor, { ...input, slug }, tx), () => this.replace(tx, actor, ref, input, ifMatch));
+      return { created: r.created, connection: r.value };
     });
+  }
+
+  private async replace(tx: Tx, actor: Actor, ref: string, input: ConnectionPutInput, ifMatch: string | undefined): Promise<ConnectionViewT> {
+    const row = await getByRef(tx, connections, 'connection', actor.workspaceId, ref, { forUpdate: true });
+    checkVersion(ifMatch, row.version);
+    if (input.type !== row.type) {
+      throw new UnprocessableError('immutable_field', `A connection's type cannot change (it is "${row.type}"). Create a new connection instead.`, {
+        errors: [{ path: '/type', message: 'cannot change' }],
+      });
+    }
+    const t = connectorTypeOf(row.type);
+    const config = validateConnectorConfig(t.configSchema, input.config);
+    let secretsSealed = row.secretsSealed;
+    let secretNames = row.secretNames;
+    if (input.secrets !== undefined) {
+      checkSecretNames(t, input.secrets);
+      secretNames = Object.keys(input.secrets);
+      secretsSealed = secretNames.length ? this.deps.secrets.seal(input.secrets) : null;
+    }
+    const next = { slug: input.slug ?? row.slug, name: input.name, config };
+    const changed = changedFields(row as unknown as Record<string, unknown>, next, ['slug', 'name', 'config']);
+    if (input.secrets !== undefined) changed.push('secrets');
+    if (changed.length === 0) return connectionView(row);
+    try {
+      const [updated] = await tx
+        .update(connections)
+        .set({ ...next, secretsSealed, secretNames, version: row.version + 1, updatedAt: new Date() })
+        .where(eq(connections.id, row.id))
+        .returning();
+      await recordAudit(tx, actor, 'replace', 'connection', row.id, changed);
+      return connectionView(updated);
+    } catch (e) {
+      if (isUniqueViolation(e, 'connections_slug_uq')) throw slugTaken('connection', next.slug);
+      throw e;
+    }
   }
 
   async delete(actor: Actor, ref: string, ifMatch?: string): Promise<void> {
@@ -366,19 +360,6 @@ export class ConnectionService {
     if (!t.openDestination) throw new ConnectorError('not_a_destination', `Connection "${row.slug}" of type ${row.type} cannot be written as a destination.`, { classification: 'fatal', status: 422 });
     return t.openDestination(row.config, this.resolveSecrets(row), { denyPrivateNetworks: this.deps.denyPrivateNetworks });
   }
-}
-
-/** The slug a PUT creates: the path ref, which must be a slug (an unknown id cannot be created). */
-export function putSlug(ref: string, bodySlug: string | undefined): string {
-  if (ref.includes('_')) {
-    throw new UnprocessableError('not_found_for_put', `"${ref}" looks like an id that does not exist; PUT creates only by slug.`, {
-      hint: 'Use the slug in the URL to create the resource, e.g. PUT /v1/connections/my-warehouse.',
-    });
-  }
-  if (bodySlug !== undefined && bodySlug !== ref) {
-    throw new ValidationError(`The body's slug "${bodySlug}" differs from the URL's "${ref}".`, [{ path: '/slug', message: 'must equal the slug in the URL' }]);
-  }
-  return ref;
 }
 
 export function inUse(resource: string, slug: string, dependents: { type: string; id: string; slug: string }[]): ConflictError {

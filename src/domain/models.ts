@@ -8,10 +8,10 @@ import { newId } from '../lib/ids.ts';
 import { assertValid } from '../lib/validate.ts';
 import { recordAudit } from './audit.ts';
 import type { Actor } from './context.ts';
-import { changedFields, checkAbsent, checkVersion, isUniqueViolation, iso, requireScope, slugTaken, type Page } from './common.ts';
-import { inUse, Name, putSlug, Slug, type ConnectionService } from './connections.ts';
+import { changedFields, checkVersion, isUniqueViolation, iso, requireScope, slugTaken, type Page } from './common.ts';
+import { inUse, Name, Slug, type ConnectionService } from './connections.ts';
 import type { ServiceDeps } from './deps.ts';
-import { getByRef, getReferenced } from './refs.ts';
+import { getByRef, getReferenced, putBySlug } from './refs.ts';
 import { listOrdered, type ListOptions } from './list.ts';
 
 // Models: a SQL query on a source connection plus the column that identifies a row.
@@ -183,16 +183,10 @@ export class ModelService {
     requireScope(actor, 'write');
     assertValid(ModelPut, input);
     return this.db.transaction(async (tx) => {
-      const existing = await tx
-        .select({ id: models.id })
-        .from(models)
-        .where(and(eq(models.workspaceId, actor.workspaceId), eq(ref.includes('_') ? models.id : models.slug, ref)));
-      if (existing.length === 0) {
-        const slug = putSlug(ref, input.slug);
-        checkAbsent(ifMatch);
-        return { created: true, model: await this.create(actor, { ...input, slug }, opts, tx) };
-      }
-      return { created: false, model: await this.replaceWith(actor, ref, input, ifMatch, opts, 'replace', tx) };
+      const r = await putBySlug(tx, models, actor.workspaceId, ref, input, ifMatch, (slug) => this.create(actor, { ...input, slug }, opts, tx), async () => {
+        return await this.replaceWith(actor, ref, input, ifMatch, opts, 'replace', tx);
+      });
+      return { created: r.created, model: r.value };
     });
   }
 

@@ -9,10 +9,10 @@ import { newId } from '../lib/ids.ts';
 import { assertValid } from '../lib/validate.ts';
 import { recordAudit } from './audit.ts';
 import type { Actor } from './context.ts';
-import { changedFields, checkAbsent, checkVersion, isUniqueViolation, iso, requireScope, slugTaken, type Page } from './common.ts';
-import { Name, putSlug, Slug, type ConnectionService } from './connections.ts';
+import { changedFields, checkVersion, isUniqueViolation, iso, requireScope, slugTaken, type Page } from './common.ts';
+import { Name, Slug, type ConnectionService } from './connections.ts';
 import type { ServiceDeps } from './deps.ts';
-import { getByRef, getReferenced } from './refs.ts';
+import { getByRef, getReferenced, putBySlug } from './refs.ts';
 import { listOrdered, type ListOptions } from './list.ts';
 
 // Syncs: model → destination object, with a mode, a match key, a schedule and delivery settings.
@@ -270,18 +270,12 @@ export class SyncService {
     requireScope(actor, 'write');
     assertValid(SyncPut, input);
     return this.db.transaction(async (tx) => {
-      const existing = await tx
-        .select({ id: syncs.id })
-        .from(syncs)
-        .where(and(eq(syncs.workspaceId, actor.workspaceId), eq(ref.includes('_') ? syncs.id : syncs.slug, ref)));
-      if (existing.length === 0) {
-        const slug = putSlug(ref, input.slug);
-        checkAbsent(ifMatch);
-        return { created: true, sync: await this.create(actor, { ...input, slug }, tx) };
-      }
-      // PUT replaces: optional groups not sent go back to their defaults.
-      const whole = { schedule: { type: 'manual' as const }, enabled: true, delivery: DEFAULT_DELIVERY, alerts: DEFAULT_ALERTS, ...input };
-      return { created: false, sync: await this.apply(tx, actor, ref, whole, ifMatch, 'replace') };
+      const r = await putBySlug(tx, syncs, actor.workspaceId, ref, input, ifMatch, (slug) => this.create(actor, { ...input, slug }, tx), async () => {
+        // PUT replaces: optional groups not sent go back to their defaults.
+        const whole = { schedule: { type: 'manual' as const }, enabled: true, delivery: DEFAULT_DELIVERY, alerts: DEFAULT_ALERTS, ...input };
+        return await this.apply(tx, actor, ref, whole, ifMatch, 'replace');
+      });
+      return { created: r.created, sync: r.value };
     });
   }
 

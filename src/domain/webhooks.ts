@@ -10,10 +10,10 @@ import { assertValid } from '../lib/validate.ts';
 import { generateSecret, isValidSecret, SECRET_PATTERN } from '../notify/signing.ts';
 import { recordAudit } from './audit.ts';
 import type { Actor } from './context.ts';
-import { changedFields, checkAbsent, checkVersion, decodeCursor, isUniqueViolation, iso, pageLimit, requireScope, slugTaken, toPage, type Page } from './common.ts';
-import { Name, putSlug, Slug } from './connections.ts';
+import { changedFields, checkVersion, decodeCursor, isUniqueViolation, iso, pageLimit, requireScope, slugTaken, toPage, type Page } from './common.ts';
+import { Name, Slug } from './connections.ts';
 import type { ServiceDeps } from './deps.ts';
-import { getByRef } from './refs.ts';
+import { getByRef, putBySlug } from './refs.ts';
 
 // Webhook endpoints (subscriptions with a signing secret), their deliveries, and the
 // workspace's callback secret (signs the run.completed sent to a trigger's callbackUrl).
@@ -299,24 +299,18 @@ export class WebhookService {
     requireScope(actor, 'write');
     assertValid(WebhookEndpointPut, input);
     return this.db.transaction(async (tx) => {
-      const existing = await tx
-        .select({ id: webhookEndpoints.id })
-        .from(webhookEndpoints)
-        .where(and(eq(webhookEndpoints.workspaceId, actor.workspaceId), eq(ref.includes('_') ? webhookEndpoints.id : webhookEndpoints.slug, ref)));
-      if (!existing.length) {
-        const slug = putSlug(ref, input.slug);
-        checkAbsent(ifMatch);
-        return { created: true, value: await this.create(actor, { ...input, slug }, tx) };
-      }
-      // PUT is whole: absent optional fields go back to their defaults.
-      const { secret, ...rest } = input;
-      const whole = { description: null, events: [], syncIds: [], enabled: true, ...rest };
-      let value = await this.replaceWith(tx, actor, ref, whole, ifMatch, 'replace');
-      if (secret !== undefined) {
-        const cur = await this.row(tx, actor.workspaceId, value.id, { forUpdate: true });
-        if ((this.deps.secrets.open(cur.secretSealed).secret as string) !== secret) value = await this.rotateIn(tx, actor, cur, { secret });
-      }
-      return { created: false, value };
+      const r = await putBySlug(tx, webhookEndpoints, actor.workspaceId, ref, input, ifMatch, (slug) => this.create(actor, { ...input, slug }, tx), async () => {
+        // PUT is whole: absent optional fields go back to their defaults.
+        const { secret, ...rest } = input;
+        const whole = { description: null, events: [], syncIds: [], enabled: true, ...rest };
+        let value = await this.replaceWith(tx, actor, ref, whole, ifMatch, 'replace');
+        if (secret !== undefined) {
+          const cur = await this.row(tx, actor.workspaceId, value.id, { forUpdate: true });
+          if ((this.deps.secrets.open(cur.secretSealed).secret as string) !== secret) value = await this.rotateIn(tx, actor, cur, { secret });
+        }
+        return value;
+      });
+      return { created: r.created, value: r.value };
     });
   }
 
