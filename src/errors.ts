@@ -1,3 +1,5 @@
+import type { WireExchange } from './connectors/types.ts';
+
 // One error hierarchy for the whole process. HTTP maps it to problem+json, GraphQL to
 // `extensions.code`, the engine to a run's `error`. `code` values are a public contract:
 // never rename one, only add.
@@ -103,6 +105,8 @@ export class ConnectorError extends AppError {
   readonly classification: ErrorClass;
   /** Milliseconds the remote asked us to wait (Retry-After), when it said so. */
   readonly retryAfterMs?: number;
+  /** The requests (auth redacted) that led to this failure, for the row debugger. */
+  exchanges?: WireExchange[];
 
   constructor(
     code: string,

@@ -80,6 +80,12 @@ async function send(
         rows: pending.map((o) => ({ primaryKey: o.pk, payload: JSON.parse(o.payload) as Record<string, unknown> })),
       });
     } catch (e) {
+      // Failed requests are kept for the row debugger with the rows they carried.
+      if (e instanceof ConnectorError) {
+        for (const ex of e.exchanges ?? []) {
+          exchanges.push({ exchange: ex, seqs: (ex.rowIndexes ?? pending.map((_, i) => i)).map((i) => pending[i].seq) });
+        }
+      }
       if (e instanceof BatchRejectedError) {
         if (pending.length === 1) {
           out.set(pending[0].seq, { op: pending[0], status: 'rejected', code: e.code, message: e.message, attempts: attempt });

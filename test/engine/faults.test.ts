@@ -47,6 +47,30 @@ t.test('a batch refused as a whole is bisected until the bad rows stand alone', 
   t.equal(crm.contacts.size, 400 - bad);
   const rej = await h.request('GET', `/v1/runs/${run.id}/records?status=rejected`);
   t.ok(rej.body.data.every((r: any) => r.error.code === 'http_400' && /age 33 is not allowed/.test(r.error.message)));
+
+  // The row debugger shows the refused requests that carried a bad row, down to the one it stood alone in.
+  const one = await h.request('GET', `/v1/runs/${run.id}/records?primaryKey=${rej.body.data[0].primaryKey}`);
+  const refused = one.body.data[0].exchanges.filter((x: any) => x.response?.status === 400);
+  t.ok(refused.length >= 2, `the whole-batch refusal and the bisected ones are kept (${refused.length})`);
+  const alone = refused.find((x: any) => JSON.parse(x.request.body).inputs.length === 1);
+  t.ok(alone, 'including the request where the row was alone');
+  t.match(alone.response.body, /age 33 is not allowed/);
+});
+
+t.test('the row debugger keeps retried requests (429) with the rows they carried', async (t) => {
+  const h = await startTestBackhaul(t, { start: { worker: true, engine } });
+  const crm = await startFakeCrm();
+  t.teardown(() => crm.close());
+  const { syncId } = await setupSync(t, h, crm.url, { rows: 3 });
+  // Requests are answered 429 for a while, then a retry succeeds.
+  crm.faults = { p429: 1, retryAfterSeconds: 0 };
+  setTimeout(() => (crm.faults = {}), 300);
+  const run = await runToEnd(h, syncId);
+  t.equal(run.status, 'succeeded');
+  const rec = await h.request('GET', `/v1/runs/${run.id}/records?primaryKey=1`);
+  const statuses = rec.body.data[0].exchanges.map((x: any) => x.response?.status);
+  t.ok(statuses.includes(429), `the throttled attempt is shown (${statuses.join(', ')})`);
+  t.ok(statuses.includes(200), 'and the one that succeeded');
 });
 
 t.test('a destination that stays down fails the run with a hint; undelivered rows are retried by the next run', async (t) => {

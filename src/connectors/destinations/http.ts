@@ -119,7 +119,14 @@ export class HttpDestination implements DestinationConnector {
         hint: `Add operations.${req.operation} to the object in the connection's config, or change the sync's mode.`,
       });
     }
-    return (op.mode ?? 'row') === 'batch' ? this.#writeBatch(req, op) : this.#writeRows(req, op);
+    // The requests made so far travel with a failure too, so the row debugger can show them.
+    const exchanges: WireExchange[] = [];
+    try {
+      return await ((op.mode ?? 'row') === 'batch' ? this.#writeBatch(req, op, exchanges) : this.#writeRows(req, op, exchanges));
+    } catch (e) {
+      if (e instanceof ConnectorError && exchanges.length) e.exchanges = exchanges;
+      throw e;
+    }
   }
 
   async close(): Promise<void> {}
@@ -199,9 +206,8 @@ export class HttpDestination implements DestinationConnector {
     return undefined;
   }
 
-  async #writeRows(req: WriteRequest, op: HttpOperationConfig): Promise<WriteResult> {
+  async #writeRows(req: WriteRequest, op: HttpOperationConfig, exchanges: WireExchange[]): Promise<WriteResult> {
     const results: (RowResult | undefined)[] = new Array(req.rows.length);
-    const exchanges: WireExchange[] = [];
     const path = this.#path(op);
     let stop: ConnectorError | undefined;
     let next = 0;
@@ -253,14 +259,13 @@ export class HttpDestination implements DestinationConnector {
     return { results: results as RowResult[], exchanges };
   }
 
-  async #writeBatch(req: WriteRequest, op: HttpOperationConfig): Promise<WriteResult> {
+  async #writeBatch(req: WriteRequest, op: HttpOperationConfig, exchanges: WireExchange[]): Promise<WriteResult> {
     const path = this.#path(op);
     if (path.columns.length) {
       throw new ConnectorError('invalid_config', `Batch-mode path "${op.path}" cannot contain {{placeholders}}: one request carries many rows.`, { classification: 'fatal', status: 400 });
     }
     const url = this.#url(path.render({}));
     const payloads = req.rows.map((r) => r.payload);
-    const exchanges: WireExchange[] = [];
     const all = req.rows.map((_, i) => i);
     const { res } = await this.#send(op.method, url, op.batchKey ? { [op.batchKey]: payloads } : payloads, all, exchanges, req.signal);
     const err = this.#batchLevelError(res, url);
