@@ -113,15 +113,11 @@ export class Metrics {
     for (const e of exchanges) this.destinationRequests.inc({ connection: connectionId, status_class: statusClass(e.response?.status) });
   }
 
-  /** A retried request: counts it as a request too (its exchange is not reported by the engine). */
-  retry(syncId: string, connectionId: string | undefined, code: string): void {
+  /** A retried request (the request itself is counted from its exchange, which the engine reports). */
+  retry(syncId: string, _connectionId: string | undefined, code: string): void {
     const known = /^(rate_limited|http_\d{3}|request_timeout|connection_\w+|network_error|dns_not_found|row_retry)$/.test(code) ? code : 'other';
     this.retries.inc({ sync: syncId, code: known });
     if (code === 'rate_limited') this.throttled.inc({ sync: syncId });
-    if (connectionId && code !== 'row_retry') {
-      const m = /^http_(\d)\d\d$/.exec(code);
-      this.destinationRequests.inc({ connection: connectionId, status_class: code === 'rate_limited' ? '4xx' : m ? `${m[1]}xx` : 'error' });
-    }
   }
 
   async text(): Promise<string> {
