@@ -1,5 +1,6 @@
 import t from 'tap';
 import { startTestBackhaul } from '../helpers/backhaul.ts';
+import { paths, setAt } from '../helpers/mutate.ts';
 import { graph, httpConnection, modelBody, ok, pgConnection, syncBody } from '../helpers/http-fixtures.ts';
 
 // Whatever a user sends, the answer is never a 500: every field of every write gets values of
@@ -29,22 +30,6 @@ const VALUES: unknown[] = [
   { __proto__: { polluted: true } },
   { constructor: { prototype: { polluted: true } } },
 ];
-
-/** Every path to a leaf or object in a JSON value (as key lists). */
-function paths(v: unknown, prefix: string[] = []): string[][] {
-  if (v === null || typeof v !== 'object') return [prefix];
-  const out: string[][] = prefix.length ? [prefix] : [];
-  for (const [k, x] of Object.entries(v)) out.push(...paths(x, [...prefix, k]));
-  return out;
-}
-
-function setAt(v: unknown, path: string[], value: unknown): unknown {
-  const copy = structuredClone(v) as Record<string, unknown>;
-  let o: any = copy;
-  for (const k of path.slice(0, -1)) o = o[k];
-  o[path[path.length - 1]] = value;
-  return copy;
-}
 
 t.test('no 500 for user input', async (t) => {
   const h = await startTestBackhaul(t);

@@ -1,24 +1,11 @@
 import t from 'tap';
 import { startTestBackhaul } from '../helpers/backhaul.ts';
+import { paths, setAt } from '../helpers/mutate.ts';
 
 // Whatever is sent to the webhook, callback-secret and alert-channel routes, the answer is a
 // 4xx problem (or a success), never a 500.
 
 const VALUES: unknown[] = [null, 0, -1, 1.5, true, '', ' ', 'a\u0000b', '\ud800', '💥 ☃ \u202e', 'http://[zz]/', 'http://169.254.169.254/', 'whsec_', 'x'.repeat(100_000), [], [1, null], {}, { a: { b: [null] } }];
-
-function paths(v: unknown, prefix: string[] = []): string[][] {
-  if (v === null || typeof v !== 'object') return [prefix];
-  const out: string[][] = prefix.length ? [prefix] : [];
-  for (const [k, x] of Object.entries(v)) out.push(...paths(x, [...prefix, k]));
-  return out;
-}
-function setAt(v: unknown, path: string[], value: unknown): unknown {
-  const copy = structuredClone(v) as Record<string, any>;
-  let o: any = copy;
-  for (const k of path.slice(0, -1)) o = o[k];
-  o[path[path.length - 1]] = value;
-  return copy;
-}
 
 t.test('no 500 on the notify routes', async (t) => {
   const h = await startTestBackhaul(t);
