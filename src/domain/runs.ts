@@ -244,7 +244,11 @@ export class RunService {
     const sync = await this.syncs.row(this.db, actor.workspaceId, syncRef);
     const limit = pageLimit(params.limit);
     const after = decodeCursor(params.cursor);
-    const conds = [eq(runRecords.syncId, sync.id), eq(runRecords.primaryKey, primaryKey), eq(runRecords.workspaceId, actor.workspaceId)];
+    // By the run-records primary key, probed once per run of the sync (no per-row history index to maintain).
+    const conds = [
+      sql`${runRecords.runId} in (select ${runs.id} from ${runs} where ${runs.syncId} = ${sync.id} and ${runs.workspaceId} = ${actor.workspaceId})`,
+      eq(runRecords.primaryKey, primaryKey),
+    ];
     if (after) {
       const [rid, op] = splitCursor(after);
       conds.push(sql`(${runRecords.runId}, ${runRecords.operation}) < (${rid}, ${op})`);

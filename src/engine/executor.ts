@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import type { Logger } from 'pino';
 import { compileMappings, type MappingSpec } from '../connectors/mapping.ts';
 import type { DestinationConnector, DestinationField, Row, SourceConnector } from '../connectors/types.ts';
@@ -53,7 +53,7 @@ export interface RunHooks {
 
 class CancelledError extends Error {}
 
-const PAYLOAD_HASH = (s: string) => createHash('sha1').update(s).digest('base64url');
+const PAYLOAD_HASH = (s: string) => hash('sha1', s, 'base64url');
 /** The snapshot's match_value: the JSON of the field (like `payload::jsonb -> field`, SQL null when absent). */
 const matchJson = (v: unknown): string | null => (v === undefined ? null : JSON.stringify(v));
 

@@ -3,8 +3,9 @@ import type { SyncModeT } from '../domain/syncs.ts';
 import { STAGING_SCHEMA, stagingNames } from './staging.ts';
 import type { OpCounts } from './status.ts';
 
-// Diffing: set-based SQL from the staged rows and the sync's snapshot to the plan.
-//   insert  staged, not in snapshot              (all modes but update... which sends them as updates)
+// Diffing: set-based SQL from the staged rows and the sync's snapshot to the plan, in hashed
+// passes without sorting (a million-row run spent most of its diff sorting and indexing).
+//   insert  staged, not in snapshot              (all modes but update, which sends them as updates)
 //   update  staged, in snapshot, hash changed    (not in insert mode)
 //   delete  in snapshot, not staged at all       (mirror mode only; invalid rows count as staged)
 // A full resync ignores the hash: every valid row is planned again.
@@ -12,12 +13,17 @@ import type { OpCounts } from './status.ts';
 export async function markDuplicates(sql: Sql, runId: string): Promise<string[]> {
   const { stg } = stagingNames(runId);
   const t = sql`${sql(STAGING_SCHEMA)}.${sql(stg)}`;
-  await sql`create index on ${t} (pk)`;
-  const dups = await sql<{ pk: string }[]>`
-    update ${t} set state = 'd'
-    where pk in (select pk from ${t} group by pk having count(*) > 1) and state <> 'd'
-    returning pk`;
-  return [...new Set(dups.map((d) => d.pk))];
+  // Statistics for the planner (a fresh table has none): hash joins and aggregates, no sorts.
+  await sql`analyze ${t}`;
+  return sql.begin(async (tx) => {
+    await tx`set local work_mem = '64MB'`;
+    // One hashed pass finds the duplicated keys (usually none); only those rows are rewritten.
+    const dups = await tx<{ pk: string }[]>`select pk from ${t} group by pk having count(*) > 1`;
+    if (!dups.length) return [];
+    const pks = dups.map((d) => d.pk);
+    await tx`update ${t} set state = 'd' where pk = any(${pks}::text[]) and state <> 'd'`;
+    return pks;
+  });
 }
 
 export async function buildPlan(
@@ -40,39 +46,34 @@ export async function buildPlan(
   const match = sql`coalesce(st.match, (st.payload::jsonb -> ${opts.matchField}::text)::text)`;
 
   const full = opts.fullResync;
-  // Rows new to the destination (a full resync in insert mode re-inserts every row).
-  if (opts.mode !== 'update') {
-    await sql`
+  const { mode } = opts;
+  await sql.begin(async (tx) => {
+    await tx`set local work_mem = '64MB'`;
+    // Inserts and updates in one pass over the staged rows, hash-joined to the snapshot; no order
+    // is imposed (batches are cut by wire operation, and upsert sends both as one).
+    //   not in snapshot: insert (update mode: update, sent by match key)
+    //   in snapshot:     update when the hash changed or on a full resync (insert mode: a full resync re-inserts)
+    await tx`
       insert into ${p} (pk, op, hash, payload, match)
-      select st.pk, 'insert', st.hash, st.payload, ${match}
-      from ${s} st
-      where st.state = 'v'
-        and (${full && opts.mode === 'insert'}
-             or not exists (select 1 from sync_snapshots n where n.sync_id = ${opts.syncId} and n.primary_key = st.pk))
-      order by st.pk`;
-  }
-  if (opts.mode !== 'insert') {
-    await sql`
-      insert into ${p} (pk, op, hash, payload, match)
-      select st.pk, 'update', st.hash, st.payload, ${match}
+      select st.pk, case when n.primary_key is null and ${mode !== 'update'} then 'insert'
+                         when n.primary_key is not null and ${mode === 'insert'} then 'insert'
+                         else 'update' end,
+             st.hash, st.payload, ${match}
       from ${s} st
       left join sync_snapshots n on n.sync_id = ${opts.syncId} and n.primary_key = st.pk
       where st.state = 'v'
-        and (
-          (n.primary_key is not null and (${full} or n.hash is distinct from st.hash))
-          or (${opts.mode === 'update'} and n.primary_key is null)
-        )
-      order by st.pk`;
-  }
-  if (opts.mode === 'mirror') {
-    await sql`
-      insert into ${p} (pk, op, hash, payload, match)
-      select n.primary_key, 'delete', null, json_build_object(${opts.matchField}::text, n.match_value)::text, n.match_value::text
-      from sync_snapshots n
-      where n.sync_id = ${opts.syncId}
-        and not exists (select 1 from ${s} st where st.pk = n.primary_key)
-      order by n.primary_key`;
-  }
+        and case when n.primary_key is null then true
+                 when ${mode === 'insert'} then ${full}
+                 else ${full} or n.hash is distinct from st.hash end`;
+    if (mode === 'mirror') {
+      await tx`
+        insert into ${p} (pk, op, hash, payload, match)
+        select n.primary_key, 'delete', null, json_build_object(${opts.matchField}::text, n.match_value)::text, n.match_value::text
+        from sync_snapshots n
+        where n.sync_id = ${opts.syncId}
+          and not exists (select 1 from ${s} st where st.pk = n.primary_key)`;
+    }
+  });
   const rows = await sql<{ op: keyof OpCounts; n: number }[]>`select op, count(*)::int as n from ${p} group by op`;
   const planned: OpCounts = { insert: 0, update: 0, delete: 0 };
   for (const r of rows) planned[r.op] = r.n;

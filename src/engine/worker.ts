@@ -86,7 +86,9 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
   };
 
   const backhaul_maintenance: Task = async () => {
-    const removed = await database.sql`delete from run_records where created_at < now() - ${`${o.recordRetentionDays} days`}::interval`;
+    // By run (the records' primary key leads with it): runs that finished before the cut-off (an active run keeps all its records).
+    const removed = await database.sql`
+      delete from run_records where run_id in (select id from runs where finished_at < now() - ${`${o.recordRetentionDays} days`}::interval)`;
     const keys = await purgeIdempotencyKeys(database.db);
     // Per-run tables of runs that are gone or finished (e.g. the sync was deleted mid-run).
     const orphans = await database.sql<{ name: string }[]>`
