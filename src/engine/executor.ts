@@ -121,6 +121,7 @@ export class RunExecutor {
       dest = this.services.connections.openDestination(destConn);
 
       let planBuiltNow = false;
+      let planBase = 0;
       const plannedOk = run.plannedAt && (await tableExists(this.sql, stagingNames(runId).plan)) && (await planSize(this.sql, runId)) === run.plannedTotal;
       if (!plannedOk) {
         const stagedOk = run.stagedAt && (await tableExists(this.sql, stagingNames(runId).stg));
@@ -148,6 +149,7 @@ export class RunExecutor {
           baseBatch: base,
         });
         planBuiltNow = true;
+        planBase = base;
         // A plan rebuilt after its table was lost keeps the counts of what was already delivered.
         counts.planned = {
           insert: planned.insert + counts.succeeded.insert,
@@ -158,8 +160,12 @@ export class RunExecutor {
       }
 
       run = await this.enterPhase(run, 'delivering');
-      const resumeAfterBatch = planBuiltNow ? undefined : await planBaseBatch(this.sql, runId);
-      await this.deliver(run, sync, destConn.id, destConn.type, destConn.config as Record<string, unknown>, dest, counts, state, ctx, log, resumeAfterBatch);
+      if (!planBuiltNow) planBase = await planBaseBatch(this.sql, runId);
+      const resumeAfterBatch = planBuiltNow ? undefined : planBase;
+      // A plan built before any batch was recorded holds each (row, operation) once and no record
+      // of it exists yet: its checkpoints insert records without conflict handling.
+      const recordsFresh = planBase === 0;
+      await this.deliver(run, sync, destConn.id, destConn.type, destConn.config as Record<string, unknown>, dest, counts, state, ctx, log, resumeAfterBatch, recordsFresh);
 
       run = await this.enterPhase(run, 'finalizing');
       const rejected = counts.rejected.insert + counts.rejected.update + counts.rejected.delete;
@@ -262,6 +268,7 @@ export class RunExecutor {
     ctx: RunContext,
     log: Logger,
     resumeAfterBatch: number | undefined,
+    recordsFresh: boolean,
   ): Promise<void> {
     const caps = dest.capabilities();
     const batchSize = Math.max(1, Math.min(sync.delivery.batchSize, caps.maxBatchSize));
@@ -293,7 +300,7 @@ export class RunExecutor {
       while (queued.length) {
         const group = queued.splice(0);
         try {
-          await this.checkpoint(run, sync, group, counts);
+          await this.checkpoint(run, sync, group, counts, recordsFresh);
           for (const g of group) g.resolve();
         } catch (e) {
           for (const g of group) g.reject(e);
@@ -307,6 +314,14 @@ export class RunExecutor {
         draining ??= drain();
       });
     const inflight = new Set<Promise<void>>();
+    // batchDelivered hooks (row debugger, metrics) run beside delivery, not in its slots; a few
+    // may lag behind, then a slot waits for them (bounded memory), and all end before the run does.
+    const hooksPending = new Set<Promise<void>>();
+    const afterCheckpoint = async (n: number, result: BatchResult) => {
+      const h: Promise<void> = this.hook(log, () => this.hooks.batchDelivered?.(run, n, result)).finally(() => hooksPending.delete(h));
+      hooksPending.add(h);
+      while (hooksPending.size > concurrency * 2) await Promise.race(hooksPending);
+    };
     let failure: unknown;
     let lastSeq = 0;
 
@@ -324,7 +339,7 @@ export class RunExecutor {
         const n = ++batchNo;
         const perWrite = rowMode(batch.operation) ? (k: number) => k : () => 1;
         const p = deliverBatch({ ...deliveryCtx, requestsFor: perWrite }, batch.operation, batch.ops)
-          .then((result) => checkpointed(n, result.outcomes).then(() => this.hook(log, () => this.hooks.batchDelivered?.(run, n, result))))
+          .then((result) => checkpointed(n, result.outcomes).then(() => afterCheckpoint(n, result)))
           .catch((e) => {
             failure ??= e;
           })
@@ -334,6 +349,7 @@ export class RunExecutor {
     }
     await Promise.all(inflight);
     await draining;
+    await Promise.all(hooksPending);
     log.debug({ batches: batchNo }, 'delivery done');
     if (failure) throw failure;
     if (ctx.signal.aborted) throw new AbortedError();
@@ -342,54 +358,90 @@ export class RunExecutor {
 
   /**
    * One transaction for one or more acknowledged batches: snapshot, run records (which also mark
-   * the plan operations done), counts. Never called twice at once for a run.
+   * the plan operations done), counts. Never called twice at once for a run. Succeeded rows are
+   * named by plan seq only and copied server-side from the plan; rejected rows carry their reasons.
+   *
+   * The commit does not wait for the WAL flush (synchronous_commit off, this transaction only):
+   * a checkpoint lost to a crash of PostgreSQL itself loses the unlogged plan with it, and the run
+   * then re-plans from the snapshot and sends those rows again — at-least-once, never a row
+   * reported that was not delivered. A killed worker loses nothing: its commits are in the server.
    */
-  private async checkpoint(run: RunRow, sync: SyncViewT, group: { batch: number; outcomes: RowOutcome[] }[], counts: RunCounts): Promise<void> {
+  private async checkpoint(
+    run: RunRow,
+    sync: SyncViewT,
+    group: { batch: number; outcomes: RowOutcome[] }[],
+    counts: RunCounts,
+    recordsFresh: boolean,
+  ): Promise<void> {
     const { plan } = stagingNames(run.id);
     const p = this.sql`${this.sql(STAGING_SCHEMA)}.${this.sql(plan)}`;
-    const okUpserts: number[] = [];
+    // An insert was planned for a row absent from the snapshot, and only this run writes the
+    // sync's snapshot: it is added without conflict handling (an insert-mode full resync also
+    // plans inserts for rows the snapshot has).
+    const insertsAreNew = !(run.fullResync && sync.mode === 'insert');
+    const okInserts: number[] = [];
+    const okUpdates: number[] = [];
     const okDeletes: string[] = [];
-    const pks: string[] = [];
-    const ops: string[] = [];
-    const statuses: string[] = [];
-    const codes: (string | null)[] = [];
-    const messages: (string | null)[] = [];
-    const attempts: number[] = [];
-    const batches: number[] = [];
+    const ok = { seqs: [] as number[], attempts: [] as number[], batches: [] as number[] };
+    const bad = { pks: [] as string[], ops: [] as string[], codes: [] as (string | null)[], messages: [] as (string | null)[], attempts: [] as number[], batches: [] as number[] };
     for (const { batch, outcomes } of group) {
       for (const o of outcomes) {
         if (o.status === 'succeeded') {
           counts.succeeded[o.op.op]++;
           if (o.op.op === 'delete') okDeletes.push(o.op.pk);
-          else okUpserts.push(o.op.seq);
-        } else counts.rejected[o.op.op]++;
-        pks.push(o.op.pk);
-        ops.push(o.op.op);
-        statuses.push(o.status);
-        codes.push(o.code ?? null);
-        messages.push(o.message ? o.message.slice(0, 2000) : null);
-        attempts.push(o.attempts);
-        batches.push(batch);
+          else if (o.op.op === 'insert' && insertsAreNew) okInserts.push(o.op.seq);
+          else okUpdates.push(o.op.seq);
+          ok.seqs.push(o.op.seq);
+          ok.attempts.push(o.attempts);
+          ok.batches.push(batch);
+        } else {
+          counts.rejected[o.op.op]++;
+          bad.pks.push(o.op.pk);
+          bad.ops.push(o.op.op);
+          bad.codes.push(o.code ?? null);
+          bad.messages.push(o.message ? o.message.slice(0, 2000) : null);
+          bad.attempts.push(o.attempts);
+          bad.batches.push(batch);
+        }
       }
     }
+    const onConflict = recordsFresh
+      ? this.sql``
+      : this.sql`on conflict (run_id, primary_key, operation) do update
+          set status = excluded.status, error_code = excluded.error_code, error_message = excluded.error_message,
+              attempts = run_records.attempts + excluded.attempts, batch = excluded.batch`;
     await this.sql.begin(async (tx) => {
-      if (okUpserts.length) {
+      await tx`set local synchronous_commit = off`;
+      if (okInserts.length) {
         await tx`
           insert into sync_snapshots (sync_id, primary_key, hash, match_value, updated_at)
-          select ${sync.id}, pk, hash, match::jsonb, now() from ${p} where seq = any(${okUpserts}::bigint[])
+          select ${sync.id}, pk, hash, match::jsonb, now() from ${p} where seq = any(${okInserts}::bigint[])`;
+      }
+      if (okUpdates.length) {
+        await tx`
+          insert into sync_snapshots (sync_id, primary_key, hash, match_value, updated_at)
+          select ${sync.id}, pk, hash, match::jsonb, now() from ${p} where seq = any(${okUpdates}::bigint[])
           on conflict (sync_id, primary_key) do update set hash = excluded.hash, match_value = excluded.match_value, updated_at = now()`;
       }
       if (okDeletes.length) {
         await tx`delete from sync_snapshots where sync_id = ${sync.id} and primary_key = any(${okDeletes}::text[])`;
       }
-      await tx`
-        insert into run_records (run_id, workspace_id, sync_id, primary_key, operation, status, error_code, error_message, attempts, batch)
-        select ${run.id}, ${run.workspaceId}, ${run.syncId}, r.pk, r.op, r.status, r.code, r.message, r.attempts, r.batch
-        from unnest(${pks}::text[], ${ops}::text[], ${statuses}::text[], ${codes as string[]}::text[], ${messages as string[]}::text[],
-                    ${attempts}::int[], ${batches}::int[]) as r(pk, op, status, code, message, attempts, batch)
-        on conflict (run_id, primary_key, operation) do update
-          set status = excluded.status, error_code = excluded.error_code, error_message = excluded.error_message,
-              attempts = run_records.attempts + excluded.attempts, batch = excluded.batch`;
+      if (ok.seqs.length) {
+        await tx`
+          insert into run_records (run_id, workspace_id, sync_id, primary_key, operation, status, attempts, batch)
+          select ${run.id}, ${run.workspaceId}, ${run.syncId}, pl.pk, pl.op, 'succeeded', u.attempts, u.batch
+          from unnest(${ok.seqs}::bigint[], ${ok.attempts}::int[], ${ok.batches}::int[]) as u(seq, attempts, batch)
+          join ${p} pl on pl.seq = u.seq
+          ${onConflict}`;
+      }
+      if (bad.pks.length) {
+        await tx`
+          insert into run_records (run_id, workspace_id, sync_id, primary_key, operation, status, error_code, error_message, attempts, batch)
+          select ${run.id}, ${run.workspaceId}, ${run.syncId}, r.pk, r.op, 'rejected', r.code, r.message, r.attempts, r.batch
+          from unnest(${bad.pks}::text[], ${bad.ops}::text[], ${bad.codes as string[]}::text[], ${bad.messages as string[]}::text[],
+                      ${bad.attempts}::int[], ${bad.batches}::int[]) as r(pk, op, code, message, attempts, batch)
+          ${onConflict}`;
+      }
       // drizzle installs pass-through json serializers on this client: send JSON as text.
       await tx`update runs set counts = ${JSON.stringify(counts)}::jsonb, heartbeat_at = now() where id = ${run.id}`;
     });
