@@ -24,5 +24,5 @@ COPY openapi ./openapi
 USER node
 EXPOSE 3000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s CMD node -e "fetch('http://127.0.0.1:'+(process.env.PORT||3000)+'/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"
-ENTRYPOINT ["node", "bin/backhaul.js"]
+ENTRYPOINT ["node", "--max-semi-space-size=8", "bin/backhaul.js"]
 CMD ["serve"]
