@@ -72,7 +72,7 @@ export class RunExecutor {
       retryBaseMs: opts.retryBaseMs ?? 1000,
       retryMaxMs: opts.retryMaxMs ?? 60_000,
       heartbeatMs: opts.heartbeatMs ?? 2000,
-      readBatchSize: opts.readBatchSize ?? 2000,
+      readBatchSize: opts.readBatchSize ?? 5000,
     };
   }
 

@@ -63,9 +63,31 @@ export class PostgresSource implements SourceConnector {
     try {
       await r.unsafe(`begin read only`);
       await r.unsafe(`set local statement_timeout = ${Math.floor(this.#timeoutMs)}`);
-      for await (const batch of query.cursor(batchSize)) {
-        if (signal?.aborted) throw cancelled();
-        yield batch as Row[];
+      // One batch of read-ahead: PostgreSQL produces the next batch while the caller maps this
+      // one (a plain for-await fetches only once the caller is done, leaving both sides idle in turn).
+      const it = query.cursor(batchSize)[Symbol.asyncIterator]();
+      const fetchNext = () => {
+        const p = Promise.resolve(it.next());
+        p.catch(() => {}); // awaited below; a read-ahead abandoned by an early exit must not go unhandled
+        return p;
+      };
+      let next = fetchNext();
+      let done = false;
+      try {
+        for (;;) {
+          const r = await next;
+          if (r.done) {
+            done = true;
+            break;
+          }
+          if (signal?.aborted) throw cancelled();
+          next = fetchNext();
+          yield r.value as Row[];
+        }
+      } finally {
+        // An early exit closes the cursor once the read-ahead batch has arrived (postgres.js can
+        // only close a cursor that is waiting on its consumer), so the connection is released.
+        if (!done) await next.then((r) => void (r.done || it.return?.()), () => {});
       }
     } catch (e) {
       throw signal?.aborted ? cancelled() : pgError(e);
