@@ -7,6 +7,7 @@ import { migrate, migrationsApplied } from './db/migrate.ts';
 import { bootstrap } from './domain/bootstrap.ts';
 import type { DomainHooks } from './domain/deps.ts';
 import { createServices, type Services } from './domain/services.ts';
+import type { ApiKeyCacheOptions } from './domain/api-keys.ts';
 import { buildApp, loggerOptions } from './http/app.ts';
 import { registerGraphql } from './graphql/index.ts';
 import { loadEncryptionKey, secretBox } from './secrets.ts';
@@ -34,6 +35,8 @@ export interface StartOptions {
   /** Stale-run sweep tuning. */
   staleAfterMs?: number;
   sweepEveryMs?: number;
+  /** Authenticated-key cache of the API (default: 30 s, 10,000 keys; ttlMs 0 turns it off). */
+  apiKeyCache?: ApiKeyCacheOptions;
 }
 
 export interface Backhaul {
@@ -119,6 +122,9 @@ export async function startBackhaul(opts: StartOptions): Promise<Backhaul> {
     let app: FastifyInstance | undefined;
     let url: string | undefined;
     if (opts.api !== false) {
+      // Key revocations from any instance reach this one's cache (see ApiKeyService.listen).
+      const unlistenKeys = await services.apiKeys.listen(opts.apiKeyCache);
+      closers.push(unlistenKeys);
       app = await buildApp({
         config,
         services,

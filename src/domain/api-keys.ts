@@ -1,5 +1,5 @@
 import { Type, type Static } from '@sinclair/typebox';
-import { and, asc, eq, gt, isNull } from 'drizzle-orm';
+import { and, asc, eq, gt, isNull, sql } from 'drizzle-orm';
 import { apiKeys, workspaces } from '../db/schema.ts';
 import type { Tx } from '../db/client.ts';
 import { ConflictError, ForbiddenError, NotFoundError } from '../errors.ts';
@@ -14,6 +14,29 @@ import { Name } from './connections.ts';
 
 // API keys and workspaces. A key is a 256-bit random bearer token `bh_…`; only its SHA-256
 // is stored, and lookups compare hashes in constant time.
+
+/**
+ * NOTIFY channel of key changes: the payload is a key id (forget that key) or empty (forget all).
+ * Revocation sends it in its transaction; an operator changing api_keys by hand can send it too
+ * (`NOTIFY backhaul_api_keys`), or the change shows within the cache's TTL.
+ */
+export const API_KEYS_CHANNEL = 'backhaul_api_keys';
+
+export interface ApiKeyCacheOptions {
+  /** How long a successful lookup is trusted without asking the database again. */
+  ttlMs?: number;
+  maxEntries?: number;
+}
+
+interface CachedKey {
+  actor: Actor;
+  expires: number;
+  /** When last_used_at was last written (or read), ms. */
+  lastUsed: number;
+}
+
+/** last_used_at is kept at minute precision, so reads do not turn into a write per request. */
+const LAST_USED_EVERY_MS = 60_000;
 
 const ScopeT = Type.Union(SCOPES.map((s) => Type.Literal(s)));
 export const ApiKeyCreate = Type.Object(
@@ -75,6 +98,18 @@ export async function insertApiKey(
 
 export class ApiKeyService {
   private readonly deps: ServiceDeps;
+  /**
+   * Valid keys by token hash (never the token), so most requests skip the database. Only used
+   * while change notifications are received (listen()); unknown and revoked tokens are never kept.
+   */
+  private readonly cache = new Map<string, CachedKey>();
+  /** Bumped by every invalidation: a lookup that raced with one is not cached. */
+  private generation = 0;
+  private listening = false;
+  private ttlMs = 30_000;
+  private maxEntries = 10_000;
+  private byHash?: ReturnType<ApiKeyService['prepareByHash']>;
+
   constructor(deps: ServiceDeps) {
     this.deps = deps;
   }
@@ -83,18 +118,81 @@ export class ApiKeyService {
     return this.deps.database.db;
   }
 
+  private prepareByHash() {
+    return this.db
+      .select({ id: apiKeys.id, workspaceId: apiKeys.workspaceId, tokenHash: apiKeys.tokenHash, scopes: apiKeys.scopes, owner: apiKeys.owner, lastUsedAt: apiKeys.lastUsedAt })
+      .from(apiKeys)
+      .where(and(eq(apiKeys.tokenHash, sql.placeholder('hash')), isNull(apiKeys.revokedAt)))
+      .limit(1)
+      .prepare('api_key_by_hash');
+  }
+
   /** The actor behind a bearer token, or null. */
   async authenticate(token: string): Promise<Actor | null> {
     if (!token.startsWith('bh_') || token.length > 300) return null;
     const hash = hashToken(token);
-    const [row] = await this.db.select().from(apiKeys).where(and(eq(apiKeys.tokenHash, hash), isNull(apiKeys.revokedAt))).limit(1);
+    const hit = this.cache.get(hash);
+    if (hit) {
+      const now = Date.now();
+      if (hit.expires > now) {
+        this.touch(hit, now);
+        return hit.actor;
+      }
+      this.cache.delete(hash);
+    }
+    const generation = this.generation;
+    this.byHash ??= this.prepareByHash();
+    const [row] = await this.byHash.execute({ hash });
     // The index lookup is by hash (no timing signal about the token); compare again in constant time.
     if (!row || !constantTimeEqual(row.tokenHash, hash)) return null;
-    // last_used_at at minute precision, so reads do not turn into a write per request.
-    if (!row.lastUsedAt || Date.now() - row.lastUsedAt.getTime() > 60_000) {
-      void this.db.update(apiKeys).set({ lastUsedAt: new Date() }).where(eq(apiKeys.id, row.id)).catch(() => {});
+    const now = Date.now();
+    const actor: Actor = { workspaceId: row.workspaceId, keyId: row.id, scopes: Object.freeze([...(row.scopes as Scope[])]) as Scope[], owner: row.owner };
+    const entry: CachedKey = { actor: Object.freeze(actor), expires: now + this.ttlMs, lastUsed: row.lastUsedAt?.getTime() ?? 0 };
+    this.touch(entry, now);
+    if (this.listening && generation === this.generation && this.ttlMs > 0) {
+      // Oldest first: a Map iterates in insertion order.
+      if (this.cache.size >= this.maxEntries) this.cache.delete(this.cache.keys().next().value!);
+      this.cache.set(hash, entry);
     }
-    return { workspaceId: row.workspaceId, keyId: row.id, scopes: row.scopes as Scope[], owner: row.owner };
+    return entry.actor;
+  }
+
+  /** Records use at most once a minute per key, off the request path. */
+  private touch(entry: CachedKey, now: number): void {
+    if (now - entry.lastUsed <= LAST_USED_EVERY_MS) return;
+    entry.lastUsed = now;
+    void this.db.update(apiKeys).set({ lastUsedAt: new Date(now) }).where(eq(apiKeys.id, entry.actor.keyId!)).catch(() => {});
+  }
+
+  /** Drops cached keys: one key by id, or all of them. */
+  forget(keyId?: string): void {
+    this.generation++;
+    if (keyId === undefined) this.cache.clear();
+    else for (const [hash, e] of this.cache) if (e.actor.keyId === keyId) this.cache.delete(hash);
+  }
+
+  /**
+   * Follows key changes made by any instance (NOTIFY on API_KEYS_CHANNEL) and only then caches
+   * lookups. postgres.js re-subscribes after a lost connection and calls onlisten again: the cache
+   * is emptied then, since notifications sent meanwhile were missed (until then an entry lives at
+   * most its TTL). Returns the way to stop.
+   */
+  async listen(cache: ApiKeyCacheOptions = {}): Promise<() => Promise<void>> {
+    this.ttlMs = cache.ttlMs ?? this.ttlMs;
+    this.maxEntries = Math.max(1, cache.maxEntries ?? this.maxEntries);
+    const sub = await this.deps.database.sql.listen(
+      API_KEYS_CHANNEL,
+      (keyId) => this.forget(keyId || undefined),
+      () => {
+        this.forget();
+        this.listening = true;
+      },
+    );
+    return async () => {
+      this.listening = false;
+      this.forget();
+      await sub.unlisten();
+    };
   }
 
   async list(actor: Actor, params: { limit?: number; cursor?: string } = {}): Promise<Page<ApiKeyViewT>> {
@@ -127,7 +225,11 @@ export class ApiKeyService {
         .returning({ id: apiKeys.id });
       if (!rows.length) throw new NotFoundError('api key', id);
       await recordAudit(tx, actor, 'delete', 'api_key', id);
+      // Delivered on commit, to every instance (this one included).
+      await tx.execute(sql`select pg_notify(${API_KEYS_CHANNEL}, ${id})`);
     });
+    // Not waiting for our own notification: the next request here must already be refused.
+    this.forget(id);
   }
 
   async listWorkspaces(actor: Actor, params: { limit?: number; cursor?: string } = {}): Promise<Page<WorkspaceViewT>> {

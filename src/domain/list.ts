@@ -3,6 +3,7 @@ import type { PgColumn, PgTable } from 'drizzle-orm/pg-core';
 import type { Tx } from '../db/client.ts';
 import { ValidationError } from '../errors.ts';
 import { pageLimit, type Page } from './common.ts';
+import { prepareSelect, type Prepared } from './refs.ts';
 
 // Listing a workspace's slugged resources with the orderings a UI needs (creation, name, slug,
 // last update), a name/slug search, and keyset pagination: the cursor carries the last row's id
@@ -64,6 +65,29 @@ function decode(cursor: string | undefined, orderBy: OrderField): { after: strin
   return { after: parsed.after, v: parsed.v };
 }
 
+/**
+ * Unfiltered lists (the common case) reuse their query, built once per table and shape: building
+ * a drizzle query costs about as much as running it here, and a named statement is planned once
+ * per connection. Values are always placeholders, so the SQL text depends on the shape only.
+ */
+const prepared = new WeakMap<object, Map<PgTable, Map<string, Prepared>>>();
+
+function listQuery(db: Tx, table: ListedTable, orderBy: OrderField, dir: Direction, cursor: 'id' | 'v' | undefined, search: boolean, filters: (SQL | undefined)[]): Prepared {
+  const p = (name: string) => sql.placeholder(name);
+  const key: SQL | PgColumn =
+    orderBy === 'createdAt' ? table.id : orderBy === 'updatedAt' ? sql`date_trunc('milliseconds', ${table.updatedAt})` : table[orderBy];
+  const conds: (SQL | undefined)[] = [eq(table.workspaceId, p('workspaceId')), ...filters];
+  if (search) conds.push(or(ilike(table.name, p('pattern')), ilike(table.slug, p('pattern'))));
+  if (cursor === 'id') conds.push((dir === 'asc' ? gt : lt)(table.id, p('after')));
+  if (cursor === 'v') {
+    const v = orderBy === 'updatedAt' ? sql`${p('v')}::timestamptz` : sql`${p('v')}::text`;
+    conds.push(dir === 'asc' ? sql`(${key}, ${table.id}) > (${v}, ${p('after')})` : sql`(${key}, ${table.id}) < (${v}, ${p('after')})`);
+  }
+  const order = dir === 'asc' ? asc : desc;
+  const q = (db as any).select().from(table).where(and(...conds)).orderBy(order(key), order(table.id)).limit(p('limit'));
+  return prepareSelect(db, table, q, 'list_ordered');
+}
+
 export async function listOrdered<T extends ListedTable, V extends Listed>(
   db: Tx,
   table: T,
@@ -76,28 +100,27 @@ export async function listOrdered<T extends ListedTable, V extends Listed>(
   const orderBy = opts.orderBy ?? 'createdAt';
   const dir = opts.direction ?? 'asc';
   const cur = decode(opts.cursor, orderBy);
-  const key: SQL | PgColumn =
-    orderBy === 'createdAt' ? table.id : orderBy === 'updatedAt' ? sql`date_trunc('milliseconds', ${table.updatedAt})` : table[orderBy];
-  const conds: (SQL | undefined)[] = [eq(table.workspaceId, workspaceId), ...filters];
-  if (opts.search) {
-    const pattern = `%${opts.search.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
-    conds.push(or(ilike(table.name, pattern), ilike(table.slug, pattern)));
+  const cursor = cur ? (cur.v === undefined ? 'id' : 'v') : undefined;
+  const search = !!opts.search;
+  const values = {
+    workspaceId,
+    limit: limit + 1,
+    pattern: search ? `%${opts.search!.replace(/[\\%_]/g, (c) => `\\${c}`)}%` : undefined,
+    after: cur?.after,
+    v: cur?.v,
+  };
+  const active = filters.filter((f) => f !== undefined);
+  let q: Prepared;
+  if (active.length) q = listQuery(db, table, orderBy, dir, cursor, search, active);
+  else {
+    let byTable = prepared.get(db);
+    if (!byTable) prepared.set(db, (byTable = new Map()));
+    let byShape = byTable.get(table);
+    if (!byShape) byTable.set(table, (byShape = new Map()));
+    const shape = `${orderBy} ${dir} ${cursor} ${search}`;
+    q = byShape.get(shape) ?? byShape.set(shape, listQuery(db, table, orderBy, dir, cursor, search, [])).get(shape)!;
   }
-  if (cur) {
-    const cmp = dir === 'asc' ? gt : lt;
-    if (cur.v === undefined) conds.push(cmp(table.id, cur.after));
-    else {
-      const v = orderBy === 'updatedAt' ? sql`${cur.v}::timestamptz` : sql`${cur.v}::text`;
-      conds.push(dir === 'asc' ? sql`(${key}, ${table.id}) > (${v}, ${cur.after})` : sql`(${key}, ${table.id}) < (${v}, ${cur.after})`);
-    }
-  }
-  const order = dir === 'asc' ? asc : desc;
-  const rows = await (db as any)
-    .select()
-    .from(table)
-    .where(and(...conds))
-    .orderBy(order(key), order(table.id))
-    .limit(limit + 1);
+  const rows = (await q.execute(values)) as T['$inferSelect'][];
   const more = rows.length > limit;
   const data = (more ? rows.slice(0, limit) : rows).map(view);
   return { data, nextCursor: more ? cursorAfter(data[data.length - 1], orderBy) : null };

@@ -32,7 +32,15 @@ function canonical(v: unknown): string {
 }
 
 export function registerIdempotency(app: FastifyInstance, db: Db): void {
-  app.addHook('preHandler', async (request: FastifyRequest, reply: FastifyReply) => {
+  // Only POST routes carry the hooks (including GraphQL's, registered later in a child scope):
+  // reads pay nothing for them.
+  app.addHook('onRoute', (route) => {
+    if (![route.method].flat().includes('POST')) return;
+    route.preHandler = [...[route.preHandler ?? []].flat(), claim];
+    route.onSend = [...[route.onSend ?? []].flat(), store];
+  });
+
+  async function claim(request: FastifyRequest, reply: FastifyReply) {
     if (request.method !== 'POST' || !request.actor) return;
     const raw = request.headers['idempotency-key'];
     if (raw === undefined) return;
@@ -84,9 +92,9 @@ export function registerIdempotency(app: FastifyInstance, db: Db): void {
       throw new ConflictError('idempotency_in_progress', 'A request with this Idempotency-Key is still being processed.', { hint: 'Retry after it completes.' });
     }
     throw new ConflictError('idempotency_in_progress', 'A request with this Idempotency-Key is still being processed.', { hint: 'Retry after it completes.' });
-  });
+  }
 
-  app.addHook('onSend', async (request, reply, payload) => {
+  async function store(request: FastifyRequest, reply: FastifyReply, payload: unknown) {
     const key = request.idempotencyKey;
     if (!key || !request.actor) return payload;
     request.idempotencyKey = undefined;
@@ -105,7 +113,7 @@ export function registerIdempotency(app: FastifyInstance, db: Db): void {
       .set({ state: 'done', statusCode: reply.statusCode, responseHeaders: headers, responseBody: typeof payload === 'string' ? payload : String(payload ?? ''), lockedUntil: null })
       .where(where);
     return payload;
-  });
+  }
 }
 
 /** Deletes entries older than 24 h (called by the worker's maintenance job). */
