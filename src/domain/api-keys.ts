@@ -17,8 +17,8 @@ import { Name } from './connections.ts';
 
 /**
  * NOTIFY channel of key changes: the payload is a key id (forget that key) or empty (forget all).
- * Revocation sends it in its transaction; an operator changing api_keys by hand can send it too
- * (`NOTIFY backhaul_api_keys`), or the change shows within the cache's TTL.
+ * A trigger on api_keys (migration 0005) sends it for every revocation, scope/owner change or
+ * deletion, by the API or by hand; a change whose notification is lost shows within the TTL.
  */
 export const API_KEYS_CHANNEL = 'backhaul_api_keys';
 
