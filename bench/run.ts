@@ -1,4 +1,4 @@
-// npm run bench [-- --rows N] [--quick] [--strict] [--only full,incremental,memory,api,latency]
+// npm run bench [-- --rows N] [--quick] [--strict] [--only full,incremental,memory,api,latency,scheduler]
 //
 // Measures Backhaul against baselines run in the same process tree, on the same machine, in the
 // same run, and reports each figure as a ratio (absolute numbers beside). Everything it needs is
@@ -6,7 +6,7 @@
 // on 127.0.0.1:5432, else an embedded one), the source rows, a sink process, the API and worker
 // processes. Writes bench/results/latest.json and latest.svg.
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -14,7 +14,26 @@ import { parseArgs } from 'node:util';
 import autocannon from 'autocannon';
 import postgres from 'postgres';
 import { freePort, startEmbeddedPostgres } from '../src/db/embedded.ts';
-import { apiClient, memoryOf, percentile, round, sampleRss, sleep, spawnNode, stop, TERMINAL, waitFor, type Api, type Proc } from './lib.ts';
+import {
+  apiClient,
+  mapLimit,
+  memoryOf,
+  meterDiff,
+  parsePgTimestamp,
+  percentile,
+  round,
+  sampleRss,
+  sleep,
+  spawnNode,
+  startPgMeter,
+  stop,
+  TERMINAL,
+  waitFor,
+  type Api,
+  type MeterCounter,
+  type MeterUnit,
+  type Proc,
+} from './lib.ts';
 import { chart, type Scenario } from './svg.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -27,6 +46,9 @@ const { values: opts } = parseArgs({
     only: { type: 'string' },
     'small-rows': { type: 'string' },
     'api-seconds': { type: 'string' },
+    'sched-syncs': { type: 'string' },
+    'sched-every': { type: 'string' },
+    'sched-seconds': { type: 'string' },
     out: { type: 'string', default: join(here, 'results') },
   },
 });
@@ -35,10 +57,18 @@ const N = Number(opts.rows ?? (quick ? 20_000 : 1_000_000));
 const SMALL = Number(opts['small-rows'] ?? (quick ? Math.max(1000, Math.round(N / 10)) : Math.min(100_000, Math.max(1000, Math.round(N / 10)))));
 const API_SECONDS = Number(opts['api-seconds'] ?? (quick ? 3 : 10));
 const TRIGGERS = quick ? 20 : 50;
-const only = new Set((opts.only ?? 'full,incremental,memory,api,latency').split(','));
+const only = new Set((opts.only ?? 'full,incremental,memory,api,latency,scheduler').split(','));
+// Scheduler scale: syncs on interval schedules, their interval, the measured window, the idle baseline.
+const SCHED_SYNCS = Number(opts['sched-syncs'] ?? (quick ? 200 : 1000));
+const SCHED_EVERY = Number(opts['sched-every'] ?? (quick ? 20 : 60));
+const SCHED_SECONDS = Number(opts['sched-seconds'] ?? (quick ? 20 : 120));
+const SCHED_IDLE_SECONDS = quick ? 10 : 30;
 const BATCH = 1000;
 const CONCURRENCY = 4;
 if (!Number.isInteger(N) || N < 1000) throw new Error('--rows must be an integer ≥ 1000');
+if (!Number.isInteger(SCHED_SYNCS) || SCHED_SYNCS < 1) throw new Error('--sched-syncs must be a positive integer');
+if (!Number.isInteger(SCHED_EVERY) || SCHED_EVERY < 10) throw new Error('--sched-every must be an integer ≥ 10 (seconds)');
+if (!(SCHED_SECONDS >= 5)) throw new Error('--sched-seconds must be ≥ 5');
 
 const log = (m: string) => process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${m}\n`);
 const scenarios: Scenario[] = [];
@@ -115,10 +145,15 @@ interface Env {
 /** V8 heap flags for a worker on a big machine (V8 otherwise sizes its heap from total RAM). */
 const TUNED_NODE_OPTIONS = process.env.BENCH_TUNED_NODE_OPTIONS ?? '--max-semi-space-size=4 --max-old-space-size=160';
 
+/** The Node flags every launcher ships (`npm start`'s, kept equal to bin/ and the image by a test). */
+const SHIPPED_NODE_FLAGS: string[] = (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')).scripts.start as string)
+  .split(' ')
+  .filter((a) => a.startsWith('--'));
+
 function spawnWorker(env: Env, extraNodeOptions?: string): Proc {
   // BENCH_WORKER_NODE_OPTIONS: e.g. --cpu-prof to profile the worker.
   const nodeOptions = [process.env.BENCH_WORKER_NODE_OPTIONS, extraNodeOptions].filter(Boolean).join(' ');
-  return spawnNode(['src/cli.ts', 'worker'], {
+  return spawnNode([...SHIPPED_NODE_FLAGS, 'src/cli.ts', 'worker'], {
     DATABASE_URL: env.databaseUrl,
     BACKHAUL_ENCRYPTION_KEY: env.encryptionKey,
     LOG_LEVEL: 'warn',
@@ -179,6 +214,34 @@ async function cannon(url: string, token: string | undefined, seconds: number) {
   const r = await autocannon({ url, connections: 10, duration: seconds, headers: token ? { authorization: `Bearer ${token}` } : {} });
   const non2xx = r.non2xx + r.errors;
   return { rps: r.requests.average, p50: r.latency.p50, p99: r.latency.p99, requests: r.requests.total, non2xx };
+}
+
+/**
+ * The scheduler scenario's attribution of the worker's database round trips (see startPgMeter):
+ * graphile-worker's own statements by what they do and the task of the job they concern
+ * ("#<task id>", named afterwards), Backhaul's statements of the backhaul_schedule task by step
+ * (a transaction counts as one unit, labelled by its most telling statement), the stale-run
+ * sweep, and everything else, which in this scenario is the runs.
+ */
+const SHARED_SYNC_SELECT = 'select sync by id (run hooks; schedule task before it was merged)';
+function schedulerLabel(u: MeterUnit): string {
+  const sqls = u.statements.map((s) => s.sql);
+  const has = (re: RegExp) => sqls.some((q) => re.test(q));
+  const name = u.statements[0]?.name ?? '';
+  if (u.app !== 'backhaul') {
+    if (name.startsWith('get_job')) return u.fetched ? `job fetch #${u.taskId ?? '?'}` : 'job poll (empty)';
+    const m = /^(complete|fail|return)_job/.exec(name);
+    if (m) return `job ${m[1]} #${u.taskId ?? '?'}`;
+    return 'graphile-worker: other (LISTEN, crontab, task ids)';
+  }
+  if (has(/'backhaul_schedule'/) || has(/select schedule, enabled from syncs/)) return 'schedule: replan';
+  if (has(/^insert into "runs"/)) return 'schedule: trigger';
+  if (has(/^\s*select workspace_id, enabled, schedule, version,/)) return 'schedule: load sync + active-run check';
+  // (Before the two were one statement: a drizzle select of the sync, then this one.)
+  if (has(/from "runs" where \("runs"\."sync_id" = \$1 and "runs"\."status" in/)) return 'schedule: active-run check';
+  if (has(/^select .+ from "syncs" where "syncs"\."id" = \$1$/)) return SHARED_SYNC_SELECT;
+  if (has(/heartbeat_at < now\(\)/) || has(/with orphaned as/)) return 'stale-run sweep';
+  return 'runs';
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -257,9 +320,10 @@ async function main(): Promise<void> {
       ],
     },
   });
-  async function makeSync(slug: string, sql: string) {
+  async function makeSync(slug: string, sql: string, extra: Record<string, unknown> = {}) {
     const model = await api.ok('PUT', `/v1/models/${slug}`, { name: slug, connectionId: source.id, sql, primaryKey: 'id' });
     const sync = await api.ok('PUT', `/v1/syncs/${slug}`, {
+      ...extra,
       name: slug,
       modelId: model.id,
       destinationId: dest.id,
@@ -359,7 +423,7 @@ async function main(): Promise<void> {
       const ratio = round(mem.peakMb / smallMem.peakMb, 3);
       const atMillion = N >= 1_000_000;
       push({
-        name: `Worker peak RSS, ${N.toLocaleString()} rows (default V8 flags)`,
+        name: `Worker peak RSS, ${N.toLocaleString()} rows (as shipped)`,
         figure: round(mem.peakMb, 1),
         bar: atMillion ? '≤ 256' : null,
         holds: atMillion ? mem.peakMb <= 256 : null,
@@ -367,7 +431,7 @@ async function main(): Promise<void> {
         details: { rows: N, nodeOptions: '', ...mem, note: atMillion ? undefined : 'The 256 MB bar applies at 1,000,000 rows (run without --quick).' },
       });
       push({
-        name: `Worker peak RSS ${N.toLocaleString()} ÷ ${SMALL.toLocaleString()} rows (default V8 flags)`,
+        name: `Worker peak RSS ${N.toLocaleString()} ÷ ${SMALL.toLocaleString()} rows (as shipped)`,
         figure: ratio,
         bar: '≤ 1.25',
         holds: ratio <= 1.25,
@@ -511,6 +575,227 @@ async function main(): Promise<void> {
     }
   }
 
+  // ---- Scheduler scale: SCHED_SYNCS syncs on interval schedules; the database time the scheduler
+  // spends per minute. The worker reaches PostgreSQL through a metering proxy (startPgMeter), which
+  // times and attributes each of its round trips; pg_stat_database gives the whole database's
+  // active time beside it. A window with the worker idle (no scheduled syncs) is the baseline.
+  if (only.has('scheduler')) {
+    await stopWorker();
+    const fetched: { taskId: number; latenessMs: number }[] = [];
+    let measuring = false;
+    const meter = await startPgMeter({ host: u.hostname, port: Number(u.port || 5432) }, schedulerLabel, (job) => {
+      if (measuring && job.run_at && job.locked_at) fetched.push({ taskId: Number(job.task_id), latenessMs: parsePgTimestamp(job.locked_at) - parsePgTimestamp(job.run_at) });
+    });
+    cleanups.push(() => meter.close());
+    const metered = new URL(databaseUrl);
+    metered.hostname = '127.0.0.1';
+    metered.port = String(meter.port);
+    worker = spawnWorker({ ...env, databaseUrl: metered.toString() });
+    await runSync(api, oneSync, {}, 120_000); // the worker is up and has run once
+    await sleep(3000); // past its start-up statements
+
+    const dbStats = async () =>
+      (
+        await db<{ at: Date; activeMs: number; xacts: number; tupRead: number; tupWritten: number; blocks: number; wal: number; queues: number }[]>`
+          select clock_timestamp() as at, active_time::float8 as "activeMs", (xact_commit + xact_rollback)::float8 as xacts,
+                 (tup_returned + tup_fetched)::float8 as "tupRead", (tup_inserted + tup_updated + tup_deleted)::float8 as "tupWritten",
+                 (blks_hit + blks_read)::float8 as blocks, pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::float8 as wal,
+                 (select count(*)::int from graphile_worker._private_job_queues) as queues
+          from pg_stat_database where datname = current_database()`
+      )[0];
+    /** One measured window: the meter's counters and pg_stat_database's, per minute. */
+    async function measure(seconds: number) {
+      const m0 = meter.snapshot();
+      const d0 = await dbStats();
+      fetched.length = 0;
+      measuring = true;
+      await sleep(seconds * 1000);
+      measuring = false;
+      const m1 = meter.snapshot();
+      const d1 = await dbStats();
+      const diff = meterDiff(m0, m1);
+      const perMin = 60 / diff.seconds;
+      const loadAverage = os.loadavg().map((l) => round(l, 2));
+      return { ...diff, perMin, from: d0.at, to: d1.at, jobs: [...fetched], loadAverage, db: {
+        activeMsPerMin: round((d1.activeMs - d0.activeMs) * perMin, 1),
+        xactsPerMin: Math.round((d1.xacts - d0.xacts) * perMin),
+        tuplesReadPerMin: Math.round((d1.tupRead - d0.tupRead) * perMin),
+        tuplesWrittenPerMin: Math.round((d1.tupWritten - d0.tupWritten) * perMin),
+        blocksPerMin: Math.round((d1.blocks - d0.blocks) * perMin),
+        // The server's whole WAL (every database on it): other users of the server add to it.
+        serverWalMbPerMin: round(((d1.wal - d0.wal) * perMin) / 1e6, 1),
+        // graphile-worker's named queues (one per sync that ran) at the end of the window.
+        jobQueueRows: d1.queues,
+      } };
+    }
+
+    log(`scheduler: idle worker baseline, ${SCHED_IDLE_SECONDS} s`);
+    const idle = await measure(SCHED_IDLE_SECONDS);
+
+    log(`scheduler: creating ${SCHED_SYNCS} syncs every ${SCHED_EVERY} s`);
+    const tCreate = Date.now();
+    const schedIds = await mapLimit(Array.from({ length: SCHED_SYNCS }, (_, i) => i), 8, (i) =>
+      makeSync(`sched-${i}`, `${MODEL_SQL} where id = ${(i % N) + 1}`, { schedule: { type: 'interval', everySeconds: SCHED_EVERY } }),
+    );
+    const createMs = Date.now() - tCreate;
+    // Each sync's first slot is its creation time + the interval; spread the first slots evenly over
+    // one interval instead (as syncs created at arbitrary times would be), through graphile-worker's
+    // SQL API. From then on the scheduler keeps each sync's own cadence.
+    const [{ n: staggered }] = await db<{ n: number }[]>`
+      with j as (
+        select id, row_number() over (order by random()) - 1 as k, count(*) over () as n
+        from graphile_worker.jobs where task_identifier = 'backhaul_schedule' and locked_at is null)
+      select count(*)::int as n from j, lateral graphile_worker.reschedule_jobs(array[j.id], run_at => now() + make_interval(secs => 1 + ${SCHED_EVERY}::float8 * j.k / j.n))`;
+    log(`scheduler: created in ${(createMs / 1000).toFixed(1)} s, ${staggered} first slots spread over ${SCHED_EVERY} s; warming up (one interval)`);
+    const warmStart = Date.now();
+    await waitFor(
+      'every scheduled sync to have run once',
+      async () => (await db`select count(distinct sync_id)::int as n from runs where trigger = 'schedule' and status <> 'queued' and status <> 'running'`)[0].n >= SCHED_SYNCS,
+      (SCHED_EVERY * 4 + 60) * 1000,
+      1000,
+    );
+    const warmupMs = Date.now() - warmStart;
+
+    log(`scheduler: measuring ${SCHED_SECONDS} s`);
+    const load = await measure(SCHED_SECONDS);
+
+    // Stop the schedules through the API (each PATCH removes the sync's scheduled job), then the worker.
+    await mapLimit(schedIds, 8, (id) => api.ok('PATCH', `/v1/syncs/${id}`, { enabled: false }));
+    await stopWorker();
+
+    const tasks = new Map((await db<{ id: number; identifier: string }[]>`select id, identifier from graphile_worker._private_tasks`).map((t) => [t.id, t.identifier]));
+    const named = (labels: Record<string, MeterCounter>) =>
+      Object.fromEntries(Object.entries(labels).map(([k, v]) => [k.replace(/#(\d+)$/, (_, id) => tasks.get(Number(id)) ?? `task ${id}`), v]));
+    const idleLabels = named(idle.labels);
+    const loadLabels = named(load.labels);
+    const ZERO: MeterCounter = { count: 0, ms: 0, roundTrips: 0, cpuMs: 0, waitMs: 0 };
+    const plus = (a: MeterCounter, b: MeterCounter, f = 1): MeterCounter => ({
+      count: a.count + f * b.count,
+      ms: a.ms + f * b.ms,
+      roundTrips: a.roundTrips + f * b.roundTrips,
+      cpuMs: a.cpuMs + f * b.cpuMs,
+      waitMs: a.waitMs + f * b.waitMs,
+    });
+    const sum = (labels: Record<string, MeterCounter>, pick: (k: string) => boolean) => Object.entries(labels).reduce((acc, [k, v]) => (pick(k) ? plus(acc, v) : acc), ZERO);
+    const fires = loadLabels['job fetch backhaul_schedule']?.count ?? 0;
+    // A statement both the runs' finishing hooks and (before it read the sync and its active run
+    // in one statement) the schedule task send: the task sent it once per active-run check, so
+    // that many of them (at their mean cost) go to the scheduler.
+    const shared = loadLabels[SHARED_SYNC_SELECT] ?? ZERO;
+    const checks = loadLabels['schedule: active-run check']?.count ?? 0;
+    const sharedShare = shared.count ? Math.min(1, checks / shared.count) : 0;
+    const sched = plus(sum(loadLabels, (k) => k.startsWith('schedule: ') || k.endsWith(' backhaul_schedule')), shared, sharedShare);
+    const runsDb = plus(sum(loadLabels, (k) => k === 'runs' || k.endsWith(' backhaul_run')), shared, 1 - sharedShare);
+    const loadTotal = sum(loadLabels, () => true);
+    const idleTotal = sum(idleLabels, () => true);
+    const rate = (c: MeterCounter, perMin: number) => ({
+      msPerMin: round(c.ms * perMin, 1),
+      cpuMsPerMin: round(c.cpuMs * perMin, 1),
+      runQueueWaitMsPerMin: round(c.waitMs * perMin, 1),
+      perMin: round(c.count * perMin, 1),
+      roundTripsPerMin: round(c.roundTrips * perMin, 1),
+      msEach: c.count ? round(c.ms / c.count, 3) : null,
+      cpuMsEach: c.count ? round(c.cpuMs / c.count, 3) : null,
+    });
+    const perLabel = (labels: Record<string, MeterCounter>, perMin: number) =>
+      Object.fromEntries(Object.entries(labels).sort((a, b) => b[1].ms - a[1].ms).map(([k, v]) => [k, rate(v, perMin)]));
+
+    // The runs table: scheduled runs in the window, each sync's count, its cadence, overlaps.
+    const [inWindow] = await db<{ created: number; minPerSync: number; maxPerSync: number; failed: number }[]>`
+      with per as (
+        select s.id, count(r.id)::int as n, count(r.id) filter (where r.status = 'failed')::int as failed
+        from syncs s left join runs r on r.sync_id = s.id and r.trigger = 'schedule' and r.queued_at >= ${load.from} and r.queued_at < ${load.to}
+        where s.id = any(${schedIds}) group by s.id)
+      select sum(n)::int as created, min(n)::int as "minPerSync", max(n)::int as "maxPerSync", sum(failed)::int as failed from per`;
+    const [cadence] = await db<{ periods: number; avgS: number; minS: number; p95S: number; maxS: number; overlaps: number }[]>`
+      with r as (
+        select sync_id, queued_at, lag(queued_at) over w as prev_queued, lag(finished_at) over w as prev_finished, lag(id) over w as prev
+        from runs where sync_id = any(${schedIds}) window w as (partition by sync_id order by queued_at))
+      select count(*) filter (where prev is not null)::int as periods,
+             avg(extract(epoch from queued_at - prev_queued))::float8 as "avgS",
+             min(extract(epoch from queued_at - prev_queued))::float8 as "minS",
+             percentile_cont(0.95) within group (order by extract(epoch from queued_at - prev_queued))::float8 as "p95S",
+             max(extract(epoch from queued_at - prev_queued))::float8 as "maxS",
+             count(*) filter (where prev is not null and (prev_finished is null or queued_at < prev_finished))::int as overlaps
+      from r`;
+    const [{ n: doubleActive }] = await db<{ n: number }[]>`
+      select count(*)::int as n from (select sync_id from runs where status in ('queued', 'running') group by sync_id having count(*) > 1) x`;
+    const schedTaskId = [...tasks].find(([, n]) => n === 'backhaul_schedule')?.[0];
+    const late = load.jobs.filter((j) => j.taskId === schedTaskId).map((j) => j.latenessMs).sort((a, b) => a - b);
+    const expectedFiresPerMin = (SCHED_SYNCS * 60) / SCHED_EVERY;
+    const topStatements = Object.entries(load.statements)
+      .sort((a, b) => b[1].ms - a[1].ms)
+      .slice(0, 15)
+      .map(([sql, v]) => ({ sql, ...rate(v, load.perMin) }));
+
+    const cpu = meter.cpu();
+    const schedMsPerMin = sched.ms * load.perMin;
+    const details = {
+      syncs: SCHED_SYNCS,
+      everySeconds: SCHED_EVERY,
+      windowSeconds: round(load.seconds, 1),
+      idleWindowSeconds: round(idle.seconds, 1),
+      // The machine's load average at the end of the window: other processes on the machine
+      // lengthen every round trip (see runQueueWaitMsPerMin); the CPU figures depend on it least.
+      loadAverageAtEnd: load.loadAverage,
+      createSeconds: round(createMs / 1000, 1),
+      warmupSeconds: round(warmupMs / 1000, 1),
+      // The scheduler: schedule jobs fetched and completed, and the task's statements.
+      scheduler: rate(sched, load.perMin),
+      schedulerMsPerFire: fires ? round(sched.ms / fires, 3) : null,
+      schedulerCpuMsPerFire: fires && cpu ? round(sched.cpuMs / fires, 3) : null,
+      schedulerRoundTripsPerFire: fires ? round(sched.roundTrips / fires, 1) : null,
+      schedulerShareOfWorkerDbTime: loadTotal.ms ? round(sched.ms / loadTotal.ms, 3) : null,
+      // Does it keep up, without piling up?
+      firesPerMin: round(fires * load.perMin, 1),
+      expectedFiresPerMin: round(expectedFiresPerMin, 1),
+      scheduledRunsPerMin: round(inWindow.created * load.perMin, 1),
+      skippedSlots: fires - inWindow.created,
+      failedRuns: inWindow.failed,
+      scheduledRunsPerSyncInWindow: { min: inWindow.minPerSync, max: inWindow.maxPerSync, expected: round(load.seconds / SCHED_EVERY, 2) },
+      periodSeconds: { expected: SCHED_EVERY, periods: cadence.periods, avg: round(cadence.avgS ?? NaN, 3), min: round(cadence.minS ?? NaN, 3), p95: round(cadence.p95S ?? NaN, 3), max: round(cadence.maxS ?? NaN, 3) },
+      fireLatenessMs: { fires: late.length, p50: round(percentile(late, 50), 1), p95: round(percentile(late, 95), 1), max: round(late[late.length - 1] ?? NaN, 1) },
+      overlappingRuns: cadence.overlaps,
+      syncsWithTwoActiveRunsAtEnd: doubleActive,
+      // Context: the runs the scheduler triggers, the worker's polling, the whole worker, the database.
+      runs: rate(runsDb, load.perMin),
+      runsMsPerRun: inWindow.created ? round(runsDb.ms / inWindow.created, 2) : null,
+      emptyPolls: rate(loadLabels['job poll (empty)'] ?? ZERO, load.perMin),
+      worker: rate(loadTotal, load.perMin),
+      idleWorker: rate(idleTotal, idle.perMin),
+      schedulerVsIdleWorker: idleTotal.ms ? round(schedMsPerMin / (idleTotal.ms * idle.perMin), 1) : null,
+      database: load.db,
+      idleDatabase: idle.db,
+      cpuMeasured: cpu,
+      meteredConnections: meter.snapshot().connections,
+      unmeteredConnections: meter.snapshot().unmeasured,
+      breakdown: perLabel(loadLabels, load.perMin),
+      idleBreakdown: perLabel(idleLabels, idle.perMin),
+      topStatements,
+      method:
+        'The worker connects through a metering proxy: each round trip is timed from the request leaving the proxy to ReadyForQuery (pipelined ones back to back), ' +
+        "so ms is the time the server had the worker's request in hand, loopback hops included (what pg_stat_statements' total_exec_time would add up); " +
+        'cpuMs is the serving backend\'s CPU time over the same cycles (/proc/<pid>/schedstat), runQueueWaitMs its wait for a CPU. ' +
+        'Scheduler = get_job returning a backhaul_schedule job + its completion + the task (load sync, active-run check, trigger transaction, replan transaction). ' +
+        "database.activeMsPerMin: pg_stat_database.active_time of the whole scratch database (every process, incl. the runs' source queries).",
+    };
+    const pileUp = cadence.overlaps > 0 || doubleActive > 0;
+    if (pileUp) log(`scheduler: runs overlapped (${cadence.overlaps} overlapping, ${doubleActive} syncs with two active runs)`);
+    log(
+      `scheduler: ${details.firesPerMin} fires/min (expected ${details.expectedFiresPerMin}), ${details.schedulerMsPerFire} ms (CPU ${details.schedulerCpuMsPerFire} ms) and ` +
+        `${details.schedulerRoundTripsPerFire} round trips per fire, lateness p50 ${details.fireLatenessMs.p50} ms p95 ${details.fireLatenessMs.p95} ms; ` +
+        `runs ${details.runs.msPerMin} ms/min; idle worker ${details.idleWorker.msPerMin} ms/min; database active ${load.db.activeMsPerMin} ms/min (idle ${idle.db.activeMsPerMin})`,
+    );
+    push({
+      name: `Scheduler DB time, ${SCHED_SYNCS.toLocaleString()} syncs every ${SCHED_EVERY} s`,
+      figure: round(schedMsPerMin, 1),
+      bar: null,
+      holds: null,
+      unit: 'ms / min',
+      details,
+    });
+  }
+
   // ---- Output
   const machine = {
     cpus: os.cpus().length,
@@ -546,6 +831,8 @@ function printTable(): void {
             ? `${d.backhaulRps} vs ${d.bareRps} req/s; p99 ${d.backhaulP99Ms} vs ${d.bareP99Ms} ms`
             : s.name.startsWith('Trigger')
               ? `median ${d.medianMs} ms, p95 ${d.p95Ms} ms`
+              : s.name.startsWith('Scheduler')
+                ? `${d.schedulerMsPerFire} ms (CPU ${d.schedulerCpuMsPerFire}) × ${d.firesPerMin} fires/min (expected ${d.expectedFiresPerMin}); runs ${(d.runs as { msPerMin: number }).msPerMin} ms/min; idle worker ${(d.idleWorker as { msPerMin: number }).msPerMin} ms/min`
               : s.name.includes('÷')
                 ? `${d.largePeakMb} MB vs ${d.smallPeakMb} MB`
                 : '';
