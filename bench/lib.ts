@@ -287,6 +287,13 @@ export function startPgMeter(
     c.waitMs += waitMs;
     m.set(k, c);
   };
+  /** Adds CPU found after a unit was counted (see settleTail) to its label and statement. */
+  const addCpu = (m: Map<string, MeterCounter>, k: string, cpuMs: number, waitMs: number) => {
+    const c = m.get(k);
+    if (!c) return;
+    c.cpuMs += cpuMs;
+    c.waitMs += waitMs;
+  };
   /** [CPU ns, run-queue wait ns] of a backend process, when it runs on this machine. */
   const schedstat = (pid: number | undefined): [number, number] | undefined => {
     if (!pid) return undefined;
@@ -315,8 +322,24 @@ export function startPgMeter(
       opaque = true;
     };
     let backendPid: number | undefined;
-    /** schedstat at the last ReadyForQuery of this connection. */
+    /** schedstat when last read for this connection. */
     let mark: [number, number] | undefined;
+    /** Where CPU read after the last ReadyForQuery belongs: the unit (or transaction) it ended. */
+    let tailTo: ((cpuMs: number, waitMs: number) => void) | undefined;
+    /**
+     * The kernel adds a running task's current time slice to schedstat when it is switched out, so
+     * the reading at ReadyForQuery can miss the end of the statement. When the next request comes
+     * on the idle connection (before it is forwarded) the backend has blocked: read again and
+     * give the difference to the statement before.
+     */
+    const settleTail = () => {
+      if (!tailTo || !mark) return;
+      const now = schedstat(backendPid);
+      if (!now) return;
+      tailTo((now[0] - mark[0]) / 1e6, (now[1] - mark[1]) / 1e6);
+      mark = now;
+      tailTo = undefined;
+    };
     const prepared = new Map<string, string>();
     interface Cycle {
       /** When the server's part started (Infinity while the client is the one to act). */
@@ -353,7 +376,7 @@ export function startPgMeter(
       c.t0 = Infinity;
     };
 
-    const finishUnit = (cycles: Cycle[], ms: number, cpuMs: number, waitMs: number) => {
+    const finishUnit = (cycles: Cycle[], ms: number, cpuMs: number, waitMs: number): { label: string; lastKey: string } => {
       const unit: MeterUnit = { app, statements: cycles.flatMap((c) => c.statements) };
       const gj = cycles.find((c) => c.getJob);
       if (gj) {
@@ -380,13 +403,16 @@ export function startPgMeter(
           }
         }
       }
-      add(labels, classify(unit), ms, cycles.length, cpuMs, waitMs);
+      const label = classify(unit);
+      add(labels, label, ms, cycles.length, cpuMs, waitMs);
+      let lastKey = '';
       for (const c of cycles) {
         const text = c.statements.map((s) => s.sql).join('; ') || '(prepare)';
         // Ids in statement text (per-run staging tables) are folded so that statements aggregate.
-        const key = (c.statements[0]?.name ? `[${c.statements[0].name}] ` : '') + text.replace(/\s+/g, ' ').replace(/([a-z]+)_[0-9a-z]{26}(?![0-9a-z])/g, '$1_…').slice(0, 160);
-        add(statements, key, c.ms ?? 0, 1, c.cpuMs ?? 0, c.waitMs ?? 0);
+        lastKey = (c.statements[0]?.name ? `[${c.statements[0].name}] ` : '') + text.replace(/\s+/g, ' ').replace(/([a-z]+)_[0-9a-z]{26}(?![0-9a-z])/g, '$1_…').slice(0, 160);
+        add(statements, lastKey, c.ms ?? 0, 1, c.cpuMs ?? 0, c.waitMs ?? 0);
       }
+      return { label, lastKey };
     };
 
     const front = new Framer((type, body) => {
@@ -541,32 +567,41 @@ export function startPgMeter(
         const ms = c.preMs + (c.t0 === Infinity ? 0 : end - Math.max(c.t0, lastEnd));
         lastEnd = end;
         c.ms = ms;
-        // The backend's CPU since the previous ReadyForQuery on this connection. The kernel adds
-        // a running task's current time slice to schedstat only when the task is switched out, so
-        // a short statement's CPU may show at the next one on the same connection: totals (and so
-        // per-label figures over many statements) are right, one statement's own may not be.
+        // The backend's CPU since the last reading (the rest comes with settleTail).
         const now = schedstat(backendPid);
         c.cpuMs = now && mark ? (now[0] - mark[0]) / 1e6 : 0;
         c.waitMs = now && mark ? (now[1] - mark[1]) / 1e6 : 0;
         mark = now ?? mark;
         const status = String.fromCharCode(body[0]);
         if (status === 'I') {
+          let done: { label: string; lastKey: string };
           if (txn) {
             txn.cycles.push(c);
-            finishUnit(txn.cycles, txn.ms + ms, txn.cpuMs + c.cpuMs, txn.waitMs + c.waitMs);
+            done = finishUnit(txn.cycles, txn.ms + ms, txn.cpuMs + c.cpuMs, txn.waitMs + c.waitMs);
             txn = undefined;
-          } else finishUnit([c], ms, c.cpuMs, c.waitMs);
+          } else done = finishUnit([c], ms, c.cpuMs, c.waitMs);
+          tailTo = (cpuMs, waitMs) => {
+            addCpu(labels, done.label, cpuMs, waitMs);
+            addCpu(statements, done.lastKey, cpuMs, waitMs);
+          };
         } else {
-          txn ??= { cycles: [], ms: 0, cpuMs: 0, waitMs: 0 };
-          txn.cycles.push(c);
-          txn.ms += ms;
-          txn.cpuMs += c.cpuMs;
-          txn.waitMs += c.waitMs;
+          const t = (txn ??= { cycles: [], ms: 0, cpuMs: 0, waitMs: 0 });
+          t.cycles.push(c);
+          t.ms += ms;
+          t.cpuMs += c.cpuMs;
+          t.waitMs += c.waitMs;
+          tailTo = (cpuMs, waitMs) => {
+            t.cpuMs += cpuMs;
+            t.waitMs += waitMs;
+            c.cpuMs! += cpuMs;
+            c.waitMs! += waitMs;
+          };
         }
       }
     });
 
     client.on('data', (chunk: Buffer) => {
+      if (!opaque && !open && !inflight.length) settleTail(); // a new request on an idle connection
       up.write(chunk);
       if (opaque) return;
       try {
