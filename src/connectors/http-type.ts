@@ -47,6 +47,10 @@ const fieldSchema = {
     type: { type: 'string', enum: ['string', 'integer', 'decimal', 'boolean', 'timestamp', 'date', 'json'], default: 'string' },
     required: { type: 'boolean', default: false },
     identifier: { type: 'boolean', default: false },
+    equality: {
+      enum: ['exact', 'case_insensitive'],
+      description: 'How the API compares values of this field when it matches records (case_insensitive: trimmed and case-folded, as most CRMs compare emails)',
+    },
   },
 };
 

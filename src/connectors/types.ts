@@ -49,6 +49,11 @@ export interface DestinationField {
   required: boolean;
   /** The field identifies a record (unique / primary key): usable as a match key. */
   identifier: boolean;
+  /**
+   * How the destination compares values of this field when it matches records (default `exact`).
+   * `case_insensitive`: trimmed and case-folded (HubSpot and Salesforce compare emails this way).
+   */
+  equality?: 'exact' | 'case_insensitive';
 }
 
 export interface DestinationCapabilities {
@@ -65,6 +70,12 @@ export interface WriteRow {
   primaryKey: string;
   /** The mapped payload: destination field → value. For deletes, may hold only the match field. */
   payload: Record<string, unknown>;
+  /**
+   * The destination's id of the record, when the engine knows it (it keeps the `externalId` a
+   * destination returned in its snapshot). Destinations whose update/delete APIs address records
+   * by id use it, and fall back to the match value when it is absent.
+   */
+  recordId?: string;
 }
 
 export interface WriteRequest {

@@ -115,6 +115,15 @@ export const syncs = pgTable(
     enabled: boolean('enabled').notNull().default(true),
     delivery: jsonb('delivery').notNull(),
     alerts: jsonb('alerts').notNull(),
+    /** Change thresholds (deletion and change guards); absent keys take their defaults. */
+    changeThresholds: jsonb('change_thresholds').notNull().default(sql`'{}'::jsonb`),
+    /**
+     * Which snapshot the sync's runs read and write: bumped (and the snapshot emptied) when the
+     * destination, object, match key or mode changes, so a run planned against the old place can
+     * no longer checkpoint into the new one.
+     */
+    snapshotVersion: integer('snapshot_version').notNull().default(1),
+    snapshotResetAt: ts('snapshot_reset_at'),
     version: integer('version').notNull().default(1),
     createdAt: created(),
     updatedAt: updated(),
@@ -230,7 +239,15 @@ export const runs = pgTable(
     stagedAt: ts('staged_at'),
     plannedAt: ts('planned_at'),
     plannedTotal: integer('planned_total'),
+    /** Executions so far; also the lease: only the execution holding this number may write. */
     attempts: integer('attempts').notNull().default(0),
+    /** The sync's snapshot version the plan was built against (see syncs.snapshot_version). */
+    snapshotVersion: integer('snapshot_version'),
+    /** Trigger options: bypass the deletion guard once; plan and report without sending. */
+    allowDeletions: boolean('allow_deletions').notNull().default(false),
+    dryRun: boolean('dry_run').notNull().default(false),
+    /** Dry runs: a sample of planned operations with their payloads. */
+    planSample: jsonb('plan_sample'),
   },
   (t) => [
     index('runs_sync_idx').on(t.syncId, t.id),
@@ -256,6 +273,8 @@ export const runRecords = pgTable(
     errorMessage: text('error_message'),
     attempts: integer('attempts').notNull().default(1),
     batch: integer('batch'),
+    /** The destination's id of the record this row wrote, when it returned one. */
+    recordId: text('record_id'),
     createdAt: created(),
   },
   (t) => [
@@ -266,18 +285,27 @@ export const runRecords = pgTable(
   ],
 );
 
-/** What the destination is known to hold for a sync: only rows it acknowledged. */
+/**
+ * The snapshot: what the destination is known to hold for a sync, one row per destination
+ * record Backhaul wrote and the destination acknowledged. A record is identified by its match
+ * key (the match value normalised the way the destination compares it) and, once known, by the
+ * id the destination returned; `primary_key` is the model row that last claimed it.
+ */
 export const syncSnapshots = pgTable(
   'sync_snapshots',
   {
     syncId: text('sync_id').notNull(),
+    /** JSON of the normalised match value (e.g. trimmed and lower-cased for case-insensitive emails). */
+    matchKey: text('match_key').notNull(),
     primaryKey: text('primary_key').notNull(),
     hash: text('hash').notNull(),
-    /** The destination match-field value, needed to delete the record when the row leaves the model. */
+    /** The match value as it was sent (what a delete sends back). */
     matchValue: jsonb('match_value'),
+    /** The destination's id for the record, when it returned one. */
+    recordId: text('record_id'),
     updatedAt: updated(),
   },
-  (t) => [primaryKey({ columns: [t.syncId, t.primaryKey] })],
+  (t) => [primaryKey({ columns: [t.syncId, t.matchKey] })],
 );
 
 // ---- Callbacks, alerts, row debugger ------------------------------------------------------------

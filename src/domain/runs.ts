@@ -25,6 +25,22 @@ export const RunView = Type.Object(
     phase: Type.Union([Type.String(), Type.Null()]),
     trigger: Type.Union([Type.Literal('manual'), Type.Literal('schedule'), Type.Literal('api')]),
     fullResync: Type.Boolean(),
+    dryRun: Type.Boolean({ description: 'Planned and reported only: nothing was sent and the snapshot was left untouched' }),
+    allowDeletions: Type.Boolean({ description: 'The trigger allowed this run past the deletion guard' }),
+    sample: Type.Union(
+      [
+        Type.Array(
+          Type.Object({
+            primaryKey: Type.String(),
+            operation: Type.Union([Type.Literal('insert'), Type.Literal('update'), Type.Literal('delete')]),
+            payload: Type.Unknown(),
+            recordId: Type.Union([Type.String(), Type.Null()]),
+          }),
+        ),
+        Type.Null(),
+      ],
+      { description: 'Dry runs: up to 20 planned operations of each kind with the payloads they would send (invalid rows are in the run records)' },
+    ),
     queuedAt: Type.String({ format: 'date-time' }),
     startedAt: Type.Union([Type.String({ format: 'date-time' }), Type.Null()]),
     finishedAt: Type.Union([Type.String({ format: 'date-time' }), Type.Null()]),
@@ -40,6 +56,8 @@ export const RunView = Type.Object(
 export const RunTrigger = Type.Object(
   {
     fullResync: Type.Optional(Type.Boolean({ description: 'Send every row, as if the destination held nothing' })),
+    dryRun: Type.Optional(Type.Boolean({ description: 'Plan and report counts and sample payloads; send nothing; leave the snapshot untouched' })),
+    allowDeletions: Type.Optional(Type.Boolean({ description: "Let this one run delete past the sync's deletion guard" })),
     callbackUrl: Type.Optional(Type.String({ format: 'uri', pattern: '^https?://', maxLength: 2000, description: 'Receives the signed run.completed event' })),
   },
   { additionalProperties: false, $id: 'RunTrigger' },
@@ -51,6 +69,7 @@ export const RunRecordView = Type.Object(
     status: Type.Union([Type.Literal('succeeded'), Type.Literal('rejected'), Type.Literal('invalid')]),
     error: Type.Union([Type.Object({ code: Type.String(), message: Type.String() }), Type.Null()]),
     attempts: Type.Integer(),
+    recordId: Type.Optional(Type.Union([Type.String(), Type.Null()], { description: "The destination's id of the record this row wrote, when it returned one" })),
     runId: Type.String(),
     createdAt: Type.String({ format: 'date-time' }),
     batch: Type.Optional(Type.Union([Type.Integer(), Type.Null()])),
@@ -86,6 +105,9 @@ export function runView(r: RunRow): RunViewT {
     phase: r.phase,
     trigger: r.trigger as RunTriggerKind,
     fullResync: r.fullResync,
+    dryRun: r.dryRun,
+    allowDeletions: r.allowDeletions,
+    sample: (r.planSample as RunViewT['sample']) ?? null,
     queuedAt: iso(r.queuedAt)!,
     startedAt: iso(r.startedAt),
     finishedAt: iso(r.finishedAt),
@@ -132,15 +154,21 @@ export class RunService {
       if (!sync.enabled) {
         throw new ConflictError('sync_disabled', `Sync "${sync.slug}" is disabled.`, { hint: 'Enable it (PATCH {"enabled": true}) to run it.' });
       }
-      const [queued] = await tx.select().from(runs).where(and(eq(runs.syncId, sync.id), eq(runs.status, 'queued'))).limit(1);
+      // A queued run with the same options is the run this trigger asks for; a dry run never
+      // stands for a real one (nor the reverse): it queues behind it.
+      const [queued] = await tx
+        .select()
+        .from(runs)
+        .where(and(eq(runs.syncId, sync.id), eq(runs.status, 'queued'), eq(runs.dryRun, input.dryRun ?? false)))
+        .limit(1);
       if (queued) return { run: runView(queued), created: false };
       const id = newId('run');
       const [row] = await tx
         .insert(runs)
-        .values({ id, workspaceId: actor.workspaceId, syncId: sync.id, status: 'queued', trigger: kind, fullResync: input.fullResync ?? false, callbackUrl: input.callbackUrl ?? null, counts: emptyCounts() })
+        .values({ id, workspaceId: actor.workspaceId, syncId: sync.id, status: 'queued', trigger: kind, fullResync: input.fullResync ?? false, dryRun: input.dryRun ?? false, allowDeletions: input.allowDeletions ?? false, callbackUrl: input.callbackUrl ?? null, counts: emptyCounts() })
         .returning();
       await enqueueRun(tx, row);
-      await recordAudit(tx, actor, 'trigger', 'run', id, input.fullResync ? ['fullResync'] : []);
+      await recordAudit(tx, actor, 'trigger', 'run', id, (['fullResync', 'dryRun', 'allowDeletions'] as const).filter((k) => input[k]));
       await publishRun(tx, row);
       return { run: runView(row), created: true };
     });
@@ -275,6 +303,7 @@ function recordView(r: typeof runRecords.$inferSelect): RunRecordViewT {
     status: r.status as RunRecordViewT['status'],
     error: r.errorCode ? { code: r.errorCode, message: r.errorMessage ?? '' } : null,
     attempts: r.attempts,
+    recordId: r.recordId,
     runId: r.runId,
     createdAt: iso(r.createdAt)!,
     batch: r.batch,

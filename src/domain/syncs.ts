@@ -1,7 +1,7 @@
 import { Type, type Static } from '@sinclair/typebox';
 import { CronExpressionParser } from 'cron-parser';
 import { and, eq } from 'drizzle-orm';
-import { connections, models, syncs } from '../db/schema.ts';
+import { connections, models, syncSnapshots, syncs } from '../db/schema.ts';
 import type { Tx } from '../db/client.ts';
 import { getConnectorType } from '../connectors/registry.ts';
 import { UnprocessableError, ValidationError } from '../errors.ts';
@@ -53,6 +53,20 @@ const Alerts = Type.Object(
   },
   { additionalProperties: false },
 );
+const ChangeThresholds = Type.Object(
+  {
+    maxDeletes: Type.Optional(Type.Union([Type.Integer({ minimum: 0 }), Type.Null()], { description: 'Fail a run that plans more deletes than this (null: no limit)' })),
+    maxDeletePercent: Type.Optional(
+      Type.Union([Type.Number({ minimum: 0, maximum: 100 }), Type.Null()], { description: 'Fail a run whose deletes exceed this percentage of the records the sync wrote (null: no limit)' }),
+    ),
+    maxChanges: Type.Optional(Type.Union([Type.Integer({ minimum: 0 }), Type.Null()], { description: 'Fail a run that plans more inserts + updates + deletes than this (null: no limit)' })),
+    maxChangePercent: Type.Optional(
+      Type.Union([Type.Number({ minimum: 0 }), Type.Null()], { description: 'Fail a run whose changes exceed this percentage of the records the sync wrote (null: no limit)' }),
+    ),
+    allowEmptyModel: Type.Optional(Type.Boolean({ description: 'Let a model that returns 0 rows delete every record the sync wrote (mirror); default false' })),
+  },
+  { additionalProperties: false },
+);
 const MatchKey = Type.Object(
   { sourceColumn: Type.String({ minLength: 1, maxLength: 200 }), destinationField: Type.String({ minLength: 1, maxLength: 200 }) },
   { additionalProperties: false },
@@ -71,6 +85,7 @@ const syncFields = {
   enabled: Type.Optional(Type.Boolean()),
   delivery: Type.Optional(Delivery),
   alerts: Type.Optional(Alerts),
+  changeThresholds: Type.Optional(ChangeThresholds),
 };
 
 export const SyncCreate = Type.Object({ slug: Slug, ...syncFields }, { additionalProperties: false, $id: 'SyncCreate' });
@@ -102,6 +117,16 @@ export const SyncView = Type.Object(
       maxDurationSeconds: Type.Union([Type.Integer(), Type.Null()]),
       consecutiveFailures: Type.Union([Type.Integer(), Type.Null()]),
     }),
+    changeThresholds: Type.Object({
+      maxDeletes: Type.Union([Type.Integer(), Type.Null()]),
+      maxDeletePercent: Type.Union([Type.Number(), Type.Null()]),
+      maxChanges: Type.Union([Type.Integer(), Type.Null()]),
+      maxChangePercent: Type.Union([Type.Number(), Type.Null()]),
+      allowEmptyModel: Type.Boolean(),
+    }),
+    snapshotResetAt: Type.Union([Type.String({ format: 'date-time' }), Type.Null()], {
+      description: 'When the sync last started a new snapshot (its destination, object, match key or mode changed): the next run writes every row again',
+    }),
     createdAt: Type.String({ format: 'date-time' }),
     updatedAt: Type.String({ format: 'date-time' }),
     version: Type.Integer(),
@@ -116,10 +141,14 @@ export type SyncViewT = Static<typeof SyncView>;
 export type ScheduleT = Static<typeof Schedule>;
 export type DeliveryT = SyncViewT['delivery'];
 export type AlertsT = SyncViewT['alerts'];
+export type ChangeThresholdsT = SyncViewT['changeThresholds'];
 type Row = typeof syncs.$inferSelect;
 
 export const DEFAULT_DELIVERY: DeliveryT = { batchSize: 500, concurrency: 4, maxRequestsPerSecond: null, maxRetries: 6 };
 export const DEFAULT_ALERTS: AlertsT = { channelIds: [], onFailure: true, rowFailurePercent: null, maxDurationSeconds: null, consecutiveFailures: null };
+export const DEFAULT_THRESHOLDS: ChangeThresholdsT = { maxDeletes: null, maxDeletePercent: null, maxChanges: null, maxChangePercent: null, allowEmptyModel: false };
+/** Fields whose change makes the snapshot describe another place: a new snapshot starts. */
+export const SNAPSHOT_FIELDS = ['destinationId', 'object', 'matchKey', 'mode'] as const;
 
 export function syncView(r: Row): SyncViewT {
   return {
@@ -135,6 +164,8 @@ export function syncView(r: Row): SyncViewT {
     enabled: r.enabled,
     delivery: { ...DEFAULT_DELIVERY, ...(r.delivery as object) },
     alerts: { ...DEFAULT_ALERTS, ...(r.alerts as object) },
+    changeThresholds: { ...DEFAULT_THRESHOLDS, ...(r.changeThresholds as object) },
+    snapshotResetAt: iso(r.snapshotResetAt),
     createdAt: iso(r.createdAt)!,
     updatedAt: iso(r.updatedAt)!,
     version: r.version,
@@ -226,6 +257,7 @@ export class SyncService {
     }
     const prevDelivery = current ? (current.delivery as DeliveryT) : DEFAULT_DELIVERY;
     const prevAlerts = current ? (current.alerts as AlertsT) : DEFAULT_ALERTS;
+    const prevThresholds = current ? (current.changeThresholds as ChangeThresholdsT) : DEFAULT_THRESHOLDS;
     return {
       slug: input.slug,
       name: input.name,
@@ -238,6 +270,7 @@ export class SyncService {
       enabled: input.enabled ?? current?.enabled ?? true,
       delivery: { ...DEFAULT_DELIVERY, ...prevDelivery, ...input.delivery },
       alerts: { ...DEFAULT_ALERTS, ...prevAlerts, ...input.alerts },
+      changeThresholds: { ...DEFAULT_THRESHOLDS, ...prevThresholds, ...input.changeThresholds },
     };
   }
 
@@ -272,7 +305,7 @@ export class SyncService {
     return this.db.transaction(async (tx) => {
       const r = await putBySlug(tx, syncs, actor.workspaceId, ref, input, ifMatch, (slug) => this.create(actor, { ...input, slug }, tx), async () => {
         // PUT replaces: optional groups not sent go back to their defaults.
-        const whole = { schedule: { type: 'manual' as const }, enabled: true, delivery: DEFAULT_DELIVERY, alerts: DEFAULT_ALERTS, ...input };
+        const whole = { schedule: { type: 'manual' as const }, enabled: true, delivery: DEFAULT_DELIVERY, alerts: DEFAULT_ALERTS, changeThresholds: DEFAULT_THRESHOLDS, ...input };
         return await this.apply(tx, actor, ref, whole, ifMatch, 'replace');
       });
       return { created: r.created, sync: r.value };
@@ -294,14 +327,22 @@ export class SyncService {
       enabled: input.enabled,
       delivery: input.delivery,
       alerts: input.alerts,
+      changeThresholds: input.changeThresholds,
     };
     const next = await this.normalise(tx, actor, merged, action === 'replace' ? undefined : cur);
     const changed = changedFields(cur as unknown as Record<string, unknown>, next, Object.keys(next));
     if (changed.length === 0) return syncView(cur);
+    // The snapshot describes what one destination object holds, matched by one key, under one
+    // mode's rules: pointing the sync elsewhere starts a new one (the next run writes every row,
+    // and deletes nothing it did not write there). Runs planned against the old one stop at
+    // their next checkpoint (runs.snapshot_version no longer matches).
+    const repointed = SNAPSHOT_FIELDS.some((f) => changed.includes(f));
+    const reset = repointed ? { snapshotVersion: cur.snapshotVersion + 1, snapshotResetAt: new Date() } : {};
     try {
       const [row] = await tx.transaction(async (tx2) => {
-        const r = await tx2.update(syncs).set({ ...next, version: cur.version + 1, updatedAt: new Date() }).where(eq(syncs.id, cur.id)).returning();
-        await recordAudit(tx2, actor, action, 'sync', cur.id, changed);
+        const r = await tx2.update(syncs).set({ ...next, ...reset, version: cur.version + 1, updatedAt: new Date() }).where(eq(syncs.id, cur.id)).returning();
+        if (repointed) await tx2.delete(syncSnapshots).where(eq(syncSnapshots.syncId, cur.id));
+        await recordAudit(tx2, actor, action, 'sync', cur.id, repointed ? [...changed, 'snapshot'] : changed);
         await this.deps.hooks.syncChanged?.(tx2, cur.id, actor.workspaceId);
         return r;
       });

@@ -1,156 +1,147 @@
-import type { DestinationConnector, WireExchange, WriteOperation, WriteResult } from '../connectors/types.ts';
-import { BatchRejectedError, ConnectorError } from '../errors.ts';
-import type { PlannedOp } from './plan.ts';
-import { backoffMs, type Clock, type RateLimiter } from './rate-limiter.ts';
+import type { Logger } from 'pino';
+import type { DestinationConnector } from '../connectors/types.ts';
+import type { Sql } from '../db/client.ts';
+import type { SyncViewT } from '../domain/syncs.ts';
+import { ConnectorError } from '../errors.ts';
+import { AbortedError, deliverBatch, splitBatches, type BatchResult, type RowOutcome } from './batch.ts';
+import { checkpoint } from './checkpoint.ts';
+import { readPending } from './plan.ts';
+import { limiterFor, type Clock } from './rate-limiter.ts';
 
-// Sending one batch: rate limit, retries with backoff (honouring Retry-After), re-sending only
-// the rows a destination marked retryable, and bisection of a batch refused as a whole until
-// the rows at fault are isolated. Every row ends succeeded or rejected; whole-request failures
-// that outlast the retries, and fatal ones, are thrown to fail the run.
+// Delivering: pending plan operations in batches, `concurrency` in flight under the destination's
+// rate limit; each acknowledged batch is checkpointed (group commit: batches acknowledged while a
+// checkpoint is being written go into the next transaction, one at a time, so counts always match
+// the records). Deletes come last in the plan and wait at a barrier until every write before them
+// was acknowledged and checkpointed: a delete never runs before a write that could re-claim its
+// record, and none runs at all when a write failed the run.
 
-export interface RowOutcome {
-  op: PlannedOp;
-  status: 'succeeded' | 'rejected';
-  code?: string;
-  message?: string;
-  attempts: number;
-}
+export class CancelledError extends Error {}
 
-export interface DeliveryContext {
+export interface DeliverInput {
+  sql: Sql;
+  run: { id: string; workspaceId: string; syncId: string };
+  lease: number;
+  snapshotVersion: number;
+  sync: SyncViewT;
   dest: DestinationConnector;
-  object: string;
-  matchField: string;
-  limiter: RateLimiter;
+  destConnId: string;
+  destType: string;
+  destConfig: Record<string, unknown>;
+  counts: import('./status.ts').RunCounts;
+  insertsAreNew: boolean;
+  recordsFresh: boolean;
+  resumeAfterBatch: number | undefined;
   clock: Clock;
-  maxRetries: number;
   retryBaseMs: number;
   retryMaxMs: number;
+  /** Aborted on shutdown or at the run's deadline (in-flight writes finish and are checkpointed). */
   signal: AbortSignal;
-  /** How many HTTP requests a write of n rows costs (row-mode HTTP: n; batch: 1). */
-  requestsFor(n: number): number;
-  onRetry?(code: string): void;
+  /** True once a cancel was requested (the heartbeat sets it); checked between batches. */
+  cancelRequested: () => boolean;
+  log: Logger;
+  onRetry?: (code: string) => void;
+  /** After a batch is checkpointed (row debugger, metrics); runs beside delivery. */
+  batchDelivered?: (batch: number, result: BatchResult) => Promise<void>;
 }
 
-export function wireOperation(mode: string, op: PlannedOp['op']): WriteOperation {
-  if (op === 'delete') return 'delete';
-  if (mode === 'insert') return 'insert';
-  if (mode === 'update') return 'update';
-  return 'upsert';
-}
+export async function deliverPhase(d: DeliverInput): Promise<void> {
+  const { sql, run, sync, dest } = d;
+  const caps = dest.capabilities();
+  const batchSize = Math.max(1, Math.min(sync.delivery.batchSize, caps.maxBatchSize));
+  const concurrency = sync.delivery.concurrency;
+  const rate = sync.delivery.maxRequestsPerSecond ?? (d.destConfig.maxRequestsPerSecond as number | undefined) ?? caps.defaultMaxRequestsPerSecond ?? 0;
+  const limiter = limiterFor(d.destConnId, rate, d.clock);
+  const rowMode = d.destType === 'http' ? httpRowMode(d.destConfig, sync.object) : () => false;
+  const deliveryCtx = {
+    dest,
+    object: sync.object,
+    matchField: sync.matchKey.destinationField,
+    limiter,
+    clock: d.clock,
+    maxRetries: sync.delivery.maxRetries,
+    retryBaseMs: d.retryBaseMs,
+    retryMaxMs: d.retryMaxMs,
+    signal: d.signal,
+    requestsFor: (n: number) => n,
+    onRetry: d.onRetry,
+  };
 
-export class AbortedError extends Error {
-  constructor() {
-    super('delivery aborted (shutting down)');
-  }
-}
-
-export interface BatchResult {
-  outcomes: RowOutcome[];
-  /** Each request of the batch with the plan rows it carried (the row debugger keeps them). */
-  exchanges: { exchange: WireExchange; seqs: number[] }[];
-}
-
-export async function deliverBatch(ctx: DeliveryContext, operation: WriteOperation, ops: PlannedOp[]): Promise<BatchResult> {
-  const out = new Map<number, RowOutcome>();
-  const exchanges: BatchResult['exchanges'] = [];
-  await send(ctx, operation, ops, out, exchanges);
-  return { outcomes: ops.map((o) => out.get(o.seq)!), exchanges };
-}
-
-async function send(
-  ctx: DeliveryContext,
-  operation: WriteOperation,
-  batch: PlannedOp[],
-  out: Map<number, RowOutcome>,
-  exchanges: BatchResult['exchanges'],
-): Promise<void> {
-  let pending = batch;
-  let attempt = 0;
-  while (pending.length) {
-    if (ctx.signal.aborted) throw new AbortedError();
-    attempt++;
-    await ctx.limiter.acquire(ctx.requestsFor(pending.length), ctx.signal);
-    let res: WriteResult;
-    try {
-      res = await ctx.dest.write({
-        object: ctx.object,
-        operation,
-        matchField: ctx.matchField,
-        // No abort signal here: on shutdown an in-flight write finishes and is checkpointed.
-        rows: pending.map((o) => ({ primaryKey: o.pk, payload: JSON.parse(o.payload) as Record<string, unknown> })),
-      });
-    } catch (e) {
-      // Failed requests are kept for the row debugger with the rows they carried.
-      if (e instanceof ConnectorError) {
-        for (const ex of e.exchanges ?? []) {
-          exchanges.push({ exchange: ex, seqs: (ex.rowIndexes ?? pending.map((_, i) => i)).map((i) => pending[i].seq) });
-        }
+  let batchNo = (await sql<{ n: number }[]>`select count(distinct batch)::int as n from run_records where run_id = ${run.id} and batch is not null`)[0].n;
+  const queued: { batch: number; outcomes: RowOutcome[]; resolve: () => void; reject: (e: unknown) => void }[] = [];
+  let draining: Promise<void> | undefined;
+  const drain = async () => {
+    while (queued.length) {
+      const group = queued.splice(0);
+      try {
+        await checkpoint({ sql, run, lease: d.lease, snapshotVersion: d.snapshotVersion, insertsAreNew: d.insertsAreNew, recordsFresh: d.recordsFresh, group, counts: d.counts });
+        for (const g of group) g.resolve();
+      } catch (e) {
+        for (const g of group) g.reject(e);
       }
-      if (e instanceof BatchRejectedError) {
-        if (pending.length === 1) {
-          out.set(pending[0].seq, { op: pending[0], status: 'rejected', code: e.code, message: e.message, attempts: attempt });
-          return;
-        }
-        // One bad row spoils the request: split until the bad rows stand alone.
-        const mid = Math.ceil(pending.length / 2);
-        await send(ctx, operation, pending.slice(0, mid), out, exchanges);
-        await send(ctx, operation, pending.slice(mid), out, exchanges);
-        return;
-      }
-      if (e instanceof ConnectorError && e.classification === 'retryable') {
-        if (e.code === 'rate_limited') ctx.limiter.onThrottled();
-        ctx.onRetry?.(e.code);
-        if (attempt > ctx.maxRetries) {
-          throw new ConnectorError('destination_unavailable', `The destination kept failing after ${ctx.maxRetries} retries: ${e.message}`, {
-            classification: 'retryable',
-            hint: 'Check the destination is up and its rate limits; the next run retries every row that was not delivered.',
-            cause: e,
-          });
-        }
-        await ctx.clock.sleep(backoffMs(attempt, { baseMs: ctx.retryBaseMs, maxMs: ctx.retryMaxMs, retryAfterMs: e.retryAfterMs }), ctx.signal);
-        if (ctx.signal.aborted) throw new AbortedError();
-        continue;
-      }
-      if (e instanceof ConnectorError && e.classification === 'row') {
-        for (const o of pending) out.set(o.seq, { op: o, status: 'rejected', code: e.code, message: e.message, attempts: attempt });
-        return;
-      }
-      throw e;
     }
-    if (res.results.length !== pending.length) {
-      throw new ConnectorError('connector_contract', `The destination connector returned ${res.results.length} results for ${pending.length} rows.`, { classification: 'fatal' });
-    }
-    ctx.limiter.onSuccess();
-    for (const ex of res.exchanges ?? []) {
-      exchanges.push({ exchange: ex, seqs: (ex.rowIndexes ?? pending.map((_, i) => i)).map((i) => pending[i].seq) });
-    }
-    const retry: PlannedOp[] = [];
-    res.results.forEach((r, i) => {
-      const o = pending[i];
-      if (r.status === 'succeeded') out.set(o.seq, { op: o, status: 'succeeded', attempts: attempt });
-      else if (r.retryable && attempt <= ctx.maxRetries) retry.push(o);
-      else out.set(o.seq, { op: o, status: 'rejected', code: r.code, message: r.message, attempts: attempt });
+    draining = undefined;
+  };
+  const checkpointed = (batch: number, outcomes: RowOutcome[]) =>
+    new Promise<void>((resolve, reject) => {
+      queued.push({ batch, outcomes, resolve, reject });
+      draining ??= drain();
     });
-    if (retry.length) {
-      if (res.retryAfterMs !== undefined) ctx.limiter.onThrottled();
-      ctx.onRetry?.('row_retry');
-      await ctx.clock.sleep(backoffMs(attempt, { baseMs: ctx.retryBaseMs, maxMs: ctx.retryMaxMs, retryAfterMs: res.retryAfterMs }), ctx.signal);
+  const inflight = new Set<Promise<void>>();
+  // batchDelivered hooks run beside delivery, not in its slots; a few may lag behind, then a slot
+  // waits for them (bounded memory), and all end before the run does.
+  const hooksPending = new Set<Promise<void>>();
+  const afterCheckpoint = async (n: number, result: BatchResult) => {
+    if (!d.batchDelivered) return;
+    const h: Promise<void> = d.batchDelivered(n, result).finally(() => hooksPending.delete(h));
+    hooksPending.add(h);
+    while (hooksPending.size > concurrency * 2) await Promise.race(hooksPending);
+  };
+  let failure: unknown;
+  let lastSeq = 0;
+  let deletesOpen = false;
+  let cancelled = false;
+  const isCancelled = () => cancelled || d.cancelRequested();
+  const stop = () => isCancelled() || failure !== undefined || d.signal.aborted;
+
+  outer: for (;;) {
+    const [flag] = await sql`select cancel_requested_at from runs where id = ${run.id}`;
+    if (!flag) throw new ConnectorError('sync_deleted', 'The sync was deleted during the run.', { classification: 'fatal' });
+    if (flag.cancel_requested_at) cancelled = true;
+    if (stop()) break;
+    const page = await readPending(sql, run.id, lastSeq, batchSize * concurrency, d.resumeAfterBatch);
+    if (!page.length) break;
+    lastSeq = page[page.length - 1].seq;
+    for (const batch of splitBatches(page, batchSize, sync.mode)) {
+      if (batch.operation === 'delete' && !deletesOpen) {
+        // The barrier: every write before the first delete is acknowledged and checkpointed.
+        await Promise.all(inflight);
+        await draining;
+        deletesOpen = true;
+      }
+      while (inflight.size >= concurrency) await Promise.race(inflight);
+      if (stop()) break outer;
+      const n = ++batchNo;
+      const perWrite = rowMode(batch.operation) ? (k: number) => k : () => 1;
+      const p = deliverBatch({ ...deliveryCtx, requestsFor: perWrite }, batch.operation, batch.ops)
+        .then((result) => checkpointed(n, result.outcomes).then(() => afterCheckpoint(n, result)))
+        .catch((e) => {
+          failure ??= e;
+        })
+        .finally(() => inflight.delete(p));
+      inflight.add(p);
     }
-    pending = retry;
   }
+  await Promise.all(inflight);
+  await draining;
+  await Promise.all(hooksPending);
+  d.log.debug({ batches: batchNo }, 'delivery done');
+  if (failure) throw failure;
+  if (d.signal.aborted) throw d.signal.reason instanceof Error ? d.signal.reason : new AbortedError();
+  if (isCancelled()) throw new CancelledError();
 }
 
-/** Splits a page of plan rows into batches of one wire operation each, at most `size` rows. */
-export function splitBatches(page: PlannedOp[], size: number, mode: string): { operation: WriteOperation; ops: PlannedOp[] }[] {
-  const batches: { operation: WriteOperation; ops: PlannedOp[] }[] = [];
-  let cur: { operation: WriteOperation; ops: PlannedOp[] } | undefined;
-  for (const o of page) {
-    const operation = wireOperation(mode, o.op);
-    if (!cur || cur.operation !== operation || cur.ops.length >= size) {
-      cur = { operation, ops: [] };
-      batches.push(cur);
-    }
-    cur.ops.push(o);
-  }
-  return batches;
+/** Whether an HTTP destination object sends one request per row for an operation. */
+function httpRowMode(config: Record<string, unknown>, object: string): (op: string) => boolean {
+  const obj = (config.objects as { name: string; operations: Record<string, { mode?: string }> }[] | undefined)?.find((o) => o.name === object);
+  return (op) => (obj?.operations?.[op]?.mode ?? 'row') === 'row';
 }

@@ -4,10 +4,12 @@ import type { Sql } from '../db/client.ts';
 
 // Per-run tables in schema backhaul_staging. UNLOGGED: they are scratch space, rebuilt from the
 // source when lost (a run checks the plan's size before trusting it after a restart).
-//   stg_<run>  (pk, hash, payload, state, match)  every queried row; state v=valid, i=invalid, d=duplicate pk;
-//              match = the JSON of the payload's match-key value (what the snapshot keeps for deletes)
-//   plan_<run> (seq, pk, op, hash, payload, match, attempts)  operations to send, in seq order. Which are
-//              done is not stored here but derived from run_records (written by each checkpoint).
+//   stg_<run>  (pk, hash, payload, state, match, mkey)  every queried row; state v=valid, i=invalid,
+//              d=duplicate primary key, m=claims the same destination record as another row;
+//              match = the JSON of the payload's match value (what the snapshot keeps for deletes),
+//              mkey = its match key (normalised by the destination's equality: the record's identity)
+//   plan_<run> (seq, pk, op, hash, payload, match, mkey, record_id)  operations to send, in seq order,
+//              deletes last. Which are done is not stored here but derived from run_records.
 
 export const STAGING_SCHEMA = 'backhaul_staging';
 
@@ -24,7 +26,7 @@ export async function tableExists(sql: Sql, name: string): Promise<boolean> {
 export async function createStaging(sql: Sql, runId: string): Promise<void> {
   const { stg } = stagingNames(runId);
   await sql`drop table if exists ${sql(STAGING_SCHEMA)}.${sql(stg)}`;
-  await sql`create unlogged table ${sql(STAGING_SCHEMA)}.${sql(stg)} (pk text not null, hash text, payload text, state char(1) not null, match text)`;
+  await sql`create unlogged table ${sql(STAGING_SCHEMA)}.${sql(stg)} (pk text not null, hash text, payload text, state char(1) not null, match text, mkey text)`;
 }
 
 export async function dropRunTables(sql: Sql, runId: string): Promise<void> {
@@ -37,6 +39,8 @@ export async function dropRunTables(sql: Sql, runId: string): Promise<void> {
 export function copyEscape(s: string): string {
   return /[\\\t\n\r]/.test(s) ? s.replace(/[\\\t\n\r]/g, (c) => (c === '\\' ? '\\\\' : c === '\t' ? '\\t' : c === '\n' ? '\\n' : '\\r')) : s;
 }
+
+const nullable = (s: string | null): string => (s === null ? '\\N' : copyEscape(s));
 
 /** Streams rows into stg_<run> with COPY, honouring backpressure (memory stays flat). */
 export class StagingWriter {
@@ -63,7 +67,7 @@ export class StagingWriter {
     // queries behind the COPY, which PostgreSQL answers with "protocol synchronization was lost".
     const conn = await sql.reserve();
     try {
-      const stream = await conn`copy ${conn(STAGING_SCHEMA)}.${conn(stg)} (pk, hash, payload, state, match) from stdin`.writable();
+      const stream = await conn`copy ${conn(STAGING_SCHEMA)}.${conn(stg)} (pk, hash, payload, state, match, mkey) from stdin`.writable();
       let released = false;
       const release = () => {
         if (released) return;
@@ -78,8 +82,8 @@ export class StagingWriter {
   }
 
   /** Buffers one row; returns a promise only when the buffer was flushed (await it then). */
-  write(pk: string, hash: string | null, payload: string | null, state: 'v' | 'i', match: string | null = null): Promise<void> | undefined {
-    const line = `${copyEscape(pk)}\t${hash ?? '\\N'}\t${payload === null ? '\\N' : copyEscape(payload)}\t${state}\t${match === null ? '\\N' : copyEscape(match)}\n`;
+  write(pk: string, hash: string | null, payload: string | null, state: 'v' | 'i', match: string | null = null, mkey: string | null = null): Promise<void> | undefined {
+    const line = `${copyEscape(pk)}\t${hash ?? '\\N'}\t${nullable(payload)}\t${state}\t${nullable(match)}\t${nullable(mkey)}\n`;
     this.buf.push(line);
     this.bufLen += line.length;
     return this.bufLen >= 256 * 1024 ? this.flush() : undefined;

@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import type { Database } from '../db/client.ts';
 import { runExchanges } from '../db/schema.ts';
 import type { WireExchange } from '../connectors/types.ts';
-import type { BatchResult } from '../engine/deliver.ts';
+import type { BatchResult } from '../engine/batch.ts';
 import type { RunRow } from '../domain/runs.ts';
 import { newId } from '../lib/ids.ts';
 

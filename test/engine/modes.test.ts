@@ -52,14 +52,22 @@ t.test('mirror deletes rows that left the model; upsert does not', async (t) => 
   t.same(r.counts.planned, { insert: 0, update: 0, delete: 0 }, 'upsert never deletes');
   t.equal(crm.contacts.size, 100);
 
+  // Changing the mode starts a new snapshot: the mirror sync deletes only what it wrote itself.
   const mirror = await h.request('PATCH', `/v1/syncs/${up.syncId}`, { body: { mode: 'mirror' } });
   t.equal(mirror.status, 200);
+  t.ok(mirror.body.snapshotResetAt, 'the response says a new snapshot started');
+  const fresh = await runToEnd(h, up.syncId);
+  t.equal(fresh.status, 'succeeded', JSON.stringify(fresh.error));
+  t.same(fresh.counts.planned, { insert: 95, update: 0, delete: 0 }, 'a new snapshot: every row written, nothing deleted');
+  t.equal(crm.contacts.size, 100, 'records written before the mode change are not the mirror sync\'s to delete');
+  await up.src`delete from src.people where id <= 10`;
   const m = await runToEnd(h, up.syncId);
   t.equal(m.status, 'succeeded', JSON.stringify(m.error));
   t.same(m.counts.planned, { insert: 0, update: 0, delete: 5 });
   t.same(m.counts.succeeded, { insert: 0, update: 0, delete: 5 });
   t.equal(crm.contacts.size, 95);
-  t.notOk(crm.contacts.has('user3@example.com'));
+  t.notOk(crm.contacts.has('user8@example.com'));
+  t.ok(crm.contacts.has('user3@example.com'), 'a record the mirror sync never wrote is left alone');
   const again = await runToEnd(h, up.syncId);
   t.same(again.counts.planned, { insert: 0, update: 0, delete: 0 }, 'deleted rows left the snapshot');
 });

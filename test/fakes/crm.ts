@@ -20,6 +20,11 @@ export interface CrmFaults {
   strict?: boolean;
 }
 
+export interface CrmOptions {
+  /** Match emails the way HubSpot and Salesforce do: trimmed and case-insensitive. */
+  caseInsensitive?: boolean;
+}
+
 export interface FakeCrm {
   url: string;
   contacts: Map<string, Record<string, unknown>>;
@@ -32,14 +37,22 @@ export interface FakeCrm {
   faults: CrmFaults;
   /** Called when a batch arrives, before it is applied (tests use it to pause or kill). */
   onBatch?: (emails: string[]) => void | Promise<void>;
+  /** Called before a delete is applied, with the email as sent. */
+  onDelete?: (email: string) => void;
+  /** Every delete applied, in order, as the record's key. */
+  deleted: string[];
+  /** The record key of an email (normalised when case-insensitive). */
+  key(email: string): string;
   random: () => number;
   close(): Promise<void>;
 }
 
-export async function startFakeCrm(faults: CrmFaults = {}): Promise<FakeCrm> {
+export async function startFakeCrm(faults: CrmFaults = {}, opts: CrmOptions = {}): Promise<FakeCrm> {
   let seed = 42;
   const crm: FakeCrm = {
     url: '',
+    deleted: [],
+    key: (email) => (opts.caseInsensitive ? email.trim().toLowerCase() : email),
     contacts: new Map(),
     applied: new Map(),
     requests: 0,
@@ -83,7 +96,7 @@ export async function startFakeCrm(faults: CrmFaults = {}): Promise<FakeCrm> {
           if (bad >= 0) return send(400, { message: `record ${bad}: ${f.reject!(inputs[bad])}` });
         }
         const results = inputs.map((row) => {
-          const email = String(row.email);
+          const email = crm.key(String(row.email));
           const why = f.reject?.(row);
           if (why) return { ok: false, error: why };
           const exists = crm.contacts.has(email);
@@ -98,8 +111,10 @@ export async function startFakeCrm(faults: CrmFaults = {}): Promise<FakeCrm> {
       }
       const one = /^\/contacts\/([^/]+)$/.exec(url.pathname);
       if (one && req.method === 'DELETE') {
-        const email = decodeURIComponent(one[1]);
-        if (!crm.contacts.delete(email)) return send(404, { message: `contact ${email} not found` });
+        const email = crm.key(decodeURIComponent(one[1]));
+        crm.onDelete?.(decodeURIComponent(one[1]));
+        if (crm.contacts.delete(email)) crm.deleted.push(email);
+        else return send(404, { message: `contact ${email} not found` });
         count(email);
         return send(204);
       }
@@ -117,7 +132,7 @@ export async function startFakeCrm(faults: CrmFaults = {}): Promise<FakeCrm> {
 }
 
 /** The HTTP destination config for this CRM. */
-export function crmConnectionConfig(url: string) {
+export function crmConnectionConfig(url: string, opts: CrmOptions = {}) {
   const results = { pointer: '/results', okField: 'ok', errorField: 'error' };
   const batch = (path: string) => ({ method: 'POST', path, mode: 'batch', batchKey: 'inputs', results });
   return {
@@ -128,7 +143,7 @@ export function crmConnectionConfig(url: string) {
       {
         name: 'contacts',
         fields: [
-          { name: 'email', type: 'string', required: true, identifier: true },
+          { name: 'email', type: 'string', required: true, identifier: true, ...(opts.caseInsensitive ? { equality: 'case_insensitive' } : {}) },
           { name: 'name', type: 'string' },
           { name: 'age', type: 'integer' },
         ],

@@ -1,6 +1,6 @@
 import postgres from 'postgres';
 import type { TestBackhaul } from './backhaul.ts';
-import { crmConnectionConfig } from '../fakes/crm.ts';
+import { crmConnectionConfig, type CrmOptions } from '../fakes/crm.ts';
 
 // Builds a PostgreSQL → CRM sync through the public REST API, over a source table `src.people`
 // created in the test's own database.
@@ -21,7 +21,7 @@ export async function setupSync(
   t: { teardown(fn: () => unknown): void },
   h: TestBackhaul,
   crmUrl: string,
-  opts: { rows?: number; mode?: string; delivery?: Record<string, unknown>; slug?: string } = {},
+  opts: { rows?: number; mode?: string; delivery?: Record<string, unknown>; slug?: string; crm?: CrmOptions; changeThresholds?: Record<string, unknown> } = {},
 ): Promise<SyncFixture> {
   const src = postgres(h.databaseUrl, { max: 2, onnotice: () => {} });
   t.teardown(() => src.end());
@@ -40,7 +40,7 @@ export async function setupSync(
     }),
     'source connection',
   );
-  const dest = ok(await h.request('PUT', `/v1/connections/${slug}-crm`, { body: { name: 'CRM', type: 'http', config: crmConnectionConfig(crmUrl) } }), 'destination');
+  const dest = ok(await h.request('PUT', `/v1/connections/${slug}-crm`, { body: { name: 'CRM', type: 'http', config: crmConnectionConfig(crmUrl, opts.crm) } }), 'destination');
   const model = ok(
     await h.request('PUT', `/v1/models/${slug}`, { body: { name: 'People', connectionId: source.id, sql: 'select id, email, name, age from src.people', primaryKey: 'id' } }),
     'model',
@@ -55,6 +55,7 @@ export async function setupSync(
         mode: opts.mode ?? 'upsert',
         matchKey: { sourceColumn: 'email', destinationField: 'email' },
         delivery: { batchSize: 50, concurrency: 4, maxRetries: 10, ...opts.delivery },
+        ...(opts.changeThresholds ? { changeThresholds: opts.changeThresholds } : {}),
       },
     }),
     'sync',

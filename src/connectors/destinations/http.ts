@@ -21,7 +21,7 @@ export interface HttpOperationConfig {
 export interface HttpObjectConfig {
   name: string;
   label?: string;
-  fields: { name: string; type?: ColumnType; required?: boolean; identifier?: boolean }[];
+  fields: { name: string; type?: ColumnType; required?: boolean; identifier?: boolean; equality?: 'exact' | 'case_insensitive' }[];
   operations: Partial<Record<WriteOperation, HttpOperationConfig>>;
 }
 
@@ -89,7 +89,7 @@ export class HttpDestination implements DestinationConnector {
   }
 
   async fields(object: string): Promise<DestinationField[]> {
-    return this.#object(object).fields.map((f) => ({ name: f.name, type: f.type ?? 'string', required: f.required ?? false, identifier: f.identifier ?? false }));
+    return this.#object(object).fields.map((f) => ({ name: f.name, type: f.type ?? 'string', required: f.required ?? false, identifier: f.identifier ?? false, ...(f.equality ? { equality: f.equality } : {}) }));
   }
 
   capabilities(): DestinationCapabilities {

@@ -1,0 +1,127 @@
+import type { Sql } from '../db/client.ts';
+import type { SyncModeT } from '../domain/syncs.ts';
+import type { InvalidRow } from './records.ts';
+import { STAGING_SCHEMA, stagingNames } from './staging.ts';
+import type { OpCounts } from './status.ts';
+
+// Diffing: from the staged rows and the sync's snapshot to the plan, in set-based SQL (hashed
+// passes, no sorts). The snapshot holds one entry per destination RECORD Backhaul wrote, keyed by
+// its match key; a staged row CLAIMS the record of its match key. The rules (DESIGN §3):
+//   - two rows with one primary key, or two rows claiming one record, are all invalid (never a
+//     silent pick); a row's reason names the other rows;
+//   - a claimed record not in the snapshot is written (insert; update mode: update by match key);
+//   - a claimed record in the snapshot is updated when its payload changed, when another row
+//     claimed it last, or on a full resync (insert mode: only re-inserted on a full resync);
+//   - mirror only: a snapshot record that NO staged row claims (valid or not) and whose last
+//     claimant is not an invalid row of this run is deleted. A row whose match value moved thus
+//     leaves its old record to be deleted in mirror mode and kept in the others. Deletes come last
+//     in the plan and are sent only after every write was acknowledged.
+
+export async function markDuplicates(sql: Sql, runId: string): Promise<InvalidRow[]> {
+  const { stg } = stagingNames(runId);
+  const t = sql`${sql(STAGING_SCHEMA)}.${sql(stg)}`;
+  // Statistics for the planner (a fresh table has none): hash joins and aggregates, no sorts.
+  await sql`analyze ${t}`;
+  return sql.begin(async (tx) => {
+    await tx`set local work_mem = '64MB'`;
+    const invalid: InvalidRow[] = [];
+    // One hashed pass finds the duplicated keys (usually none); only those rows are rewritten.
+    const dups = await tx<{ pk: string }[]>`select pk from ${t} group by pk having count(*) > 1`;
+    if (dups.length) {
+      const pks = dups.map((d) => d.pk);
+      await tx`update ${t} set state = 'd' where pk = any(${pks}::text[]) and state <> 'd'`;
+      for (const pk of pks) invalid.push({ pk, code: 'duplicate_primary_key', message: `Primary key "${pk}" appears more than once in the model's result; none of its rows was sent.` });
+    }
+    // Valid rows claiming one destination record: each is invalid, naming the others.
+    const shared = await tx<{ mkey: string; match: string; pks: string[] }[]>`
+      select mkey, min(match) as match, array_agg(pk order by pk) as pks from ${t}
+      where state = 'v' group by mkey having count(*) > 1`;
+    if (shared.length) {
+      await tx`update ${t} set state = 'm' where state = 'v' and mkey = any(${shared.map((s) => s.mkey)}::text[])`;
+      for (const s of shared) {
+        for (const pk of s.pks) {
+          const others = s.pks.filter((o) => o !== pk);
+          const named = others.slice(0, 5).map((o) => `"${o}"`).join(', ') + (others.length > 5 ? ` and ${others.length - 5} more` : '');
+          invalid.push({
+            pk,
+            code: 'duplicate_match_value',
+            message: `Row "${pk}" and row${others.length > 1 ? 's' : ''} ${named} claim the same destination record (match value ${s.match.slice(0, 200)}); none of them was sent.`,
+          });
+        }
+      }
+    }
+    return invalid;
+  });
+}
+
+export interface PlanOptions {
+  syncId: string;
+  mode: SyncModeT;
+  fullResync: boolean;
+  /** The destination field deletes name the record by (their payload is just that field). */
+  matchField: string;
+  baseBatch?: number;
+}
+
+export async function buildPlan(sql: Sql, runId: string, opts: PlanOptions): Promise<{ planned: OpCounts; total: number }> {
+  const { stg, plan } = stagingNames(runId);
+  const s = sql`${sql(STAGING_SCHEMA)}.${sql(stg)}`;
+  const p = sql`${sql(STAGING_SCHEMA)}.${sql(plan)}`;
+  await sql`drop table if exists ${p}`;
+  await sql`create unlogged table ${p} (
+    seq bigserial primary key, pk text not null, op text not null, hash text, payload text, match text, mkey text not null,
+    record_id text, state char(1) not null default 'p', attempts int not null default 0)`;
+  // Records of batches numbered above this were written against this plan (see readPending).
+  await sql`comment on table ${p} is ${sql.unsafe(`'base_batch=${Math.max(0, Math.floor(opts.baseBatch ?? 0))}'`)}`;
+
+  const full = opts.fullResync;
+  const { mode } = opts;
+  await sql.begin(async (tx) => {
+    await tx`set local work_mem = '64MB'`;
+    // Writes: one pass over the valid staged rows, hash-joined to the snapshot by record.
+    await tx`
+      insert into ${p} (pk, op, hash, payload, match, mkey, record_id)
+      select st.pk, case when n.match_key is null and ${mode !== 'update'} then 'insert'
+                         when n.match_key is not null and ${mode === 'insert'} then 'insert'
+                         else 'update' end,
+             st.hash, st.payload, st.match, st.mkey, n.record_id
+      from ${s} st
+      left join sync_snapshots n on n.sync_id = ${opts.syncId} and n.match_key = st.mkey
+      where st.state = 'v'
+        and case when n.match_key is null then true
+                 when ${mode === 'insert'} then ${full}
+                 else ${full} or n.hash is distinct from st.hash or n.primary_key <> st.pk end`;
+    if (mode === 'mirror') {
+      // Deletes, after every write (higher seq). One per last claimant and run: run records are
+      // keyed by (primary key, operation); a second unclaimed record of the same row waits a run.
+      await tx`
+        insert into ${p} (pk, op, hash, payload, match, mkey, record_id)
+        select distinct on (n.primary_key) n.primary_key, 'delete', null, json_build_object(${opts.matchField}::text, n.match_value)::text,
+               n.match_value::text, n.match_key, n.record_id
+        from sync_snapshots n
+        where n.sync_id = ${opts.syncId}
+          and not exists (select 1 from ${s} st where st.mkey = n.match_key)
+          and not exists (select 1 from ${s} st where st.pk = n.primary_key and st.state <> 'v')`;
+    }
+  });
+  const rows = await sql<{ op: keyof OpCounts; n: number }[]>`select op, count(*)::int as n from ${p} group by op`;
+  const planned: OpCounts = { insert: 0, update: 0, delete: 0 };
+  for (const r of rows) planned[r.op] = r.n;
+  return { planned, total: planned.insert + planned.update + planned.delete };
+}
+
+/** Records in the sync's snapshot (the base of the change thresholds). */
+export async function snapshotSize(sql: Sql, syncId: string): Promise<number> {
+  const [r] = await sql<{ n: number }[]>`select count(*)::int as n from sync_snapshots where sync_id = ${syncId}`;
+  return r.n;
+}
+
+/** A sample of planned operations per operation (dry runs), payloads parsed. */
+export async function planSample(sql: Sql, runId: string, perOp: number): Promise<{ primaryKey: string; operation: string; payload: unknown; recordId: string | null }[]> {
+  const { plan } = stagingNames(runId);
+  const rows = await sql<{ pk: string; op: string; payload: string | null; match: string | null; record_id: string | null }[]>`
+    select pk, op, payload, match, record_id from (
+      select *, row_number() over (partition by op order by seq) as k from ${sql(STAGING_SCHEMA)}.${sql(plan)}) x
+    where k <= ${perOp} order by seq`;
+  return rows.map((r) => ({ primaryKey: r.pk, operation: r.op, payload: r.payload ? JSON.parse(r.payload) : null, recordId: r.record_id }));
+}
