@@ -90,12 +90,16 @@ t.test('insert mode sends only new rows; update mode only rows the destination h
   await s.src`update src.people set name = 'Changed' where id in (1, 2)`;
   const upd = await runToEnd(h, s.syncId);
   t.equal(upd.status, 'partially_succeeded');
-  t.same(upd.counts.succeeded, { insert: 0, update: 1, delete: 0 });
+  // The mode change started a new snapshot: every row is sent as an update by match key.
+  t.same(upd.counts.succeeded, { insert: 0, update: 20, delete: 0 });
   t.same(upd.counts.rejected, { insert: 0, update: 1, delete: 0 });
   t.equal(crm.contacts.get('user1@example.com')!.name, 'Changed');
   t.notOk(crm.contacts.has('user2@example.com'), 'update mode never creates');
   const rej = await h.request('GET', `/v1/runs/${upd.id}/records?status=rejected`);
   t.same(rej.body.data.map((r: any) => [r.primaryKey, r.error.message]), [['2', 'contact user2@example.com does not exist']]);
+  await s.src`update src.people set name = 'Again' where id = 3`;
+  const next = await runToEnd(h, s.syncId);
+  t.same(next.counts.planned, { insert: 0, update: 2, delete: 0 }, 'then only the changed row and the rejected one');
 });
 
 t.test('full resync sends every row again', async (t) => {
