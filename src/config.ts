@@ -18,6 +18,8 @@ export interface Config {
   bodyLimitBytes: number;
   workerConcurrency: number;
   recordRetentionDays: number;
+  /** A run's overall deadline (seconds). */
+  runTimeoutSeconds: number;
   publicUrl: string | undefined;
   shutdownTimeoutMs: number;
   webhookTimeoutMs: number;
@@ -103,6 +105,7 @@ export function loadConfig(env: Env = process.env): Config {
     bodyLimitBytes: int('BACKHAUL_BODY_LIMIT_BYTES', 1_048_576, 1024, 104_857_600),
     workerConcurrency: int('BACKHAUL_WORKER_CONCURRENCY', 4, 1, 64),
     recordRetentionDays: int('BACKHAUL_RECORD_RETENTION_DAYS', 30, 1, 3650),
+    runTimeoutSeconds: int('BACKHAUL_RUN_TIMEOUT_SECONDS', 21_600, 10, 604_800),
     publicUrl,
     shutdownTimeoutMs: int('BACKHAUL_SHUTDOWN_TIMEOUT_MS', 25_000, 0, 600_000),
     webhookTimeoutMs: int('BACKHAUL_WEBHOOK_TIMEOUT_MS', 10_000, 100, 60_000),
@@ -128,6 +131,7 @@ export const CONFIG_DOCS: [string, string, string][] = [
   ['BACKHAUL_BODY_LIMIT_BYTES', '1048576', 'Largest accepted request body.'],
   ['BACKHAUL_WORKER_CONCURRENCY', '4', 'Jobs a worker process runs at once.'],
   ['BACKHAUL_RECORD_RETENTION_DAYS', '30', 'How long run records are kept.'],
+  ['BACKHAUL_RUN_TIMEOUT_SECONDS', '21600', 'A run\'s overall deadline: a run still going after it is stopped and fails as retryable (run_timeout), so no run holds a worker slot forever.'],
   ['BACKHAUL_PUBLIC_URL', '(http://HOST:PORT)', 'Base URL used in links sent to webhooks.'],
   ['BACKHAUL_SHUTDOWN_TIMEOUT_MS', '25000', 'Grace period on SIGTERM before in-flight work is abandoned.'],
   ['BACKHAUL_WEBHOOK_TIMEOUT_MS', '10000', 'Deadline of one webhook, callback or alert request (connect, send, read the answer).'],

@@ -110,7 +110,7 @@ export async function startBackhaul(opts: StartOptions): Promise<Backhaul> {
         logger,
         concurrency: config.workerConcurrency,
         recordRetentionDays: config.recordRetentionDays,
-        engine: opts.engine,
+        engine: { runTimeoutMs: config.runTimeoutSeconds * 1000, ...opts.engine },
         hooks: runHooks,
         tasks: notifier.tasks,
         crontab: notifier.crontab,
