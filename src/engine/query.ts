@@ -3,7 +3,7 @@ import { compileMappings, type MappingSpec } from '../connectors/mapping.ts';
 import type { DestinationField, Row, SourceConnector } from '../connectors/types.ts';
 import type { Sql } from '../db/client.ts';
 import { ConnectorError } from '../errors.ts';
-import { abortable } from './abort.ts';
+import { abortable, raceAbort } from './abort.ts';
 import { equalityOf, matchKeyOf, unrecordablePath } from './identity.ts';
 import { recordInvalid, type InvalidRow } from './records.ts';
 import { createStaging, StagingWriter } from './staging.ts';
@@ -38,7 +38,7 @@ export async function queryPhase(q: QueryInput): Promise<void> {
   if (!mappings.some((m) => m.destinationField === matchField)) {
     mappings.push({ destinationField: matchField, source: { column: q.matchKey.sourceColumn } });
   }
-  const columns = await q.source.columns(q.model.sql);
+  const columns = await raceAbort(q.source.columns(q.model.sql), q.signal);
   const colNames = columns.map((c) => c.name);
   if (!colNames.includes(q.model.primaryKey)) {
     throw new ConnectorError('primary_key_not_found', `The model's query returns no column "${q.model.primaryKey}".`, { classification: 'fatal', hint: "Fix the model's primaryKey or its SQL." });
