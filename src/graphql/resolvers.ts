@@ -347,7 +347,7 @@ export function buildResolvers(services: Services) {
       },
 
       triggerRun: (_: unknown, a: Args, ctx: GqlContext) =>
-        services.runs.trigger(actorOf(ctx), a.syncRef, body({ fullResync: a.fullResync ?? undefined, callbackUrl: a.callbackUrl ?? undefined })),
+        services.runs.trigger(actorOf(ctx), a.syncRef, body({ fullResync: a.fullResync ?? undefined, dryRun: a.dryRun ?? undefined, allowDeletions: a.allowDeletions ?? undefined, callbackUrl: a.callbackUrl ?? undefined })),
       cancelRun: (_: unknown, a: Args, ctx: GqlContext) => services.runs.cancel(actorOf(ctx), a.id),
       suggestMappings: async (_: unknown, a: Args, ctx: GqlContext) => {
         const r = await services.mappings.suggest(actorOf(ctx), a.syncRef, { apply: a.apply ?? false, minConfidence: a.minConfidence ?? undefined });

@@ -326,6 +326,24 @@ type Alerts {
   consecutiveFailures: Int
 }
 
+"Limits checked before a run sends anything (deletion_guard, change_guard); null: no limit."
+type ChangeThresholds {
+  maxDeletes: Int
+  maxDeletePercent: Float
+  maxChanges: Int
+  maxChangePercent: Float
+  "Let a model that returns 0 rows delete every record the sync wrote (mirror)."
+  allowEmptyModel: Boolean!
+}
+
+input ChangeThresholdsInput {
+  maxDeletes: Int
+  maxDeletePercent: Float
+  maxChanges: Int
+  maxChangePercent: Float
+  allowEmptyModel: Boolean
+}
+
 "Model → destination object: mode, match key, schedule, delivery settings, alert rules."
 type Sync implements Node {
   id: ID!
@@ -342,6 +360,9 @@ type Sync implements Node {
   enabled: Boolean!
   delivery: Delivery!
   alerts: Alerts!
+  changeThresholds: ChangeThresholds!
+  "When the sync last started a new snapshot (its destination, object, match key or mode changed)."
+  snapshotResetAt: DateTime
   createdAt: DateTime!
   updatedAt: DateTime!
   version: Int!
@@ -453,6 +474,14 @@ type RunError {
   retryable: Boolean!
 }
 
+"An operation a dry run planned."
+type PlannedOperation {
+  primaryKey: String!
+  operation: String!
+  payload: JSON
+  recordId: String
+}
+
 "One execution of a sync."
 type Run implements Node {
   id: ID!
@@ -462,6 +491,12 @@ type Run implements Node {
   phase: String
   trigger: RunTrigger!
   fullResync: Boolean!
+  "Planned and reported only: nothing was sent and the snapshot was left untouched."
+  dryRun: Boolean!
+  "The trigger allowed this run past the deletion guard."
+  allowDeletions: Boolean!
+  "Dry runs: up to 20 planned operations of each kind with the payloads they would send."
+  sample: [PlannedOperation!]
   queuedAt: DateTime!
   startedAt: DateTime
   finishedAt: DateTime
@@ -895,6 +930,7 @@ input CreateSyncInput {
   enabled: Boolean
   delivery: DeliveryInput
   alerts: AlertsInput
+  changeThresholds: ChangeThresholdsInput
 }
 
 input UpdateSyncInput {
@@ -911,6 +947,8 @@ input UpdateSyncInput {
   delivery: DeliveryInput
   "Merged over the current alert rules."
   alerts: AlertsInput
+  "Merged over the current thresholds."
+  changeThresholds: ChangeThresholdsInput
 }
 
 "Optional groups not sent go back to their defaults."
@@ -926,6 +964,7 @@ input ReplaceSyncInput {
   enabled: Boolean
   delivery: DeliveryInput
   alerts: AlertsInput
+  changeThresholds: ChangeThresholdsInput
 }
 
 input LookupInput {
@@ -1118,7 +1157,7 @@ type Mutation {
   "Owner keys only."
   createWorkspace(input: CreateWorkspaceInput!): CreateWorkspacePayload!
 
-  triggerRun(syncRef: String!, fullResync: Boolean, callbackUrl: String): TriggerRunPayload!
+  triggerRun(syncRef: String!, fullResync: Boolean, dryRun: Boolean, allowDeletions: Boolean, callbackUrl: String): TriggerRunPayload!
   cancelRun(id: ID!): Run!
 
   "The payload holds the signing secret, shown once."
