@@ -14,7 +14,7 @@ import { setupSync } from '../helpers/sync-setup.ts';
 // Runs execute in-process on the real executor (no job polling) against real PostgreSQL and a
 // CRM fake that compares emails case-insensitively. PROPERTY_RUNS sets the number of sequences.
 
-const RUNS = Number(process.env.PROPERTY_RUNS ?? 25);
+const RUNS = Number(process.env.PROPERTY_RUNS ?? 10);
 const EMAILS = ['ada', 'alan', 'grace', 'edsger', 'barbara', 'donald'];
 const CASES = (e: string) => [`${e}@example.com`, `${e.toUpperCase()}@Example.COM`, ` ${e}@example.com `];
 
