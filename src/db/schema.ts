@@ -248,6 +248,13 @@ export const runs = pgTable(
     dryRun: boolean('dry_run').notNull().default(false),
     /** Dry runs: a sample of planned operations with their payloads. */
     planSample: jsonb('plan_sample'),
+    /**
+     * The outbox of a finished run: its run.completed events were emitted (set in the same
+     * transaction), then its alert rules evaluated. The job that does it is enqueued in the
+     * transaction that makes the run terminal, so no crash between the two loses it.
+     */
+    completedEmittedAt: ts('completed_emitted_at'),
+    alertsEvaluatedAt: ts('alerts_evaluated_at'),
   },
   (t) => [
     index('runs_sync_idx').on(t.syncId, t.id),

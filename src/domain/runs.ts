@@ -124,6 +124,17 @@ export async function enqueueRun(tx: Tx, run: { id: string; syncId: string }): P
   );
 }
 
+/**
+ * The outbox job of a terminal run (`backhaul_run_finished`: run.completed webhooks, the
+ * trigger's callback, alert rules), enqueued in the transaction that makes the run terminal.
+ * One per run (its job key); the task itself emits at most once (runs.completed_emitted_at).
+ */
+export async function enqueueRunFinished(tx: Tx, runId: string): Promise<void> {
+  await tx.execute(
+    sql`select graphile_worker.add_job('backhaul_run_finished', json_build_object('runId', ${runId}::text), job_key => ${`run-finished:${runId}`}::text, max_attempts => 25)`,
+  );
+}
+
 export async function publishRun(tx: Tx, r: { id: string; syncId: string; workspaceId: string; status: string; phase: string | null }): Promise<void> {
   const payload = JSON.stringify({ runId: r.id, syncId: r.syncId, workspaceId: r.workspaceId, status: r.status, phase: r.phase });
   await tx.execute(sql`select pg_notify('backhaul_runs', ${payload})`);
@@ -226,6 +237,7 @@ export class RunService {
           .set({ status: 'cancelled', cancelRequestedAt: new Date(), finishedAt: new Date(), error: { code: 'cancelled', message: 'Cancelled before it started.', retryable: false } })
           .where(eq(runs.id, id))
           .returning();
+        await enqueueRunFinished(tx, id);
       } else {
         [row] = await tx.update(runs).set({ cancelRequestedAt: cur.cancelRequestedAt ?? new Date() }).where(eq(runs.id, id)).returning();
       }

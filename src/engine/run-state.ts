@@ -1,7 +1,7 @@
 import { and, eq, sql as dsql } from 'drizzle-orm';
 import type { Database } from '../db/client.ts';
 import { runs } from '../db/schema.ts';
-import { publishRun, type RunRow } from '../domain/runs.ts';
+import { enqueueRunFinished, publishRun, type RunRow } from '../domain/runs.ts';
 import { ConnectorError } from '../errors.ts';
 import { LeaseLostError } from './checkpoint.ts';
 import type { RunHooks } from './executor.ts';
@@ -76,17 +76,26 @@ export class RunState {
     await this.update({ phase, phases });
   }
 
-  /** Makes the run terminal, drops its per-run tables and calls the runFinished hook. */
+  /**
+   * Makes the run terminal and, in the same transaction, enqueues its outbox job
+   * (`backhaul_run_finished`: run.completed webhooks, the trigger's callback, alerts), so that no
+   * crash between the two loses them; then drops its per-run tables and calls the runFinished
+   * hook (process-local: metrics, the row debugger's buffer).
+   */
   async finish(status: RunStatus, error: RunError | null, counts?: RunCounts): Promise<void> {
     const now = new Date().toISOString();
     const phases = (this.run.phases as PhaseTiming[]).map((p) => (p.finishedAt === null ? { ...p, finishedAt: now } : p));
-    let finished: RunRow;
-    try {
-      finished = await this.update({ status, error, finishedAt: new Date(now), phases, ...(counts ? { counts } : {}) });
-    } catch (e) {
-      if (e instanceof LeaseLostError || e instanceof ConnectorError) return; // taken over, or deleted: not ours to finish
-      throw e;
-    }
+    const set = { status, error, finishedAt: new Date(now), phases, ...(counts ? { counts } : {}) };
+    const finished = await this.database.db.transaction(async (tx) => {
+      const [row] = await tx.update(runs).set(set).where(and(eq(runs.id, this.run.id), eq(runs.attempts, this.lease))).returning();
+      if (!row) return undefined; // taken over, or deleted: not ours to finish
+      await enqueueRunFinished(tx, row.id);
+      await publishRun(tx, row);
+      return row;
+    });
+    killPoint('run-finished:committed');
+    if (!finished) return;
+    this.run = finished;
     await dropRunTables(this.database.sql, this.run.id).catch(() => {});
     try {
       await this.hooks.runFinished?.(finished);
@@ -94,4 +103,12 @@ export class RunState {
       // a failing hook never changes the run's outcome (the hook logs its own errors)
     }
   }
+}
+
+/**
+ * Fault injection for the reliability suite: when BACKHAUL_KILL_POINT names this point, the
+ * process dies here at once (as kill -9 would). Never set outside tests.
+ */
+export function killPoint(name: string): void {
+  if (process.env.BACKHAUL_KILL_POINT === name) process.kill(process.pid, 'SIGKILL');
 }

@@ -3,9 +3,10 @@ import type { Task } from 'graphile-worker';
 import type { Logger } from 'pino';
 import type { Config } from '../config.ts';
 import type { Database } from '../db/client.ts';
-import { runRecords, syncs } from '../db/schema.ts';
+import { runRecords, runs, syncs } from '../db/schema.ts';
 import type { RunHooks } from '../engine/executor.ts';
 import { realClock, type Clock } from '../engine/rate-limiter.ts';
+import { killPoint } from '../engine/run-state.ts';
 import type { PhaseTiming, RunCounts } from '../engine/status.ts';
 import { runView, type RunRow } from '../domain/runs.ts';
 import type { Services } from '../domain/services.ts';
@@ -120,6 +121,7 @@ export function createNotifier(o: NotifierOptions): Notifier {
         new Date(clock.now()),
       );
     },
+    // Process-local bookkeeping, inline. The durable part (events, alerts) is the outbox task below.
     runFinished: async (run) => {
       metrics.runFinished(run);
       await safe('row debugger flush', run, () => dbg.flush(run.id));
@@ -128,13 +130,6 @@ export function createNotifier(o: NotifierOptions): Notifier {
       for (const ph of run.phases as PhaseTiming[]) {
         if (end && ph.finishedAt === end) metrics.phaseDuration.observe({ phase: ph.name }, (Date.parse(ph.finishedAt) - Date.parse(ph.startedAt)) / 1000);
       }
-      await safe('run.completed event', run, async () => {
-        const data = await runCompletedData(run);
-        await database.db.transaction((tx) =>
-          services.webhooks.emit(tx, 'run.completed', data, { workspaceId: run.workspaceId, syncId: run.syncId, runId: run.id, callbackUrl: run.callbackUrl }, new Date(clock.now())),
-        );
-      });
-      await safe('alert evaluation', run, () => alerting.evaluate(run));
     },
     batchDelivered: async (run, batch, result) => {
       const info = await infoFor(run.syncId);
@@ -147,6 +142,33 @@ export function createNotifier(o: NotifierOptions): Notifier {
       else void infoFor(syncId).then((i) => metrics.retry(syncId, i?.destinationId, code), () => metrics.retry(syncId, undefined, code));
     },
     phaseFinished: (_run, phase, ms) => metrics.phaseDuration.observe({ phase }, ms / 1000),
+  };
+
+  /**
+   * The outbox of a terminal run, enqueued in the transaction that made it terminal: emits
+   * run.completed (endpoints and the trigger's callbackUrl) at most once — the emit and the mark
+   * commit together under the run's row lock — then evaluates alert rules (marked after, so a crash
+   * in between evaluates again; open alerts are deduplicated).
+   */
+  const backhaul_run_finished: Task = async (payload) => {
+    const { runId } = payload as { runId: string };
+    const [run] = await database.db.select().from(runs).where(eq(runs.id, runId));
+    if (!run || !run.finishedAt) return;
+    if (!run.completedEmittedAt) {
+      const data = await runCompletedData(run);
+      await database.db.transaction(async (tx) => {
+        const [locked] = await tx.select({ at: runs.completedEmittedAt }).from(runs).where(eq(runs.id, runId)).for('update');
+        if (!locked || locked.at) return;
+        await services.webhooks.emit(tx, 'run.completed', data, { workspaceId: run.workspaceId, syncId: run.syncId, runId: run.id, callbackUrl: run.callbackUrl }, new Date(clock.now()));
+        killPoint('run-finished:emitted-uncommitted');
+        await tx.update(runs).set({ completedEmittedAt: new Date() }).where(eq(runs.id, runId));
+      });
+      killPoint('run-finished:emitted');
+    }
+    if (!run.alertsEvaluatedAt) {
+      await alerting.evaluate(run);
+      await database.db.update(runs).set({ alertsEvaluatedAt: new Date() }).where(eq(runs.id, runId));
+    }
   };
 
   const backhaul_webhook: Task = async (payload) => {
@@ -163,7 +185,7 @@ export function createNotifier(o: NotifierOptions): Notifier {
 
   return {
     hooks,
-    tasks: { backhaul_webhook, backhaul_alert, backhaul_notify_maintenance },
+    tasks: { backhaul_run_finished, backhaul_webhook, backhaul_alert, backhaul_notify_maintenance },
     crontab: ['17 * * * * backhaul_notify_maintenance'],
     sendDelivery,
   };

@@ -1,0 +1,2 @@
+ALTER TABLE "runs" ADD COLUMN "completed_emitted_at" timestamp with time zone;--> statement-breakpoint
+ALTER TABLE "runs" ADD COLUMN "alerts_evaluated_at" timestamp with time zone;
