@@ -251,7 +251,21 @@ export async function startFakeSalesforce(): Promise<FakeSalesforce> {
   const canon = (o: ObjectDef, rec: Record<string, unknown>) => Object.fromEntries(Object.entries(rec).map(([k, v]) => [fieldOf(o, k)!.name, v === '' ? null : v]));
   const norm = (f: FieldDef, v: unknown) => (f.caseSensitive === false || f.type === 'email' ? String(v).toLowerCase() : String(v));
 
-  function apply(o: ObjectDef, op: Op, input: Record<string, unknown>, extField?: FieldDef): Outcome {
+  type Index = Map<string, Record<string, unknown>[]>;
+  /** Records of `o` by the normalised value of `f` (built per request: upserts of 100k rows must not scan the store per row). */
+  function buildIndex(o: ObjectDef, f: FieldDef): Index {
+    const idx: Index = new Map();
+    for (const r of sf.records.get(o.name)!.values()) {
+      if (r[f.name] === undefined || r[f.name] === null) continue;
+      const k = norm(f, r[f.name]);
+      const list = idx.get(k);
+      if (list) list.push(r);
+      else idx.set(k, [r]);
+    }
+    return idx;
+  }
+
+  function apply(o: ObjectDef, op: Op, input: Record<string, unknown>, extField?: FieldDef, index?: Index): Outcome {
     const store = sf.records.get(o.name)!;
     const rec = canon(o, input);
     if (op === 'delete' || op === 'update') {
@@ -274,7 +288,8 @@ export async function startFakeSalesforce(): Promise<FakeSalesforce> {
       const ext = extField!;
       const v = rec[ext.name];
       if (v === undefined || v === null) return { ok: false, error: { statusCode: 'MISSING_ARGUMENT', message: `${ext.name} not specified`, fields: [] } };
-      const matches = [...store.values()].filter((r) => r[ext.name] !== undefined && r[ext.name] !== null && norm(ext, r[ext.name]) === norm(ext, v));
+      const idx = index ?? buildIndex(o, ext);
+      const matches = idx.get(norm(ext, v)) ?? [];
       if (matches.length > 1) return { ok: false, error: { statusCode: 'DUPLICATE_EXTERNAL_ID', message: `${o.name}: more than one record found for external id field: [${matches.map((m) => m.Id).join(', ')}]`, fields: [ext.name] } };
       if (matches.length === 1) {
         const bad = validateRecord(o, rec, false);
@@ -286,7 +301,12 @@ export async function startFakeSalesforce(): Promise<FakeSalesforce> {
     const bad = validateRecord(o, rec, true);
     if (bad) return { ok: false, error: bad };
     const id = newId(o);
-    store.set(id, { Id: id, OwnerId: '005000000000001', HasOptedOutOfEmail: false, ...rec });
+    const created = { Id: id, OwnerId: '005000000000001', HasOptedOutOfEmail: false, ...rec };
+    store.set(id, created);
+    if (index && extField && rec[extField.name] !== undefined && rec[extField.name] !== null) {
+      const k = norm(extField, rec[extField.name]);
+      index.set(k, [...(index.get(k) ?? []), created]);
+    }
     return { ok: true, id, created: true };
   }
 
@@ -529,6 +549,7 @@ export async function startFakeSalesforce(): Promise<FakeSalesforce> {
       }
       for (const [k, n] of seen) if (n > 1) dupes.add(k);
     }
+    const index = ext ? buildIndex(o!, ext) : undefined;
     return reply(200, records.map((rec: Record<string, unknown>) => {
       const { attributes, ...fields } = rec as { attributes: { type: string } } & Record<string, unknown>;
       const ro = def(attributes.type)!;
@@ -539,7 +560,7 @@ export async function startFakeSalesforce(): Promise<FakeSalesforce> {
       if (op === 'upsert' && dupes.has(norm(ext!, canon(ro, fields)[ext!.name] ?? ''))) {
         return { id: null, success: false, errors: [{ statusCode: 'DUPLICATE_VALUE', message: `Duplicate external id specified: ${String(canon(ro, fields)[ext!.name])}`, fields: [ext!.name] }] };
       }
-      const out = apply(ro, op, fields, ext);
+      const out = apply(ro, op, fields, ext, index);
       if (out.ok) return { id: out.id, success: true, errors: [], ...(op === 'upsert' ? { created: !!out.created } : {}) };
       return { id: out.id ?? null, success: false, errors: [out.error], ...(op === 'upsert' ? { created: false } : {}) };
     }));
@@ -658,6 +679,7 @@ export async function startFakeSalesforce(): Promise<FakeSalesforce> {
       return;
     }
     const ext = j.externalIdFieldName ? fieldOf(o, j.externalIdFieldName) : undefined;
+    const index = ext ? buildIndex(o, ext) : undefined;
     for (const cells of data) {
       if (cells.length !== header.length) {
         j.failed.push(['', `INVALID_FIELD:Row has ${cells.length} columns, header has ${header.length}: --`, ...cells]);
@@ -673,7 +695,7 @@ export async function startFakeSalesforce(): Promise<FakeSalesforce> {
         if (!typeErr && typeProblem(f, v)) typeErr = { statusCode: 'INVALID_TYPE_ON_FIELD_IN_RECORD', message: `${f.name}: value not of required type: ${c}`, fields: [f.name] };
         rec[f.name] = v;
       });
-      const out: Outcome = typeErr ? { ok: false, error: typeErr } : apply(o, j.operation, rec, ext);
+      const out: Outcome = typeErr ? { ok: false, error: typeErr } : apply(o, j.operation, rec, ext, index);
       if (out.ok) j.successful.push([out.id, String(!!out.created), ...cells]);
       else j.failed.push([out.id ?? '', `${out.error.statusCode}:${out.error.message}:${out.error.fields.join(',')} --`, ...cells]);
     }
