@@ -77,8 +77,13 @@ export function bulkJobKey(spec: BulkJobSpec, csv: string): string {
   return `salesforce-bulk:${h.slice(0, 40)}`;
 }
 
+/**
+ * The job's CSV (RFC 4180, LF line endings as the job declares). csv-stringify quotes values with
+ * commas, quotes and LF; a lone CR must be quoted too (or it reads as a line break), and edge
+ * whitespace is quoted so that no reader trims it.
+ */
 export function bulkCsv(spec: BulkJobSpec): string {
-  return stringify([spec.columns, ...spec.rows], { record_delimiter: 'unix', eof: true });
+  return stringify([spec.columns, ...spec.rows], { record_delimiter: 'unix', eof: true, quoted_match: [/\r/, /^\s|\s$/] });
 }
 
 /** `sf__Error` is `STATUS_CODE:message[:fields] --`; split off the code. */
