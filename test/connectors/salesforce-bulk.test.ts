@@ -84,6 +84,17 @@ t.test('CSV escaping round-trips, null clears a field, updates and deletes go by
   t.same([...sf.jobs.values()].map((j) => j.operation), ['insert', 'update', 'delete']);
 });
 
+t.test('a batch whose CSV exceeds the upload limit is split over several jobs', async (t) => {
+  const before = counts();
+  const payloads = Array.from({ length: 300 }, (_, i) => ({ External_Id__c: `ext-${i}`, LastName: `Last name number ${i}` }));
+  const res = await open({ bulkThreshold: 1, bulkMaxUploadBytes: 4096 }).write(req('upsert', rowsOf(payloads)));
+  t.ok(res.results.every((r) => r.status === 'succeeded'));
+  const jobs = [...sf.jobs.values()];
+  t.ok(jobs.length > 1 && jobs.length === counts().jobs - before.jobs, `${jobs.length} jobs`);
+  t.ok(jobs.every((j) => Buffer.byteLength(j.csv ?? '') <= 4096), 'each upload within the limit');
+  t.equal(sf.all('Contact').length, 300);
+});
+
 t.test('resume: a second write with the same checkpoint polls the same job and uploads nothing', async (t) => {
   const cp = memoryCheckpoint();
   const payloads = Array.from({ length: 500 }, (_, i) => ({ External_Id__c: `ext-${i}`, LastName: `L${i}` }));

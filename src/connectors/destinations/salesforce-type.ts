@@ -30,6 +30,8 @@ export const salesforceType: ConnectorType = {
       bulkPollMaxIntervalMs: { type: 'integer', minimum: 1, maximum: 3_600_000, default: 30_000 },
       /** Stop waiting for one bulk job after this long (the next attempt resumes the same job). */
       bulkTimeoutMs: { type: 'integer', minimum: 1000, maximum: 86_400_000, default: 1_800_000 },
+      /** Largest CSV uploaded to one job; a larger batch is split over several jobs. */
+      bulkMaxUploadBytes: { type: 'integer', minimum: 1024, maximum: 100_000_000, default: 100_000_000 },
       bulkMaxResultBytes: { type: 'integer', minimum: 1024, maximum: 2_147_483_647, default: 268_435_456 },
     },
   },

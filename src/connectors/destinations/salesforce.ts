@@ -27,6 +27,8 @@ export interface SalesforceConfig extends SalesforceTransportConfig {
   bulkPollMaxIntervalMs?: number;
   /** Stop waiting for a bulk job after this long (default 30 min; the next attempt resumes it). */
   bulkTimeoutMs?: number;
+  /** Largest CSV uploaded to one job (default 100 MB, the documented limit before base64); larger batches are split. */
+  bulkMaxUploadBytes?: number;
   /** Largest result CSV read back (default 256 MiB). */
   bulkMaxResultBytes?: number;
   maxRequestsPerSecond?: number;
@@ -448,6 +450,18 @@ export class SalesforceDestination implements DestinationConnector {
       else columns = sorted;
     }
     const rows = g.rows.map((i) => columns.map((c) => (c === 'Id' && g.ids ? g.ids.get(i)! : bulkCell(req.rows[i].payload[c]))));
+    // One upload per job, at most 100 MB of CSV ("Upload Job Data"): a larger batch becomes several jobs.
+    const maxBytes = this.#config.bulkMaxUploadBytes ?? 100_000_000;
+    if (g.rows.length > 1) {
+      let bytes = 0;
+      for (const r of rows) for (const c of r) bytes += Buffer.byteLength(c) + 3;
+      if (bytes > maxBytes) {
+        const mid = g.rows.length >> 1;
+        await this.#runBulk(req, object, matchField, { ...g, rows: g.rows.slice(0, mid) }, results, exchanges);
+        await this.#runBulk(req, object, matchField, { ...g, rows: g.rows.slice(mid) }, results, exchanges);
+        return;
+      }
+    }
     const keyColumns = op === 'upsert' ? [matchField] : op === 'insert' ? columns : ['Id'];
     const out = await this.#bulk.run(
       { object, operation: op, externalIdFieldName: op === 'upsert' ? matchField : undefined, columns, rows, keyColumns, rowIndexes: g.rows },
