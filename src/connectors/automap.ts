@@ -33,9 +33,18 @@ const SYNONYMS: string[][] = [
   ['revenue', 'annual_revenue', 'arr', 'mrr'],
   ['language', 'lang', 'locale'],
   ['timezone', 'time_zone', 'tz'],
+  // Salesforce / CRM standard fields.
+  ['employees', 'number_of_employees', 'numberofemployees', 'employee_count', 'num_employees', 'headcount', 'company_size'],
+  ['email_opt_out', 'has_opted_out_of_email', 'hasoptedoutofemail', 'unsubscribed', 'opted_out', 'email_unsubscribed', 'do_not_email'],
+  ['lead_source', 'leadsource', 'source', 'acquisition_channel', 'signup_source'],
+  ['description', 'notes', 'note', 'comments', 'about'],
 ];
 
-const ENTITY_PREFIXES = ['customer', 'cust', 'user', 'usr', 'contact', 'account', 'client', 'person', 'member', 'lead', 'primary', 'hs', 'sf'];
+const ENTITY_PREFIXES = [
+  'customer', 'cust', 'user', 'usr', 'contact', 'account', 'client', 'person', 'member', 'lead', 'primary', 'hs', 'sf',
+  // Salesforce compound address fields (MailingCity, BillingPostalCode, …).
+  'mailing', 'billing', 'shipping', 'other',
+];
 
 /** snake_case words: splits camelCase, kebab, spaces and punctuation. */
 export function words(name: string): string[] {
@@ -59,7 +68,8 @@ interface Forms {
 }
 
 function forms(name: string): Forms {
-  const w = words(name);
+  // A Salesforce custom field's API name ends in __c (Loyalty_Tier__c): the suffix is not part of its name.
+  const w = words(name.replace(/__c$/i, ''));
   const snake = w.join('_');
   const rest = w.length > 1 && ENTITY_PREFIXES.includes(w[0]) ? w.slice(1) : w;
   const stripped = rest.join('');

@@ -50,10 +50,12 @@ export interface DestinationField {
   /** The field identifies a record (unique / primary key): usable as a match key. */
   identifier: boolean;
   /**
-   * How the destination compares values of this field when it matches records (default `exact`).
-   * `case_insensitive`: trimmed and case-folded (HubSpot and Salesforce compare emails this way).
+   * How the destination compares values of this field when it matches records (e.g. Salesforce
+   * and HubSpot compare emails case-insensitively). Absent means `exact`.
    */
   equality?: 'exact' | 'case_insensitive';
+  /** The only values the destination accepts (e.g. a Salesforce restricted picklist), when it says. */
+  allowedValues?: string[];
 }
 
 export interface DestinationCapabilities {
@@ -63,6 +65,13 @@ export interface DestinationCapabilities {
   supportsDelete: boolean;
   /** A safe default rate when the sync sets none. */
   defaultMaxRequestsPerSecond?: number;
+  /**
+   * The destination has a bulk (asynchronous job) path, e.g. Salesforce Bulk API 2.0. When a run
+   * plans at least `threshold` rows of one operation (or the sync's own threshold), the engine may
+   * send batches of up to `maxBatchSize` rows with `WriteRequest.bulkThreshold` set; the connector
+   * sends a batch through its bulk path when it holds at least that many rows.
+   */
+  bulk?: { threshold: number; maxBatchSize: number };
 }
 
 export interface WriteRow {
@@ -71,11 +80,33 @@ export interface WriteRow {
   /** The mapped payload: destination field → value. For deletes, may hold only the match field. */
   payload: Record<string, unknown>;
   /**
-   * The destination's id of the record, when the engine knows it (it keeps the `externalId` a
-   * destination returned in its snapshot). Destinations whose update/delete APIs address records
-   * by id use it, and fall back to the match value when it is absent.
+   * The destination's id of the record this row claims, from the sync's snapshot, when known
+   * (Salesforce `Id`, HubSpot `id`). Updates and deletes address the record by it.
    */
   recordId?: string;
+}
+
+/**
+ * Durable key → value storage for one write, backed by the engine (the run row), for connectors
+ * whose writes outlive a process (a Salesforce bulk job): `set` must be durable when it resolves,
+ * so that a worker killed mid-write resumes the same remote job instead of starting another.
+ */
+export interface WriteCheckpoint {
+  get(key: string): Promise<string | undefined>;
+  set(key: string, value: string): Promise<void>;
+}
+
+export interface LookupRequest {
+  object: string;
+  /** The destination field compared with `values`. */
+  matchField: string;
+  /** The destination field whose value is returned for each match (e.g. `Id`). */
+  resultField: string;
+  /** Distinct values to resolve. */
+  values: string[];
+  /** Compare case-insensitively (e.g. emails). */
+  caseInsensitive?: boolean;
+  signal?: AbortSignal;
 }
 
 export interface WriteRequest {
@@ -85,6 +116,10 @@ export interface WriteRequest {
   matchField: string;
   rows: WriteRow[];
   signal?: AbortSignal;
+  /** Where a connector with long-running remote jobs records them (see WriteCheckpoint). */
+  checkpoint?: WriteCheckpoint;
+  /** Batches of at least this many rows go through the connector's bulk path (see DestinationCapabilities.bulk). */
+  bulkThreshold?: number;
 }
 
 export type RowResult =
@@ -124,6 +159,11 @@ export interface DestinationConnector {
    * refused the whole request because of its content (the engine then bisects).
    */
   write(req: WriteRequest): Promise<WriteResult>;
+  /**
+   * Resolves values of `matchField` to records, batched. The map has an entry per requested value
+   * (as given) listing every match, so the engine can refuse ambiguous ones; an empty list is no match.
+   */
+  lookup?(req: LookupRequest): Promise<Map<string, { id?: string; value: unknown }[]>>;
   close(): Promise<void>;
 }
 

@@ -194,6 +194,10 @@ type DestinationField {
   type: String!
   required: Boolean!
   identifier: Boolean!
+  "How the destination compares values of this field when matching records: exact or case_insensitive."
+  equality: String
+  "The only values the destination accepts (e.g. a restricted picklist), when it says."
+  allowedValues: [String!]
 }
 
 type ConnectionEdge {

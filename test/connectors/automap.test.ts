@@ -48,3 +48,25 @@ t.test('each field once, already-mapped fields skipped, deterministic', async (t
   t.same(suggestMappings(columns, fields, []), suggestMappings(columns, fields, []));
   t.same(suggestMappings([col('foo')], [field('bar')], []), []);
 });
+
+t.test('Salesforce and GraphQL field names: custom-field suffix, address prefixes, Salesforce synonyms', async (t) => {
+  const warehouse = [
+    col('email'), col('first_name'), col('last_name'), col('external_id'), col('zip'), col('city'), col('street'),
+    col('employee_count', 'integer'), col('unsubscribed', 'boolean'), col('lead_source'), col('loyalty_tier'),
+  ];
+  const contact = [
+    field('Email', 'string', true), field('FirstName'), field('LastName'), field('External_Id__c', 'string', true), field('MailingPostalCode'),
+    field('MailingCity'), field('MailingStreet'), field('NumberOfEmployees', 'integer'), field('HasOptedOutOfEmail', 'boolean'),
+    field('LeadSource'), field('Loyalty_Tier__c'),
+  ];
+  const s = suggestMappings(warehouse, contact, []);
+  t.same(Object.fromEntries(s.map((m) => [m.destinationField, m.source.column])), {
+    Email: 'email', FirstName: 'first_name', LastName: 'last_name', External_Id__c: 'external_id', MailingPostalCode: 'zip',
+    MailingCity: 'city', MailingStreet: 'street', NumberOfEmployees: 'employee_count', HasOptedOutOfEmail: 'unsubscribed',
+    LeadSource: 'lead_source', Loyalty_Tier__c: 'loyalty_tier',
+  });
+  const by = Object.fromEntries(s.map((m) => [m.destinationField, m]));
+  t.equal(by.Loyalty_Tier__c.confidence, 0.95, 'the __c suffix of a custom field does not lower the match');
+  const gql = suggestMappings([col('first_name'), col('customer_email')], [field('firstName'), field('email')], []);
+  t.same(gql.map((m) => [m.destinationField, m.source.column]), [['firstName', 'first_name'], ['email', 'customer_email']]);
+});
