@@ -254,6 +254,8 @@ export const runs = pgTable(
      * transaction that makes the run terminal, so no crash between the two loses it.
      */
     completedEmittedAt: ts('completed_emitted_at'),
+    /** Durable state of writes that outlive a process (a Salesforce bulk job id), by key. */
+    writeState: jsonb('write_state').notNull().default(sql`'{}'::jsonb`),
     alertsEvaluatedAt: ts('alerts_evaluated_at'),
   },
   (t) => [

@@ -1,4 +1,4 @@
-import type { DestinationConnector, WireExchange, WriteOperation, WriteResult } from '../connectors/types.ts';
+import type { DestinationConnector, WireExchange, WriteCheckpoint, WriteOperation, WriteResult } from '../connectors/types.ts';
 import { BatchRejectedError, ConnectorError } from '../errors.ts';
 import type { PlannedOp } from './plan.ts';
 import { backoffMs, type Clock, type RateLimiter } from './rate-limiter.ts';
@@ -30,6 +30,10 @@ export interface DeliveryContext {
   signal: AbortSignal;
   /** How many HTTP requests a write of n rows costs (row-mode HTTP: n; batch: 1). */
   requestsFor(n: number): number;
+  /** Batches of at least this many rows take the destination's bulk path (DestinationCapabilities.bulk). */
+  bulkThreshold?: number;
+  /** Durable state for writes that outlive a process (a bulk job), kept on the run row. */
+  checkpoint?: WriteCheckpoint;
   onRetry?(code: string): void;
 }
 
@@ -78,6 +82,7 @@ async function send(
         object: ctx.object,
         operation,
         matchField: ctx.matchField,
+        ...(ctx.bulkThreshold !== undefined ? { bulkThreshold: ctx.bulkThreshold, checkpoint: ctx.checkpoint } : {}),
         // No abort signal here: on shutdown an in-flight write finishes and is checkpointed.
         rows: pending.map((o) => ({ primaryKey: o.pk, payload: JSON.parse(o.payload) as Record<string, unknown>, ...(o.recordId ? { recordId: o.recordId } : {}) })),
       });

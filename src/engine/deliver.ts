@@ -1,10 +1,10 @@
 import type { Logger } from 'pino';
-import type { DestinationConnector } from '../connectors/types.ts';
+import type { DestinationConnector, WriteCheckpoint } from '../connectors/types.ts';
 import type { Sql } from '../db/client.ts';
 import type { SyncViewT } from '../domain/syncs.ts';
 import { ConnectorError } from '../errors.ts';
 import { AbortedError, deliverBatch, splitBatches, type BatchResult, type RowOutcome } from './batch.ts';
-import { checkpoint } from './checkpoint.ts';
+import { checkpoint, LeaseLostError } from './checkpoint.ts';
 import { readPending } from './plan.ts';
 import { limiterFor, type Clock } from './rate-limiter.ts';
 
@@ -47,8 +47,13 @@ export interface DeliverInput {
 export async function deliverPhase(d: DeliverInput): Promise<void> {
   const { sql, run, sync, dest } = d;
   const caps = dest.capabilities();
-  const batchSize = Math.max(1, Math.min(sync.delivery.batchSize, caps.maxBatchSize));
-  const concurrency = sync.delivery.concurrency;
+  // A destination with a bulk path (Salesforce Bulk API 2.0) gets one large batch at a time when
+  // the run plans at least its threshold of rows of one operation; the job's id is kept on the
+  // run row, so a worker killed mid-job resumes polling it instead of uploading again.
+  const planned = d.counts.planned;
+  const bulk = caps.bulk && Math.max(planned.insert + planned.update, planned.delete) >= caps.bulk.threshold ? caps.bulk : undefined;
+  const batchSize = bulk ? bulk.maxBatchSize : Math.max(1, Math.min(sync.delivery.batchSize, caps.maxBatchSize));
+  const concurrency = bulk ? 1 : sync.delivery.concurrency;
   const rate = sync.delivery.maxRequestsPerSecond ?? (d.destConfig.maxRequestsPerSecond as number | undefined) ?? caps.defaultMaxRequestsPerSecond ?? 0;
   const limiter = limiterFor(d.destConnId, rate, d.clock);
   const rowMode = d.destType === 'http' ? httpRowMode(d.destConfig, sync.object) : () => false;
@@ -64,6 +69,7 @@ export async function deliverPhase(d: DeliverInput): Promise<void> {
     signal: d.signal,
     requestsFor: (n: number) => n,
     onRetry: d.onRetry,
+    ...(bulk ? { bulkThreshold: bulk.threshold, checkpoint: runWriteState(sql, run.id, d.lease) } : {}),
   };
 
   let batchNo = (await sql<{ n: number }[]>`select count(distinct batch)::int as n from run_records where run_id = ${run.id} and batch is not null`)[0].n;
@@ -144,4 +150,18 @@ export async function deliverPhase(d: DeliverInput): Promise<void> {
 function httpRowMode(config: Record<string, unknown>, object: string): (op: string) => boolean {
   const obj = (config.objects as { name: string; operations: Record<string, { mode?: string }> }[] | undefined)?.find((o) => o.name === object);
   return (op) => (obj?.operations?.[op]?.mode ?? 'row') === 'row';
+}
+
+/** Durable key → value storage on the run row (runs.write_state), fenced by the execution's lease. */
+function runWriteState(sql: Sql, runId: string, lease: number): WriteCheckpoint {
+  return {
+    async get(key) {
+      const [r] = await sql<{ v: string | null }[]>`select write_state ->> ${key} as v from runs where id = ${runId}`;
+      return r?.v ?? undefined;
+    },
+    async set(key, value) {
+      const r = await sql`update runs set write_state = write_state || jsonb_build_object(${key}::text, ${value}::text) where id = ${runId} and attempts = ${lease}`;
+      if (!r.count) throw new LeaseLostError(runId);
+    },
+  };
 }
