@@ -49,7 +49,7 @@ function base64Cores(bytes: Buffer): string[] {
     const end = Math.floor(n / 3) * 4 + (rem === 1 ? 1 : rem === 2 ? 2 : 0);
     const core = enc.slice(start, end);
     // A short core would match unrelated base64 by chance.
-    if (core.length >= 6) out.push(core, core.replace(/\+/g, '-').replace(/\//g, '_'));
+    if (core.length >= 4) out.push(core, core.replace(/\+/g, '-').replace(/\//g, '_'));
   }
   return out;
 }
@@ -57,14 +57,28 @@ function base64Cores(bytes: Buffer): string[] {
 /** Every textual form of one secret that the redactor looks for: [plain forms, base64 cores]. */
 export function secretForms(value: string): { plain: string[]; base64: string[] } {
   const plain = new Set<string>([value]);
+  // JSON as serializers write it: minimal escapes, `\/` (PHP's json_encode), `\uXXXX` for non-ASCII.
   const json = JSON.stringify(value).slice(1, -1);
-  plain.add(json);
-  for (const enc of [encodeURIComponent(value), formEncode(value), encodeURI(value)]) {
+  const ascii = json.replace(/[\u007f-\uffff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+  for (const j of [json, ascii]) {
+    plain.add(j);
+    plain.add(j.replace(/\//g, '\\/'));
+    plain.add(j.replace(/\\u([0-9a-f]{4})/g, (_m, h: string) => `\\u${h.toUpperCase()}`));
+  }
+  // A lone surrogate cannot be URL-encoded (encodeURIComponent throws): such a value has no URL form.
+  const urlForms = (() => {
+    try {
+      return [encodeURIComponent(value), formEncode(value), encodeURI(value)];
+    } catch {
+      return [];
+    }
+  })();
+  for (const enc of urlForms) {
     plain.add(enc);
     plain.add(lowerPercent(enc));
   }
   const base64 = new Set<string>();
-  for (const p of [value, encodeURIComponent(value), formEncode(value)]) for (const c of base64Cores(Buffer.from(p, 'utf8'))) base64.add(c);
+  for (const p of [value, ...urlForms.slice(0, 2)]) for (const c of base64Cores(Buffer.from(p, 'utf8'))) base64.add(c);
   return { plain: [...plain], base64: [...base64] };
 }
 
