@@ -134,6 +134,12 @@ export interface ConnectorType {
   configSchema: Record<string, unknown>;
   /** Names of the secrets this type accepts, with whether each is required. */
   secrets: { name: string; required: boolean; description: string }[];
+  /**
+   * JSON pointers into `config` of the settings that decide where the secrets are sent (a host, a
+   * port). Changing one requires sending the secrets again. Config properties with
+   * `format: "uri"` in configSchema count without being listed.
+   */
+  secretTargets?: string[];
   capabilities?: DestinationCapabilities;
   openSource?: (config: any, secrets: ResolvedSecrets, ctx: ConnectorContext) => SourceConnector;
   openDestination?: (config: any, secrets: ResolvedSecrets, ctx: ConnectorContext) => DestinationConnector;
