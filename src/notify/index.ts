@@ -12,6 +12,7 @@ import type { Services } from '../domain/services.ts';
 import { createAlerting } from './alerts.ts';
 import { createDebugger } from './debugger.ts';
 import { createWebhookSender } from './webhook-sender.ts';
+import { NO_SECRETS, type Redactor } from '../lib/redact.ts';
 
 // Callbacks, alerts, metrics and the row debugger, plugged into the engine's RunHooks and the
 // worker's task list. Nothing here can fail or slow a run: hooks only write rows and enqueue
@@ -41,7 +42,26 @@ export function createNotifier(o: NotifierOptions): Notifier {
   const clock = o.clock ?? realClock;
   const metrics = services.metrics;
   services.alertChannels.timeoutMs = config.webhookTimeoutMs;
-  const dbg = createDebugger({ database, logger, retentionDays: config.debuggerRetentionDays });
+  // Per run: the redactor of its destination connection (every secret, in every encoding), for
+  // the row debugger's exchanges and the run.completed payload.
+  const redactors = new Map<string, Promise<Redactor>>();
+  function redactorFor(run: RunRow): Promise<Redactor> {
+    let r = redactors.get(run.id);
+    if (!r) {
+      r = (async () => {
+        const [s] = await database.db.select({ destinationId: syncs.destinationId }).from(syncs).where(eq(syncs.id, run.syncId));
+        if (!s) return NO_SECRETS;
+        return services.connections.redactorFor(await services.connections.row(database.db, run.workspaceId, s.destinationId));
+      })().catch((e: unknown) => {
+        logger.warn({ err: e, runId: run.id }, 'could not build the redactor of the run\'s destination');
+        return NO_SECRETS;
+      });
+      redactors.set(run.id, r);
+      if (redactors.size > 1000) redactors.delete(redactors.keys().next().value!);
+    }
+    return r;
+  }
+  const dbg = createDebugger({ database, logger, retentionDays: config.debuggerRetentionDays, redactorFor });
   const sendDelivery = createWebhookSender({
     database,
     webhooks: services.webhooks,
@@ -129,12 +149,13 @@ export function createNotifier(o: NotifierOptions): Notifier {
         if (end && ph.finishedAt === end) metrics.phaseDuration.observe({ phase: ph.name }, (Date.parse(ph.finishedAt) - Date.parse(ph.startedAt)) / 1000);
       }
       await safe('run.completed event', run, async () => {
-        const data = await runCompletedData(run);
+        const data = (await redactorFor(run)).value(await runCompletedData(run));
         await database.db.transaction((tx) =>
           services.webhooks.emit(tx, 'run.completed', data, { workspaceId: run.workspaceId, syncId: run.syncId, runId: run.id, callbackUrl: run.callbackUrl }, new Date(clock.now())),
         );
       });
       await safe('alert evaluation', run, () => alerting.evaluate(run));
+      redactors.delete(run.id);
     },
     batchDelivered: async (run, batch, result) => {
       const info = await infoFor(run.syncId);
