@@ -42,13 +42,21 @@ function forms(secret: string, user?: string): string[] {
   return f;
 }
 
-/** Everything the connector returned or threw, as one string. */
+/** Every string leaf of a value (so an escaped form is not hidden by a second JSON encoding). */
+function strings(v: unknown): string[] {
+  if (typeof v === 'string') return [v];
+  if (Array.isArray(v)) return v.flatMap(strings);
+  if (v && typeof v === 'object') return Object.entries(v).flatMap(([k, x]) => [k, ...strings(x)]);
+  return [];
+}
+
+/** Everything the connector returned or threw, as its strings joined by newlines. */
 async function outcome(p: Promise<WriteResult>): Promise<{ dump: string; res?: WriteResult; err?: any }> {
   try {
     const res = await p;
-    return { dump: JSON.stringify(res), res };
+    return { dump: strings(res).join('\n'), res };
   } catch (e: any) {
-    return { dump: JSON.stringify({ message: e.message, hint: e.hint, stack: e.stack, exchanges: e.exchanges, cause: String(e.cause?.message ?? '') }), err: e };
+    return { dump: strings({ message: e.message, hint: e.hint, stack: e.stack, exchanges: e.exchanges, cause: String(e.cause?.message ?? '') }).join('\n'), err: e };
   }
 }
 
