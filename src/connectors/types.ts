@@ -1,3 +1,5 @@
+import type { Redactor } from '../lib/redact.ts';
+
 // The two interfaces every connector implements. The engine, the REST discovery routes and
 // GraphQL only ever see these; a connector's own code lives in sources/ or destinations/.
 
@@ -114,6 +116,12 @@ export interface DestinationConnector {
    */
   write(req: WriteRequest): Promise<WriteResult>;
   close(): Promise<void>;
+  /**
+   * Redacts this connection's secrets (every encoding, and credentials derived at run time such
+   * as an OAuth access token) from text the engine stores or sends. A connector's own results,
+   * errors and exchanges are already redacted; this is for what the engine composes from them.
+   */
+  readonly redactor?: Redactor;
 }
 
 export type ConnectorRole = 'source' | 'destination';

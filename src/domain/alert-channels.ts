@@ -249,8 +249,9 @@ export class AlertChannelService {
     action: 'update' | 'replace',
   ): Promise<AlertChannelViewT> {
     const { config } = this.check(next.type, next.config, next.secrets);
-    // PagerDuty's routing key goes to eventsUrl; a webhook channel's signatures go to url.
-    const targets = (['eventsUrl', 'url'] as const).filter((k) => (cur.config as ChannelConfigT)[k] !== config[k]).map((k) => `/config/${k}`);
+    // PagerDuty's routing key is sent to eventsUrl (a Slack URL is itself the secret; a webhook
+    // channel's signing secret never leaves Backhaul, only signatures made with it do).
+    const targets = (['eventsUrl'] as const).filter((k) => (cur.config as ChannelConfigT)[k] !== config[k]).map((k) => `/config/${k}`);
     requireResentSecrets('alert channel', cur.slug, targets, kept);
     const changed = changedFields(cur as unknown as Record<string, unknown>, { ...next, config }, ['slug', 'name', 'type', 'config']);
     const before = this.secretsOf(cur) as Record<string, unknown>;
