@@ -342,7 +342,11 @@ export class ConnectionService {
       }
       return { ok: true, latencyMs: Math.round(performance.now() - started) };
     } catch (e) {
-      if (e instanceof ConnectorError) return { ok: false, error: { code: e.code, message: e.message, ...(e.hint ? { hint: e.hint } : {}) } };
+      if (e instanceof ConnectorError) {
+        // A remote system may quote the credentials it was sent.
+        const r = this.redactorFor(row);
+        return { ok: false, error: { code: e.code, message: r.text(e.message), ...(e.hint ? { hint: r.text(e.hint) } : {}) } };
+      }
       throw e;
     }
   }
