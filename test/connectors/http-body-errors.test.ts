@@ -105,6 +105,13 @@ t.test('batch mode: a 2xx body reporting a failure is not a success', async (t) 
   t.equal(e.message, 'payload contains an unknown property');
 });
 
+t.test('batch mode: per-row results inside a failure envelope are read row by row', async (t) => {
+  const d = open({ upsert: { method: 'POST', path: '/contacts/batch', mode: 'batch', batchKey: 'inputs', results: { pointer: '/results', okField: 'ok', errorField: 'error' } } });
+  api.canned.push({ status: 200, body: { success: false, results: [{ ok: true, id: 1 }, { ok: false, error: 'bad phone' }] } });
+  const res = await write(d, 'upsert', 'a@x.io', 'b@x.io');
+  t.same(res.results, [{ status: 'succeeded', externalId: '1' }, { status: 'rejected', code: 'rejected', message: 'bad phone', retryable: false }]);
+});
+
 t.test('batch mode: an answer without results shows the destination\'s own message', async (t) => {
   const d = open({ upsert: { method: 'POST', path: '/contacts/batch', mode: 'batch', batchKey: 'inputs', results: { pointer: '/results', statusField: 'status', errorField: 'error' } } });
   api.canned.push({ status: 200, body: { error: 'daily quota exceeded' } });

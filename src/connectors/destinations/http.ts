@@ -337,14 +337,19 @@ export class HttpDestination implements DestinationConnector {
     if (res.status < 200 || res.status >= 300) {
       throw new BatchRejectedError(`http_${res.status}`, errorMessage(res.status, res.body), { hint: 'The destination refused the batch; it will be split to find the rows at fault.' });
     }
-    const failure = bodyFailure(op, res.body);
-    if (failure) {
-      const whole = this.#bodyLevelError(failure.message, res, url);
-      if (whole) throw whole;
-      throw new BatchRejectedError('rejected', failure.message, { hint: 'The destination reported a failure in a 2xx answer; the batch will be split to find the rows at fault.' });
+    const entries = op.results ? jsonPointer(parseJson(res.body), op.results.pointer) : undefined;
+    // Per-row results, when present, say which rows failed (an envelope such as
+    // `{"success": false, "results": […]}` may just mean "some did"); explicit pointers always apply.
+    const perRow = Array.isArray(entries) && entries.length === req.rows.length;
+    if (op.okPointer !== undefined || op.errorPointer !== undefined || !perRow) {
+      const failure = bodyFailure(op, res.body);
+      if (failure) {
+        const whole = this.#bodyLevelError(failure.message, res, url);
+        if (whole) throw whole;
+        throw new BatchRejectedError('rejected', failure.message, { hint: 'The destination reported a failure in a 2xx answer; the batch will be split to find the rows at fault.' });
+      }
     }
     if (!op.results) return { results: req.rows.map(() => ({ status: 'succeeded' })), exchanges };
-    const entries = jsonPointer(parseJson(res.body), op.results.pointer);
     if (!Array.isArray(entries)) {
       // No results at all: when the destination said why ("daily quota exceeded"), that is the news.
       const own = destinationMessage(res.body);
