@@ -54,7 +54,11 @@ const isRetryableStatus = (s: number) => s === 429 || s === 408 || s >= 500;
  * Generic REST destination. Row mode sends one request per row (bounded concurrency); batch
  * mode one request per batch, reading per-row outcomes from the response when configured.
  * 429/5xx/network failures are retryable, 401/403 fatal (after one OAuth token refresh), other
- * 4xx reject the row (row mode) or the batch (batch mode, so the engine bisects).
+ * 4xx reject the row (row mode) or the batch (batch mode, so the engine bisects). A 2xx whose
+ * body reports a failure (okPointer/errorPointer, else `"ok": false` / `"success": false`) is
+ * treated the same way: auth errors fatal, throttling retryable, others rejected (bodyFailure,
+ * classifyBodyError in http-response.ts). Everything it returns or throws is redacted of the
+ * connection's secrets in every encoding, and of the live OAuth token (`redactor`).
  */
 export class HttpDestination implements DestinationConnector {
   readonly #config: HttpDestinationConfig;
