@@ -1,6 +1,6 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { randomBytes } from 'node:crypto';
+import { createHmac, hkdfSync, randomBytes } from 'node:crypto';
 import type { Config } from './config.ts';
 import { ConfigError } from './config.ts';
 import type { SecretBox } from './domain/deps.ts';
@@ -31,8 +31,11 @@ export function loadEncryptionKey(config: Config, warn: (msg: string) => void): 
 }
 
 export function secretBox(key: Buffer): SecretBox {
+  // A separate key for fingerprints (HKDF, RFC 5869), so fingerprints reveal nothing about the sealing key.
+  const fpKey = Buffer.from(hkdfSync('sha256', key, Buffer.alloc(0), 'backhaul secret fingerprint v1', 32));
   return {
     seal: (values) => encrypt(key, JSON.stringify(values)),
     open: (sealed) => JSON.parse(decrypt(key, sealed)) as Record<string, unknown>,
+    fingerprint: (scope, value) => `fp1_${createHmac('sha256', fpKey).update(scope).update('\u0000').update(JSON.stringify(value)).digest().subarray(0, 16).toString('base64url')}`,
   };
 }

@@ -78,6 +78,9 @@ export async function startBackhaul(opts: StartOptions): Promise<Backhaul> {
       syncChanged: async (tx, syncId) => void (await planSchedule(tx, syncId, new Date(clock ? clock.now() : Date.now()))),
     };
     const services = createServices({ database, secrets: secretBox(key), denyPrivateNetworks: config.denyPrivateNetworks, hooks, env: process.env });
+    // Secrets stored before fingerprints existed get theirs (a no-op once done).
+    await services.connections.backfillSecretMeta();
+    await services.alertChannels.backfillSecretMeta();
     services.mappings.checkSource = (source, path) => {
       if (!('template' in source)) return;
       try {

@@ -1,5 +1,6 @@
 import type { ConnectorType } from './types.ts';
 import { openHttpDestination } from './destinations/http.ts';
+import { MAX_RESPONSE_BYTES } from '../lib/http-client.ts';
 
 // Generic REST destination. The schema below is the public shape of its config; the
 // implementation is destinations/http.ts.
@@ -35,6 +36,13 @@ const operationSchema = {
     },
     /** Row mode: field of the response body holding the record's id (default `id`). */
     idField: { type: 'string', maxLength: 200 },
+    /**
+     * JSON pointer (RFC 6901) to a value that must be `true` for a 2xx answer to count as a success,
+     * e.g. `/ok` for APIs that answer `200 {"ok": false, "error": "…"}` (row and batch mode).
+     */
+    okPointer: { type: 'string', maxLength: 500, pattern: '^(/.*)?$' },
+    /** JSON pointer to an error message or code that, when present and not null/false/"", fails a 2xx answer (e.g. `/error`). */
+    errorPointer: { type: 'string', maxLength: 500, pattern: '^(/.*)?$' },
   },
 };
 
@@ -85,7 +93,8 @@ export const httpType: ConnectorType = {
       },
       headers: { type: 'object', additionalProperties: { type: 'string', maxLength: 4000 }, maxProperties: 50 },
       timeoutMs: { type: 'integer', minimum: 100, maximum: 300_000, default: 30_000 },
-      maxResponseBytes: { type: 'integer', minimum: 1024, maximum: 104_857_600, default: 5_242_880 },
+      /** Largest response body read, in bytes (10 MiB at most; all responses in flight also share one per-process budget). */
+      maxResponseBytes: { type: 'integer', minimum: 1024, maximum: MAX_RESPONSE_BYTES, default: 5_242_880 },
       maxBatchSize: { type: 'integer', minimum: 1, maximum: 10_000, default: 100 },
       maxRequestsPerSecond: { type: 'number', exclusiveMinimum: 0, maximum: 10_000 },
       /** Row mode: requests in flight at once within one batch. */

@@ -8,6 +8,7 @@ export const mysqlType: ConnectorType = {
   label: 'MySQL / MariaDB',
   roles: ['source', 'destination'],
   configSchema: sqlDatabaseConfigSchema(3306),
+  secretTargets: ['/host', '/port'],
   secrets: [{ name: 'password', required: false, description: 'Password of the database user' }],
   capabilities: {
     operations: ['insert', 'update', 'upsert', 'delete'],

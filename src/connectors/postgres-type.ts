@@ -8,6 +8,7 @@ export const postgresType: ConnectorType = {
   label: 'PostgreSQL',
   roles: ['source', 'destination'],
   configSchema: sqlDatabaseConfigSchema(5432),
+  secretTargets: ['/host', '/port'],
   secrets: [{ name: 'password', required: false, description: 'Password of the database user' }],
   capabilities: {
     operations: ['insert', 'update', 'upsert', 'delete'],

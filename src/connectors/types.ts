@@ -1,3 +1,5 @@
+import type { Redactor } from '../lib/redact.ts';
+
 // The two interfaces every connector implements. The engine, the REST discovery routes and
 // GraphQL only ever see these; a connector's own code lives in sources/ or destinations/.
 
@@ -165,6 +167,12 @@ export interface DestinationConnector {
    */
   lookup?(req: LookupRequest): Promise<Map<string, { id?: string; value: unknown }[]>>;
   close(): Promise<void>;
+  /**
+   * Redacts this connection's secrets (every encoding, and credentials derived at run time such
+   * as an OAuth access token) from text the engine stores or sends. A connector's own results,
+   * errors and exchanges are already redacted; this is for what the engine composes from them.
+   */
+  readonly redactor?: Redactor;
 }
 
 export type ConnectorRole = 'source' | 'destination';
@@ -185,6 +193,12 @@ export interface ConnectorType {
   configSchema: Record<string, unknown>;
   /** Names of the secrets this type accepts, with whether each is required. */
   secrets: { name: string; required: boolean; description: string }[];
+  /**
+   * JSON pointers into `config` of the settings that decide where the secrets are sent (a host, a
+   * port). Changing one requires sending the secrets again. Config properties with
+   * `format: "uri"` in configSchema count without being listed.
+   */
+  secretTargets?: string[];
   capabilities?: DestinationCapabilities;
   openSource?: (config: any, secrets: ResolvedSecrets, ctx: ConnectorContext) => SourceConnector;
   openDestination?: (config: any, secrets: ResolvedSecrets, ctx: ConnectorContext) => DestinationConnector;

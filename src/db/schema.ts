@@ -61,6 +61,8 @@ export const connections = pgTable(
     /** AES-256-GCM sealed JSON object of secrets; values never leave the process. */
     secretsSealed: text('secrets_sealed'),
     secretNames: text('secret_names').array().notNull().default(sql`'{}'::text[]`),
+    /** Per secret: keyed fingerprint of its value and when the value last changed (src/domain/secret-meta.ts). */
+    secretMeta: jsonb('secret_meta').$type<Record<string, { fingerprint: string; updatedAt: string }>>().notNull().default({}),
     version: integer('version').notNull().default(1),
     createdAt: created(),
     updatedAt: updated(),
@@ -401,6 +403,7 @@ export const alertChannels = pgTable(
     config: jsonb('config').notNull(),
     secretsSealed: text('secrets_sealed'),
     secretNames: text('secret_names').array().notNull().default(sql`'{}'::text[]`),
+    secretMeta: jsonb('secret_meta').$type<Record<string, { fingerprint: string; updatedAt: string }>>().notNull().default({}),
     version: integer('version').notNull().default(1),
     createdAt: created(),
     updatedAt: updated(),

@@ -14,6 +14,7 @@ import { inUse, Name, Slug } from './connections.ts';
 import type { ServiceDeps } from './deps.ts';
 import { getByRef, putBySlug } from './refs.ts';
 import { checkWebhookUrl, WebhookUrl } from './webhooks.ts';
+import { nextSecretMeta, requireResentSecrets, sameSecrets, SecretsView, secretsView, type SecretMeta } from './secret-meta.ts';
 
 // Alert channels: where a sync's alerts go.
 //   slack      secrets.webhookUrl (a Slack incoming webhook; it is a credential, so write-only)
@@ -64,6 +65,7 @@ export const AlertChannelView = Type.Object(
     type: ChannelTypeT,
     config: Type.Object({}, { additionalProperties: true }),
     secretNames: Type.Array(Type.String()),
+    secretFingerprints: SecretsView,
     createdAt: Type.String({ format: 'date-time' }),
     updatedAt: Type.String({ format: 'date-time' }),
     version: Type.Integer(),
@@ -105,6 +107,7 @@ export function channelView(r: AlertChannelRow): AlertChannelViewT {
     type: r.type as ChannelType,
     config: r.config as Record<string, unknown>,
     secretNames: [...r.secretNames].sort(),
+    secretFingerprints: secretsView(r.secretNames, r.secretMeta as SecretMeta),
     createdAt: iso(r.createdAt)!,
     updatedAt: iso(r.updatedAt)!,
     version: r.version,
@@ -178,6 +181,7 @@ export class AlertChannelService {
     const secrets = input.secrets ?? {};
     const { config } = this.check(input.type, input.config ?? {}, secrets);
     const id = newId('alertChannel');
+    const now = new Date();
     try {
       const row = await tx.transaction(async (tx2) => {
         const [r] = await tx2
@@ -191,6 +195,9 @@ export class AlertChannelService {
             config,
             secretsSealed: Object.keys(secrets).length ? this.deps.secrets.seal(secrets as Record<string, unknown>) : null,
             secretNames: Object.keys(secrets),
+            secretMeta: nextSecretMeta(this.deps.secrets, id, { values: {}, meta: {}, since: now }, secrets as Record<string, unknown>, now),
+            createdAt: now,
+            updatedAt: now,
           })
           .returning();
         await recordAudit(tx2, actor, 'create', 'alert_channel', id, ['slug', 'name', 'type', 'config', ...(Object.keys(secrets).length ? ['secrets'] : [])]);
@@ -211,7 +218,9 @@ export class AlertChannelService {
       checkVersion(ifMatch, cur.version);
       const config = { ...(cur.config as ChannelConfigT), ...input.config };
       const secrets = { ...this.secretsOf(cur), ...input.secrets };
-      return this.save(tx, actor, cur, { slug: input.slug ?? cur.slug, name: input.name ?? cur.name, type: cur.type as ChannelType, config, secrets }, input.secrets !== undefined, 'update');
+      const resent = new Set(Object.keys(input.secrets ?? {}));
+      const kept = Object.keys(secrets).filter((k) => !resent.has(k));
+      return this.save(tx, actor, cur, { slug: input.slug ?? cur.slug, name: input.name ?? cur.name, type: cur.type as ChannelType, config, secrets }, kept, 'update');
     });
   }
 
@@ -223,7 +232,8 @@ export class AlertChannelService {
         const cur = await this.row(tx, actor.workspaceId, ref, { forUpdate: true });
         checkVersion(ifMatch, cur.version);
         const secrets = input.secrets ?? (input.type === cur.type ? this.secretsOf(cur) : {});
-        const value = await this.save(tx, actor, cur, { slug: input.slug ?? cur.slug, name: input.name, type: input.type, config: input.config ?? {}, secrets }, input.secrets !== undefined, 'replace');
+        const kept = input.secrets === undefined ? Object.keys(secrets) : [];
+        const value = await this.save(tx, actor, cur, { slug: input.slug ?? cur.slug, name: input.name, type: input.type, config: input.config ?? {}, secrets }, kept, 'replace');
         return value;
       });
       return { created: r.created, value: r.value };
@@ -235,13 +245,20 @@ export class AlertChannelService {
     actor: Actor,
     cur: AlertChannelRow,
     next: { slug: string; name: string; type: ChannelType; config: ChannelConfigT; secrets: ChannelSecretsT },
-    secretsGiven: boolean,
+    kept: string[],
     action: 'update' | 'replace',
   ): Promise<AlertChannelViewT> {
     const { config } = this.check(next.type, next.config, next.secrets);
+    // PagerDuty's routing key is sent to eventsUrl (a Slack URL is itself the secret; a webhook
+    // channel's signing secret never leaves Backhaul, only signatures made with it do).
+    const targets = (['eventsUrl'] as const).filter((k) => (cur.config as ChannelConfigT)[k] !== config[k]).map((k) => `/config/${k}`);
+    requireResentSecrets('alert channel', cur.slug, targets, kept);
     const changed = changedFields(cur as unknown as Record<string, unknown>, { ...next, config }, ['slug', 'name', 'type', 'config']);
-    if (secretsGiven) changed.push('secrets');
+    const before = this.secretsOf(cur) as Record<string, unknown>;
+    const secretsChanged = !sameSecrets(before, next.secrets as Record<string, unknown>);
+    if (secretsChanged) changed.push('secrets');
     if (!changed.length) return channelView(cur);
+    const now = new Date();
     try {
       const [row] = await tx
         .update(alertChannels)
@@ -250,10 +267,15 @@ export class AlertChannelService {
           name: next.name,
           type: next.type,
           config,
-          secretsSealed: Object.keys(next.secrets).length ? this.deps.secrets.seal(next.secrets as Record<string, unknown>) : null,
-          secretNames: Object.keys(next.secrets),
+          ...(secretsChanged
+            ? {
+                secretsSealed: Object.keys(next.secrets).length ? this.deps.secrets.seal(next.secrets as Record<string, unknown>) : null,
+                secretNames: Object.keys(next.secrets),
+                secretMeta: nextSecretMeta(this.deps.secrets, cur.id, { values: before, meta: cur.secretMeta as SecretMeta, since: cur.updatedAt }, next.secrets as Record<string, unknown>, now),
+              }
+            : {}),
           version: cur.version + 1,
-          updatedAt: new Date(),
+          updatedAt: now,
         })
         .where(eq(alertChannels.id, cur.id))
         .returning();
@@ -280,6 +302,17 @@ export class AlertChannelService {
       await tx.delete(alertChannels).where(eq(alertChannels.id, cur.id));
       await recordAudit(tx, actor, 'delete', 'alert_channel', cur.id);
     });
+  }
+
+  /** Fills the secret fingerprints of channels stored before fingerprints existed (start-up; no version bump). */
+  async backfillSecretMeta(): Promise<number> {
+    const rows = await this.db.select().from(alertChannels).where(sql`cardinality(${alertChannels.secretNames}) > 0 and ${alertChannels.secretMeta} = '{}'::jsonb`);
+    for (const r of rows) {
+      const values = this.secretsOf(r) as Record<string, unknown>;
+      const meta = nextSecretMeta(this.deps.secrets, r.id, { values, meta: {}, since: r.updatedAt }, values, r.updatedAt);
+      await this.db.update(alertChannels).set({ secretMeta: meta }).where(and(eq(alertChannels.id, r.id), eq(alertChannels.secretMeta, {})));
+    }
+    return rows.length;
   }
 
   async test(actor: Actor, ref: string): Promise<ChannelTestResultT> {

@@ -1,5 +1,5 @@
 import { Type, type Static } from '@sinclair/typebox';
-import { and, eq } from 'drizzle-orm';
+import { and, eq, sql } from 'drizzle-orm';
 import { connections, models, syncs } from '../db/schema.ts';
 import type { Tx } from '../db/client.ts';
 import { getConnectorType, listConnectorTypes } from '../connectors/registry.ts';
@@ -16,6 +16,7 @@ import {
   iso,
   mergePatch,
   requireScope,
+  sameJson,
   SLUG_PATTERN,
   slugTaken,
   type Page,
@@ -23,6 +24,8 @@ import {
 import type { ServiceDeps } from './deps.ts';
 import { getByRef, putBySlug } from './refs.ts';
 import { listOrdered, type ListOptions } from './list.ts';
+import { nextSecretMeta, requireResentSecrets, sameSecrets, SecretsView, secretsView, type SecretMeta } from './secret-meta.ts';
+import { secretRedactor, type Redactor } from '../lib/redact.ts';
 
 // Connections: configured connector instances. `secrets` are write-only: sealed with
 // AES-256-GCM before they touch the database, opened only to talk to the remote system.
@@ -76,6 +79,7 @@ export const ConnectionView = Type.Object(
     roles: Type.Array(Type.Union([Type.Literal('source'), Type.Literal('destination')])),
     config: Type.Object({}, { additionalProperties: true }),
     secretNames: Type.Array(Type.String()),
+    secretFingerprints: SecretsView,
     createdAt: Type.String({ format: 'date-time' }),
     updatedAt: Type.String({ format: 'date-time' }),
     version: Type.Integer(),
@@ -98,6 +102,7 @@ export function connectionView(r: Row): ConnectionViewT {
     roles: getConnectorType(r.type)?.roles ?? [],
     config: r.config as Record<string, unknown>,
     secretNames: [...r.secretNames].sort(),
+    secretFingerprints: secretsView(r.secretNames, r.secretMeta as SecretMeta),
     createdAt: iso(r.createdAt)!,
     updatedAt: iso(r.updatedAt)!,
     version: r.version,
@@ -113,12 +118,57 @@ function connectorTypeOf(type: string): ConnectorType {
   return t;
 }
 
+/**
+ * Environment variables that hold Backhaul's own credentials: a `{ env }` secret may not name
+ * them, or a write key could send the encryption key to a server of its choosing.
+ */
+export const PROTECTED_ENV = new Set(['DATABASE_URL', 'BACKHAUL_ENCRYPTION_KEY', 'BACKHAUL_BOOTSTRAP_API_KEY', 'BACKHAUL_METRICS_TOKEN']);
+
 function checkSecretNames(t: ConnectorType, secrets: Record<string, unknown>): void {
   const allowed = new Set(t.secrets.map((s) => s.name));
   const errors = Object.keys(secrets)
     .filter((k) => !allowed.has(k))
     .map((k) => ({ path: `/secrets/${k}`, message: `is not a secret of type "${t.type}" (known: ${[...allowed].join(', ') || 'none'})` }));
+  for (const [k, v] of Object.entries(secrets)) {
+    const env = v && typeof v === 'object' ? (v as { env?: unknown }).env : undefined;
+    if (typeof env === 'string' && PROTECTED_ENV.has(env)) errors.push({ path: `/secrets/${k}/env`, message: `may not refer to ${env}, which holds Backhaul's own credentials` });
+  }
   if (errors.length) throw new ValidationError(errors.map((e) => `${e.path} ${e.message}`).join('; '), errors);
+}
+
+const targetCache = new WeakMap<ConnectorType, string[]>();
+
+/** JSON pointers into config that decide where a type's secrets are sent (declared, plus every `format: "uri"` property). */
+export function secretTargetsOf(t: ConnectorType): string[] {
+  let out = targetCache.get(t);
+  if (!out) {
+    const found = new Set(t.secretTargets ?? []);
+    const walk = (schema: unknown, path: string) => {
+      const s = schema as { format?: string; properties?: Record<string, unknown> } | undefined;
+      if (!s || typeof s !== 'object') return;
+      if (s.format === 'uri') found.add(path);
+      for (const [k, sub] of Object.entries(s.properties ?? {})) walk(sub, `${path}/${k.replace(/~/g, '~0').replace(/\//g, '~1')}`);
+    };
+    walk(t.configSchema, '');
+    targetCache.set(t, (out = [...found].sort()));
+  }
+  return out;
+}
+
+function at(doc: unknown, pointer: string): unknown {
+  let cur = doc;
+  for (const raw of pointer.split('/').slice(1)) {
+    if (cur === null || typeof cur !== 'object') return undefined;
+    cur = (cur as Record<string, unknown>)[raw.replace(/~1/g, '/').replace(/~0/g, '~')];
+  }
+  return cur;
+}
+
+/** The `/config/…` paths among a type's secret targets whose value differs between two configs. */
+function changedTargets(t: ConnectorType, before: unknown, after: unknown): string[] {
+  return secretTargetsOf(t)
+    .filter((p) => !sameJson(at(before, p) ?? null, at(after, p) ?? null))
+    .map((p) => `/config${p}`);
 }
 
 export class ConnectionService {
@@ -154,6 +204,7 @@ export class ConnectionService {
     const secrets = input.secrets ?? {};
     checkSecretNames(t, secrets);
     const id = newId('connection');
+    const now = new Date();
     try {
       const [row] = await tx.transaction(async (tx2) => {
         const inserted = await tx2
@@ -167,6 +218,9 @@ export class ConnectionService {
             config,
             secretsSealed: Object.keys(secrets).length ? this.deps.secrets.seal(secrets) : null,
             secretNames: Object.keys(secrets),
+            secretMeta: nextSecretMeta(this.deps.secrets, id, { values: {}, meta: {}, since: now }, secrets, now),
+            createdAt: now,
+            updatedAt: now,
           })
           .returning();
         await recordAudit(tx2, actor, 'create', 'connection', id, ['slug', 'name', 'type', 'config', ...(Object.keys(secrets).length ? ['secrets'] : [])]);
@@ -188,25 +242,23 @@ export class ConnectionService {
         checkVersion(ifMatch, cur.version);
         const t = connectorTypeOf(cur.type);
         const config = input.config === undefined ? (cur.config as Record<string, unknown>) : validateConnectorConfig(t.configSchema, mergePatch(cur.config, input.config));
-        let secretsSealed = cur.secretsSealed;
-        let secretNames = cur.secretNames;
-        if (input.secrets !== undefined) {
-          const merged: Record<string, unknown> = cur.secretsSealed ? this.deps.secrets.open(cur.secretsSealed) : {};
-          for (const [k, v] of Object.entries(input.secrets)) {
-            if (v === null) delete merged[k];
-            else merged[k] = v;
-          }
-          checkSecretNames(t, merged);
-          secretNames = Object.keys(merged);
-          secretsSealed = secretNames.length ? this.deps.secrets.seal(merged) : null;
+        const before = this.storedSecrets(cur);
+        const after: Record<string, unknown> = { ...before };
+        for (const [k, v] of Object.entries(input.secrets ?? {})) {
+          if (v === null) delete after[k];
+          else after[k] = v;
         }
+        if (input.secrets !== undefined) checkSecretNames(t, after);
+        const resent = new Set(Object.entries(input.secrets ?? {}).filter(([, v]) => v !== null).map(([k]) => k));
+        requireResentSecrets('connection', cur.slug, changedTargets(t, cur.config, config), Object.keys(after).filter((k) => !resent.has(k)));
         const next = { slug: input.slug ?? cur.slug, name: input.name ?? cur.name, config };
         const changed = changedFields(cur as unknown as Record<string, unknown>, next, ['slug', 'name', 'config']);
-        if (input.secrets !== undefined) changed.push('secrets');
+        const secretsChanged = !sameSecrets(before, after);
+        if (secretsChanged) changed.push('secrets');
         if (changed.length === 0) return connectionView(cur);
         const [row] = await tx
           .update(connections)
-          .set({ ...next, secretsSealed, secretNames, version: cur.version + 1, updatedAt: new Date() })
+          .set({ ...next, ...this.secretColumns(cur, before, after, secretsChanged), version: cur.version + 1, updatedAt: new Date() })
           .where(eq(connections.id, cur.id))
           .returning();
         await recordAudit(tx, actor, 'update', 'connection', cur.id, changed);
@@ -238,21 +290,19 @@ export class ConnectionService {
     }
     const t = connectorTypeOf(row.type);
     const config = validateConnectorConfig(t.configSchema, input.config);
-    let secretsSealed = row.secretsSealed;
-    let secretNames = row.secretNames;
-    if (input.secrets !== undefined) {
-      checkSecretNames(t, input.secrets);
-      secretNames = Object.keys(input.secrets);
-      secretsSealed = secretNames.length ? this.deps.secrets.seal(input.secrets) : null;
-    }
+    const before = this.storedSecrets(row);
+    const after: Record<string, unknown> = input.secrets ?? before;
+    if (input.secrets !== undefined) checkSecretNames(t, input.secrets);
+    requireResentSecrets('connection', row.slug, changedTargets(t, row.config, config), input.secrets === undefined ? Object.keys(before) : []);
     const next = { slug: input.slug ?? row.slug, name: input.name, config };
     const changed = changedFields(row as unknown as Record<string, unknown>, next, ['slug', 'name', 'config']);
-    if (input.secrets !== undefined) changed.push('secrets');
+    const secretsChanged = !sameSecrets(before, after);
+    if (secretsChanged) changed.push('secrets');
     if (changed.length === 0) return connectionView(row);
     try {
       const [updated] = await tx
         .update(connections)
-        .set({ ...next, secretsSealed, secretNames, version: row.version + 1, updatedAt: new Date() })
+        .set({ ...next, ...this.secretColumns(row, before, after, secretsChanged), version: row.version + 1, updatedAt: new Date() })
         .where(eq(connections.id, row.id))
         .returning();
       await recordAudit(tx, actor, 'replace', 'connection', row.id, changed);
@@ -292,7 +342,11 @@ export class ConnectionService {
       }
       return { ok: true, latencyMs: Math.round(performance.now() - started) };
     } catch (e) {
-      if (e instanceof ConnectorError) return { ok: false, error: { code: e.code, message: e.message, ...(e.hint ? { hint: e.hint } : {}) } };
+      if (e instanceof ConnectorError) {
+        // A remote system may quote the credentials it was sent.
+        const r = this.redactorFor(row);
+        return { ok: false, error: { code: e.code, message: r.text(e.message), ...(e.hint ? { hint: r.text(e.hint) } : {}) } };
+      }
       throw e;
     }
   }
@@ -319,25 +373,82 @@ export class ConnectionService {
     }
   }
 
-  /** Decrypted secrets with `{ env }` references resolved from the environment. */
-  resolveSecrets(row: Row): ResolvedSecrets {
-    const raw = row.secretsSealed ? this.deps.secrets.open(row.secretsSealed) : {};
-    const out: ResolvedSecrets = {};
-    for (const [k, v] of Object.entries(raw)) {
-      if (typeof v === 'string') out[k] = v;
-      else if (v && typeof v === 'object' && 'env' in v) {
-        const name = String((v as { env: string }).env);
-        const value = this.deps.env[name];
-        if (value === undefined) {
-          throw new ConnectorError('secret_env_missing', `Secret "${k}" of connection "${row.slug}" refers to environment variable ${name}, which is not set.`, {
-            classification: 'fatal',
-            hint: `Set ${name} in Backhaul's environment, or send the secret's value instead.`,
-          });
-        }
-        out[k] = value;
+  /** The stored secret values, opened (`{ env }` references as references). */
+  private storedSecrets(row: Row): Record<string, unknown> {
+    return row.secretsSealed ? this.deps.secrets.open(row.secretsSealed) : {};
+  }
+
+  /** The secret columns of an update: untouched when the values did not change. */
+  private secretColumns(cur: Row, before: Record<string, unknown>, after: Record<string, unknown>, changed: boolean) {
+    if (!changed) return {};
+    const names = Object.keys(after);
+    return {
+      secretsSealed: names.length ? this.deps.secrets.seal(after) : null,
+      secretNames: names,
+      secretMeta: nextSecretMeta(this.deps.secrets, cur.id, { values: before, meta: cur.secretMeta as SecretMeta, since: cur.updatedAt }, after, new Date()),
+    };
+  }
+
+  /**
+   * Fills the secret fingerprints of connections stored before fingerprints existed (run at
+   * start-up; no version bump, no audit event: the values did not change). Returns how many.
+   */
+  async backfillSecretMeta(): Promise<number> {
+    const rows = await this.db.select().from(connections).where(sql`cardinality(${connections.secretNames}) > 0 and ${connections.secretMeta} = '{}'::jsonb`);
+    for (const r of rows) {
+      const values = this.storedSecrets(r);
+      const meta = nextSecretMeta(this.deps.secrets, r.id, { values, meta: {}, since: r.updatedAt }, values, r.updatedAt);
+      await this.db.update(connections).set({ secretMeta: meta }).where(and(eq(connections.id, r.id), eq(connections.secretMeta, {})));
+    }
+    return rows.length;
+  }
+
+  /**
+   * One redactor for everything a connection's secrets could leak into (run records, run errors,
+   * webhook payloads, the row debugger): every resolved secret value in all its encodings. A
+   * secret whose `{ env }` variable is unset is skipped (there is nothing to leak).
+   */
+  redactorFor(row: Row): Redactor {
+    const values: string[] = [];
+    for (const [k, v] of Object.entries(this.storedSecrets(row))) {
+      try {
+        const value = this.resolveOne(row.slug, k, v);
+        if (value !== undefined) values.push(value);
+      } catch {
+        // an unset or refused variable: nothing of it can leak
       }
     }
+    return secretRedactor(values);
+  }
+
+  /** Decrypted secrets with `{ env }` references resolved from the environment. */
+  resolveSecrets(row: Row): ResolvedSecrets {
+    const out: ResolvedSecrets = {};
+    for (const [k, v] of Object.entries(this.storedSecrets(row))) {
+      const value = this.resolveOne(row.slug, k, v);
+      if (value !== undefined) out[k] = value;
+    }
     return out;
+  }
+
+  private resolveOne(slug: string, k: string, v: unknown): string | undefined {
+    if (typeof v === 'string') return v;
+    if (!v || typeof v !== 'object' || !('env' in v)) return undefined;
+    const name = String((v as { env: string }).env);
+    if (PROTECTED_ENV.has(name)) {
+      throw new ConnectorError('secret_env_refused', `Secret "${k}" of connection "${slug}" refers to ${name}, which holds Backhaul's own credentials.`, {
+        classification: 'fatal',
+        hint: 'Use another variable for the connection\'s secret.',
+      });
+    }
+    const value = this.deps.env[name];
+    if (value === undefined) {
+      throw new ConnectorError('secret_env_missing', `Secret "${k}" of connection "${slug}" refers to environment variable ${name}, which is not set.`, {
+        classification: 'fatal',
+        hint: `Set ${name} in Backhaul's environment, or send the secret's value instead.`,
+      });
+    }
+    return value;
   }
 
   requireRole(row: Row, role: ConnectorRole, path: string): void {

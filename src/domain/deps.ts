@@ -6,6 +6,12 @@ import type { Database, Tx } from '../db/client.ts';
 export interface SecretBox {
   seal(values: Record<string, unknown>): string;
   open(sealed: string): Record<string, unknown>;
+  /**
+   * A keyed fingerprint of a secret value (HMAC-SHA256 under a key derived from the instance's
+   * encryption key, never a bare hash of the secret): `fp1_` + 22 base64url characters. `scope`
+   * (e.g. `conn_…/password`) is mixed in so equal values in two places do not look alike.
+   */
+  fingerprint(scope: string, value: unknown): string;
 }
 
 export interface DomainHooks {

@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import type { DestinationConnector, WriteCheckpoint } from '../connectors/types.ts';
 import type { Sql } from '../db/client.ts';
+import type { Redactor } from '../lib/redact.ts';
 import type { SyncViewT } from '../domain/syncs.ts';
 import { ConnectorError } from '../errors.ts';
 import { AbortedError, deliverBatch, splitBatches, type BatchResult, type RowOutcome } from './batch.ts';
@@ -39,6 +40,8 @@ export interface DeliverInput {
   /** True once a cancel was requested (the heartbeat sets it); checked between batches. */
   cancelRequested: () => boolean;
   log: Logger;
+  /** Applied to rejected rows' messages before they are recorded. */
+  redact?: Redactor;
   onRetry?: (code: string) => void;
   /** After a batch is checkpointed (row debugger, metrics); runs beside delivery. */
   batchDelivered?: (batch: number, result: BatchResult) => Promise<void>;
@@ -89,6 +92,7 @@ export async function deliverPhase(d: DeliverInput): Promise<void> {
   };
   const checkpointed = (batch: number, outcomes: RowOutcome[]) =>
     new Promise<void>((resolve, reject) => {
+      if (d.redact) for (const o of outcomes) if (o.message) o.message = d.redact.text(o.message);
       queued.push({ batch, outcomes, resolve, reject });
       draining ??= drain();
     });

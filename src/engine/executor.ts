@@ -4,6 +4,7 @@ import type { DestinationConnector, SourceConnector } from '../connectors/types.
 import type { Database } from '../db/client.ts';
 import type { RunRow } from '../domain/runs.ts';
 import type { Services } from '../domain/services.ts';
+import type { Redactor } from '../lib/redact.ts';
 import { syncView } from '../domain/syncs.ts';
 import { AppError, ConnectorError } from '../errors.ts';
 import { raceAbort } from './abort.ts';
@@ -129,6 +130,9 @@ export class RunExecutor {
 
     let source: SourceConnector | undefined;
     let dest: DestinationConnector | undefined;
+    // Every secret of the destination (in the forms a service may echo it) is removed from what
+    // the run records: rejected rows' messages and the run's error.
+    let redact: Redactor | undefined;
     try {
       const syncRow = await this.services.syncs.row(this.database.db, state.run.workspaceId, state.run.syncId);
       const sync = syncView(syncRow);
@@ -136,6 +140,7 @@ export class RunExecutor {
       const srcConn = await this.services.connections.row(this.database.db, state.run.workspaceId, model.connectionId);
       const destConn = await this.services.connections.row(this.database.db, state.run.workspaceId, sync.destinationId);
       dest = this.services.connections.openDestination(destConn);
+      redact = dest.redactor ?? this.services.connections.redactorFor(destConn);
       if (state.run.snapshotVersion !== null && state.run.snapshotVersion !== syncRow.snapshotVersion) {
         throw new ConnectorError('sync_repointed', "The sync's destination, object, match key or mode changed since this run was planned.", {
           classification: 'fatal',
@@ -236,6 +241,7 @@ export class RunExecutor {
         signal: stopped.signal,
         cancelRequested: () => cancelled.signal.aborted,
         log,
+        redact,
         onRetry: (code) => this.hooks.retry?.(sync.id, code),
         batchDelivered: (n, result) => hook(log, () => this.hooks.batchDelivered?.(state.run, n, result)),
       });
@@ -247,7 +253,8 @@ export class RunExecutor {
     } catch (e0) {
       // A wait cut short by a signal rejects with the signal's reason; AbortedError from inside
       // delivery means the same signal fired.
-      const e = e0 instanceof AbortedError && stopped.signal.aborted ? stopped.signal.reason : e0;
+      const e1 = e0 instanceof AbortedError && stopped.signal.aborted ? stopped.signal.reason : e0;
+      const e = redact && e1 instanceof Error ? redact.error(e1) : e1;
       if (e instanceof LeaseLostError) {
         log.warn('run taken over by another execution; this one stops without writing');
         return;

@@ -5,6 +5,7 @@ import { encodeCursor, requireScope, type Page } from '../domain/common.ts';
 import { cursorAfter, type ListOptions, type OrderField } from '../domain/list.ts';
 import type { AlertViewT } from '../domain/alerts.ts';
 import type { Actor } from '../domain/context.ts';
+import type { AlertChannelViewT } from '../domain/alert-channels.ts';
 import type { ConnectionViewT } from '../domain/connections.ts';
 import type { MappingViewT } from '../domain/mappings.ts';
 import type { ModelViewT } from '../domain/models.ts';
@@ -39,6 +40,11 @@ export function runTopic(workspaceId: string, syncId: string): string {
 }
 
 type Args = Record<string, any>;
+
+/** REST's `secretFingerprints` map as GraphQL's list (sorted by name). */
+function fingerprintList(m: Record<string, { fingerprint: string; updatedAt: string }>) {
+  return Object.entries(m).map(([name, v]) => ({ name, ...v }));
+}
 
 function actorOf(ctx: GqlContext): Actor {
   if (!ctx.actor) throw new UnauthorizedError();
@@ -245,11 +251,16 @@ export function buildResolvers(services: Services) {
       sync: async (al: AlertViewT, _a: Args, ctx: GqlContext) => (await loadersOf(ctx).sync.load(al.syncId)) ?? null,
     },
 
+    AlertChannel: {
+      secretFingerprints: (c: AlertChannelViewT) => fingerprintList(c.secretFingerprints),
+    },
+
     Viewer: {
       workspace: (v: { workspace: () => Promise<unknown> }) => v.workspace(),
     },
 
     Connection: {
+      secretFingerprints: (c: ConnectionViewT) => fingerprintList(c.secretFingerprints),
       destinationObjects: (c: ConnectionViewT, _a: Args, ctx: GqlContext) => services.connections.objects(actorOf(ctx), c.id),
       destinationFields: (c: ConnectionViewT, a: Args, ctx: GqlContext) => services.connections.fields(actorOf(ctx), c.id, a.object),
     },

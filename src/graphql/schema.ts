@@ -166,7 +166,16 @@ type Connector {
   capabilities: JSON
 }
 
-"A configured connector instance. Secrets are write-only: only their names are readable."
+"A write-only secret, described without its value."
+type SecretFingerprint {
+  name: String!
+  "Keyed HMAC of the value under the instance's key (never the value or its plain hash)."
+  fingerprint: String!
+  "When the value last changed."
+  updatedAt: DateTime!
+}
+
+"A configured connector instance. Secrets are write-only: only their names and fingerprints are readable."
 type Connection implements Node {
   id: ID!
   slug: String!
@@ -175,6 +184,8 @@ type Connection implements Node {
   roles: [ConnectorRole!]!
   config: JSON!
   secretNames: [String!]!
+  "Per secret: a keyed fingerprint that changes exactly when its value does, and when it changed."
+  secretFingerprints: [SecretFingerprint!]!
   createdAt: DateTime!
   updatedAt: DateTime!
   version: Int!
@@ -747,6 +758,8 @@ type AlertChannel implements Node {
   type: AlertChannelType!
   config: AlertChannelConfig!
   secretNames: [String!]!
+  "Per secret: a keyed fingerprint that changes exactly when its value does, and when it changed."
+  secretFingerprints: [SecretFingerprint!]!
   createdAt: DateTime!
   updatedAt: DateTime!
   version: Int!

@@ -3,6 +3,7 @@ import https from 'node:https';
 import { isIP } from 'node:net';
 import { ConnectorError } from '../errors.ts';
 import { assertAddressAllowed, guardedLookup } from './address-guard.ts';
+import { safeOrigin } from './redact.ts';
 
 // Outbound HTTP for destinations, webhooks and alerts. Built on node:http/https rather than
 // fetch: a per-request `lookup` is the simplest way to connect to exactly the address the guard
@@ -19,6 +20,60 @@ export interface HttpRequestOptions {
   maxResponseBytes: number;
   denyPrivateNetworks: boolean;
   signal?: AbortSignal;
+  /**
+   * The URL is itself a credential (a Slack incoming webhook): errors name its origin only,
+   * never its path.
+   */
+  secretUrl?: boolean;
+  /** The byte budget the response body is read under (default: the process-wide responseBudget). */
+  budget?: ByteBudget;
+}
+
+/** No response body is read past this many bytes, whatever a connection asks for (10 MiB). */
+export const MAX_RESPONSE_BYTES = 10 * 1024 * 1024;
+/** Default total of response bytes being read at once in one process (64 MiB). */
+export const DEFAULT_RESPONSE_BUDGET_BYTES = 64 * 1024 * 1024;
+
+/**
+ * A byte budget shared by concurrent readers: each response takes its bytes as they arrive and
+ * gives them back when its request settles. A response that would overdraw it is aborted (that
+ * request fails, retryably), so a burst of large responses across syncs, rows, webhooks and alerts
+ * cannot take the process's memory with it.
+ */
+export class ByteBudget {
+  readonly capacity: number;
+  #used = 0;
+  #peak = 0;
+  constructor(capacity: number) {
+    if (!(capacity > 0)) throw new RangeError('a byte budget needs a positive capacity');
+    this.capacity = capacity;
+  }
+  /** Bytes held right now. */
+  get used(): number {
+    return this.#used;
+  }
+  /** The most bytes ever held at once (for tests and metrics). */
+  get peak(): number {
+    return this.#peak;
+  }
+  /** Takes n bytes if they fit; false (and nothing taken) otherwise. */
+  tryTake(n: number): boolean {
+    if (this.#used + n > this.capacity) return false;
+    this.#used += n;
+    if (this.#used > this.#peak) this.#peak = this.#used;
+    return true;
+  }
+  give(n: number): void {
+    this.#used = Math.max(0, this.#used - n);
+  }
+}
+
+/** The process-wide budget of response bytes in flight (destinations, webhooks, alerts). */
+export let responseBudget = new ByteBudget(DEFAULT_RESPONSE_BUDGET_BYTES);
+
+/** Replaces the process-wide response budget (start-up configuration; in-flight reads keep the old one). */
+export function setResponseBudget(bytes: number): void {
+  responseBudget = new ByteBudget(bytes);
 }
 
 export interface HttpResponse {
@@ -68,7 +123,14 @@ export function httpNetworkError(e: unknown, url: string): ConnectorError {
 
 export function httpRequest(opts: HttpRequestOptions): Promise<HttpResponse> {
   const url = typeof opts.url === 'string' ? new URL(opts.url) : opts.url;
-  const shown = `${url.origin}${url.pathname}`;
+  const shown = opts.secretUrl ? safeOrigin(url) : `${url.origin}${url.pathname}`;
+  const maxBytes = Math.min(opts.maxResponseBytes, MAX_RESPONSE_BYTES);
+  const budget = opts.budget ?? responseBudget;
+  let held = 0;
+  const release = () => {
+    budget.give(held);
+    held = 0;
+  };
   const started = Date.now();
   return new Promise<HttpResponse>((resolve, reject) => {
     if (url.protocol !== 'http:' && url.protocol !== 'https:') {
@@ -96,6 +158,7 @@ export function httpRequest(opts: HttpRequestOptions): Promise<HttpResponse> {
       clearTimeout(timer);
       opts.signal?.removeEventListener('abort', onAbort);
       req.destroy();
+      release();
       reject(httpNetworkError(e, shown));
     };
     const req = mod.request(url, {
@@ -115,12 +178,15 @@ export function httpRequest(opts: HttpRequestOptions): Promise<HttpResponse> {
     req.on('error', fail);
     req.on('response', (res) => {
       const declared = Number(res.headers['content-length']);
-      if (declared > opts.maxResponseBytes) return fail(tooLarge(shown, opts.maxResponseBytes));
+      if (declared > maxBytes) return fail(tooLarge(shown, maxBytes));
       const chunks: Buffer[] = [];
       let size = 0;
       res.on('data', (c: Buffer) => {
+        if (settled) return;
         size += c.length;
-        if (size > opts.maxResponseBytes) return fail(tooLarge(shown, opts.maxResponseBytes));
+        if (size > maxBytes) return fail(tooLarge(shown, maxBytes));
+        if (!budget.tryTake(c.length)) return fail(overBudget(shown, budget.capacity));
+        held += c.length;
         chunks.push(c);
       });
       res.on('error', fail);
@@ -129,6 +195,7 @@ export function httpRequest(opts: HttpRequestOptions): Promise<HttpResponse> {
         settled = true;
         clearTimeout(timer);
         opts.signal?.removeEventListener('abort', onAbort);
+        release();
         const h: Record<string, string> = {};
         for (const [k, v] of Object.entries(res.headers)) if (v !== undefined) h[k] = Array.isArray(v) ? v.join(', ') : v;
         resolve({ status: res.statusCode ?? 0, headers: h, body: Buffer.concat(chunks), durationMs: Date.now() - started });
@@ -141,7 +208,14 @@ export function httpRequest(opts: HttpRequestOptions): Promise<HttpResponse> {
 function tooLarge(url: string, max: number): ConnectorError {
   return new ConnectorError('response_too_large', `The response from ${url} exceeded ${max} bytes and was aborted.`, {
     classification: 'fatal',
-    hint: 'Raise maxResponseBytes on the connection if such responses are expected.',
+    hint: `Raise maxResponseBytes on the connection (at most ${MAX_RESPONSE_BYTES} bytes) if such responses are expected.`,
+  });
+}
+
+function overBudget(url: string, capacity: number): ConnectorError {
+  return new ConnectorError('response_budget_exceeded', `The response from ${url} was aborted: this process is already reading ${capacity} bytes of responses at once.`, {
+    classification: 'retryable',
+    hint: 'Many large responses arrived at the same time; the request will be retried. Lower the sync\'s concurrency or the destination\'s response sizes if this persists.',
   });
 }
 

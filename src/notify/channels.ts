@@ -2,6 +2,7 @@ import type { AlertChannelRow, ChannelConfigT, ChannelSecretsT, ChannelTestResul
 import { ConnectorError } from '../errors.ts';
 import { newId } from '../lib/ids.ts';
 import { httpRequest } from '../lib/http-client.ts';
+import { secretRedactor, type Redactor } from '../lib/redact.ts';
 import { signedHeaders } from './signing.ts';
 
 // What an alert looks like on each channel type:
@@ -37,7 +38,27 @@ function text(m: AlertMessage): string {
   return `${ICON[m.action]} *${head}*: ${m.summary}`;
 }
 
-async function post(url: string, body: unknown, opts: SendOptions, headers: Record<string, string> = {}): Promise<{ statusCode: number; durationMs: number }> {
+/**
+ * Everything a channel's secrets could leak into (error messages, logs): the routing key, the
+ * signing secret, and a Slack webhook URL whole, as its path, and as its last segment (the token).
+ */
+export function channelRedactor(secrets: ChannelSecretsT): Redactor {
+  const values = [secrets.routingKey, secrets.signingSecret, secrets.webhookUrl].filter((v): v is string => typeof v === 'string');
+  if (secrets.webhookUrl) {
+    try {
+      const u = new URL(secrets.webhookUrl);
+      values.push(`${u.pathname}${u.search}`);
+      const last = u.pathname.split('/').filter(Boolean).at(-1);
+      if (last && last.length >= 8) values.push(last);
+    } catch {
+      // not a URL: redacted whole above
+    }
+  }
+  return secretRedactor(values.filter((v) => v !== '/'));
+}
+
+/** `secretUrl`: the URL is a credential (Slack): errors name its host only. */
+async function post(url: string, body: unknown, opts: SendOptions, headers: Record<string, string> = {}, secretUrl = false): Promise<{ statusCode: number; durationMs: number }> {
   const payload = JSON.stringify(body);
   const res = await httpRequest({
     method: 'POST',
@@ -47,6 +68,7 @@ async function post(url: string, body: unknown, opts: SendOptions, headers: Reco
     timeoutMs: opts.timeoutMs,
     maxResponseBytes: 64 * 1024,
     denyPrivateNetworks: opts.denyPrivateNetworks,
+    secretUrl,
   });
   if (res.status < 200 || res.status >= 300) {
     const excerpt = res.body.subarray(0, 300).toString('utf8');
@@ -58,13 +80,26 @@ async function post(url: string, body: unknown, opts: SendOptions, headers: Reco
   return { statusCode: res.status, durationMs: res.durationMs };
 }
 
+/**
+ * Sends one alert message. Throws ConnectorError (classification retryable for 429/5xx/network
+ * failures) whose message, hint and cause never contain the channel's secrets (a Slack URL shows
+ * as its host).
+ */
 export async function sendToChannel(row: AlertChannelRow, secrets: ChannelSecretsT, m: AlertMessage, opts: SendOptions): Promise<{ statusCode: number; durationMs: number }> {
+  try {
+    return await send(row, secrets, m, opts);
+  } catch (e) {
+    throw channelRedactor(secrets).error(e);
+  }
+}
+
+async function send(row: AlertChannelRow, secrets: ChannelSecretsT, m: AlertMessage, opts: SendOptions): Promise<{ statusCode: number; durationMs: number }> {
   const config = row.config as ChannelConfigT;
   if (row.type === 'slack') {
     const blocks: unknown[] = [{ type: 'section', text: { type: 'mrkdwn', text: text(m) } }];
     const ctx = [m.sync ? `sync \`${m.sync.slug}\`` : null, m.runUrl ? `<${m.runUrl}|run ${m.runId}>` : null, `channel \`${row.slug}\``].filter(Boolean).join(' · ');
     blocks.push({ type: 'context', elements: [{ type: 'mrkdwn', text: `Backhaul · ${ctx}` }] });
-    return post(secrets.webhookUrl!, { text: text(m).replace(/\*/g, ''), blocks }, opts);
+    return post(secrets.webhookUrl!, { text: text(m).replace(/\*/g, ''), blocks }, opts, {}, true);
   }
   if (row.type === 'pagerduty') {
     const url = config.eventsUrl!;

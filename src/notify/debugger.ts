@@ -6,10 +6,13 @@ import type { WireExchange } from '../connectors/types.ts';
 import type { BatchResult } from '../engine/batch.ts';
 import type { RunRow } from '../domain/runs.ts';
 import { newId } from '../lib/ids.ts';
+import { NO_SECRETS, type Redactor } from '../lib/redact.ts';
 
 // Row debugger: every destination request of an acknowledged batch, with its response, is kept
-// for BACKHAUL_DEBUGGER_RETENTION_DAYS (0 = off), bodies cut at MAX_BODY characters. Headers are
-// as the connector reported them (credentials already redacted). Rows are keyed by
+// for BACKHAUL_DEBUGGER_RETENTION_DAYS (0 = off), bodies cut at MAX_BODY characters. Connectors
+// report exchanges with credentials redacted; every URL, header and body is passed once more
+// through the redactor of the run's destination connection (all its secrets, in every encoding)
+// before it is stored. Rows are keyed by
 // (run_id, batch) like run_records.batch, and list the primary keys each request carried, so
 // GET /v1/runs/{id}/records?primaryKey= can show exactly what was sent for that row.
 // One multi-row insert per acknowledged batch, awaited (the executor's hook), so a finished run's
@@ -30,12 +33,20 @@ function cut(body: string | undefined): { body?: string; bodyTruncated?: boolean
   return body.length > MAX_BODY ? { body: body.slice(0, MAX_BODY), bodyTruncated: true } : { body };
 }
 
-export function createDebugger(o: { database: Database; logger: Logger; retentionDays: number }) {
+export function createDebugger(o: {
+  database: Database;
+  logger: Logger;
+  retentionDays: number;
+  /** The redactor of a run's destination connection (default: none). */
+  redactorFor?: (run: RunRow) => Promise<Redactor>;
+}) {
   const pending = new Map<string, Set<Promise<void>>>();
 
   /** Stores a batch's exchanges before the batch's slot is freed, so they are readable once the run is. */
   async function batchDelivered(run: RunRow, batch: number, result: BatchResult): Promise<void> {
     if (o.retentionDays <= 0 || !result.exchanges.length) return;
+    const r = o.redactorFor ? await o.redactorFor(run).catch(() => NO_SECRETS) : NO_SECRETS;
+    const body = (b: string | undefined) => cut(b === undefined ? undefined : r.text(b));
     const bySeq = new Map(result.outcomes.map((r) => [r.op.seq, r.op.pk]));
     const rows = result.exchanges.map(({ exchange: e, seqs }: { exchange: WireExchange; seqs: number[] }) => ({
       id: newId('runExchange'),
@@ -43,8 +54,8 @@ export function createDebugger(o: { database: Database; logger: Logger; retentio
       workspaceId: run.workspaceId,
       batch,
       primaryKeys: seqs.map((s) => bySeq.get(s)).filter((pk): pk is string => pk !== undefined),
-      request: { method: e.request.method, url: e.request.url, headers: e.request.headers, ...cut(e.request.body) },
-      response: e.response ? { status: e.response.status, headers: e.response.headers, ...cut(e.response.body) } : null,
+      request: { method: e.request.method, url: r.text(e.request.url), headers: r.headers(e.request.headers), ...body(e.request.body) },
+      response: e.response ? { status: e.response.status, headers: r.headers(e.response.headers), ...body(e.response.body) } : null,
       durationMs: Math.round(e.durationMs),
     }));
     let set = pending.get(run.id);

@@ -13,6 +13,7 @@ import type { Services } from '../domain/services.ts';
 import { createAlerting } from './alerts.ts';
 import { createDebugger } from './debugger.ts';
 import { createWebhookSender } from './webhook-sender.ts';
+import { NO_SECRETS, type Redactor } from '../lib/redact.ts';
 
 // Callbacks, alerts, metrics and the row debugger, plugged into the engine's RunHooks and the
 // worker's task list. Nothing here can fail or slow a run: hooks only write rows and enqueue
@@ -42,7 +43,26 @@ export function createNotifier(o: NotifierOptions): Notifier {
   const clock = o.clock ?? realClock;
   const metrics = services.metrics;
   services.alertChannels.timeoutMs = config.webhookTimeoutMs;
-  const dbg = createDebugger({ database, logger, retentionDays: config.debuggerRetentionDays });
+  // Per run: the redactor of its destination connection (every secret, in every encoding), for
+  // the row debugger's exchanges and the run.completed payload.
+  const redactors = new Map<string, Promise<Redactor>>();
+  function redactorFor(run: RunRow): Promise<Redactor> {
+    let r = redactors.get(run.id);
+    if (!r) {
+      r = (async () => {
+        const [s] = await database.db.select({ destinationId: syncs.destinationId }).from(syncs).where(eq(syncs.id, run.syncId));
+        if (!s) return NO_SECRETS;
+        return services.connections.redactorFor(await services.connections.row(database.db, run.workspaceId, s.destinationId));
+      })().catch((e: unknown) => {
+        logger.warn({ err: e, runId: run.id }, 'could not build the redactor of the run\'s destination');
+        return NO_SECRETS;
+      });
+      redactors.set(run.id, r);
+      if (redactors.size > 1000) redactors.delete(redactors.keys().next().value!);
+    }
+    return r;
+  }
+  const dbg = createDebugger({ database, logger, retentionDays: config.debuggerRetentionDays, redactorFor });
   const sendDelivery = createWebhookSender({
     database,
     webhooks: services.webhooks,
@@ -155,7 +175,7 @@ export function createNotifier(o: NotifierOptions): Notifier {
     const [run] = await database.db.select().from(runs).where(eq(runs.id, runId));
     if (!run || !run.finishedAt) return;
     if (!run.completedEmittedAt) {
-      const data = await runCompletedData(run);
+      const data = (await redactorFor(run)).value(await runCompletedData(run));
       await database.db.transaction(async (tx) => {
         const [locked] = await tx.select({ at: runs.completedEmittedAt }).from(runs).where(eq(runs.id, runId)).for('update');
         if (!locked || locked.at) return;
@@ -169,6 +189,7 @@ export function createNotifier(o: NotifierOptions): Notifier {
       await alerting.evaluate(run);
       await database.db.update(runs).set({ alertsEvaluatedAt: new Date() }).where(eq(runs.id, runId));
     }
+    redactors.delete(run.id);
   };
 
   const backhaul_webhook: Task = async (payload) => {

@@ -20,6 +20,11 @@ export interface Canned {
   /** Raw body bytes (e.g. an oversized response); takes precedence over `body`. */
   raw?: Buffer;
   delayMs?: number;
+  /**
+   * Answer with the request echoed back in the body, as some APIs do in their errors: the
+   * message quotes every request header, and `request` repeats the headers and the raw body.
+   */
+  echo?: boolean;
   /** Only for requests whose path starts with this (default: any API request). */
   pathPrefix?: string;
 }
@@ -94,6 +99,7 @@ export async function startFakeApi(): Promise<FakeApi> {
       const [c] = api.canned.splice(canned, 1);
       if (c.delayMs) await new Promise((r) => setTimeout(r, c.delayMs));
       if (res.destroyed) return;
+      if (c.echo) return send(res, c.status, { message: `refused request with headers ${JSON.stringify(req.headers)}`, request: { headers: req.headers, body } }, c.headers);
       if (c.raw) {
         res.writeHead(c.status, { 'content-type': 'application/json', ...c.headers });
         return res.end(c.raw);

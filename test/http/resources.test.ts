@@ -255,7 +255,8 @@ t.test('resources', async (t) => {
     );
     t.same(c.secretNames, ['password']);
     t.match(c.config, { host: 'h1', database: 'd1', user: 'u1', schema: 'crm', port: 6543, ssl: 'disable' });
-    const p = await ok(h.request('PATCH', '/v1/connections/merge', { body: { config: { host: 'h2', schema: null } } }), 200);
+    // A new host is a new place for the password: it must come with the change (secrets_required otherwise).
+    const p = await ok(h.request('PATCH', '/v1/connections/merge', { body: { config: { host: 'h2', schema: null }, secrets: { password: 'pw-1' } } }), 200);
     t.match(p.config, { host: 'h2', database: 'd1', user: 'u1', port: 6543 }, 'merged, others kept');
     t.notOk('schema' in p.config, 'null removed the key');
     t.same(p.secretNames, ['password'], 'secrets untouched by a config patch');
@@ -280,10 +281,13 @@ t.test('resources', async (t) => {
     t.equal(changeType.status, 422, 'a connection cannot change type');
     t.equal(changeType.body.code, 'immutable_field');
 
-    // PUT without secrets keeps them; with secrets replaces the set.
-    const put1 = await ok(h.request('PUT', '/v1/connections/merge', { body: pgConnection('merge', { slug: undefined }) }), 200);
+    // PUT without secrets keeps them (while they stay where they are sent); with secrets replaces the set.
+    const samePlace = { host: 'h2', port: 6543, database: 'postgres', user: 'postgres' };
+    const put1 = await ok(h.request('PUT', '/v1/connections/merge', { body: pgConnection('merge', { slug: undefined, config: samePlace }) }), 200);
     t.same(put1.secretNames, ['password'], 'PUT without secrets keeps them');
-    t.same(put1.config, { host: '127.0.0.1', port: 5432, database: 'postgres', user: 'postgres', ssl: 'disable', statementTimeoutMs: 300000 }, 'PUT replaces the whole config');
+    t.same(put1.config, { ...samePlace, ssl: 'disable', statementTimeoutMs: 300000 }, 'PUT replaces the whole config');
+    const moved = await h.request('PUT', '/v1/connections/merge', { body: pgConnection('merge', { slug: undefined }) });
+    t.equal(moved.body.code, 'secrets_required', 'a PUT that moves the secrets must send them');
     const put2 = await ok(h.request('PUT', '/v1/connections/merge', { body: pgConnection('merge', { slug: undefined, secrets: {} }) }), 200);
     t.same(put2.secretNames, [], 'PUT with secrets {} clears them');
   });

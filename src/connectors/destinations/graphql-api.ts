@@ -5,7 +5,8 @@ import type {
   ResolvedSecrets, RowResult, WireExchange, WriteOperation, WriteRequest, WriteResult,
 } from '../types.ts';
 import { HttpAuth, type HttpAuthConfig } from './http-auth.ts';
-import { MAX_ROW_MESSAGE, errorMessage, exchange, parseJson, redactor, type Redactor } from './http-response.ts';
+import { MAX_ROW_MESSAGE, errorMessage, exchange, parseJson } from './http-response.ts';
+import { secretRedactor, type Redactor } from '../../lib/redact.ts';
 import {
   batchAlias, batchDocument, batchVar, compileMutation, compileVariables, rootResponseKey, type CompiledMutation, type VariablesBuilder,
 } from './graphql-api-document.ts';
@@ -102,7 +103,7 @@ export class GraphqlApiDestination implements DestinationConnector {
     this.#config = config;
     this.#ctx = ctx;
     this.#auth = new HttpAuth(config.auth, secrets, this.#transport());
-    this.#redact = redactor(this.#auth.secretHeaderNames, () => this.#auth.secretValues);
+    this.#redact = secretRedactor(() => this.#auth.secretValues, this.#auth.secretHeaderNames);
     this.#objects = new Map(config.objects.map((o) => [o.name, o]));
     this.#retryable = new Set(config.retryableErrorCodes ?? DEFAULT_RETRYABLE);
     // Check every document now: a bad one is a config error, not a failure of the first run.

@@ -1,12 +1,13 @@
 import { BatchRejectedError, ConnectorError } from '../../errors.ts';
-import { httpRequest, parseRetryAfter, type HttpResponse } from '../../lib/http-client.ts';
+import { httpRequest, MAX_RESPONSE_BYTES, parseRetryAfter, type HttpResponse } from '../../lib/http-client.ts';
+import { secretRedactor, type Redactor } from '../../lib/redact.ts';
 import { compileTemplate, type CompiledTemplate } from '../template.ts';
 import type {
   ColumnType, ConnectorContext, DestinationCapabilities, DestinationConnector, DestinationField, DestinationObject,
   ResolvedSecrets, RowResult, WireExchange, WriteOperation, WriteRequest, WriteResult,
 } from '../types.ts';
 import { HttpAuth, type HttpAuthConfig } from './http-auth.ts';
-import { MAX_ROW_MESSAGE, errorMessage, exchange, jsonPointer, parseJson, redactor, type Redactor } from './http-response.ts';
+import { MAX_ROW_MESSAGE, bodyFailure, classifyBodyError, destinationMessage, errorMessage, exchange, jsonPointer, parseJson } from './http-response.ts';
 
 export interface HttpOperationConfig {
   method: 'POST' | 'PUT' | 'PATCH' | 'DELETE';
@@ -16,6 +17,10 @@ export interface HttpOperationConfig {
   results?: { pointer: string; statusField?: string; okField?: string; errorField?: string; idField?: string };
   /** Row mode: field of the response body holding the record's id (default `id`). */
   idField?: string;
+  /** JSON pointer to a value that is `true` when a 2xx request succeeded (row and batch mode). */
+  okPointer?: string;
+  /** JSON pointer to an error (message or code) that, when present and non-empty, fails a 2xx request. */
+  errorPointer?: string;
 }
 
 export interface HttpObjectConfig {
@@ -49,7 +54,11 @@ const isRetryableStatus = (s: number) => s === 429 || s === 408 || s >= 500;
  * Generic REST destination. Row mode sends one request per row (bounded concurrency); batch
  * mode one request per batch, reading per-row outcomes from the response when configured.
  * 429/5xx/network failures are retryable, 401/403 fatal (after one OAuth token refresh), other
- * 4xx reject the row (row mode) or the batch (batch mode, so the engine bisects).
+ * 4xx reject the row (row mode) or the batch (batch mode, so the engine bisects). A 2xx whose
+ * body reports a failure (okPointer/errorPointer, else `"ok": false` / `"success": false`) is
+ * treated the same way: auth errors fatal, throttling retryable, others rejected (bodyFailure,
+ * classifyBodyError in http-response.ts). Everything it returns or throws is redacted of the
+ * connection's secrets in every encoding, and of the live OAuth token (`redactor`).
  */
 export class HttpDestination implements DestinationConnector {
   readonly #config: HttpDestinationConfig;
@@ -63,19 +72,33 @@ export class HttpDestination implements DestinationConnector {
     this.#config = config;
     this.#ctx = ctx;
     this.#auth = new HttpAuth(config.auth, secrets, this.#transport());
-    this.#redact = redactor(this.#auth.secretHeaderNames, () => this.#auth.secretValues);
+    this.#redact = secretRedactor(() => this.#auth.secretValues, this.#auth.secretHeaderNames);
     this.#objects = new Map(config.objects.map((o) => [o.name, o]));
   }
 
   #transport() {
     return {
       timeoutMs: this.#config.timeoutMs ?? 30_000,
-      maxResponseBytes: this.#config.maxResponseBytes ?? 5_242_880,
+      // Connections saved before the ceiling was lowered are held to it too.
+      maxResponseBytes: Math.min(this.#config.maxResponseBytes ?? 5_242_880, MAX_RESPONSE_BYTES),
       denyPrivateNetworks: this.#ctx.denyPrivateNetworks,
     };
   }
 
+  /** Every secret of the connection (and the live OAuth token), in every form, for redaction. */
+  get redactor(): Redactor {
+    return this.#redact;
+  }
+
   async test(): Promise<void> {
+    try {
+      await this.#test();
+    } catch (e) {
+      throw this.#redact.error(e);
+    }
+  }
+
+  async #test(): Promise<void> {
     // Any HTTP answer means the service is reachable; only network-level failures throw.
     await httpRequest({ method: 'HEAD', url: this.#config.baseUrl, headers: { ...this.#config.headers }, ...this.#transport() });
     if (this.#auth.isOAuth) {
@@ -122,10 +145,13 @@ export class HttpDestination implements DestinationConnector {
     // The requests made so far travel with a failure too, so the row debugger can show them.
     const exchanges: WireExchange[] = [];
     try {
-      return await ((op.mode ?? 'row') === 'batch' ? this.#writeBatch(req, op, exchanges) : this.#writeRows(req, op, exchanges));
+      const res = await ((op.mode ?? 'row') === 'batch' ? this.#writeBatch(req, op, exchanges) : this.#writeRows(req, op, exchanges));
+      // A destination may echo credentials in its error body: nothing it said leaves unredacted.
+      for (const r of res.results) if (r.status === 'rejected') r.message = this.#redact.text(r.message);
+      return res;
     } catch (e) {
       if (e instanceof ConnectorError && exchanges.length) e.exchanges = exchanges;
-      throw e;
+      throw this.#redact.error(e);
     }
   }
 
@@ -206,6 +232,29 @@ export class HttpDestination implements DestinationConnector {
     return undefined;
   }
 
+  /**
+   * An error reported in a 2xx body that concerns the whole request rather than its rows: bad
+   * credentials fail the run (as a 401 would), throttling is retried (as a 429 would). Undefined
+   * for any other error (the row, or the batch, is rejected with the destination's message).
+   */
+  #bodyLevelError(message: string, res: HttpResponse, url: string): ConnectorError | undefined {
+    const kind = classifyBodyError(message);
+    if (kind === 'auth') {
+      return new ConnectorError('auth_failed', `${url} answered ${res.status} with an authentication error in its body: ${message}`, {
+        classification: 'fatal',
+        hint: 'Check the connection\'s credentials (token, password or OAuth client) and their scopes.',
+      });
+    }
+    if (kind === 'throttle') {
+      return new ConnectorError('rate_limited', `${url} answered ${res.status} with a throttling error in its body: ${message}`, {
+        classification: 'retryable',
+        retryAfterMs: parseRetryAfter(res.headers['retry-after']),
+        hint: 'The destination is throttling requests or its quota is used up; the request will be retried more slowly.',
+      });
+    }
+    return undefined;
+  }
+
   async #writeRows(req: WriteRequest, op: HttpOperationConfig, exchanges: WireExchange[]): Promise<WriteResult> {
     const results: (RowResult | undefined)[] = new Array(req.rows.length);
     const path = this.#path(op);
@@ -231,6 +280,18 @@ export class HttpDestination implements DestinationConnector {
             continue;
           }
           if (res.status >= 200 && res.status < 300) {
+            // A 2xx whose body says it failed (`{"ok": false, "error": "invalid_auth"}`) is not a success.
+            const failure = bodyFailure(op, res.body);
+            if (failure) {
+              const whole = this.#bodyLevelError(failure.message, res, url);
+              if (whole) {
+                stop ??= whole;
+                if (whole.retryable) results[i] = { status: 'rejected', code: whole.code, message: whole.message.slice(0, MAX_ROW_MESSAGE), retryable: true };
+              } else {
+                results[i] = { status: 'rejected', code: 'rejected', message: failure.message, retryable: false };
+              }
+              continue;
+            }
             const id = jsonPointer(parseJson(res.body), `/${op.idField ?? 'id'}`);
             results[i] = typeof id === 'string' || typeof id === 'number' ? { status: 'succeeded', externalId: String(id) } : { status: 'succeeded' };
           } else if (res.status === 404 && req.operation === 'delete') {
@@ -280,8 +341,31 @@ export class HttpDestination implements DestinationConnector {
     if (res.status < 200 || res.status >= 300) {
       throw new BatchRejectedError(`http_${res.status}`, errorMessage(res.status, res.body), { hint: 'The destination refused the batch; it will be split to find the rows at fault.' });
     }
+    const entries = op.results ? jsonPointer(parseJson(res.body), op.results.pointer) : undefined;
+    // Per-row results, when present, say which rows failed (an envelope such as
+    // `{"success": false, "results": […]}` may just mean "some did"); explicit pointers always apply.
+    const perRow = Array.isArray(entries) && entries.length === req.rows.length;
+    if (op.okPointer !== undefined || op.errorPointer !== undefined || !perRow) {
+      const failure = bodyFailure(op, res.body);
+      if (failure) {
+        const whole = this.#bodyLevelError(failure.message, res, url);
+        if (whole) throw whole;
+        throw new BatchRejectedError('rejected', failure.message, { hint: 'The destination reported a failure in a 2xx answer; the batch will be split to find the rows at fault.' });
+      }
+    }
     if (!op.results) return { results: req.rows.map(() => ({ status: 'succeeded' })), exchanges };
-    const entries = jsonPointer(parseJson(res.body), op.results.pointer);
+    if (!Array.isArray(entries)) {
+      // No results at all: when the destination said why ("daily quota exceeded"), that is the news.
+      const own = destinationMessage(res.body);
+      if (own) {
+        const whole = this.#bodyLevelError(own, res, url);
+        if (whole) throw whole;
+        throw new ConnectorError('invalid_response', `${url} answered ${res.status} without results at "${op.results.pointer}": ${own}`, {
+          classification: 'fatal',
+          hint: `The destination's message above is the likely cause. If such an answer is normal for a successful request, fix results.pointer of "${req.object}".${req.operation}.`,
+        });
+      }
+    }
     if (!Array.isArray(entries) || entries.length !== req.rows.length) {
       throw new ConnectorError('invalid_response', `Expected an array of ${req.rows.length} results at "${op.results.pointer}" in the response of ${url}, got ${Array.isArray(entries) ? `${entries.length} entries` : typeof entries}.`, {
         classification: 'fatal',

@@ -1,7 +1,8 @@
 import { ConnectorError } from '../../errors.ts';
 import { httpRequest, parseRetryAfter, type HttpResponse } from '../../lib/http-client.ts';
 import type { ResolvedSecrets, WireExchange } from '../types.ts';
-import { MAX_ROW_MESSAGE, exchange, parseJson, redactor, type Redactor } from './http-response.ts';
+import { MAX_ROW_MESSAGE, exchange, parseJson } from './http-response.ts';
+import { secretRedactor, type Redactor } from '../../lib/redact.ts';
 
 // Salesforce REST transport: the session (access token + instance URL), one retry after
 // INVALID_SESSION_ID, and the classification of request-level failures. Used by the REST
@@ -126,7 +127,7 @@ export class SalesforceClient {
     this.#tokens = tokens;
     this.#denyPrivateNetworks = denyPrivateNetworks;
     this.#secretValues = Object.values(secrets).filter((v) => v && v.length >= 8);
-    this.#redact = redactor([], () => (this.#session ? [...this.#secretValues, this.#session.accessToken] : this.#secretValues));
+    this.#redact = secretRedactor(() => (this.#session ? [...this.#secretValues, this.#session.accessToken] : this.#secretValues));
   }
 
   /** `{instanceUrl}/services/data/{version}{path}` (or `{instanceUrl}{path}` for absolute `/services/…` paths). */
