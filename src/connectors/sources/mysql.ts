@@ -42,13 +42,13 @@ class MySession {
     (this.core as unknown as { stream: NodeJS.EventEmitter }).stream.once('close', () => gone());
   }
 
-  static async open(options: mysql.ConnectionOptions, statementTimeoutMs: number, signal?: AbortSignal): Promise<MySession> {
+  static async open(options: mysql.ConnectionOptions, statementTimeoutMs: number, signal?: AbortSignal, connectMs = CONTROL_TIMEOUT_MS): Promise<MySession> {
     let abandoned = false;
     const connecting = mysql.createConnection(options);
     connecting.then((c) => abandoned && c.destroy(), () => {});
     let conn: mysql.Connection;
     try {
-      conn = await bounded(connecting, CONTROL_TIMEOUT_MS, 'connecting', signal);
+      conn = await bounded(connecting, connectMs, 'connecting', signal);
     } catch (e) {
       abandoned = true;
       throw e;
@@ -285,7 +285,7 @@ export class MysqlSource implements SourceConnector {
   async #killQuery(threadId: number): Promise<void> {
     let killer: MySession | undefined;
     try {
-      killer = await MySession.open(mysqlOptions(this.#config, this.#password, this.#deny), CANCEL_TIMEOUT_MS);
+      killer = await MySession.open(mysqlOptions(this.#config, this.#password, this.#deny), CANCEL_TIMEOUT_MS, undefined, CANCEL_TIMEOUT_MS);
       await killer.run(killer.conn.query(`KILL QUERY ${Number(threadId)}`), CANCEL_TIMEOUT_MS, 'cancelling the query');
     } catch {
       // the connection is dropped anyway
