@@ -65,6 +65,7 @@ export function parsePayload(text: string): Record<string, unknown> {
   return v as Record<string, unknown>;
 }
 
+const JSON_NUMBER = /^-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?$/;
 const NUMERIC = /^([+-]?)(\d*)(?:\.(\d*))?(?:[eE]([+-]?\d+))?$/;
 
 /**
@@ -73,6 +74,9 @@ const NUMERIC = /^([+-]?)(\d*)(?:\.(\d*))?(?:[eE]([+-]?\d+))?$/;
  * with that text (never rounded). Undefined when `text` is not a number.
  */
 export function exactJsonNumber(text: string): number | RawJsonNumber | undefined {
+  const fast = Number(text);
+  if (Number.isFinite(fast) && String(fast) === text) return fast; // already canonical and exact: the common case
+  if (JSON_NUMBER.test(text)) return J.rawJSON(text === '-0' ? '0' : text); // valid JSON as written: keep it
   const m = NUMERIC.exec(text.trim());
   if (!m || (!m[2] && !m[3])) return undefined;
   const int = m[2].replace(/^0+(?=\d)/, '') || '0';

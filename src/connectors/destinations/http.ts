@@ -7,6 +7,7 @@ import type {
 } from '../types.ts';
 import { HttpAuth, type HttpAuthConfig } from './http-auth.ts';
 import { MAX_ROW_MESSAGE, errorMessage, exchange, jsonPointer, parseJson, redactor, type Redactor } from './http-response.ts';
+import { stringifyJson } from '../../lib/json.ts';
 
 export interface HttpOperationConfig {
   method: 'POST' | 'PUT' | 'PATCH' | 'DELETE';
@@ -155,7 +156,7 @@ export class HttpDestination implements DestinationConnector {
 
   /** One request with auth; on a 401 with OAuth, refreshes the token and tries once more. */
   async #send(method: string, url: string, body: unknown, rowIndexes: number[], exchanges: WireExchange[], signal?: AbortSignal): Promise<Sent> {
-    const text = body === undefined ? undefined : JSON.stringify(body);
+    const text = body === undefined ? undefined : stringifyJson(body);
     for (let attempt = 0; ; attempt++) {
       const headers: Record<string, string> = {
         accept: 'application/json',
