@@ -113,6 +113,22 @@ t.test('postgres: abort while the server computes the first batch cancels the se
   t.pass('the server-side query is gone');
 });
 
+t.test('postgres: abort while connecting returns at once', TIMEOUT, async (t) => {
+  const s = viaProxy();
+  t.teardown(async () => {
+    proxy.resume();
+    await s.close();
+  });
+  proxy.pause(); // connections are accepted but nothing answers
+  const ac = new AbortController();
+  const accepted = proxy.accepted;
+  const p = collect(s.stream('select 1', { signal: ac.signal }));
+  await proxy.waitFor(() => proxy.accepted > accepted);
+  ac.abort();
+  await expectCode(t, p, 'cancelled');
+  proxy.resume();
+});
+
 const my = await mysqlAdmin();
 if (!my) {
   t.skip('MariaDB not reachable at 127.0.0.1:3306', () => {});
@@ -165,6 +181,22 @@ if (!my) {
     });
     const e = await faultAfterFirstBatch(s.stream(MANY, { batchSize: 500 }), () => myProxy.pause());
     t.equal((e as { code?: string }).code, 'source_unavailable', String(e));
+    myProxy.resume();
+  });
+
+  t.test('mariadb: abort while connecting returns at once', TIMEOUT, async (t) => {
+    const s = open({ host: myProxy.host, port: myProxy.port });
+    t.teardown(async () => {
+      myProxy.resume();
+      await s.close();
+    });
+    myProxy.pause();
+    const ac = new AbortController();
+    const accepted = myProxy.accepted;
+    const p = collect(s.stream('SELECT 1', { signal: ac.signal }));
+    await myProxy.waitFor(() => myProxy.accepted > accepted);
+    ac.abort();
+    await expectCode(t, p, 'cancelled');
     myProxy.resume();
   });
 

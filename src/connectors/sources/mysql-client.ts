@@ -50,7 +50,8 @@ export function mysqlOptions(config: SqlDatabaseConfig, password: string | undef
     database: config.database,
     ssl: config.ssl === 'require' ? { rejectUnauthorized: false } : config.ssl === 'verify-full' ? { rejectUnauthorized: true } : undefined,
     // Resolved, checked, and connected to the checked address (TLS servername stays config.host).
-    stream: () => guardedSocket({ host: config.host, port, denyPrivateNetworks }).setNoDelay(true),
+    // TCP keepalive after 5 s idle (then 10 probes 1 s apart): a vanished peer is noticed in ~15 s.
+    stream: () => guardedSocket({ host: config.host, port, denyPrivateNetworks }).setNoDelay(true).setKeepAlive(true, 5000),
     connectTimeout: 10_000,
     supportBigNumbers: true,
     bigNumberStrings: false,

@@ -48,6 +48,8 @@ export interface PgOpenOptions {
   onSocket?: (socket: Socket) => void;
   /** Return false to make the client unable to open any further socket (a destroyed session). */
   mayConnect?: () => boolean;
+  /** TCP keepalive idle time, seconds (then 10 probes 1 s apart, libuv's defaults): a dead peer is found in ~idle + 10 s. */
+  keepAliveSeconds?: number;
 }
 
 /**
@@ -81,6 +83,7 @@ export function openPg(config: SqlDatabaseConfig, password: string | undefined, 
     max,
     idle_timeout: 30,
     connect_timeout: 10,
+    keep_alive: opts.keepAliveSeconds ?? 60,
     // Arbitrary user SQL: no named prepared statements (also keeps PgBouncer in transaction mode working).
     prepare: false,
     onnotice: () => {},

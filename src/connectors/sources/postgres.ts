@@ -26,6 +26,8 @@ class PgSession {
       // standard_conforming_strings: the model guard reads '…' the way the server does (no backslash escapes).
       params: { default_transaction_read_only: 'on', standard_conforming_strings: 'on', statement_timeout: String(Math.max(1, Math.floor(statementTimeoutMs))) },
       mayConnect: () => !this.#closed,
+      // A peer that vanished (host down, route black-holed) is noticed by TCP in ~15 s of silence.
+      keepAliveSeconds: 5,
       onSocket: (s) => {
         this.#sockets.add(s);
         s.once('close', () => this.#sockets.delete(s));
