@@ -1,10 +1,16 @@
 import { ConnectorError } from '../errors.ts';
+import { exactJsonNumber, isRawJson } from '../lib/json.ts';
 import { compileTemplate } from './template.ts';
 import type { ColumnType, DestinationField, Row } from './types.ts';
 
 // Mapping evaluation: turns a model row into a destination payload. Compiled once per run into
 // one closure per field, so the per-row cost is a loop over small functions. A value that cannot
 // be coerced to its field's type makes the row invalid (returned, never thrown).
+//
+// Numbers are never rounded: an integer beyond 2^53 or a decimal a double cannot hold (a bigint
+// or numeric column arrives as a string, a number inside a json column as a raw JSON value) is
+// sent to an integer/decimal field as a JSON number with its exact digits (src/lib/json.ts:
+// a raw JSON value, written verbatim by every JSON.stringify), and as its text to a string field.
 
 export interface LookupSpec {
   object: string;
@@ -56,6 +62,7 @@ function validDate(s: string): boolean {
 }
 
 function toTimestamp(v: unknown): unknown {
+  if (isRawJson(v)) v = Number(v.rawJSON);
   if (v instanceof Date) return Number.isNaN(v.getTime()) ? INVALID : v.toISOString();
   if (typeof v === 'number') {
     if (!Number.isFinite(v)) return INVALID;
@@ -74,27 +81,34 @@ function toTimestamp(v: unknown): unknown {
   return Number.isNaN(t) ? INVALID : new Date(t).toISOString();
 }
 
+/** Numeric text of a value that may be a number in disguise (string, bigint, raw JSON number). */
+const numericText = (v: unknown): string | undefined =>
+  typeof v === 'string' ? v : isRawJson(v) ? v.rawJSON : typeof v === 'bigint' ? v.toString() : undefined;
+
+const INTEGER_TEXT = /^([+-]?)0*(\d+)(?:\.0*)?$/;
+const DECIMAL_TEXT = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/;
+
 export const COERCERS: Record<ColumnType, Coercer> = {
   string: (v) => (typeof v === 'string' ? v : v instanceof Date ? v.toISOString() : typeof v === 'object' ? JSON.stringify(v) : String(v)),
   integer: (v) => {
     if (typeof v === 'number') return Number.isInteger(v) ? v : INVALID;
-    if (typeof v === 'bigint') return Number.isSafeInteger(Number(v)) ? Number(v) : v.toString();
-    if (typeof v !== 'string') return INVALID;
-    const m = /^([+-]?)0*(\d+)(?:\.0*)?$/.exec(v.trim());
+    const text = numericText(v);
+    if (text === undefined) return INVALID;
+    const m = INTEGER_TEXT.exec(text.trim());
     if (!m) return INVALID;
-    const s = `${m[1] === '-' && m[2] !== '0' ? '-' : ''}${m[2]}`;
-    const n = Number(s);
-    return Number.isSafeInteger(n) ? n : s; // beyond 2^53 stays an exact string
+    // Beyond 2^53: a raw JSON number with the exact digits.
+    return exactJsonNumber(`${m[1] === '-' && m[2] !== '0' ? '-' : ''}${m[2]}`) ?? INVALID;
   },
   decimal: (v) => {
     if (typeof v === 'number') return Number.isFinite(v) ? v : INVALID;
-    if (typeof v === 'bigint') return v.toString();
-    if (typeof v !== 'string') return INVALID;
-    const s = v.trim();
-    return /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/.test(s) ? s : INVALID; // kept as text: no precision lost
+    const text = numericText(v)?.trim();
+    if (text === undefined || !DECIMAL_TEXT.test(text)) return INVALID;
+    // A plain number when a double writes it back digit for digit, else the exact text as a JSON number.
+    return exactJsonNumber(text) ?? INVALID;
   },
   boolean: (v) => {
     if (typeof v === 'boolean') return v;
+    if (isRawJson(v)) v = Number(v.rawJSON);
     if (typeof v === 'number') return v === 1 ? true : v === 0 ? false : INVALID;
     if (typeof v !== 'string') return INVALID;
     const s = v.trim().toLowerCase();

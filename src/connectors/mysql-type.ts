@@ -16,6 +16,6 @@ export const mysqlType: ConnectorType = {
     maxBatchSize: 5000,
     supportsDelete: true,
   },
-  openSource: (config, secrets) => openMysqlSource(config, secrets),
-  openDestination: (config, secrets) => openMysqlDestination(config, secrets),
+  openSource: (config, secrets, ctx) => openMysqlSource(config, secrets, ctx),
+  openDestination: (config, secrets, ctx) => openMysqlDestination(config, secrets, ctx),
 };

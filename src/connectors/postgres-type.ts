@@ -7,7 +7,7 @@ export const postgresType: ConnectorType = {
   type: 'postgres',
   label: 'PostgreSQL',
   roles: ['source', 'destination'],
-  configSchema: sqlDatabaseConfigSchema(5432),
+  configSchema: sqlDatabaseConfigSchema(5432, { postgres: true }),
   secretTargets: ['/host', '/port'],
   secrets: [{ name: 'password', required: false, description: 'Password of the database user' }],
   capabilities: {
@@ -16,6 +16,6 @@ export const postgresType: ConnectorType = {
     maxBatchSize: 5000,
     supportsDelete: true,
   },
-  openSource: (config, secrets) => openPostgresSource(config, secrets),
-  openDestination: (config, secrets) => openPostgresDestination(config, secrets),
+  openSource: (config, secrets, ctx) => openPostgresSource(config, secrets, ctx),
+  openDestination: (config, secrets, ctx) => openPostgresDestination(config, secrets, ctx),
 };

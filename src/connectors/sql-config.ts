@@ -9,9 +9,14 @@ export interface SqlDatabaseConfig {
   schema?: string;
   /** Statement timeout for model queries, in ms. */
   statementTimeoutMs: number;
+  /**
+   * PostgreSQL only: answer a server's request for the password in clear text on a connection
+   * without TLS. Default false: such a request fails the connection (`cleartext_password_refused`).
+   */
+  allowCleartextPassword?: boolean;
 }
 
-export function sqlDatabaseConfigSchema(defaultPort: number): Record<string, unknown> {
+export function sqlDatabaseConfigSchema(defaultPort: number, opts: { postgres?: boolean } = {}): Record<string, unknown> {
   return {
     type: 'object',
     additionalProperties: false,
@@ -24,6 +29,15 @@ export function sqlDatabaseConfigSchema(defaultPort: number): Record<string, unk
       ssl: { type: 'string', enum: ['disable', 'require', 'verify-full'], default: 'disable' },
       schema: { type: 'string', minLength: 1, maxLength: 128 },
       statementTimeoutMs: { type: 'integer', minimum: 100, maximum: 3_600_000, default: 300_000 },
+      ...(opts.postgres
+        ? {
+            allowCleartextPassword: {
+              type: 'boolean',
+              default: false,
+              description: 'Send the password when the server asks for it in clear text on a connection without TLS (off by default: such a request fails the connection).',
+            },
+          }
+        : {}),
     },
   };
 }

@@ -25,14 +25,50 @@ export interface StreamOptions {
   signal?: AbortSignal;
 }
 
+/** Something a connection test found that works but should be changed (e.g. a superuser login). */
+export interface ConnectionWarning {
+  /** Stable: `superuser`, `can_write`. */
+  code: string;
+  message: string;
+  hint?: string;
+}
+
+/** What a successful connection test reports beyond "it works". */
+export interface ConnectionTestReport {
+  warnings?: ConnectionWarning[];
+}
+
+/** How a preview was cut to stay within its byte budget (absent when nothing was cut). */
+export interface PreviewTruncation {
+  /** Values cut to `maxValueBytes` (or to what was left of the total); each now ends with "…". */
+  values: number;
+  /** Rows the query had (within the limit) that were left out because the total reached `maxTotalBytes`. */
+  rowsOmitted: boolean;
+  maxValueBytes: number;
+  maxTotalBytes: number;
+}
+
+export interface PreviewResult {
+  columns: Column[];
+  rows: Row[];
+  truncated?: PreviewTruncation;
+}
+
 export interface SourceConnector {
   /** Throws ConnectorError with an actionable code (dns_not_found, connection_refused, auth_failed, …). */
-  test(): Promise<void>;
+  test(): Promise<ConnectionTestReport | void>;
   /** Column names and types of a query's result, without reading its rows. */
   columns(sql: string): Promise<Column[]>;
-  /** First `limit` rows, in a read-only transaction with a statement timeout. */
-  preview(sql: string, limit: number, opts?: { timeoutMs?: number }): Promise<{ columns: Column[]; rows: Row[] }>;
-  /** All rows through a server-side cursor: memory stays flat whatever the size of the result. */
+  /**
+   * First `limit` rows, in a read-only transaction with a statement timeout; each value and the
+   * whole result are bounded in bytes (see PreviewTruncation).
+   */
+  preview(sql: string, limit: number, opts?: { timeoutMs?: number }): Promise<PreviewResult>;
+  /**
+   * All rows through a server-side cursor: memory stays flat whatever the size of the result.
+   * Every wait is bounded: a lost or silent source fails with `source_unavailable` (retryable);
+   * an aborted `signal` cancels the server-side query and fails with `cancelled` at once.
+   */
   stream(sql: string, opts?: StreamOptions): AsyncIterable<Row[]>;
   close(): Promise<void>;
 }

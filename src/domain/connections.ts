@@ -3,7 +3,7 @@ import { and, eq, sql } from 'drizzle-orm';
 import { connections, models, syncs } from '../db/schema.ts';
 import type { Tx } from '../db/client.ts';
 import { getConnectorType, listConnectorTypes } from '../connectors/registry.ts';
-import type { ConnectorRole, ConnectorType, DestinationConnector, ResolvedSecrets, SourceConnector } from '../connectors/types.ts';
+import type { ConnectionTestReport, ConnectionWarning, ConnectorRole, ConnectorType, DestinationConnector, ResolvedSecrets, SourceConnector } from '../connectors/types.ts';
 import { ConflictError, ConnectorError, UnprocessableError, ValidationError } from '../errors.ts';
 import { newId } from '../lib/ids.ts';
 import { assertValid, validateConnectorConfig } from '../lib/validate.ts';
@@ -328,19 +328,20 @@ export class ConnectionService {
   }
 
   /** Reaches the remote system; failures are reported in the body (200), not as HTTP errors. */
-  async test(actor: Actor, ref: string): Promise<{ ok: boolean; latencyMs?: number; error?: { code: string; message: string; hint?: string } }> {
+  async test(actor: Actor, ref: string): Promise<{ ok: boolean; latencyMs?: number; warnings?: ConnectionWarning[]; error?: { code: string; message: string; hint?: string } }> {
     requireScope(actor, 'read');
     const row = await this.row(this.db, actor.workspaceId, ref);
     const started = performance.now();
+    let report: ConnectionTestReport | undefined;
     try {
       const t = connectorTypeOf(row.type);
       const conn = t.roles.includes('source') && t.openSource ? this.openSource(row) : this.openDestination(row);
       try {
-        await conn.test();
+        report = (await conn.test()) ?? undefined;
       } finally {
         await conn.close();
       }
-      return { ok: true, latencyMs: Math.round(performance.now() - started) };
+      return { ok: true, latencyMs: Math.round(performance.now() - started), ...(report?.warnings?.length ? { warnings: report.warnings } : {}) };
     } catch (e) {
       if (e instanceof ConnectorError) {
         // A remote system may quote the credentials it was sent.

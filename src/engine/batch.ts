@@ -1,5 +1,6 @@
 import type { DestinationConnector, WireExchange, WriteCheckpoint, WriteOperation, WriteResult } from '../connectors/types.ts';
 import { BatchRejectedError, ConnectorError } from '../errors.ts';
+import { parsePayload } from '../lib/json.ts';
 import type { PlannedOp } from './plan.ts';
 import { backoffMs, type Clock, type RateLimiter } from './rate-limiter.ts';
 
@@ -84,7 +85,7 @@ async function send(
         matchField: ctx.matchField,
         ...(ctx.bulkThreshold !== undefined ? { bulkThreshold: ctx.bulkThreshold, checkpoint: ctx.checkpoint } : {}),
         // No abort signal here: on shutdown an in-flight write finishes and is checkpointed.
-        rows: pending.map((o) => ({ primaryKey: o.pk, payload: JSON.parse(o.payload) as Record<string, unknown>, ...(o.recordId ? { recordId: o.recordId } : {}) })),
+        rows: pending.map((o) => ({ primaryKey: o.pk, payload: parsePayload(o.payload), ...(o.recordId ? { recordId: o.recordId } : {}) })),
       });
     } catch (e) {
       // Failed requests are kept for the row debugger with the rows they carried.

@@ -1,5 +1,6 @@
 import type { Sql } from '../db/client.ts';
 import type { SyncModeT } from '../domain/syncs.ts';
+import { parsePayload } from '../lib/json.ts';
 import type { InvalidRow } from './records.ts';
 import { STAGING_SCHEMA, stagingNames } from './staging.ts';
 import type { OpCounts } from './status.ts';
@@ -123,5 +124,5 @@ export async function planSample(sql: Sql, runId: string, perOp: number): Promis
     select pk, op, payload, match, record_id from (
       select *, row_number() over (partition by op order by seq) as k from ${sql(STAGING_SCHEMA)}.${sql(plan)}) x
     where k <= ${perOp} order by seq`;
-  return rows.map((r) => ({ primaryKey: r.pk, operation: r.op, payload: r.payload ? JSON.parse(r.payload) : null, recordId: r.record_id }));
+  return rows.map((r) => ({ primaryKey: r.pk, operation: r.op, payload: r.payload ? parsePayload(r.payload) : null, recordId: r.record_id }));
 }

@@ -253,7 +253,8 @@ export class RunExecutor {
     } catch (e0) {
       // A wait cut short by a signal rejects with the signal's reason; AbortedError from inside
       // delivery means the same signal fired.
-      const e1 = e0 instanceof AbortedError && stopped.signal.aborted ? stopped.signal.reason : e0;
+      // A source that noticed the cancel first answers with its own `cancelled`.
+      const e1 = e0 instanceof AbortedError && stopped.signal.aborted ? stopped.signal.reason : e0 instanceof ConnectorError && e0.code === 'cancelled' && cancelled.signal.aborted ? new CancelledError() : e0;
       const e = redact && e1 instanceof Error ? redact.error(e1) : e1;
       if (e instanceof LeaseLostError) {
         log.warn('run taken over by another execution; this one stops without writing');

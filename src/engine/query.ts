@@ -3,6 +3,7 @@ import { compileMappings, type MappingSpec } from '../connectors/mapping.ts';
 import type { DestinationField, Row, SourceConnector } from '../connectors/types.ts';
 import type { Sql } from '../db/client.ts';
 import { ConnectorError } from '../errors.ts';
+import { stringifyPayload } from '../lib/json.ts';
 import { abortable, raceAbort } from './abort.ts';
 import { equalityOf, matchKeyOf, unrecordablePath } from './identity.ts';
 import { recordInvalid, type InvalidRow } from './records.ts';
@@ -94,7 +95,7 @@ export async function queryPhase(q: QueryInput): Promise<void> {
           if (w) await w;
           continue;
         }
-        const payload = JSON.stringify(mapped.payload);
+        const payload = stringifyPayload(mapped.payload);
         const w = writer.write(pk, PAYLOAD_HASH(payload), payload, 'v', JSON.stringify(matchValue), mkey);
         if (w) await w;
       }

@@ -231,6 +231,8 @@ type ConnectionTestError {
 type ConnectionTestResult {
   ok: Boolean!
   latencyMs: Int
+  "Connected, but with something to fix (e.g. a superuser or write-capable login for a source)."
+  warnings: [ConnectionTestError!]
   error: ConnectionTestError
 }
 
@@ -251,6 +253,8 @@ type Column {
 type ModelPreview {
   columns: [Column!]!
   rows: [JSON!]!
+  "Present when the preview was cut to its bounds (values per value and in total)."
+  truncated: JSON
 }
 
 "A SQL query on a source connection plus the column that identifies a row."

@@ -8,6 +8,7 @@ import type {
 } from '../types.ts';
 import { HttpAuth, type HttpAuthConfig } from './http-auth.ts';
 import { MAX_ROW_MESSAGE, bodyFailure, classifyBodyError, destinationMessage, errorMessage, exchange, jsonPointer, parseJson } from './http-response.ts';
+import { stringifyJson } from '../../lib/json.ts';
 
 export interface HttpOperationConfig {
   method: 'POST' | 'PUT' | 'PATCH' | 'DELETE';
@@ -181,7 +182,7 @@ export class HttpDestination implements DestinationConnector {
 
   /** One request with auth; on a 401 with OAuth, refreshes the token and tries once more. */
   async #send(method: string, url: string, body: unknown, rowIndexes: number[], exchanges: WireExchange[], signal?: AbortSignal): Promise<Sent> {
-    const text = body === undefined ? undefined : JSON.stringify(body);
+    const text = body === undefined ? undefined : stringifyJson(body);
     for (let attempt = 0; ; attempt++) {
       const headers: Record<string, string> = {
         accept: 'application/json',

@@ -4,6 +4,7 @@ import type { SqlDatabaseConfig } from '../sql-config.ts';
 import { acquire, openMysql, quoteMysqlIdent as q } from '../sources/mysql-client.ts';
 import { mysqlError } from '../sources/sql-errors.ts';
 import { TABLE_CAPABILITIES, chunks, columnsOf, groupByShape, isolate, notFound, objectNotFound, rowsWithMatchValue, type Savepoints } from './table-common.ts';
+import { stringifyJson } from '../../lib/json.ts';
 
 interface MyColumn {
   name: string;
@@ -43,10 +44,10 @@ function mysqlDateTime(v: string): string {
 
 function param(v: unknown, col: MyColumn): string | number | null {
   if (v === null || v === undefined) return null;
-  if (col.type === 'json') return JSON.stringify(v);
+  if (col.type === 'json') return stringifyJson(v);
   if (typeof v === 'boolean') return v ? 1 : 0;
   if (v instanceof Date) v = v.toISOString();
-  if (typeof v === 'object') return JSON.stringify(v);
+  if (typeof v === 'object') return stringifyJson(v);
   if (typeof v === 'number') return v;
   const s = String(v);
   if (col.type === 'timestamp') return mysqlDateTime(s);
@@ -83,8 +84,8 @@ export class MysqlTableDestination implements DestinationConnector {
   readonly #database: string;
   readonly #tables = new Map<string, TableInfo>();
 
-  constructor(config: SqlDatabaseConfig, secrets: ResolvedSecrets) {
-    this.#pool = openMysql(config, secrets.password, 4);
+  constructor(config: SqlDatabaseConfig, secrets: ResolvedSecrets, ctx: { denyPrivateNetworks: boolean } = { denyPrivateNetworks: false }) {
+    this.#pool = openMysql(config, secrets.password, 4, { denyPrivateNetworks: ctx.denyPrivateNetworks });
     this.#database = config.database;
   }
 
@@ -256,6 +257,6 @@ export class MysqlTableDestination implements DestinationConnector {
   }
 }
 
-export function openMysqlDestination(config: SqlDatabaseConfig, secrets: ResolvedSecrets): DestinationConnector {
-  return new MysqlTableDestination(config, secrets);
+export function openMysqlDestination(config: SqlDatabaseConfig, secrets: ResolvedSecrets, ctx?: { denyPrivateNetworks: boolean }): DestinationConnector {
+  return new MysqlTableDestination(config, secrets, ctx);
 }

@@ -4,6 +4,7 @@ import { ConnectorError } from '../../errors.ts';
 import { openPg, pgColumnType, quotePgIdent as q, type PgClient } from '../sources/pg-client.ts';
 import { pgError } from '../sources/sql-errors.ts';
 import { TABLE_CAPABILITIES, chunks, columnsOf, groupByShape, isolate, notFound, objectNotFound, rowsWithMatchValue, type Savepoints } from './table-common.ts';
+import { stringifyJson } from '../../lib/json.ts';
 
 type Reserved = Awaited<ReturnType<PgClient['reserve']>>;
 
@@ -39,10 +40,10 @@ function arrayLiteral(v: unknown[]): string {
 
 function param(v: unknown, col: PgColumn): string | null {
   if (v === null || v === undefined) return null;
-  if (col.type === 'json' && col.category !== 'A') return JSON.stringify(v);
+  if (col.type === 'json' && col.category !== 'A') return stringifyJson(v);
   if (Array.isArray(v) && col.category === 'A') return arrayLiteral(v);
   if (v instanceof Date) return v.toISOString();
-  if (typeof v === 'object') return JSON.stringify(v);
+  if (typeof v === 'object') return stringifyJson(v);
   return String(v);
 }
 
@@ -79,8 +80,8 @@ export class PostgresTableDestination implements DestinationConnector {
   readonly #schema: string;
   readonly #tables = new Map<string, TableInfo>();
 
-  constructor(config: SqlDatabaseConfig, secrets: ResolvedSecrets) {
-    this.#sql = openPg(config, secrets.password, 4);
+  constructor(config: SqlDatabaseConfig, secrets: ResolvedSecrets, ctx: { denyPrivateNetworks: boolean } = { denyPrivateNetworks: false }) {
+    this.#sql = openPg(config, secrets.password, 4, { denyPrivateNetworks: ctx.denyPrivateNetworks });
     this.#schema = config.schema ?? 'public';
   }
 
@@ -244,6 +245,6 @@ export class PostgresTableDestination implements DestinationConnector {
   }
 }
 
-export function openPostgresDestination(config: SqlDatabaseConfig, secrets: ResolvedSecrets): DestinationConnector {
-  return new PostgresTableDestination(config, secrets);
+export function openPostgresDestination(config: SqlDatabaseConfig, secrets: ResolvedSecrets, ctx?: { denyPrivateNetworks: boolean }): DestinationConnector {
+  return new PostgresTableDestination(config, secrets, ctx);
 }

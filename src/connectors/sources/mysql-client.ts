@@ -1,4 +1,6 @@
 import mysql from 'mysql2/promise';
+import { guardedSocket } from '../../lib/address-guard.ts';
+import { parseJson } from '../../lib/json.ts';
 import type { SqlDatabaseConfig } from '../sql-config.ts';
 import type { Column, ColumnType } from '../types.ts';
 import { mysqlError } from './sql-errors.ts';
@@ -6,12 +8,16 @@ import { mysqlError } from './sql-errors.ts';
 // One mysql2 pool factory for the source and the table destination. Values come back the
 // same way as from PostgreSQL: BIGINT as number only while exact (else string), DECIMAL as
 // string, DATE as 'YYYY-MM-DD', DATETIME/TIMESTAMP as ISO-8601 UTC (the session runs in UTC;
-// DATETIME has no zone and is read as UTC), tinyint(1) as boolean, JSON parsed (MariaDB's
-// JSON alias is recognised through its extended metadata).
+// DATETIME has no zone and is read as UTC), tinyint(1) as boolean, JSON parsed losslessly
+// (src/lib/json.ts; MariaDB's JSON alias is recognised through its extended metadata).
 
-type CastField = { type: string; length: number; string(encoding?: string): string | null };
+type CastField = { type: string; length: number; extendedFormat?: string; string(encoding?: string): string | null };
 
 function typeCast(field: CastField, next: () => unknown): unknown {
+  if (field.type === 'JSON' || field.extendedFormat === 'json') {
+    const v = field.string('utf8');
+    return v === null ? null : parseJson(v);
+  }
   switch (field.type) {
     case 'TINY':
       if (field.length === 1) {
@@ -33,17 +39,19 @@ function typeCast(field: CastField, next: () => unknown): unknown {
   return next();
 }
 
-export function openMysql(config: SqlDatabaseConfig, password: string | undefined, max: number): mysql.Pool {
-  return mysql.createPool({
+/** Connection options shared by pools and single connections: sockets go through the address guard. */
+export function mysqlOptions(config: SqlDatabaseConfig, password: string | undefined, denyPrivateNetworks = false): mysql.ConnectionOptions {
+  const port = config.port ?? 3306;
+  return {
     host: config.host,
-    port: config.port ?? 3306,
+    port,
     user: config.user,
     password: password ?? '',
     database: config.database,
     ssl: config.ssl === 'require' ? { rejectUnauthorized: false } : config.ssl === 'verify-full' ? { rejectUnauthorized: true } : undefined,
-    connectionLimit: max,
-    maxIdle: max,
-    idleTimeout: 30_000,
+    // Resolved, checked, and connected to the checked address (TLS servername stays config.host).
+    // TCP keepalive after 5 s idle (then 10 probes 1 s apart): a vanished peer is noticed in ~15 s.
+    stream: () => guardedSocket({ host: config.host, port, denyPrivateNetworks }).setNoDelay(true).setKeepAlive(true, 5000),
     connectTimeout: 10_000,
     supportBigNumbers: true,
     bigNumberStrings: false,
@@ -52,6 +60,15 @@ export function openMysql(config: SqlDatabaseConfig, password: string | undefine
     multipleStatements: false,
     charset: 'utf8mb4',
     typeCast: typeCast as never,
+  };
+}
+
+export function openMysql(config: SqlDatabaseConfig, password: string | undefined, max: number, opts: { denyPrivateNetworks?: boolean } = {}): mysql.Pool {
+  return mysql.createPool({
+    ...mysqlOptions(config, password, opts.denyPrivateNetworks),
+    connectionLimit: max,
+    maxIdle: max,
+    idleTimeout: 30_000,
   });
 }
 

@@ -1,4 +1,8 @@
 import postgres from 'postgres';
+import type { Socket } from 'node:net';
+import { ConnectorError } from '../../errors.ts';
+import { guardedSocket } from '../../lib/address-guard.ts';
+import { parseJson } from '../../lib/json.ts';
 import type { SqlDatabaseConfig } from '../sql-config.ts';
 import type { ColumnType } from '../types.ts';
 
@@ -29,27 +33,105 @@ export const PG_TYPES = {
   },
   bhDate: { to: 1082, from: [1082], serialize: (x: unknown) => (x instanceof Date ? x.toISOString().slice(0, 10) : String(x)), parse: (x: string) => x },
   bhTimestamp: { to: 1184, from: [1114, 1184], serialize: serializeTemporal, parse: toIsoUtc },
+  // json/jsonb: numbers a double cannot hold exactly stay exact (src/lib/json.ts).
+  bhJson: { to: 114, from: [114, 3802], serialize: (x: unknown) => JSON.stringify(x), parse: parseJson },
 };
 
 export type PgClient = postgres.Sql<Record<string, never>>;
 
-export function openPg(config: SqlDatabaseConfig, password: string | undefined, max: number): PgClient {
+export interface PgOpenOptions {
+  /** BACKHAUL_DENY_PRIVATE_NETWORKS: refuse loopback/private addresses (link-local/metadata always are). */
+  denyPrivateNetworks?: boolean;
+  /** Extra startup parameters (GUCs) every connection starts with, e.g. default_transaction_read_only. */
+  params?: Record<string, string>;
+  /** Sees every socket the client opens (connections and cancel requests). */
+  onSocket?: (socket: Socket) => void;
+  /** Return false to make the client unable to open any further socket (a destroyed session). */
+  mayConnect?: () => boolean;
+  /** TCP keepalive idle time, seconds (then 10 probes 1 s apart, libuv's defaults): a dead peer is found in ~idle + 10 s. */
+  keepAliveSeconds?: number;
+}
+
+/**
+ * A postgres.js client whose sockets go through the address guard (resolved, checked, connected
+ * to the checked address; TLS servername stays the host name), and which refuses to answer an
+ * AuthenticationCleartextPassword request on a connection without TLS unless the connection
+ * sets `allowCleartextPassword` (a server, or something posing as one, would receive the password).
+ */
+export function openPg(config: SqlDatabaseConfig, password: string | undefined, max: number, opts: PgOpenOptions = {}): PgClient {
+  const port = config.port ?? 5432;
+  const watchCleartext = config.ssl === 'disable' || config.ssl === undefined ? !config.allowCleartextPassword && !!password : false;
+  let cleartextRefused = false;
+  const socket = () => {
+    if (opts.mayConnect && !opts.mayConnect()) throw new ConnectorError('connection_lost', 'The connection was closed.', { classification: 'retryable' });
+    const s = guardedSocket({ host: config.host, port, denyPrivateNetworks: opts.denyPrivateNetworks ?? false });
+    if (watchCleartext) refuseCleartextPassword(s, () => (cleartextRefused = true));
+    opts.onSocket?.(s);
+    return s;
+  };
   return postgres({
+    // postgres.js calls `socket(options)` for every connection (its typings omit the option).
+    ...({ socket } as object),
     host: config.host,
-    port: config.port ?? 5432,
+    port,
     database: config.database,
     username: config.user,
-    password: password ?? undefined,
+    // A function, read when the server asks: empty once a cleartext request was refused, so the
+    // password is never written even by the driver's own handling of that message.
+    password: password === undefined ? undefined : ((() => (cleartextRefused ? '' : password)) as unknown as string),
     ssl: config.ssl === 'require' ? 'require' : config.ssl === 'verify-full' ? 'verify-full' : false,
     max,
     idle_timeout: 30,
     connect_timeout: 10,
+    keep_alive: opts.keepAliveSeconds ?? 60,
     // Arbitrary user SQL: no named prepared statements (also keeps PgBouncer in transaction mode working).
     prepare: false,
     onnotice: () => {},
-    connection: { TimeZone: 'UTC', application_name: 'backhaul' },
+    connection: { TimeZone: 'UTC', application_name: 'backhaul', ...(opts.params ?? {}) },
     types: PG_TYPES,
   }) as unknown as PgClient;
+}
+
+export function cleartextRefusedError(): ConnectorError {
+  return new ConnectorError(
+    'cleartext_password_refused',
+    'The server asked for the password in clear text on a connection without TLS; Backhaul did not send it.',
+    {
+      classification: 'fatal',
+      hint: 'Use TLS (ssl: "require" or "verify-full"), or configure the server for scram-sha-256 authentication. If the network path is trusted, set allowCleartextPassword: true on the connection.',
+    },
+  );
+}
+
+/**
+ * Watches the server's messages until authentication ends; an AuthenticationCleartextPassword
+ * request (message 'R', code 3; PostgreSQL protocol, "Message Formats") destroys the socket
+ * before the driver can answer it. Runs before the driver's own listener on the same data.
+ */
+function refuseCleartextPassword(socket: Socket, onRefused: () => void): void {
+  let buf: Buffer = Buffer.alloc(0);
+  const onData = (chunk: Buffer) => {
+    buf = buf.length ? Buffer.concat([buf, chunk]) : chunk;
+    while (buf.length >= 9 || (buf.length >= 5 && buf[0] !== 82)) {
+      const type = buf[0];
+      const len = buf.readUInt32BE(1);
+      if (type === 82) {
+        const code = buf.readUInt32BE(5);
+        if (code === 3) {
+          socket.off('data', onData);
+          onRefused();
+          socket.destroy(cleartextRefusedError());
+          return;
+        }
+        if (code === 0) return void socket.off('data', onData); // AuthenticationOk: nothing more to watch
+      } else if (type === 69) {
+        return void socket.off('data', onData); // ErrorResponse: the server gave up
+      }
+      if (buf.length < len + 1) return; // rest of this message still to come (only 'R' bodies are inspected)
+      buf = buf.subarray(len + 1);
+    }
+  };
+  socket.prependListener('data', onData);
 }
 
 /** Common type of a PostgreSQL type, from its oid and pg_type category. */

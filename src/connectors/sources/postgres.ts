@@ -1,54 +1,203 @@
-import type { Column, Row, SourceConnector, StreamOptions, ResolvedSecrets } from '../types.ts';
+import type { Socket } from 'node:net';
+import type { Column, ConnectionTestReport, ConnectionWarning, ConnectorContext, PreviewResult, ResolvedSecrets, Row, SourceConnector, StreamOptions } from '../types.ts';
 import type { SqlDatabaseConfig } from '../sql-config.ts';
+import { ConnectorError } from '../../errors.ts';
 import { openPg, pgColumnType, type PgClient } from './pg-client.ts';
 import { pgError } from './sql-errors.ts';
 import { DEFAULT_STATEMENT_TIMEOUT_MS, PREVIEW_TIMEOUT_MS, cancelled, prepareModelSql } from './read-only.ts';
-
-type Reserved = Awaited<ReturnType<PgClient['reserve']>>;
+import { CANCEL_TIMEOUT_MS, CONTROL_TIMEOUT_MS, DATA_GRACE_MS, DeadlineExceeded, bounded, duringSession } from './bounded.ts';
+import { PREVIEW_MAX_VALUE_BYTES, PreviewCollector } from './preview-bounds.ts';
 
 /**
- * PostgreSQL model source. Every model query runs on a reserved connection inside
- * `BEGIN READ ONLY` with `SET LOCAL statement_timeout`, through the extended protocol (one
+ * One connection for one operation (test, columns, preview, stream). It starts read-only
+ * (`default_transaction_read_only` and `statement_timeout` are startup parameters, so even a
+ * reconnect could only be read-only) and is destroyed, not reused, when anything goes wrong:
+ * postgres.js can hang (or write to a dead socket) when asked to talk again on a connection that
+ * failed under it, so after a failure we never send another byte on it.
+ */
+class PgSession {
+  readonly sql: PgClient;
+  #sockets = new Set<Socket>();
+  #closed = false;
+
+  constructor(config: SqlDatabaseConfig, password: string | undefined, denyPrivateNetworks: boolean, statementTimeoutMs: number) {
+    this.sql = openPg(config, password, 1, {
+      denyPrivateNetworks,
+      // standard_conforming_strings: the model guard reads '…' the way the server does (no backslash escapes).
+      params: { default_transaction_read_only: 'on', standard_conforming_strings: 'on', statement_timeout: String(Math.max(1, Math.floor(statementTimeoutMs))) },
+      mayConnect: () => !this.#closed,
+      // A peer that vanished (host down, route black-holed) is noticed by TCP in ~15 s of silence.
+      keepAliveSeconds: 5,
+      onSocket: (s) => {
+        this.#sockets.add(s);
+        s.once('close', () => this.#sockets.delete(s));
+      },
+    });
+  }
+
+  /** Drops the connection at once (the server rolls back whatever was open). */
+  destroy(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.sql.end({ timeout: 0 }).catch(() => {});
+    for (const s of this.#sockets) s.destroy();
+  }
+
+  /** Ends a healthy session politely (Terminate), within a bound; destroys it in any case. */
+  async end(): Promise<void> {
+    if (this.#closed) return;
+    try {
+      await bounded(this.sql.end({ timeout: 1 }), CONTROL_TIMEOUT_MS, 'closing the connection');
+    } catch {
+      // destroyed below
+    } finally {
+      this.destroy();
+    }
+  }
+}
+
+// One round trip: is the login a superuser, or can it change anything? (Server file roles count
+// as superuser-like: they read and write the server's files.)
+const PRIVILEGES_SQL = `
+select r.rolsuper or exists (
+         select 1 from pg_roles f
+         where f.rolname in ('pg_read_server_files', 'pg_write_server_files', 'pg_execute_server_program')
+           and pg_has_role(current_user, f.oid, 'member')) as superuser,
+       exists (
+         select 1 from pg_class c join pg_namespace n on n.oid = c.relnamespace
+         where c.relkind in ('r', 'p', 'v', 'm', 'f') and n.nspname <> 'information_schema' and n.nspname !~ '^pg_'
+           and has_table_privilege(c.oid, 'INSERT, UPDATE, DELETE, TRUNCATE')) as can_write_tables,
+       exists (
+         select 1 from pg_namespace n
+         where n.nspname <> 'information_schema' and n.nspname !~ '^pg_' and has_schema_privilege(n.oid, 'CREATE')) as can_create,
+       has_database_privilege(current_database(), 'CREATE') as can_create_schemas
+from pg_roles r where r.rolname = current_user`;
+
+/** How long the privilege look-up behind connection-test warnings may take. */
+const WARNINGS_TIMEOUT_MS = 5_000;
+
+const WARN_SUPERUSER: ConnectionWarning = {
+  code: 'superuser',
+  message: 'The connection logs in as a superuser (or a role that can read and write server files).',
+  hint: 'Model queries run read-only, but a superuser can reach past a read-only transaction (file functions, dblink, other sessions). Use a role granted only SELECT on the tables your models read.',
+};
+const WARN_WRITE: ConnectionWarning = {
+  code: 'can_write',
+  message: 'The connection\'s role can modify data or create objects in this database.',
+  hint: 'Model queries run read-only, but a role granted only SELECT on the tables your models read makes that a property of the database too.',
+};
+
+/**
+ * PostgreSQL model source. Every model query runs on its own connection inside `BEGIN READ ONLY`
+ * (and a read-only session), with a statement timeout, through the extended protocol (one
  * statement only: `commit; delete …` cannot escape the transaction), and rows are fetched
- * through a portal (`cursor(n)`) so memory stays flat.
+ * through a portal (`cursor(n)`) so memory stays flat. Every await is bounded (bounded.ts).
  */
 export class PostgresSource implements SourceConnector {
-  readonly #sql: PgClient;
+  readonly #config: SqlDatabaseConfig;
+  readonly #password: string | undefined;
+  readonly #deny: boolean;
   readonly #timeoutMs: number;
+  readonly #sessions = new Set<PgSession>();
 
-  constructor(config: SqlDatabaseConfig, secrets: ResolvedSecrets) {
-    this.#sql = openPg(config, secrets.password, 3);
+  constructor(config: SqlDatabaseConfig, secrets: ResolvedSecrets, ctx: ConnectorContext = { denyPrivateNetworks: false }) {
+    this.#config = config;
+    this.#password = secrets.password;
+    this.#deny = ctx.denyPrivateNetworks;
     this.#timeoutMs = config.statementTimeoutMs ?? DEFAULT_STATEMENT_TIMEOUT_MS;
   }
 
-  async test(): Promise<void> {
+  async test(): Promise<ConnectionTestReport> {
+    const s = this.#open(CONTROL_TIMEOUT_MS);
     try {
-      await this.#sql.unsafe('select 1');
+      await bounded(s.sql.unsafe('select 1'), CONTROL_TIMEOUT_MS, 'testing the connection');
     } catch (e) {
+      this.#drop(s);
+      if (e instanceof DeadlineExceeded) {
+        throw new ConnectorError('connection_timeout', `Connecting to the database timed out (${e.message}).`, {
+          classification: 'retryable',
+          hint: 'Check that a firewall or security group allows the Backhaul server to reach the database port.',
+        });
+      }
       throw pgError(e);
     }
+    // Warnings are advice: a catalogue that is slow to scan or hidden from this login gives none.
+    let row: Record<string, unknown> | undefined;
+    try {
+      [row] = await bounded(s.sql.unsafe(PRIVILEGES_SQL), WARNINGS_TIMEOUT_MS, 'reading privileges');
+      await this.#close(s);
+    } catch {
+      this.#drop(s);
+    }
+    const warnings: ConnectionWarning[] = [];
+    if (row?.superuser) warnings.push(WARN_SUPERUSER);
+    else if (row?.can_write_tables || row?.can_create || row?.can_create_schemas) warnings.push(WARN_WRITE);
+    return warnings.length ? { warnings } : {};
   }
 
   async columns(sql: string): Promise<Column[]> {
     const q = prepareModelSql(sql);
     // Describe parses and plans nothing: no rows are read.
-    return this.#inReadOnly(this.#timeoutMs, (r) => this.#describe(r, q));
+    return this.#once(this.#timeoutMs, (s) => this.#describe(s, q));
   }
 
-  async preview(sql: string, limit: number, opts: { timeoutMs?: number } = {}): Promise<{ columns: Column[]; rows: Row[] }> {
+  async preview(sql: string, limit: number, opts: { timeoutMs?: number } = {}): Promise<PreviewResult> {
     const q = prepareModelSql(sql);
     const n = Math.max(0, Math.min(Math.floor(limit), 10_000));
-    return this.#inReadOnly(opts.timeoutMs ?? Math.min(PREVIEW_TIMEOUT_MS, this.#timeoutMs), async (r) => {
-      const columns = await this.#describe(r, q);
-      const rows: Row[] = [];
-      if (n > 0) {
-        for await (const batch of r.unsafe(q, [], { prepare: false }).cursor(n)) {
-          rows.push(...(batch as Row[]));
-          break; // closing the portal stops the query after `n` rows
-        }
+    const timeoutMs = opts.timeoutMs ?? Math.min(PREVIEW_TIMEOUT_MS, this.#timeoutMs);
+    return this.#once(timeoutMs, async (s) => {
+      const columns = await this.#describe(s, q);
+      const out = new PreviewCollector();
+      if (n === 0) return out.result(columns);
+      // Long values are cut by the server (each column also comes back as a short text when its
+      // text is longer than the limit), and rows are fetched a few at a time, sized by the widest
+      // row so far: what crosses the wire stays near the budget whatever the table holds.
+      const k = columns.length;
+      const alias = Array.from({ length: k }, (_, i) => `c${i}`);
+      const select = k
+        ? alias
+            .map((c) => `case when octet_length(${c}::text) <= ${PREVIEW_MAX_VALUE_BYTES} then ${c} end, case when octet_length(${c}::text) > ${PREVIEW_MAX_VALUE_BYTES} then left(${c}::text, ${PREVIEW_MAX_VALUE_BYTES + 1}) end as ${c}_cut`)
+            .join(', ')
+        : '';
+      const wrapped = k ? `select ${select} from (${q}\n) as bh_preview(${alias.join(', ')})` : q;
+      try {
+        await this.#step(s.sql.unsafe(`declare bh_preview no scroll cursor for ${wrapped}`), timeoutMs + DATA_GRACE_MS, 'starting the preview query');
+      } catch (e) {
+        // 0A000: PostgreSQL will not nest or declare this query (a data-modifying WITH): run it
+        // as written, a row at a time, so the database reports what is wrong with it.
+        if ((e as { code?: string }).code !== '0A000') throw e;
+        await this.#step(s.sql.unsafe('rollback'), CONTROL_TIMEOUT_MS, 'rolling back');
+        await this.#step(s.sql.unsafe('begin read only'), CONTROL_TIMEOUT_MS, 'starting a read-only transaction');
+        return this.#previewAsWritten(s, q, n, timeoutMs, columns, out);
       }
-      return { columns, rows };
+      let read = 0;
+      let fetch = 1;
+      while (read < n) {
+        const rows = (await this.#step(s.sql.unsafe(`fetch ${Math.min(fetch, n - read)} from bh_preview`, [], { prepare: false }).values(), timeoutMs + DATA_GRACE_MS, 'reading preview rows')) as unknown[][];
+        for (const values of rows) {
+          const row: Row = {};
+          for (let i = 0; i < k; i++) row[columns[i].name] = values[2 * i] ?? values[2 * i + 1] ?? null;
+          if (!out.add(row)) return out.result(columns);
+        }
+        read += rows.length;
+        if (rows.length < fetch) break;
+        fetch = Math.max(1, Math.min(100, Math.floor(out.remainingBytes / Math.max(1, out.widestRow))));
+      }
+      return out.result(columns);
     });
+  }
+
+  async #previewAsWritten(s: PgSession, q: string, n: number, timeoutMs: number, columns: Column[], out: PreviewCollector): Promise<PreviewResult> {
+    const it = s.sql.unsafe(q, [], { prepare: false }).cursor(1)[Symbol.asyncIterator]();
+    let read = 0;
+    while (read < n) {
+      const r = await this.#step(it.next(), timeoutMs + DATA_GRACE_MS, 'reading preview rows');
+      if (r.done) return out.result(columns);
+      read++;
+      if (!out.add((r.value as Row[])[0])) break;
+    }
+    await this.#step(Promise.resolve(it.return?.()), CONTROL_TIMEOUT_MS, 'closing the cursor');
+    return out.result(columns);
   }
 
   async *stream(sql: string, opts: StreamOptions = {}): AsyncIterable<Row[]> {
@@ -56,13 +205,21 @@ export class PostgresSource implements SourceConnector {
     const batchSize = Math.max(1, opts.batchSize ?? 1000);
     const { signal } = opts;
     if (signal?.aborted) throw cancelled();
-    const r = await this.#reserve();
-    const query = r.unsafe(q, [], { prepare: false });
-    const onAbort = () => void query.cancel();
-    signal?.addEventListener('abort', onAbort, { once: true });
+    const s = this.#open(this.#timeoutMs);
+    const dataMs = this.#timeoutMs + DATA_GRACE_MS;
+    let query: ReturnType<PgClient['unsafe']> | undefined;
+    let next: Promise<IteratorResult<unknown>> | undefined;
+    let clean = false;
+    // Stops the server-side work too (a dropped connection alone leaves a long query running):
+    // postgres.js sends a cancel request, and the pending read settles once the server stopped.
+    const cancelServerSide = async () => {
+      if (!query || !next) return;
+      query.cancel();
+      await bounded(next, CANCEL_TIMEOUT_MS, 'cancelling the query').catch(() => {});
+    };
     try {
-      await r.unsafe(`begin read only`);
-      await r.unsafe(`set local statement_timeout = ${Math.floor(this.#timeoutMs)}`);
+      await bounded(s.sql.unsafe('begin read only'), CONTROL_TIMEOUT_MS, 'starting a read-only transaction', signal);
+      query = s.sql.unsafe(q, [], { prepare: false });
       // One batch of read-ahead: PostgreSQL produces the next batch while the caller maps this
       // one (a plain for-await fetches only once the caller is done, leaving both sides idle in turn).
       const it = query.cursor(batchSize)[Symbol.asyncIterator]();
@@ -71,74 +228,79 @@ export class PostgresSource implements SourceConnector {
         p.catch(() => {}); // awaited below; a read-ahead abandoned by an early exit must not go unhandled
         return p;
       };
-      let next = fetchNext();
-      let done = false;
-      try {
-        for (;;) {
-          const r = await next;
-          if (r.done) {
-            done = true;
-            break;
-          }
-          if (signal?.aborted) throw cancelled();
-          next = fetchNext();
-          yield r.value as Row[];
-        }
-      } finally {
-        // An early exit closes the cursor once the read-ahead batch has arrived (postgres.js can
-        // only close a cursor that is waiting on its consumer), so the connection is released.
-        if (!done) await next.then((r) => void (r.done || it.return?.()), () => {});
+      next = fetchNext();
+      for (;;) {
+        const r = await bounded(next, dataMs, 'reading rows', signal);
+        if (r.done) break;
+        next = fetchNext();
+        yield r.value as Row[];
+        if (signal?.aborted) throw cancelled();
       }
+      clean = true;
     } catch (e) {
-      throw signal?.aborted ? cancelled() : pgError(e);
+      if (signal?.aborted || (e instanceof ConnectorError && e.code === 'cancelled')) {
+        await cancelServerSide();
+        throw cancelled();
+      }
+      if (e instanceof DeadlineExceeded) await cancelServerSide();
+      throw duringSession(e, pgError);
     } finally {
-      signal?.removeEventListener('abort', onAbort);
-      await this.#finish(r);
+      // A finished read ends the connection politely; anything else (an error, a cancel, an early
+      // exit by the caller with a read-ahead in flight) drops it: nothing more is sent on it.
+      if (clean) await this.#close(s);
+      else this.#drop(s);
     }
   }
 
   async close(): Promise<void> {
-    await this.#sql.end({ timeout: 5 });
+    for (const s of this.#sessions) this.#drop(s);
   }
 
-  async #reserve(): Promise<Reserved> {
+  #open(statementTimeoutMs: number): PgSession {
+    const s = new PgSession(this.#config, this.#password, this.#deny, statementTimeoutMs);
+    this.#sessions.add(s);
+    return s;
+  }
+
+  async #close(s: PgSession): Promise<void> {
+    this.#sessions.delete(s);
+    await s.end();
+  }
+
+  #drop(s: PgSession): void {
+    this.#sessions.delete(s);
+    s.destroy();
+  }
+
+  #step<T>(p: PromiseLike<T>, ms: number, what: string): Promise<T> {
+    return bounded(p, ms, what);
+  }
+
+  /** Runs `fn` on a fresh read-only session; any failure drops the session. */
+  async #once<T>(timeoutMs: number, fn: (s: PgSession) => Promise<T>): Promise<T> {
+    const s = this.#open(timeoutMs);
     try {
-      return await this.#sql.reserve();
+      await this.#step(s.sql.unsafe('begin read only'), CONTROL_TIMEOUT_MS, 'starting a read-only transaction');
+      const out = await fn(s);
+      await this.#close(s);
+      return out;
     } catch (e) {
-      throw pgError(e);
+      this.#drop(s);
+      throw duringSession(e, pgError);
     }
   }
 
-  async #finish(r: Reserved): Promise<void> {
-    try {
-      await r.unsafe('rollback');
-    } catch {
-      // the connection is gone; postgres.js replaces it
-    } finally {
-      r.release();
-    }
-  }
-
-  async #inReadOnly<T>(timeoutMs: number, fn: (r: Reserved) => Promise<T>): Promise<T> {
-    const r = await this.#reserve();
-    try {
-      await r.unsafe('begin read only');
-      await r.unsafe(`set local statement_timeout = ${Math.max(1, Math.floor(timeoutMs))}`);
-      return await fn(r);
-    } catch (e) {
-      throw pgError(e);
-    } finally {
-      await this.#finish(r);
-    }
-  }
-
-  async #describe(r: Reserved, q: string): Promise<Column[]> {
-    const d = await r.unsafe(q, [], { prepare: false }).describe();
+  async #describe(s: PgSession, q: string): Promise<Column[]> {
+    const d = await this.#step(s.sql.unsafe(q, [], { prepare: false }).describe(), this.#timeoutMs + DATA_GRACE_MS, 'describing the query');
     const oids = [...new Set(d.columns.map((c) => c.type))];
     const types = oids.length
-      ? await r.unsafe<{ oid: number; category: string; name: string }[]>(
-          `select oid::int as oid, typcategory as category, format_type(oid, null) as name from pg_type where oid = any($1::oid[])`,
-          [`{${oids.join(',')}}`],
+      ? await this.#step(
+          s.sql.unsafe<{ oid: number; category: string; name: string }[]>(
+            `select oid::int as oid, typcategory as category, format_type(oid, null) as name from pg_type where oid = any($1::oid[])`,
+            [`{${oids.join(',')}}`],
+          ),
+          CONTROL_TIMEOUT_MS,
+          'reading column types',
         )
       : [];
     const byOid = new Map(types.map((t) => [Number(t.oid), t]));
@@ -149,6 +311,6 @@ export class PostgresSource implements SourceConnector {
   }
 }
 
-export function openPostgresSource(config: SqlDatabaseConfig, secrets: ResolvedSecrets): SourceConnector {
-  return new PostgresSource(config, secrets);
+export function openPostgresSource(config: SqlDatabaseConfig, secrets: ResolvedSecrets, ctx?: ConnectorContext): SourceConnector {
+  return new PostgresSource(config, secrets, ctx);
 }

@@ -102,6 +102,7 @@ const MY: Record<number, [string, 'fatal' | 'retryable', string]> = {
   1205: ['lock_timeout', 'retryable', 'A lock wait timed out; it will be retried.'],
   2013: ['connection_lost', 'retryable', 'The connection to the database was lost; the operation will be retried.'],
   2006: ['connection_lost', 'retryable', 'The database server has gone away; the operation will be retried.'],
+  1927: ['connection_lost', 'retryable', 'The connection was killed on the server (KILL); the operation will be retried.'],
 };
 
 /** Translate a mysql2 error into a ConnectorError. */
@@ -120,16 +121,9 @@ export function mysqlError(e: unknown): ConnectorError {
   return new ConnectorError('connection_error', msg, { classification: 'retryable', hint: 'Unexpected error talking to the database.', cause: e });
 }
 
-/** Strip comments, whitespace and trailing semicolons: what the user meant as one statement. */
+/** Strip surrounding whitespace and trailing semicolons: what the user meant as one statement. */
 export function normaliseSql(sql: string): string {
   return sql.trim().replace(/;\s*$/, '').trim();
-}
-
-/** First keyword of a statement, skipping comments and opening parentheses. */
-export function leadingKeyword(sql: string): string {
-  const s = sql.replace(/\/\*[\s\S]*?\*\//g, ' ').replace(/--[^\n]*|#[^\n]*/g, ' ').replace(/^[\s(]+/, '');
-  const m = /^[A-Za-z]+/.exec(s);
-  return m ? m[0].toLowerCase() : '';
 }
 
 export function readOnlyViolation(keyword: string): ConnectorError {

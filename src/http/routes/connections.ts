@@ -33,6 +33,11 @@ export function connectionRoutes(app: FastifyInstance, s: Services): void {
         200: Type.Object({
           ok: Type.Boolean(),
           latencyMs: Type.Optional(Type.Integer()),
+          warnings: Type.Optional(
+            Type.Array(Type.Object({ code: Type.String(), message: Type.String(), hint: Type.Optional(Type.String()) }), {
+              description: 'It works, but should be changed: `superuser` (the login can reach past read-only), `can_write` (the login can modify data).',
+            }),
+          ),
           error: Type.Optional(Type.Object({ code: Type.String(), message: Type.String(), hint: Type.Optional(Type.String()) })),
         }),
         ...problems,

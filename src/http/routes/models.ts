@@ -47,7 +47,24 @@ export function modelRoutes(app: FastifyInstance, s: Services): void {
           { additionalProperties: false },
         ),
       ),
-      response: { 200: Type.Object({ columns: Type.Array(ColumnSchema), rows: Type.Array(Type.Object({}, { additionalProperties: true })) }), ...problems },
+      response: {
+        200: Type.Object({
+          columns: Type.Array(ColumnSchema),
+          rows: Type.Array(Type.Object({}, { additionalProperties: true })),
+          truncated: Type.Optional(
+            Type.Object(
+              {
+                values: Type.Integer({ description: 'Values cut to maxValueBytes (each ends with "…")' }),
+                rowsOmitted: Type.Boolean({ description: 'Rows left out because the total reached maxTotalBytes' }),
+                maxValueBytes: Type.Integer(),
+                maxTotalBytes: Type.Integer(),
+              },
+              { description: 'Present when the preview was cut to its bounds' },
+            ),
+          ),
+        }),
+        ...problems,
+      },
     },
     handler: async (req) => s.models.preview(actorOf(req), (req.params as { ref: string }).ref, (req.body ?? {}) as { limit?: number; timeoutMs?: number }),
   });
