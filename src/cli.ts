@@ -59,7 +59,10 @@ async function main(argv: string[]): Promise<void> {
       }, config.shutdownTimeoutMs + 5000);
       force.unref();
       bh.close().then(
-        () => process.exit(0),
+        () => {
+          logger.info('Backhaul stopped');
+          process.exit(0);
+        },
         (e) => {
           logger.error({ err: e }, 'shutdown failed');
           process.exit(1);
