@@ -147,6 +147,7 @@ export async function startBackhaul(opts: StartOptions): Promise<Backhaul> {
         staleAfterMs: opts.staleAfterMs,
         sweepEveryMs: opts.sweepEveryMs,
       });
+      logger.info({ concurrency: config.workerConcurrency }, 'Worker started');
     }
 
     let app: FastifyInstance | undefined;
