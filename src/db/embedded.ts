@@ -6,6 +6,7 @@ import {
   closeSync,
   cpSync,
   existsSync,
+  lchownSync,
   lstatSync,
   mkdirSync,
   openSync,
@@ -243,9 +244,20 @@ function relocatedBinaries(bins: Binaries, base: string, log: (m: string) => voi
   return target;
 }
 
+/** chown -R: a cluster restored from a backup (or moved) must belong to the user PostgreSQL runs as. */
+function chownTree(dir: string, user: RunAs): void {
+  chownSync(dir, user.uid, user.gid);
+  for (const e of readdirSync(dir, { withFileTypes: true })) {
+    const p = join(dir, e.name);
+    if (e.isDirectory()) chownTree(p, user);
+    else lchownSync(p, user.uid, user.gid);
+  }
+}
+
 /**
  * The cluster directory, owned by `user` (as root): <data dir>/pg when the user can reach it, else a
- * directory under RELOCATION_ROOT named after the data directory, linked from <data dir>/pg.
+ * directory under `base` named after the data directory, linked from <data dir>/pg (a cluster
+ * already in <data dir>/pg, e.g. restored from a backup, is moved there).
  */
 function clusterDir(dataDir: string, user: RunAs | undefined, base: string, log: (m: string) => void): string {
   const inPlace = join(dataDir, 'pg');
@@ -256,32 +268,40 @@ function clusterDir(dataDir: string, user: RunAs | undefined, base: string, log:
   const link = lstatSync(inPlace, { throwIfNoEntry: false });
   let dir: string;
   if (link?.isSymbolicLink()) {
-    dir = resolve(dataDir, readlinkSync(inPlace)); // placed under RELOCATION_ROOT by an earlier start
+    dir = resolve(dataDir, readlinkSync(inPlace)); // placed under `base` by an earlier start
   } else {
     // Searchable, not listable: the postgres user may pass through to pg/, and sees nothing else here.
     chmodSync(dataDir, statSync(dataDir).mode | 0o111);
     if (reachable(user, dataDir)) dir = inPlace;
     else {
-      if (link?.isDirectory()) {
-        if (existsSync(join(inPlace, 'PG_VERSION'))) {
-          throw new EmbeddedDatabaseError(
-            `the postgres user (PostgreSQL does not run as root) cannot reach its data in ${inPlace}`,
-            `Move it to ${base}/<name>/pg and link it from ${inPlace}, run Backhaul as a non-root user, or set DATABASE_URL.`,
-          );
-        }
-        rmSync(inPlace, { recursive: true, force: true }); // empty: left by a failed start
-      }
       const id = createHash('sha256').update(realpathSync(dataDir)).digest('hex').slice(0, 16);
       mkdirSync(join(base, id), { recursive: true, mode: 0o755 });
       chmodSync(base, 0o755);
       writeFileSync(join(base, id, 'DATA_DIR'), `${realpathSync(dataDir)}\n`);
       dir = join(base, id, 'pg');
+      if (link?.isDirectory() && existsSync(join(inPlace, 'PG_VERSION'))) {
+        if (existsSync(dir)) {
+          throw new EmbeddedDatabaseError(
+            `the postgres user (PostgreSQL does not run as root) cannot reach ${inPlace}, and ${dir} holds another cluster`,
+            `Keep one of them: remove ${dir} to use ${inPlace}, or remove ${inPlace} to use ${dir}.`,
+          );
+        }
+        try {
+          renameSync(inPlace, dir);
+        } catch {
+          cpSync(inPlace, dir, { recursive: true, verbatimSymlinks: true }); // another file system
+          rmSync(inPlace, { recursive: true, force: true });
+        }
+        log(`the postgres user cannot reach ${dataDir}: moved the embedded PostgreSQL's data to ${dir} (linked from ${inPlace})`);
+      } else {
+        rmSync(inPlace, { recursive: true, force: true }); // an empty directory left by a failed start
+        log(`the postgres user cannot reach ${dataDir}: the embedded PostgreSQL keeps its data in ${dir} (linked from ${inPlace})`);
+      }
       symlinkSync(dir, inPlace);
-      log(`the postgres user cannot reach ${dataDir}: the embedded PostgreSQL keeps its data in ${dir} (linked from ${inPlace})`);
     }
   }
   mkdirSync(dir, { recursive: true });
-  chownSync(dir, user.uid, user.gid);
+  if (statSync(dir).uid !== user.uid) chownTree(dir, user);
   chmodSync(dir, 0o700);
   return dir;
 }

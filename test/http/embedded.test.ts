@@ -1,5 +1,5 @@
 import t from 'tap';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { createServer, type AddressInfo } from 'node:net';
 import { cpSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, symlinkSync } from 'node:fs';
@@ -234,6 +234,27 @@ t.test('as root in a private directory: starts, shares its database with the CLI
   t.equal(alone.code, 0, alone.stderr);
   t.match(alone.stdout.trim(), /^bh_[A-Za-z0-9_-]{20,}$/);
   t.notOk(existsSync(join(app, '.backhaul/pg/postmaster.pid')), 'and stops it');
+
+  // The README's backup and restore: stopped, `tar -h` follows the link; restored, it moves back.
+  const archive = join(base, 'backup.tgz');
+  t.equal(spawnSync('tar', ['-czhf', archive, '.backhaul'], { cwd: app }).status, 0, 'backed up');
+  rmSync(join(app, '.backhaul'), { recursive: true, force: true });
+  for (const f of readdirSync(relocation)) rmSync(join(relocation, f), { recursive: true, force: true });
+  t.equal(spawnSync('tar', ['-xzf', archive], { cwd: app }).status, 0, 'restored on a clean machine');
+  const restored = spawn(process.execPath, [join(app, 'src/cli.ts'), 'serve'], { cwd: app, env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out2 = '';
+  restored.stdout!.on('data', (d) => (out2 += d));
+  restored.stderr!.on('data', (d) => (out2 += d));
+  const r2: Running = { child: restored, stdout: () => out2, stderr: () => '', exited: new Promise((resolve) => restored.on('exit', (code, signal) => resolve({ code, signal }))) };
+  t.teardown(() => {
+    if (restored.exitCode === null) process.kill(-restored.pid!, 'SIGKILL');
+  });
+  await waitReady(r2, base_);
+  t.match(out2, /moved the embedded PostgreSQL's data to /);
+  t.equal((await fetch(`${base_}/v1/api-keys`, { headers: { authorization: `Bearer ${key}` } })).status, 200, 'the restored database has the key');
+  t.notMatch(out2, /\bbh_[A-Za-z0-9_-]{20,}/, 'no new bootstrap key');
+  process.kill(-restored.pid!, 'SIGINT');
+  t.same(await r2.exited, { code: 0, signal: null });
 
   // Any failure to start the embedded database is one line with the remedy.
   const taken = createServer().listen(0, '127.0.0.1');
