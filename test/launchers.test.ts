@@ -36,6 +36,17 @@ t.test('the bin launcher starts through its shebang (env -S splits the flag from
   t.match(r.stdout, /Usage: backhaul <command>/);
 });
 
+t.test('--help loads nothing but the CLI and its configuration (no server, no database driver)', async (t) => {
+  // A resolve hook reports every module the process loads.
+  const hook = `data:text/javascript,${encodeURIComponent("import { registerHooks } from 'node:module'; registerHooks({ resolve(s, c, next) { const r = next(s, c); process.stderr.write('LOADED ' + r.url + '\\n'); return r; } });")}`;
+  const r = spawnSync(process.execPath, ['--import', hook, `${root}/bin/backhaul.js`, '--help'], { cwd: root, encoding: 'utf8' });
+  t.equal(r.status, 0, r.stderr);
+  t.match(r.stdout, /Usage: backhaul <command>/);
+  const loaded = r.stderr.split('\n').filter((l) => l.startsWith('LOADED file:')).map((l) => l.slice('LOADED file://'.length).replace(root, ''));
+  t.ok(loaded.includes('src/cli.ts'), 'the CLI ran');
+  t.same(loaded.filter((f) => !['bin/backhaul.js', 'bin/launch.js', 'src/cli.ts', 'src/config.ts'].includes(f)), [], 'and nothing else');
+});
+
 // ---- On a machine whose own Node is older than 22.18 (many servers have Node 20) ----
 
 function versionOf(node: string): string | undefined {
