@@ -23,8 +23,7 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
+import { dirname, join, relative, resolve } from 'node:path';
 import postgres from 'postgres';
 
 // With no DATABASE_URL, Backhaul runs its own PostgreSQL in the data directory so that
@@ -168,6 +167,7 @@ async function locateBinaries(): Promise<Binaries> {
     );
   }
   const root = resolve(dirname(mod.postgres), '..');
+  hydrateSymlinks(root);
   let version = 'unknown';
   try {
     version = (JSON.parse(readFileSync(join(root, '..', 'package.json'), 'utf8')) as { version: string }).version;
@@ -175,6 +175,29 @@ async function locateBinaries(): Promise<Binaries> {
     // a layout without package.json: the copy under /var/lib/backhaul is keyed by "unknown"
   }
   return { root, version };
+}
+
+/**
+ * The library symlinks the package lists in native/pg-symlinks.json (npm cannot ship symlinks; its
+ * install script makes them). Made here too, so an install without scripts (--ignore-scripts) works.
+ */
+function hydrateSymlinks(root: string): void {
+  let links: { source: string; target: string }[];
+  try {
+    links = JSON.parse(readFileSync(join(root, 'pg-symlinks.json'), 'utf8')) as { source: string; target: string }[];
+  } catch {
+    return;
+  }
+  const pkg = dirname(root);
+  for (const { source, target } of links) {
+    const at = join(pkg, target);
+    if (lstatSync(at, { throwIfNoEntry: false })) continue;
+    try {
+      symlinkSync(relative(dirname(at), join(pkg, source)), at);
+    } catch {
+      // read-only node_modules: PostgreSQL then says which library it misses
+    }
+  }
 }
 
 const exe = (dir: string, name: string) => join(dir, 'bin', process.platform === 'win32' ? `${name}.exe` : name);
@@ -455,7 +478,8 @@ export async function startEmbeddedPostgres(opts: EmbeddedOptions): Promise<Embe
   const pgDir = clusterDir(dataDir, user, base, log);
 
   if (!existsSync(join(pgDir, 'PG_VERSION'))) {
-    const pwfile = join(tmpdir(), `backhaul-pg-${randomBytes(6).toString('hex')}`);
+    // Next to the cluster: a place the postgres user can reach (a private TMPDIR may not be).
+    const pwfile = join(dirname(pgDir), `.pwfile-${randomBytes(6).toString('hex')}`);
     writeFileSync(pwfile, `${PASSWORD}\n`, { mode: 0o600 });
     try {
       if (user) chownSync(pwfile, user.uid, user.gid);
