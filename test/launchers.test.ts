@@ -152,7 +152,7 @@ t.test(`with Node ${oldVersion || '< 22.18'} first on the PATH`, { skip: oldNode
       ready = await fetch(`http://127.0.0.1:${port}/readyz`).then((r) => r.status, () => 0);
       if (ready !== 200) await new Promise((r) => setTimeout(r, 100));
     }
-    t.equal(ready, 200, `ready ${out}${err}`);
+    t.equal(ready, 200, ready === 200 ? 'ready' : `not ready: ${out}${err}`);
     t.match(out, /bh_[A-Za-z0-9_-]{20,}/, 'the bootstrap key is printed');
     process.kill(-child.pid!, 'SIGINT');
     const end = await exited;
