@@ -19,6 +19,16 @@ interface Running {
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
+/** Stops a cluster left running by a Backhaul that a failed test killed (PostgreSQL has its own session). */
+function stopOrphan(dataDir: string): void {
+  try {
+    const pid = Number(readFileSync(join(dataDir, 'pg/postmaster.pid'), 'utf8').split('\n')[0]);
+    if (pid > 0) process.kill(pid, 'SIGQUIT');
+  } catch {
+    // none left
+  }
+}
+
 async function waitReady(r: Running, base: string, timeoutMs = 120_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   let exited = false;
@@ -81,6 +91,7 @@ t.test('as root in a private directory: starts, shares its database with the CLI
   const { base, app } = privateClone();
   const relocation = mkdtempSync(join(tmpdir(), 'bh-relocated-'));
   t.teardown(() => {
+    stopOrphan(join(app, '.backhaul'));
     rmSync(base, { recursive: true, force: true });
     rmSync(relocation, { recursive: true, force: true });
   });

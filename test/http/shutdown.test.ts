@@ -57,6 +57,16 @@ async function ready(p: Proc, port: number): Promise<void> {
   throw new Error(`not ready:\n${p.out()}\n${p.err()}`);
 }
 
+/** Stops a cluster left running by a Backhaul that a failed test killed (PostgreSQL has its own session). */
+function stopOrphan(dataDir: string): void {
+  try {
+    const pid = Number(readFileSync(join(dataDir, 'pg/postmaster.pid'), 'utf8').split('\n')[0]);
+    if (pid > 0) process.kill(pid, 'SIGQUIT');
+  } catch {
+    // none left
+  }
+}
+
 const logLines = (out: string) => out.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { level: number; msg: string });
 
 t.test('serve with DATABASE_URL: SIGTERM shuts down gracefully and exits 0; one "Server listening" line', async (t) => {
@@ -106,7 +116,10 @@ t.test('a port already in use is the first and only error line, before anything 
 
 t.test('embedded: Ctrl-C (SIGINT to the process group) stops Backhaul first, PostgreSQL last, quietly', async (t) => {
   const dataDir = mkdtempSync(join(tmpdir(), 'bh-ctrl-c-'));
-  t.teardown(() => rmSync(dataDir, { recursive: true, force: true }));
+  t.teardown(() => {
+    stopOrphan(dataDir);
+    rmSync(dataDir, { recursive: true, force: true });
+  });
   const port = await freePort();
   const p = backhaul(['serve'], cleanEnv({ BACKHAUL_DATA_DIR: dataDir, PORT: String(port) }), t);
   await ready(p, port);
