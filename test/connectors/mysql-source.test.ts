@@ -57,10 +57,8 @@ function run(admin: Connection) {
         ['profile', 'json', 'json'], ['active', 'boolean', 'tinyint(1)'], ['name', 'string', 'varchar'], ['score', 'decimal', 'double'],
       ],
     );
-    // Executing this would sleep for 10 s; preparing it does not.
-    const started = Date.now();
-    t.same((await s.columns('SELECT SLEEP(10) AS z FROM people')).map((c) => c.name), ['z']);
-    t.ok(Date.now() - started < 2000, 'no rows were read');
+    // Executing this fails ("Subquery returns more than 1 row": people has two); preparing it does not.
+    t.same((await s.columns('SELECT (SELECT id FROM people) AS z FROM people')).map((c) => c.name), ['z'], 'no rows were read');
     await expectCode(t, s.columns('SELECT nope FROM people'), 'sql_error');
   });
 
@@ -141,10 +139,9 @@ function run(admin: Connection) {
   t.test('statement timeout', async (t) => {
     const s = open({ statementTimeoutMs: 300 });
     t.teardown(() => s.close());
-    const started = Date.now();
+    // Stopped by the timeout, not by the end of the query: a query left to finish would return its rows.
     const e = await expectCode(t, collect(s.stream('SELECT SLEEP(5) AS z FROM people')), 'query_timeout');
     t.equal(e.classification, 'retryable');
-    t.ok(Date.now() - started < 3000, 'stopped by the timeout');
     const p = open();
     t.teardown(() => p.close());
     await expectCode(t, p.preview('SELECT SLEEP(5) AS z FROM people', 1, { timeoutMs: 300 }), 'query_timeout', 'preview uses its own timeout');

@@ -139,10 +139,9 @@ t.test('SQL that writes is refused by the read-only transaction', async (t) => {
 t.test('statement timeout', async (t) => {
   const s = open({ statementTimeoutMs: 300 });
   t.teardown(() => s.close());
-  const started = Date.now();
+  // Stopped by the timeout, not by the end of the query: a query left to finish would return its row.
   const e = await expectCode(t, collect(s.stream('select pg_sleep(5)')), 'query_timeout');
   t.equal(e.classification, 'retryable');
-  t.ok(Date.now() - started < 3000, 'stopped by the timeout');
   const p = open();
   t.teardown(() => p.close());
   await expectCode(t, p.preview('select pg_sleep(5)', 1, { timeoutMs: 300 }), 'query_timeout', 'preview uses its own timeout');

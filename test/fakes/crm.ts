@@ -18,6 +18,11 @@ export interface CrmFaults {
   retryAfterSeconds?: number;
   /** Refuse a whole batch with 400 when any of its rows is bad (no per-row results). */
   strict?: boolean;
+  /**
+   * How many requests the 429/5xx/reset faults may hit; the fake answers normally once they are
+   * spent (counted down here). Tests synchronise on this, never on a timer. Unset: no limit.
+   */
+  times?: number;
 }
 
 export interface CrmOptions {
@@ -80,9 +85,16 @@ export async function startFakeCrm(faults: CrmFaults = {}, opts: CrmOptions = {}
       };
       if (f.delayMs) await new Promise((r) => setTimeout(r, f.delayMs));
       const r = crm.random();
-      if (f.pReset && r < f.pReset) return req.socket.destroy();
-      if (f.p429 && r < (f.pReset ?? 0) + f.p429) return send(429, { message: 'rate limit exceeded' }, { 'retry-after': String(f.retryAfterSeconds ?? 0) });
-      if (f.p5xx && r < (f.pReset ?? 0) + (f.p429 ?? 0) + f.p5xx) return send([500, 502, 503][Math.floor(crm.random() * 3)], { message: 'internal error' });
+      // Which fault this request gets (none once `times` is spent).
+      const fault = f.times !== undefined && f.times <= 0 ? undefined
+        : f.pReset && r < f.pReset ? 'reset'
+        : f.p429 && r < (f.pReset ?? 0) + f.p429 ? '429'
+        : f.p5xx && r < (f.pReset ?? 0) + (f.p429 ?? 0) + f.p5xx ? '5xx'
+        : undefined;
+      if (fault && f.times !== undefined) f.times--;
+      if (fault === 'reset') return req.socket.destroy();
+      if (fault === '429') return send(429, { message: 'rate limit exceeded' }, { 'retry-after': String(f.retryAfterSeconds ?? 0) });
+      if (fault === '5xx') return send([500, 502, 503][Math.floor(crm.random() * 3)], { message: 'internal error' });
 
       const url = new URL(req.url ?? '/', 'http://x');
       const body = chunks.length ? JSON.parse(Buffer.concat(chunks).toString('utf8')) : undefined;

@@ -85,7 +85,7 @@ t.test('runUpdated receives NOTIFYs from another connection, filtered by sync an
   // The subscription is registered asynchronously after "subscribe": notify until it is live.
   const payload = { runId: run.id, syncId: sync.id, workspaceId: actor.workspaceId, status: 'running', phase: 'querying' };
   let first: any;
-  for (let i = 0; i < 50 && !first; i++) {
+  for (let i = 0; i < 150 && !first; i++) {
     await notify(payload);
     first = await client.next((m) => m.type === 'next' && m.id === '1', 200).catch(() => undefined);
   }
@@ -98,33 +98,45 @@ t.test('runUpdated receives NOTIFYs from another connection, filtered by sync an
     run: { id: run.id, status: 'queued', sync: { slug: 'watched' } },
   });
 
-  // Let any duplicates from the retry loop land, then check filtering in NOTIFY order: the
-  // foreign notifications come first, so if they were delivered they would be seen before the last.
-  await new Promise((r) => setTimeout(r, 300));
-  const mark = client.messages.length;
+  // NOTIFYs from one connection arrive in the order sent, so a marker notification is a barrier:
+  // once the subscriber has it, everything sent before it has been delivered (or dropped).
+  let markers = 0;
+  const barrier = async () => {
+    const phase = `marker-${++markers}`;
+    await notify({ ...payload, phase });
+    const got = await client.next((m) => m.type === 'next' && m.id === '1' && m.payload.data.runUpdated.phase === phase, 20_000);
+    return client.messages.indexOf(got);
+  };
+  // Duplicates from the retry loop above land before the first marker.
+  const mark = (await barrier()) + 1;
   await notify({ ...payload, syncId: other.id, status: 'failed' });
   await notify({ ...payload, workspaceId: 'ws_someoneelse', status: 'failed' });
   await notify({ garbage: true });
   await notifier`select pg_notify('backhaul_runs', 'not json')`;
   await notify({ ...payload, status: 'succeeded', phase: null });
-  const last = await client.next((m) => m.type === 'next', 5000, mark);
-  t.equal(last.payload.data.runUpdated.status, 'succeeded', 'only the matching notification was delivered');
-  t.equal(last.payload.data.runUpdated.phase, null);
-  await new Promise((r) => setTimeout(r, 300));
-  t.equal(client.messages.slice(mark).filter((m) => m.type === 'next').length, 1, 'nothing else arrived');
+  const end = await barrier();
+  const between = client.messages.slice(mark, end).filter((m) => m.type === 'next');
+  t.equal(between.length, 1, 'only the matching notification was delivered');
+  t.equal(between[0]?.payload.data.runUpdated.status, 'succeeded');
+  t.equal(between[0]?.payload.data.runUpdated.phase, null);
 
   // The engine's own publishRun (via the runs service) reaches the subscriber too.
   await s.runs.cancel(actor, run.id);
   const cancelled = await client.next((m) => m.type === 'next' && m.payload.data.runUpdated.status === 'cancelled');
   t.equal(cancelled.payload.data.runUpdated.run.status, 'cancelled');
 
-  // Stop: no more events.
+  // Stop: no more events. A second subscription on the same socket, subscribed after the
+  // "complete", is the witness: a notification that reaches it would have reached a live first one.
   client.send({ id: '1', type: 'complete' });
-  await new Promise((r) => setTimeout(r, 200));
   const afterStop = client.messages.length;
-  await notify(payload);
-  await new Promise((r) => setTimeout(r, 300));
-  t.equal(client.messages.slice(afterStop).filter((m) => m.type === 'next').length, 0, 'no events after complete');
+  client.send({ id: '2', type: 'subscribe', payload: { query: SUBSCRIPTION, variables: { s: 'watched' } } });
+  let witnessed: any;
+  for (let i = 0; i < 150 && !witnessed; i++) {
+    await notify(payload);
+    witnessed = await client.next((m) => m.type === 'next' && m.id === '2', 200, afterStop).catch(() => undefined);
+  }
+  t.ok(witnessed, 'the second subscription got the notification');
+  t.equal(client.messages.slice(afterStop).filter((m) => m.type === 'next' && m.id === '1').length, 0, 'no events after complete');
 });
 
 t.test('subscriptions: authentication, isolation, validation and limits', async (t) => {

@@ -89,3 +89,27 @@ export async function waitForRun(h: TestBackhaul, runId: string, timeoutMs = 60_
     await new Promise((res) => setTimeout(res, 50));
   }
 }
+
+/**
+ * Waits until the control database holds no job of `tasks` that is queued, due later or running
+ * (jobs that used up their attempts aside). A run's job completes only after its finish hooks ran,
+ * and alerts and webhook deliveries are jobs themselves, so this is the event that ends a run's
+ * after-effects: tests assert that something did NOT happen after it, never after a fixed sleep.
+ * Throws after `timeoutMs` naming the jobs still there.
+ */
+export async function waitForJobsDone(h: TestBackhaul, tasks: string[] = ['backhaul_run', 'backhaul_alert', 'backhaul_webhook'], timeoutMs = 60_000): Promise<void> {
+  const db = postgres(h.databaseUrl, { max: 1, onnotice: () => {} });
+  try {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const left = await db<{ task_identifier: string; key: string | null; run_at: Date }[]>`
+        select task_identifier, key, run_at from graphile_worker.jobs
+        where task_identifier = any(${tasks}) and attempts < max_attempts`;
+      if (left.length === 0) return;
+      if (Date.now() > deadline) throw new Error(`jobs still pending after ${timeoutMs} ms: ${JSON.stringify(left)}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  } finally {
+    await db.end();
+  }
+}

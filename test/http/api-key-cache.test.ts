@@ -15,8 +15,13 @@ import { buildApp } from '../../src/http/app.ts';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+// The instances under test keep keys for an hour, so a change that shows within WAIT_MS came by
+// notification, not by expiry: a generous wait (the machine may be loaded), never a latency limit.
+const WAIT_MS = 30_000;
+const HOUR = { ttlMs: 3_600_000 };
+
 /** Polls until the key answers `status` on GET /v1/api-keys; the time it took, or -1 after `withinMs`. */
-async function becomes(h: TestBackhaul, token: string, status: number, withinMs: number): Promise<number> {
+async function becomes(h: TestBackhaul, token: string, status: number, withinMs = WAIT_MS): Promise<number> {
   const t0 = Date.now();
   for (;;) {
     if ((await h.request('GET', '/v1/api-keys', { token })).status === status) return Date.now() - t0;
@@ -26,9 +31,9 @@ async function becomes(h: TestBackhaul, token: string, status: number, withinMs:
 }
 
 t.test('api key cache', async (t) => {
-  const a = await startTestBackhaul(t);
-  // Same database, default TTL (30 s): only a notification can make it forget a key in time.
-  const b = await startTestBackhaul(t, { env: { DATABASE_URL: a.databaseUrl } });
+  const a = await startTestBackhaul(t, { start: { apiKeyCache: HOUR } });
+  // Same database, a TTL of an hour: only a notification can make it forget a key in time.
+  const b = await startTestBackhaul(t, { env: { DATABASE_URL: a.databaseUrl }, start: { apiKeyCache: HOUR } });
   const sql = controlDb(a);
   t.teardown(() => sql.end());
 
@@ -41,8 +46,8 @@ t.test('api key cache', async (t) => {
       t.equal((await a.request('GET', '/v1/api-keys', { token: k.token })).status, 200);
       t.equal((await a.request('DELETE', `/v1/api-keys/${k.id}`)).status, 204);
       t.equal((await a.request('GET', '/v1/api-keys', { token: k.token })).status, 401, `revoked key ${i}: the next request on the same instance`);
-      const took = await becomes(b, k.token, 401, 2000);
-      t.ok(took >= 0, `revoked key ${i}: refused on the other instance within 2 s (took ${took} ms)`);
+      const took = await becomes(b, k.token, 401);
+      t.ok(took >= 0, `revoked key ${i}: refused on the other instance by notification (took ${took} ms)`);
     }
   });
 
@@ -65,7 +70,7 @@ t.test('api key cache', async (t) => {
     t.equal(r.status, 200, r.text);
     t.notOk(r.body.errors, r.text);
     t.equal((await b.request('GET', '/v1/api-keys', { token: k.token })).status, 401, 'same instance');
-    t.ok((await becomes(a, k.token, 401, 2000)) >= 0, 'other instance');
+    t.ok((await becomes(a, k.token, 401)) >= 0, 'other instance');
   });
 
   t.test('notifications missed while the listening connection was down: the cache starts afresh', async (t) => {
@@ -79,19 +84,19 @@ t.test('api key cache', async (t) => {
       await tx`update api_keys set revoked_at = now() where id = ${k.id}`;
       await tx`select pg_notify('backhaul_api_keys', ${k.id})`;
     });
-    t.ok((await becomes(b, k.token, 401, 5000)) >= 0, 'refused once the instance listens again');
+    t.ok((await becomes(b, k.token, 401)) >= 0, 'refused once the instance listens again');
     // And notifications flow again afterwards.
     const k2 = await newKey(a, ['admin']);
     t.equal((await b.request('GET', '/v1/api-keys', { token: k2.token })).status, 200);
     t.equal((await a.request('DELETE', `/v1/api-keys/${k2.id}`)).status, 204);
-    t.ok((await becomes(b, k2.token, 401, 2000)) >= 0, 'a later revocation reaches the other instance');
+    t.ok((await becomes(b, k2.token, 401)) >= 0, 'a later revocation reaches the other instance');
   });
 
   t.test('a scope change made by hand in SQL takes effect on every instance (the api_keys trigger announces it)', async (t) => {
     const k = await newKey(a, ['admin']);
     for (const h of [a, b]) t.equal((await h.request('GET', '/v1/api-keys', { token: k.token })).status, 200);
     await sql`update api_keys set scopes = '{read}' where id = ${k.id}`;
-    for (const [name, h] of [['a', a], ['b', b]] as const) t.ok((await becomes(h, k.token, 403, 2000)) >= 0, `downgraded on ${name}`);
+    for (const [name, h] of [['a', a], ['b', b]] as const) t.ok((await becomes(h, k.token, 403)) >= 0, `downgraded on ${name}`);
     t.equal((await a.request('GET', '/v1/connections', { token: k.token })).status, 200, 'read still allowed');
 
     // An empty payload forgets every key (the trigger off, so only that NOTIFY can do it).
@@ -99,7 +104,7 @@ t.test('api key cache', async (t) => {
     t.teardown(() => sql`alter table api_keys enable trigger api_keys_changed`);
     await sql`update api_keys set scopes = '{admin}' where id = ${k.id}`;
     await sql`select pg_notify('backhaul_api_keys', '')`;
-    for (const [name, h] of [['a', a], ['b', b]] as const) t.ok((await becomes(h, k.token, 200, 2000)) >= 0, `upgraded again on ${name}`);
+    for (const [name, h] of [['a', a], ['b', b]] as const) t.ok((await becomes(h, k.token, 200)) >= 0, `upgraded again on ${name}`);
     await sql`alter table api_keys enable trigger api_keys_changed`;
   });
 
@@ -111,10 +116,10 @@ t.test('api key cache', async (t) => {
     t.teardown(() => sql`alter table api_keys enable trigger api_keys_changed`);
     t.equal((await c.request('GET', '/v1/api-keys', { token: k.token })).status, 200);
     await sql`update api_keys set scopes = '{read}' where id = ${k.id}`;
-    const took = await becomes(c, k.token, 403, 3000);
-    t.ok(took >= 0, `downgraded within the TTL (took ${took} ms)`);
+    const took = await becomes(c, k.token, 403);
+    t.ok(took >= 0, `downgraded once the TTL ran out (took ${took} ms)`);
     await sql`update api_keys set revoked_at = now() where id = ${k.id}`;
-    t.ok((await becomes(c, k.token, 401, 3000)) >= 0, 'revoked by hand: refused within the TTL');
+    t.ok((await becomes(c, k.token, 401)) >= 0, 'revoked by hand: refused once the TTL ran out');
   });
 
   t.test('an unknown token is never cached as valid, nor as invalid', async (t) => {
@@ -136,13 +141,17 @@ t.test('api key cache', async (t) => {
     const k = await newKey(a, ['read']);
     t.equal((await a.request('GET', '/v1/connections', { token: k.token })).status, 200);
     let first: Date | null = null;
-    for (let i = 0; i < 100 && !first; i++) {
+    for (let i = 0; i < 1500 && !first; i++) {
       first = (await sql`select last_used_at from api_keys where id = ${k.id}`)[0].last_used_at;
       if (!first) await sleep(20);
     }
     t.ok(first, 'recorded after the first request');
     for (let i = 0; i < 20; i++) t.equal((await a.request('GET', '/v1/connections', { token: k.token })).status, 200);
-    await sleep(100);
+    // A write those requests made would be sent before the one a fresh key's first request makes:
+    // once that one has landed, theirs would have too.
+    const probe = await newKey(a, ['read']);
+    t.equal((await a.request('GET', '/v1/connections', { token: probe.token })).status, 200);
+    for (let i = 0; i < 1500 && !(await sql`select last_used_at from api_keys where id = ${probe.id}`)[0].last_used_at; i++) await sleep(20);
     const [after] = await sql`select last_used_at from api_keys where id = ${k.id}`;
     t.same(after.last_used_at, first, 'not rewritten by the following requests');
     const keys = await a.request('GET', '/v1/api-keys');
@@ -164,13 +173,15 @@ t.test('api key cache', async (t) => {
       await database.close();
     });
     const get = (path: string) => fetch(url + path, { headers: { authorization: `Bearer ${a.token}` } });
-    t.equal((await get('/v1/syncs')).status, 200); // the key is looked up (and last_used_at written) once
-    await sleep(100);
+    t.equal((await get('/v1/syncs')).status, 200); // the key is looked up once
+    // The key's last_used_at write (at most once a minute, proven above) goes out on its own
+    // schedule: it is not part of a read's cost, so it is left out rather than waited for.
+    const counted = () => statements.filter((q) => !/^update "api_keys" set "last_used_at"/i.test(q));
     for (const path of [`/v1/syncs/${sync.id}`, `/v1/syncs/${sync.slug}`, '/v1/syncs?limit=50']) {
       statements.length = 0;
       const r = await get(path);
       t.equal(r.status, 200, path);
-      t.same(statements.length, 1, `${path}: ${JSON.stringify(statements)}`);
+      t.same(counted().length, 1, `${path}: ${JSON.stringify(statements)}`);
     }
   });
 });

@@ -1,6 +1,6 @@
 import t from 'tap';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from '../../src/db/embedded.ts';
@@ -9,10 +9,15 @@ import { pgConnection } from '../helpers/http-fixtures.ts';
 // From nothing: `backhaul serve` with no DATABASE_URL starts an embedded PostgreSQL in its data
 // directory, prints the bootstrap key once, shuts down cleanly on SIGTERM, and keeps its data.
 
-// Known failure (engine, not foundation): graphile-worker's runner.stop() removes its pool error
-// handler and calls pgPool.end() without awaiting it; embedded PostgreSQL then stops and an idle
-// pg client emits 57P01 with no listener, crashing the process with exit 1. `serve --no-worker`
-// exits 0. Fix in src/engine/worker.ts (pass our own pgPool with an error handler and end it).
+/** Stops a cluster left running by a Backhaul that a failed test killed (PostgreSQL has its own session). */
+function stopOrphan(dataDir: string): void {
+  try {
+    const pid = Number(readFileSync(join(dataDir, 'pg/postmaster.pid'), 'utf8').split('\n')[0]);
+    if (pid > 0) process.kill(pid, 'SIGQUIT');
+  } catch {
+    // none left
+  }
+}
 
 const CLI = new URL('../../src/cli.ts', import.meta.url).pathname;
 const ROOT = new URL('../..', import.meta.url).pathname;
@@ -69,7 +74,10 @@ async function stop(r: Running) {
 
 t.test('embedded database from nothing', { timeout: 240_000 }, async (t) => {
   const dataDir = mkdtempSync(join(tmpdir(), 'bh-embedded-'));
-  t.teardown(() => rmSync(dataDir, { recursive: true, force: true }));
+  t.teardown(() => {
+    stopOrphan(dataDir);
+    rmSync(dataDir, { recursive: true, force: true });
+  });
   const port = await freePort();
   const base = `http://127.0.0.1:${port}`;
 

@@ -1,11 +1,10 @@
 import t from 'tap';
 import { startTestBackhaul } from '../helpers/backhaul.ts';
 import { startFakeCrm } from '../fakes/crm.ts';
-import { runToEnd, setupSync } from '../helpers/sync-setup.ts';
+import { runToEnd, setupSync, waitForJobsDone } from '../helpers/sync-setup.ts';
 import { startReceiver, verifyWebhook, type Received } from '../fakes/receiver.ts';
 
 const engine = { retryBaseMs: 5, retryMaxMs: 40, heartbeatMs: 200 };
-const settle = () => new Promise((r) => setTimeout(r, 700));
 
 /** A local PagerDuty Events API v2: POST /v2/enqueue, 202 {status, message, dedup_key}; 400 on a malformed event. */
 function pagerDutyRespond(r: Received) {
@@ -77,7 +76,7 @@ t.test('Slack and PagerDuty get one alert for repeated failures and one recovery
   for (let i = 0; i < 3; i++) t.equal((await runToEnd(h, syncId)).status, 'failed');
   await slack.waitFor((all) => all.length >= 1);
   await pd.waitFor((all) => all.length >= 1);
-  await settle();
+  await waitForJobsDone(h); // every alert the runs caused has been sent
   t.equal(slack.received.length, 1, 'one Slack message for three failures');
   t.equal(pd.received.length, 1, 'one PagerDuty event');
   t.match(slack.received[0].body.text, /Alert.*failed/);
@@ -97,7 +96,7 @@ t.test('Slack and PagerDuty get one alert for repeated failures and one recovery
   await slack.waitFor((all) => all.length >= 2);
   await pd.waitFor((all) => all.length >= 2);
   await runToEnd(h, syncId);
-  await settle();
+  await waitForJobsDone(h); // every alert the runs caused has been sent
   t.equal(slack.received.length, 2);
   t.equal(pd.received.length, 2);
   t.match(slack.received[1].body.text, /Recovered/);
@@ -141,7 +140,7 @@ t.test('row-failure percentage, slow runs and consecutive failures', async (t) =
   // Two failures in a row: consecutive_failures (row_failures is not judged on failed runs).
   crm.faults = { p5xx: 1 };
   await runToEnd(h, syncId);
-  await settle();
+  await waitForJobsDone(h); // every alert the runs caused has been sent
   t.equal(rx.received.length, 1, 'one failure is not yet two in a row');
   await runToEnd(h, syncId);
   await rx.waitFor((all) => all.length >= 2);

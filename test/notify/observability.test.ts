@@ -33,7 +33,7 @@ t.test('/metrics values match the counts of the runs', async (t) => {
   for (let i = 0; ; i++) {
     res = await fetch(`${h.url}/metrics`);
     text = await res.text();
-    if (sample(text, 'backhaul_runs_total', { ...sync, status: 'partially_succeeded' }) === 2 || i > 100) break;
+    if (sample(text, 'backhaul_runs_total', { ...sync, status: 'partially_succeeded' }) === 2 || i > 600) break;
     await new Promise((r) => setTimeout(r, 50));
   }
   t.equal(res.status, 200, 'public by default');
