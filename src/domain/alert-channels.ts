@@ -5,8 +5,7 @@ import type { Tx } from '../db/client.ts';
 import { UnprocessableError } from '../errors.ts';
 import { newId } from '../lib/ids.ts';
 import { assertValid } from '../lib/validate.ts';
-import { testChannel } from '../notify/channels.ts';
-import { SECRET_PATTERN } from '../notify/signing.ts';
+import { SECRET_PATTERN } from '../lib/signing.ts';
 import { recordAudit } from './audit.ts';
 import type { Actor } from './context.ts';
 import { changedFields, checkVersion, decodeCursor, isUniqueViolation, iso, pageLimit, requireScope, slugTaken, toPage, type Page } from './common.ts';
@@ -118,6 +117,11 @@ export class AlertChannelService {
   private readonly deps: ServiceDeps;
   /** Timeout of alert requests (the notifier sets it from config). */
   timeoutMs = 10_000;
+  /**
+   * Sends a channel's test message; set by the notifier (src/notify), which owns outbound
+   * channel traffic (the domain does not import it: no import circle).
+   */
+  tester?: (row: AlertChannelRow, secrets: ChannelSecretsT, opts: { timeoutMs: number; denyPrivateNetworks: boolean }) => Promise<ChannelTestResultT>;
   constructor(deps: ServiceDeps) {
     this.deps = deps;
   }
@@ -318,6 +322,7 @@ export class AlertChannelService {
   async test(actor: Actor, ref: string): Promise<ChannelTestResultT> {
     requireScope(actor, 'write');
     const row = await this.row(this.db, actor.workspaceId, ref);
-    return testChannel(row, this.secretsOf(row), { timeoutMs: this.timeoutMs, denyPrivateNetworks: this.deps.denyPrivateNetworks });
+    if (!this.tester) throw new Error('alert channel tester not configured');
+    return this.tester(row, this.secretsOf(row), { timeoutMs: this.timeoutMs, denyPrivateNetworks: this.deps.denyPrivateNetworks });
   }
 }

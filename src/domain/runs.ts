@@ -11,7 +11,7 @@ import type { Actor } from './context.ts';
 import { decodeCursor, iso, pageLimit, requireScope, toPage, type Page } from './common.ts';
 import type { ServiceDeps } from './deps.ts';
 import type { SyncService } from './syncs.ts';
-import { exchangesForRecords } from '../notify/debugger.ts';
+import { exchangesForRecords } from './debugger.ts';
 
 // Runs: triggering, reading, cancelling, and the per-row records. The worker executes them
 // (src/engine); this service is what REST, GraphQL and the scheduler call.

@@ -8,7 +8,7 @@ import { SyncService } from './syncs.ts';
 import { AlertChannelService } from './alert-channels.ts';
 import { AlertService } from './alerts.ts';
 import { WebhookService } from './webhooks.ts';
-import { Metrics } from '../notify/metrics.ts';
+import { Metrics } from '../lib/metrics.ts';
 
 // The one service layer. REST routes, GraphQL resolvers and worker tasks all call these.
 export interface Services {

@@ -7,7 +7,7 @@ import { NotFoundError, UnprocessableError } from '../errors.ts';
 import { addressRefusal } from '../lib/address-guard.ts';
 import { newId } from '../lib/ids.ts';
 import { assertValid } from '../lib/validate.ts';
-import { generateSecret, isValidSecret, SECRET_PATTERN } from '../notify/signing.ts';
+import { generateSecret, isValidSecret, SECRET_PATTERN } from '../lib/signing.ts';
 import { recordAudit } from './audit.ts';
 import type { Actor } from './context.ts';
 import { changedFields, checkVersion, decodeCursor, isUniqueViolation, iso, pageLimit, requireScope, slugTaken, toPage, type Page } from './common.ts';

@@ -3,7 +3,7 @@ import { ConnectorError } from '../errors.ts';
 import { newId } from '../lib/ids.ts';
 import { httpRequest } from '../lib/http-client.ts';
 import { secretRedactor, type Redactor } from '../lib/redact.ts';
-import { signedHeaders } from './signing.ts';
+import { signedHeaders } from '../lib/signing.ts';
 
 // What an alert looks like on each channel type:
 //   Slack incoming webhook: POST {text, blocks} (https://api.slack.com/messaging/webhooks) → 200 "ok"

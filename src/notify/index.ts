@@ -11,6 +11,7 @@ import type { PhaseTiming, RunCounts } from '../engine/status.ts';
 import { runView, type RunRow } from '../domain/runs.ts';
 import type { Services } from '../domain/services.ts';
 import { createAlerting } from './alerts.ts';
+import { testChannel } from './channels.ts';
 import { createDebugger } from './debugger.ts';
 import { createWebhookSender } from './webhook-sender.ts';
 import { NO_SECRETS, type Redactor } from '../lib/redact.ts';
@@ -43,6 +44,7 @@ export function createNotifier(o: NotifierOptions): Notifier {
   const clock = o.clock ?? realClock;
   const metrics = services.metrics;
   services.alertChannels.timeoutMs = config.webhookTimeoutMs;
+  services.alertChannels.tester = testChannel;
   // Per run: the redactor of its destination connection (every secret, in every encoding), for
   // the row debugger's exchanges and the run.completed payload.
   const redactors = new Map<string, Promise<Redactor>>();

@@ -6,7 +6,7 @@ import type { Clock } from '../engine/rate-limiter.ts';
 import { enqueueDelivery, type WebhookAttemptT, type WebhookService } from '../domain/webhooks.ts';
 import { ConnectorError } from '../errors.ts';
 import { httpRequest } from '../lib/http-client.ts';
-import { signedHeaders } from './signing.ts';
+import { signedHeaders } from '../lib/signing.ts';
 
 // Sends one webhook delivery attempt (the backhaul_webhook job). Retries are our own jobs,
 // scheduled with run_at from the injectable clock: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 24 h

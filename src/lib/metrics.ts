@@ -1,8 +1,16 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Database } from '../db/client.ts';
-import type { RunRow } from '../domain/runs.ts';
-import type { WireExchange } from '../connectors/types.ts';
-import type { RunCounts } from '../engine/status.ts';
+
+/** What the metrics read of a finished run (structural: lib imports no domain types). */
+export interface FinishedRun {
+  syncId: string;
+  status: string;
+  startedAt: Date | null;
+  finishedAt: Date | null;
+  counts: unknown;
+}
+type OpCounts = Partial<Record<'insert' | 'update' | 'delete', number>>;
+type Counts = { queried?: number; invalid?: number; planned?: OpCounts; succeeded?: OpCounts; rejected?: OpCounts };
 
 // Prometheus metrics (served at /metrics). One registry per Backhaul instance. Labels are
 // bounded: sync and connection ids (as many as are configured), operations, phases, statuses,
@@ -95,8 +103,8 @@ export class Metrics {
     if (opts.processMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: 'backhaul_' });
   }
 
-  runFinished(run: RunRow): void {
-    const c = run.counts as RunCounts;
+  runFinished(run: FinishedRun): void {
+    const c = run.counts as Counts;
     const sync = run.syncId;
     this.runs.inc({ sync, status: run.status });
     if (run.startedAt && run.finishedAt) this.runDuration.observe({ status: run.status }, (run.finishedAt.getTime() - run.startedAt.getTime()) / 1000);
@@ -109,7 +117,7 @@ export class Metrics {
     }
   }
 
-  exchanges(connectionId: string, exchanges: WireExchange[]): void {
+  exchanges(connectionId: string, exchanges: { response?: { status: number } }[]): void {
     for (const e of exchanges) this.destinationRequests.inc({ connection: connectionId, status_class: statusClass(e.response?.status) });
   }
 
