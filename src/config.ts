@@ -23,6 +23,12 @@ export interface Config {
   webhookTimeoutMs: number;
   debuggerRetentionDays: number;
   metricsToken: string | undefined;
+  /** OAuth client credentials per provider name, from BACKHAUL_<NAME>_CLIENT_ID / BACKHAUL_<NAME>_CLIENT_SECRET. */
+  oauthClients: Record<string, { clientId?: string; clientSecret?: string }>;
+  /** Origins a `returnUrl` of the OAuth flow may point at. */
+  oauthReturnOrigins: string[];
+  /** The OAuth redirect URI registered with providers (default: BACKHAUL_PUBLIC_URL + /v1/oauth/callback). */
+  oauthRedirectUrl: string | undefined;
 }
 
 export class ConfigError extends Error {
@@ -88,6 +94,28 @@ export function loadConfig(env: Env = process.env): Config {
     if (o !== '*' && !/^https?:\/\/[^/]+$/.test(o)) problems.push(`BACKHAUL_CORS_ORIGINS: "${o}" is not an origin like https://app.example.com`);
   }
 
+  const oauthReturnOrigins = (str('BACKHAUL_OAUTH_RETURN_ORIGINS') ?? '')
+    .split(',')
+    .map((s) => s.trim().replace(/\/+$/, ''))
+    .filter(Boolean);
+  for (const o of oauthReturnOrigins) {
+    if (!/^https?:\/\/[^/]+$/.test(o)) problems.push(`BACKHAUL_OAUTH_RETURN_ORIGINS: "${o}" is not an origin like https://app.example.com`);
+  }
+  const oauthRedirectUrl = str('BACKHAUL_OAUTH_REDIRECT_URL');
+  if (oauthRedirectUrl !== undefined && !/^https?:\/\/[^?#]+$/.test(oauthRedirectUrl)) {
+    problems.push('BACKHAUL_OAUTH_REDIRECT_URL: expected an http:// or https:// URL without query or fragment');
+  }
+  // Client credentials of OAuth providers, one pair per connector type that supports OAuth.
+  const oauthClients: Config['oauthClients'] = {};
+  for (const name of Object.keys(env)) {
+    const m = /^BACKHAUL_([A-Z0-9_]+?)_CLIENT_(ID|SECRET)$/.exec(name);
+    if (!m || m[1] === 'OAUTH') continue;
+    const v = str(name);
+    if (v === undefined) continue;
+    const provider = m[1].toLowerCase();
+    oauthClients[provider] = { ...oauthClients[provider], [m[2] === 'ID' ? 'clientId' : 'clientSecret']: v };
+  }
+
   const config: Config = {
     databaseUrl,
     dataDir: resolve(str('BACKHAUL_DATA_DIR') ?? '.backhaul'),
@@ -108,6 +136,9 @@ export function loadConfig(env: Env = process.env): Config {
     webhookTimeoutMs: int('BACKHAUL_WEBHOOK_TIMEOUT_MS', 10_000, 100, 60_000),
     debuggerRetentionDays: int('BACKHAUL_DEBUGGER_RETENTION_DAYS', 7, 0, 365),
     metricsToken: str('BACKHAUL_METRICS_TOKEN'),
+    oauthClients,
+    oauthReturnOrigins,
+    oauthRedirectUrl,
   };
   if (problems.length > 0) throw new ConfigError(problems);
   return config;
@@ -133,6 +164,9 @@ export const CONFIG_DOCS: [string, string, string][] = [
   ['BACKHAUL_WEBHOOK_TIMEOUT_MS', '10000', 'Deadline of one webhook, callback or alert request (connect, send, read the answer).'],
   ['BACKHAUL_DEBUGGER_RETENTION_DAYS', '7', 'How long destination requests/responses are kept for the row debugger; 0 turns capture off.'],
   ['BACKHAUL_METRICS_TOKEN', '(none: /metrics is public)', 'When set, GET /metrics requires "Authorization: Bearer <token>".'],
+  ['BACKHAUL_<TYPE>_CLIENT_ID / _CLIENT_SECRET', '(none)', 'OAuth client of a connector type, e.g. BACKHAUL_HUBSPOT_CLIENT_ID and BACKHAUL_HUBSPOT_CLIENT_SECRET (a connection may bring its own).'],
+  ['BACKHAUL_OAUTH_RETURN_ORIGINS', '(none)', 'Comma-separated origins that the OAuth flow may redirect to when it completes (returnUrl).'],
+  ['BACKHAUL_OAUTH_REDIRECT_URL', '(BACKHAUL_PUBLIC_URL/v1/oauth/callback)', 'The OAuth redirect URI registered with the providers (it must reach GET /v1/oauth/callback).'],
   ['LOG_LEVEL', 'info', 'pino log level.'],
   ['NODE_ENV', '', '`production` disables GraphiQL and pretty errors.'],
 ];

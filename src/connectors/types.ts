@@ -49,6 +49,11 @@ export interface DestinationField {
   required: boolean;
   /** The field identifies a record (unique / primary key): usable as a match key. */
   identifier: boolean;
+  /**
+   * How the destination compares values of this field when it matches records: `case_insensitive`
+   * means case-insensitive and trimmed (e.g. e-mail addresses). Absent means `exact`.
+   */
+  equality?: 'exact' | 'case_insensitive';
 }
 
 export interface DestinationCapabilities {
@@ -58,6 +63,10 @@ export interface DestinationCapabilities {
   supportsDelete: boolean;
   /** A safe default rate when the sync sets none. */
   defaultMaxRequestsPerSecond?: number;
+  /** The connector implements `lookup` (mappings may use `{ lookup: … }`). */
+  lookup?: boolean;
+  /** Distinct values one `lookup` call accepts (the resolver splits larger sets). */
+  maxLookupBatchSize?: number;
 }
 
 export interface WriteRow {
@@ -65,6 +74,12 @@ export interface WriteRow {
   primaryKey: string;
   /** The mapped payload: destination field → value. For deletes, may hold only the match field. */
   payload: Record<string, unknown>;
+  /**
+   * The destination's id of the record, when the engine knows it (from the sync's snapshot). A
+   * destination whose update/delete API needs the id uses it, and falls back to the match value
+   * when it is absent.
+   */
+  recordId?: string;
 }
 
 export interface WriteRequest {
@@ -101,6 +116,31 @@ export interface WriteResult {
   retryAfterMs?: number;
 }
 
+export interface LookupRequest {
+  /** The destination object searched (e.g. `owners`, `contacts`). */
+  object: string;
+  /** The field compared with each value. */
+  matchField: string;
+  /** The field whose value is returned for each match. */
+  resultField: string;
+  /** Distinct values to resolve (at most capabilities().maxLookupBatchSize). */
+  values: string[];
+  /** Compare case-insensitively and trimmed; keys of the answer are then normalised (`normaliseLookupKey`). */
+  caseInsensitive?: boolean;
+  signal?: AbortSignal;
+}
+
+/** One record matching a lookup value: its id in the destination (when it has one) and its result field. */
+export interface LookupMatch {
+  id?: string;
+  value: unknown;
+}
+
+/** The key of a lookup value in a LookupRequest's answer. */
+export function normaliseLookupKey(value: string, caseInsensitive: boolean | undefined): string {
+  return caseInsensitive ? value.trim().toLowerCase() : value;
+}
+
 export interface DestinationConnector {
   test(): Promise<void>;
   objects(): Promise<DestinationObject[]>;
@@ -113,6 +153,13 @@ export interface DestinationConnector {
    * refused the whole request because of its content (the engine then bisects).
    */
   write(req: WriteRequest): Promise<WriteResult>;
+  /**
+   * Finds records by a field's value, for lookup mappings (only when capabilities().lookup).
+   * Answers, per requested value (its normalised key when caseInsensitive), EVERY matching
+   * record, so that the caller can tell no match, one match and an ambiguous value apart; a
+   * value with no match may be absent from the map or map to []. Throws ConnectorError like write.
+   */
+  lookup?(req: LookupRequest): Promise<Map<string, LookupMatch[]>>;
   close(): Promise<void>;
 }
 
@@ -124,6 +171,57 @@ export type ResolvedSecrets = Record<string, string>;
 export interface ConnectorContext {
   /** Refuse private/loopback addresses (BACKHAUL_DENY_PRIVATE_NETWORKS). Link-local/metadata are always refused. */
   denyPrivateNetworks: boolean;
+  /**
+   * The connection's OAuth access tokens, when its type declares `oauth` and the connection was
+   * connected through the OAuth flow (it holds a refresh token). Absent for static tokens.
+   */
+  oauth?: OAuthTokenSource;
+}
+
+/**
+ * Access tokens of one OAuth-connected connection (src/connectors/oauth/token-manager.ts).
+ * `getAccessToken` answers a token valid for a while yet, refreshing it first when it expires
+ * soon; after a 401, call `invalidate(token)` with the refused token and get again (one refresh
+ * per connection at a time across all processes). Throws ConnectorError: fatal
+ * `reauthorization_required` when the refresh token is revoked or expired (the user must
+ * reconnect), retryable `token_endpoint_unavailable` when the provider is down.
+ */
+export interface OAuthTokenSource {
+  getAccessToken(signal?: AbortSignal): Promise<string>;
+  invalidate(token: string): void;
+  /**
+   * Non-token fields the provider returned with the token and the type asked to keep
+   * (OAuthProviderSpec.keepFields, e.g. Salesforce `instance_url`), as of the last token read.
+   */
+  extras(signal?: AbortSignal): Promise<Record<string, string>>;
+}
+
+/** What a connector type needs for the OAuth 2.0 authorization-code flow (with PKCE). */
+export interface OAuthProviderSpec {
+  /**
+   * Names the client credentials in Backhaul's configuration: BACKHAUL_<NAME>_CLIENT_ID and
+   * BACKHAUL_<NAME>_CLIENT_SECRET (upper-cased), e.g. `hubspot`.
+   */
+  name: string;
+  /** Default authorization endpoint (a connection may override it in `config.oauth.authorizeUrl`). */
+  authorizeUrl: string;
+  /** Default token endpoint (a connection may override it in `config.oauth.tokenUrl`). */
+  tokenUrl: string;
+  /** Scopes asked for by default (a connection may override them in `config.oauth.scopes`). */
+  scopes: string[];
+  /** Name of the authorize-URL parameter for optional scopes, when the provider has one (HubSpot `optional_scope`). */
+  optionalScopesParam?: string;
+  optionalScopes?: string[];
+  /** How the client authenticates at the token endpoint: form fields (`body`) or HTTP Basic (`header`). */
+  clientAuth: 'body' | 'header';
+  /** Extra parameters of the authorization URL. */
+  authorizeParams?: Record<string, string>;
+  /** Token-response fields to keep, mapped to the secret that holds them (e.g. `{ instance_url: 'instanceUrl' }`). */
+  keepFields?: Record<string, string>;
+  /** Lifetime assumed when a token response has no `expires_in` (seconds; absent: valid until a 401). */
+  defaultTokenLifetimeSeconds?: number;
+  /** Overrides from a connection's config (e.g. a Salesforce sandbox's login host); default reads `config.oauth`. */
+  overrides?: (config: any) => { authorizeUrl?: string; tokenUrl?: string; scopes?: string[]; clientId?: string };
 }
 
 export interface ConnectorType {
@@ -135,6 +233,8 @@ export interface ConnectorType {
   /** Names of the secrets this type accepts, with whether each is required. */
   secrets: { name: string; required: boolean; description: string }[];
   capabilities?: DestinationCapabilities;
+  /** The type can be connected through the OAuth flow (POST /v1/connections/{ref}/oauth/start). */
+  oauth?: OAuthProviderSpec;
   openSource?: (config: any, secrets: ResolvedSecrets, ctx: ConnectorContext) => SourceConnector;
   openDestination?: (config: any, secrets: ResolvedSecrets, ctx: ConnectorContext) => DestinationConnector;
 }
