@@ -2,10 +2,11 @@ import type { ConnectorType } from './types.ts';
 import { postgresType } from './postgres-type.ts';
 import { mysqlType } from './mysql-type.ts';
 import { httpType } from './http-type.ts';
+import { hubspotType } from './destinations/hubspot-type.ts';
 
 // The catalog of connector types (GET /v1/connectors). A type's `roles` decide whether a
 // connection of it may back a model (source) or a sync (destination).
-const TYPES: ConnectorType[] = [postgresType, mysqlType, httpType];
+const TYPES: ConnectorType[] = [postgresType, mysqlType, httpType, hubspotType];
 const BY_TYPE = new Map(TYPES.map((t) => [t.type, t]));
 
 export function listConnectorTypes(): ConnectorType[] {
