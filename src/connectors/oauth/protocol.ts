@@ -150,8 +150,9 @@ function clientAuth(c: OAuthClient): oauth.ClientAuth {
  * or retryable `token_endpoint_unavailable`.
  */
 export async function exchangeCode(c: OAuthClient, p: { code: string; codeVerifier: string; redirectUri: string }, t: OAuthTransport, signal?: AbortSignal): Promise<OAuthTokenResponse> {
-  const params = new URLSearchParams({ code: p.code });
   return tokenCall(c, 'authorization_code', signal, async () => {
+    // The state was checked against the control database by the caller.
+    const params = oauth.validateAuthResponse(server(c), { client_id: c.clientId }, new URLSearchParams({ code: p.code }), oauth.skipStateCheck);
     const res = await oauth.authorizationCodeGrantRequest(server(c), { client_id: c.clientId }, clientAuth(c), params, p.redirectUri, p.codeVerifier, requestOptions(c, t, signal));
     await refuseErrors(c, res, 'authorization_code');
     return oauth.processAuthorizationCodeResponse(server(c), { client_id: c.clientId }, res);
