@@ -14,7 +14,7 @@ export interface MappingSuggestion {
 
 const SYNONYMS: string[][] = [
   ['email', 'emailaddress', 'email_address', 'e_mail', 'mail', 'email_addr', 'work_email'],
-  ['phone', 'phone_number', 'phonenumber', 'mobile', 'mobile_phone', 'mobile_number', 'cell', 'cell_phone', 'tel', 'telephone'],
+  ['phone', 'phone_number', 'phonenumber', 'mobile', 'cell', 'tel', 'telephone'],
   ['first_name', 'firstname', 'given_name', 'fname', 'forename', 'first'],
   ['last_name', 'lastname', 'surname', 'family_name', 'lname', 'last'],
   ['full_name', 'fullname', 'name', 'display_name', 'contact_name'],
@@ -33,6 +33,14 @@ const SYNONYMS: string[][] = [
   ['revenue', 'annual_revenue', 'arr', 'mrr'],
   ['language', 'lang', 'locale'],
   ['timezone', 'time_zone', 'tz'],
+  // CRM property names (HubSpot writes them lower-case without separators).
+  ['mobile_phone', 'mobilephone', 'mobile_number', 'cell_phone'],
+  ['employees', 'numberofemployees', 'number_of_employees', 'num_employees', 'employee_count', 'headcount'],
+  ['close_date', 'closedate', 'closed_at', 'close_at'],
+  ['deal_name', 'dealname', 'opportunity_name'],
+  ['amount', 'deal_amount', 'deal_value', 'opportunity_amount'],
+  ['lifecycle_stage', 'lifecyclestage', 'lifecycle'],
+  ['industry', 'sector', 'vertical'],
 ];
 
 const ENTITY_PREFIXES = ['customer', 'cust', 'user', 'usr', 'contact', 'account', 'client', 'person', 'member', 'lead', 'primary', 'hs', 'sf'];

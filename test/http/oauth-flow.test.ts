@@ -166,3 +166,17 @@ t.test('a private-app token works without any flow', async (t) => {
   const fields = await h.request('GET', '/v1/connections/crm-static/objects/contacts/fields');
   t.match(fields.body.data.find((f: { name: string }) => f.name === 'email'), { identifier: true });
 });
+
+t.test('the catalog describes HubSpot: config schema, secrets, capabilities with lookup and rate, OAuth endpoints', async (t) => {
+  const res = await h.request('GET', '/v1/connectors');
+  const hub = res.body.data.find((c: { type: string }) => c.type === 'hubspot');
+  t.match(hub, {
+    roles: ['destination'],
+    capabilities: { maxBatchSize: 100, defaultMaxRequestsPerSecond: 10, lookup: true, modes: ['insert', 'update', 'upsert', 'mirror'] },
+    oauth: { provider: 'hubspot', authorizeUrl: 'https://app.hubspot.com/oauth/authorize', tokenUrl: 'https://api.hubapi.com/oauth/v3/token' },
+  });
+  t.ok(hub.configSchema.properties.oauth.properties.tokenUrl, 'token URL overridable per connection');
+  t.same(hub.secrets.map((s: { name: string }) => s.name), ['accessToken', 'refreshToken', 'accessTokenExpiresAt', 'clientSecret']);
+  t.equal(res.body.data.find((c: { type: string }) => c.type === 'postgres').oauth, null);
+  t.match(res.body.data.find((c: { type: string }) => c.type === 'http').capabilities, { lookup: true });
+});
