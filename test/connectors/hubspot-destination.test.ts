@@ -201,3 +201,13 @@ t.test('lookup: owners by e-mail (case-insensitive) and any object through the s
   t.same(found.get('initech.com'), [{ id: '5003', value: '5003' }]);
   t.notOk(found.get('none.com')?.length);
 });
+
+t.test('hs_object_id as match key: update by id works, upsert is a configuration error', async (t) => {
+  const d = open();
+  const up = await d.write({ object: 'contacts', operation: 'upsert', matchField: 'email', rows: [contact(950)] });
+  const id = (up.results[0] as { externalId: string }).externalId;
+  const res = await d.write({ object: 'contacts', operation: 'update', matchField: 'hs_object_id', rows: [{ primaryKey: '950', payload: { hs_object_id: id, firstname: 'By id' } }] });
+  t.match(res.results, [{ status: 'succeeded', externalId: id }]);
+  t.equal(hs.objects.get('contacts')!.records.get(id)!.properties.firstname, 'By id');
+  await t.rejects(d.write({ object: 'contacts', operation: 'upsert', matchField: 'hs_object_id', rows: [{ primaryKey: '1', payload: { hs_object_id: id } }] }), { code: 'invalid_match_key', classification: 'fatal' });
+});

@@ -164,7 +164,7 @@ t.test('a private-app token works without any flow', async (t) => {
   const test = await h.request('POST', '/v1/connections/crm-static/test');
   t.same(test.body.ok, true, JSON.stringify(test.body));
   const fields = await h.request('GET', '/v1/connections/crm-static/objects/contacts/fields');
-  t.match(fields.body.data.find((f: { name: string }) => f.name === 'email'), { identifier: true });
+  t.match(fields.body.data.find((f: { name: string }) => f.name === 'email'), { identifier: true, equality: 'case_insensitive' });
 });
 
 t.test('the catalog describes HubSpot: config schema, secrets, capabilities with lookup and rate, OAuth endpoints', async (t) => {

@@ -285,6 +285,12 @@ export class HubSpotDestination implements DestinationConnector {
   async #writeChunk(req: WriteRequest, object: string, rows: number[], results: RowResult[], exchanges: WireExchange[]): Promise<void> {
     const op = req.operation;
     const byId = req.matchField === 'hs_object_id';
+    if (op === 'upsert' && byId) {
+      throw new ConnectorError('invalid_match_key', 'HubSpot upserts by a unique property; hs_object_id (the record id) can only be used to update.', {
+        classification: 'fatal',
+        hint: "Use a unique property (e.g. email for contacts) as the sync's match key, or mode update.",
+      });
+    }
     const inputs: SentInput[] = [];
     const body: Record<string, unknown>[] = [];
     for (const i of rows) {
@@ -307,10 +313,6 @@ export class HubSpotDestination implements DestinationConnector {
       }
       if (!matchValue) {
         results[i] = { status: 'rejected', code: 'missing_match_value', message: `The row has no value for the match field "${req.matchField}".`, retryable: false };
-        continue;
-      }
-      if (op === 'upsert' && byId) {
-        results[i] = { status: 'rejected', code: 'invalid_match_field', message: 'Upsert needs a unique property as match key; hs_object_id can only update.', retryable: false };
         continue;
       }
       inputs.push({ row: i, traceId, id: matchValue, idProperty: req.matchField });

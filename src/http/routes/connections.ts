@@ -58,7 +58,15 @@ export function connectionRoutes(app: FastifyInstance, s: Services): void {
       params: Type.Object({ ref: Type.String({ maxLength: 100 }), object: Type.String({ minLength: 1, maxLength: 200 }) }),
       response: {
         200: Type.Object({
-          data: Type.Array(Type.Object({ name: Type.String(), type: Type.String(), required: Type.Boolean(), identifier: Type.Boolean() })),
+          data: Type.Array(
+            Type.Object({
+              name: Type.String(),
+              type: Type.String(),
+              required: Type.Boolean(),
+              identifier: Type.Boolean(),
+              equality: Type.Optional(Type.Union([Type.Literal('exact'), Type.Literal('case_insensitive')], { description: 'How the destination compares values of this field (case_insensitive: also trimmed)' })),
+            }),
+          ),
         }),
         ...problems,
       },
