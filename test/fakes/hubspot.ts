@@ -132,8 +132,22 @@ export async function startFakeHubSpot(opts: { tokens?: string[]; customObjects?
 
   const uniqueProps = (o: string, obj: FakeObject) => obj.properties.filter((p) => p.hasUniqueValue || (o === 'contacts' && p.name === 'email')).map((p) => p.name);
   const norm = (o: string, prop: string, v: string) => (o === 'contacts' && prop === 'email' ? v.trim().toLowerCase() : v);
+  // Unique-property indexes (object → property → normalised value → record id), kept by `apply`.
+  const indexes = new Map<string, Map<string, Map<string, string>>>();
+  const indexOf = (o: string, prop: string) => {
+    let byProp = indexes.get(o);
+    if (!byProp) indexes.set(o, (byProp = new Map()));
+    let idx = byProp.get(prop);
+    if (!idx) byProp.set(prop, (idx = new Map()));
+    return idx;
+  };
   const findBy = (o: string, obj: FakeObject, prop: string, v: string) => {
     if (prop === 'hs_object_id') return obj.records.get(v);
+    if (uniqueProps(o, obj).includes(prop)) {
+      const id = indexOf(o, prop).get(norm(o, prop, v));
+      const r = id === undefined ? undefined : obj.records.get(id);
+      return r && r.properties[prop] !== undefined && norm(o, prop, r.properties[prop]) === norm(o, prop, v) ? r : undefined;
+    }
     for (const r of obj.records.values()) if (r.properties[prop] !== undefined && norm(o, prop, r.properties[prop]) === norm(o, prop, v)) return r;
     return undefined;
   };
@@ -155,6 +169,7 @@ export async function startFakeHubSpot(opts: { tokens?: string[]; customObjects?
       obj.records.set(rec.id, rec);
     }
     for (const [k, v] of Object.entries(props)) rec.properties[k] = norm(o, k, v);
+    for (const u of uniqueProps(o, obj)) if (rec.properties[u]) indexOf(o, u).set(norm(o, u, rec.properties[u]), rec.id);
     hs.applied.set(rec.id, (hs.applied.get(rec.id) ?? 0) + 1);
     return rec;
   };
