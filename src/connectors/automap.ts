@@ -15,6 +15,13 @@ export interface MappingSuggestion {
 const SYNONYMS: string[][] = [
   ['email', 'emailaddress', 'email_address', 'e_mail', 'mail', 'email_addr', 'work_email'],
   ['phone', 'phone_number', 'phonenumber', 'mobile', 'cell', 'tel', 'telephone'],
+  // HubSpot property names (lower-case, no separators).
+  ['mobile_phone', 'mobilephone', 'mobile_number', 'cell_phone'],
+  ['close_date', 'closedate', 'closed_at', 'close_at'],
+  ['deal_name', 'dealname', 'opportunity_name'],
+  ['amount', 'deal_amount', 'deal_value', 'opportunity_amount'],
+  ['lifecycle_stage', 'lifecyclestage', 'lifecycle'],
+  ['industry', 'sector', 'vertical'],
   ['first_name', 'firstname', 'given_name', 'fname', 'forename', 'first'],
   ['last_name', 'lastname', 'surname', 'family_name', 'lname', 'last'],
   ['full_name', 'fullname', 'name', 'display_name', 'contact_name'],
@@ -33,17 +40,18 @@ const SYNONYMS: string[][] = [
   ['revenue', 'annual_revenue', 'arr', 'mrr'],
   ['language', 'lang', 'locale'],
   ['timezone', 'time_zone', 'tz'],
-  // CRM property names (HubSpot writes them lower-case without separators).
-  ['mobile_phone', 'mobilephone', 'mobile_number', 'cell_phone'],
-  ['employees', 'numberofemployees', 'number_of_employees', 'num_employees', 'employee_count', 'headcount'],
-  ['close_date', 'closedate', 'closed_at', 'close_at'],
-  ['deal_name', 'dealname', 'opportunity_name'],
-  ['amount', 'deal_amount', 'deal_value', 'opportunity_amount'],
-  ['lifecycle_stage', 'lifecyclestage', 'lifecycle'],
-  ['industry', 'sector', 'vertical'],
+  // Salesforce / CRM standard fields.
+  ['employees', 'number_of_employees', 'numberofemployees', 'employee_count', 'num_employees', 'headcount', 'company_size'],
+  ['email_opt_out', 'has_opted_out_of_email', 'hasoptedoutofemail', 'unsubscribed', 'opted_out', 'email_unsubscribed', 'do_not_email'],
+  ['lead_source', 'leadsource', 'source', 'acquisition_channel', 'signup_source'],
+  ['description', 'notes', 'note', 'comments', 'about'],
 ];
 
-const ENTITY_PREFIXES = ['customer', 'cust', 'user', 'usr', 'contact', 'account', 'client', 'person', 'member', 'lead', 'primary', 'hs', 'sf'];
+const ENTITY_PREFIXES = [
+  'customer', 'cust', 'user', 'usr', 'contact', 'account', 'client', 'person', 'member', 'lead', 'primary', 'hs', 'sf',
+  // Salesforce compound address fields (MailingCity, BillingPostalCode, …).
+  'mailing', 'billing', 'shipping', 'other',
+];
 
 /** snake_case words: splits camelCase, kebab, spaces and punctuation. */
 export function words(name: string): string[] {
@@ -67,7 +75,8 @@ interface Forms {
 }
 
 function forms(name: string): Forms {
-  const w = words(name);
+  // A Salesforce custom field's API name ends in __c (Loyalty_Tier__c): the suffix is not part of its name.
+  const w = words(name.replace(/__c$/i, ''));
   const snake = w.join('_');
   const rest = w.length > 1 && ENTITY_PREFIXES.includes(w[0]) ? w.slice(1) : w;
   const stripped = rest.join('');

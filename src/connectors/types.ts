@@ -50,23 +50,36 @@ export interface DestinationField {
   /** The field identifies a record (unique / primary key): usable as a match key. */
   identifier: boolean;
   /**
-   * How the destination compares values of this field when it matches records: `case_insensitive`
-   * means case-insensitive and trimmed (e.g. e-mail addresses). Absent means `exact`.
+   * How the destination compares values of this field when it matches records (e.g. Salesforce
+   * and HubSpot compare emails case-insensitively). Absent means `exact`.
    */
   equality?: 'exact' | 'case_insensitive';
+  /** The only values the destination accepts (e.g. a Salesforce restricted picklist), when it says. */
+  allowedValues?: string[];
 }
 
 export interface DestinationCapabilities {
   operations: WriteOperation[];
   modes: SyncMode[];
   maxBatchSize: number;
+  /**
+   * Whether `lookup` may be used (mappings may use `{ lookup: … }`). Absent: the connector looks
+   * up when it implements `lookup`; `false`: not on this connection (e.g. an HTTP connection
+   * without lookups configured). In the catalog, `true` means the type can.
+   */
+  lookup?: boolean;
+  /** Distinct values one `lookup` call accepts (the resolver splits larger sets; default 100). */
+  maxLookupBatchSize?: number;
   supportsDelete: boolean;
   /** A safe default rate when the sync sets none. */
   defaultMaxRequestsPerSecond?: number;
-  /** The connector implements `lookup` (mappings may use `{ lookup: … }`). */
-  lookup?: boolean;
-  /** Distinct values one `lookup` call accepts (the resolver splits larger sets). */
-  maxLookupBatchSize?: number;
+  /**
+   * The destination has a bulk (asynchronous job) path, e.g. Salesforce Bulk API 2.0. When a run
+   * plans at least `threshold` rows of one operation (or the sync's own threshold), the engine may
+   * send batches of up to `maxBatchSize` rows with `WriteRequest.bulkThreshold` set; the connector
+   * sends a batch through its bulk path when it holds at least that many rows.
+   */
+  bulk?: { threshold: number; maxBatchSize: number };
 }
 
 export interface WriteRow {
@@ -75,11 +88,33 @@ export interface WriteRow {
   /** The mapped payload: destination field → value. For deletes, may hold only the match field. */
   payload: Record<string, unknown>;
   /**
-   * The destination's id of the record, when the engine knows it (from the sync's snapshot). A
-   * destination whose update/delete API needs the id uses it, and falls back to the match value
-   * when it is absent.
+   * The destination's id of the record this row claims, from the sync's snapshot, when known
+   * (Salesforce `Id`, HubSpot `id`). Updates and deletes address the record by it.
    */
   recordId?: string;
+}
+
+/**
+ * Durable key → value storage for one write, backed by the engine (the run row), for connectors
+ * whose writes outlive a process (a Salesforce bulk job): `set` must be durable when it resolves,
+ * so that a worker killed mid-write resumes the same remote job instead of starting another.
+ */
+export interface WriteCheckpoint {
+  get(key: string): Promise<string | undefined>;
+  set(key: string, value: string): Promise<void>;
+}
+
+export interface LookupRequest {
+  object: string;
+  /** The destination field compared with `values`. */
+  matchField: string;
+  /** The destination field whose value is returned for each match (e.g. `Id`). */
+  resultField: string;
+  /** Distinct values to resolve. */
+  values: string[];
+  /** Compare case-insensitively (e.g. emails). */
+  caseInsensitive?: boolean;
+  signal?: AbortSignal;
 }
 
 export interface WriteRequest {
@@ -89,6 +124,10 @@ export interface WriteRequest {
   matchField: string;
   rows: WriteRow[];
   signal?: AbortSignal;
+  /** Where a connector with long-running remote jobs records them (see WriteCheckpoint). */
+  checkpoint?: WriteCheckpoint;
+  /** Batches of at least this many rows go through the connector's bulk path (see DestinationCapabilities.bulk). */
+  bulkThreshold?: number;
 }
 
 export type RowResult =
@@ -116,31 +155,6 @@ export interface WriteResult {
   retryAfterMs?: number;
 }
 
-export interface LookupRequest {
-  /** The destination object searched (e.g. `owners`, `contacts`). */
-  object: string;
-  /** The field compared with each value. */
-  matchField: string;
-  /** The field whose value is returned for each match. */
-  resultField: string;
-  /** Distinct values to resolve (at most capabilities().maxLookupBatchSize). */
-  values: string[];
-  /** Compare case-insensitively and trimmed; keys of the answer are then normalised (`normaliseLookupKey`). */
-  caseInsensitive?: boolean;
-  signal?: AbortSignal;
-}
-
-/** One record matching a lookup value: its id in the destination (when it has one) and its result field. */
-export interface LookupMatch {
-  id?: string;
-  value: unknown;
-}
-
-/** The key of a lookup value in a LookupRequest's answer. */
-export function normaliseLookupKey(value: string, caseInsensitive: boolean | undefined): string {
-  return caseInsensitive ? value.trim().toLowerCase() : value;
-}
-
 export interface DestinationConnector {
   test(): Promise<void>;
   objects(): Promise<DestinationObject[]>;
@@ -154,13 +168,22 @@ export interface DestinationConnector {
    */
   write(req: WriteRequest): Promise<WriteResult>;
   /**
-   * Finds records by a field's value, for lookup mappings (only when capabilities().lookup).
-   * Answers, per requested value (its normalised key when caseInsensitive), EVERY matching
-   * record, so that the caller can tell no match, one match and an ambiguous value apart; a
-   * value with no match may be absent from the map or map to []. Throws ConnectorError like write.
+   * Resolves values of `matchField` to records, batched. The map has an entry per requested value
+   * (as given) listing every match, so the engine can refuse ambiguous ones; an empty list is no match.
    */
-  lookup?(req: LookupRequest): Promise<Map<string, LookupMatch[]>>;
+  lookup?(req: LookupRequest): Promise<Map<string, { id?: string; value: unknown }[]>>;
   close(): Promise<void>;
+}
+
+/** One record matching a lookup value: its id in the destination (when it has one) and its result field. */
+export interface LookupMatch {
+  id?: string;
+  value: unknown;
+}
+
+/** How a lookup value is compared: trimmed and lower-cased when caseInsensitive. */
+export function normaliseLookupKey(value: string, caseInsensitive: boolean | undefined): string {
+  return caseInsensitive ? value.trim().toLowerCase() : value;
 }
 
 export type ConnectorRole = 'source' | 'destination';
@@ -216,7 +239,10 @@ export interface OAuthProviderSpec {
   clientAuth: 'body' | 'header';
   /** Extra parameters of the authorization URL. */
   authorizeParams?: Record<string, string>;
-  /** Token-response fields to keep, mapped to the secret that holds them (e.g. `{ instance_url: 'instanceUrl' }`). */
+  /**
+   * Token-response fields to keep, mapped to the secret that holds them (e.g. `{ instance_url:
+   * 'instanceUrl' }`); the type must declare those secrets.
+   */
   keepFields?: Record<string, string>;
   /** Lifetime assumed when a token response has no `expires_in` (seconds; absent: valid until a 401). */
   defaultTokenLifetimeSeconds?: number;

@@ -51,7 +51,7 @@ export class LookupResolver {
     for (const m of mappings) {
       if (!('lookup' in m.source)) continue;
       const spec = m.source.lookup;
-      if (!caps.lookup || !dest.lookup) {
+      if (caps.lookup === false || !dest.lookup) {
         throw new ConnectorError('lookup_not_supported', `Field "${m.destinationField}" uses a lookup mapping, which this destination does not support.`, {
           classification: 'fatal',
           status: 400,
@@ -102,7 +102,8 @@ export class LookupResolver {
           caseInsensitive: g.caseInsensitive,
           signal: this.#signal,
         });
-        for (const [k] of chunk) g.cache.set(k, answer.get(k) ?? []);
+        // Keyed by each value as sent (the interface's contract); a normalised key is accepted too.
+        for (const [k, v] of chunk) g.cache.set(k, answer.get(v) ?? answer.get(k) ?? []);
       }
     }
   }

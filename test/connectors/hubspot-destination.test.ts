@@ -186,7 +186,7 @@ t.test('lookup: owners by e-mail (case-insensitive) and any object through the s
   hs.owners = Array.from({ length: 230 }, (_, i) => ({ id: String(70000 + i), email: `Owner${i}@Example.com`, firstName: 'O', lastName: String(i), userId: 9000 + i }));
   const owners = await d.lookup!({ object: 'owners', matchField: 'email', resultField: 'id', values: ['owner3@example.com', ' OWNER229@example.com', 'nobody@example.com'], caseInsensitive: true });
   t.same(owners.get('owner3@example.com'), [{ id: '70003', value: '70003' }]);
-  t.same(owners.get('owner229@example.com'), [{ id: '70229', value: '70229' }], 'found on the third page of owners');
+  t.same(owners.get(' OWNER229@example.com'), [{ id: '70229', value: '70229' }], 'found on the third page of owners, keyed by the value as asked');
   t.notOk(owners.get('nobody@example.com')?.length);
   const ownerPages = hs.calls.filter((c) => c.path === '/crm/v3/owners').length;
   await d.lookup!({ object: 'owners', matchField: 'email', resultField: 'id', values: ['owner4@example.com'], caseInsensitive: true });

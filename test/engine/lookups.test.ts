@@ -86,3 +86,17 @@ t.test('a destination that cannot look up refuses lookup mappings; mapping witho
   const map = compileMappings(mappings, fields, { lookup: resolver.resolve });
   t.match(map({ id: 1, email: 'x@x.com', owner_email: 'alice@example.com', domain: null }), { ok: false, code: 'lookup_not_prepared' });
 });
+
+t.test('answers keyed by the value as sent (the interface contract) resolve case-insensitive lookups', async (t) => {
+  // A connector that keys its answer by the requested spelling, as Salesforce's does.
+  const asGiven = {
+    capabilities: () => ({ operations: [], modes: [], maxBatchSize: 1, supportsDelete: false }),
+    lookup: async (req: { values: string[] }) => new Map(req.values.map((v) => [v, v.trim().toLowerCase() === 'alice@example.com' ? [{ id: '1', value: '001A' }] : []])),
+  } as never;
+  const specs: MappingSpec[] = [{ destinationField: 'OwnerId', source: { lookup: { object: 'User', matchField: 'Email', sourceColumn: 'o', resultField: 'Id', caseInsensitive: true } } }];
+  const r = new LookupResolver(specs, asGiven);
+  const map = compileMappings(specs, [], { lookup: r.resolve });
+  await r.prepare([{ o: ' Alice@Example.com' }, { o: 'alice@example.com' }, { o: 'bob@example.com' }]);
+  t.same(map({ o: 'ALICE@example.com' }), { ok: true, payload: { OwnerId: '001A' } });
+  t.match(map({ o: 'bob@example.com' }), { ok: false, code: 'lookup_not_found' });
+});

@@ -106,19 +106,24 @@ export class HttpLookup {
         hint: 'Add an entry for it to config.lookups (path, pagination, recordsPointer).',
       });
     }
+    // An entry per requested value, as given, listing every matching record.
     const out = new Map<string, LookupMatch[]>();
-    const wanted = new Set(req.values.map((v) => normaliseLookupKey(v, req.caseInsensitive)));
+    const key = (v: string) => normaliseLookupKey(v, req.caseInsensitive);
+    const wanted = new Map<string, string[]>();
+    for (const v of req.values) {
+      out.set(v, []);
+      wanted.set(key(v), [...(wanted.get(key(v)) ?? []), v]);
+    }
     const take = (records: unknown[]) => {
       for (const rec of records) {
         const m = field(rec, req.matchField);
         if (m === null || m === undefined || typeof m === 'object') continue;
-        const k = normaliseLookupKey(String(m), req.caseInsensitive);
-        if (!wanted.has(k)) continue;
         const id = field(rec, c.idField ?? 'id');
-        const list = out.get(k) ?? [];
         const idText = id === null || id === undefined ? undefined : String(id);
-        if (idText === undefined || !list.some((x) => x.id === idText)) list.push({ ...(idText !== undefined ? { id: idText } : {}), value: field(rec, req.resultField) ?? null });
-        out.set(k, list);
+        for (const v of wanted.get(key(String(m))) ?? []) {
+          const list = out.get(v)!;
+          if (idText === undefined || !list.some((x) => x.id === idText)) list.push({ ...(idText !== undefined ? { id: idText } : {}), value: field(rec, req.resultField) ?? null });
+        }
       }
     };
     if (c.valueParam) {

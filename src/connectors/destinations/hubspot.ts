@@ -106,7 +106,14 @@ export class HubSpotDestination implements DestinationConnector {
   }
 
   async objects(): Promise<DestinationObject[]> {
-    const { body } = await this.#call('GET', '/crm/v3/schemas', undefined, [], []);
+    let body: unknown;
+    try {
+      ({ body } = await this.#call('GET', '/crm/v3/schemas', undefined, [], []));
+    } catch (e) {
+      // A token without crm.schemas.custom.read still writes the standard objects.
+      if (e instanceof ConnectorError && e.code === 'permission_denied') return STANDARD_OBJECTS;
+      throw e;
+    }
     const custom = ((body as { results?: Record<string, unknown>[] })?.results ?? []).map((s) => {
       const labels = (s.labels ?? {}) as { plural?: string; singular?: string };
       return { name: String(s.fullyQualifiedName ?? s.objectTypeId ?? s.name), label: labels.plural ?? labels.singular ?? String(s.name) };
@@ -403,16 +410,20 @@ export class HubSpotDestination implements DestinationConnector {
   }
 
   async lookup(req: LookupRequest): Promise<Map<string, LookupMatch[]>> {
+    // The answer has an entry per requested value, as given, listing every match.
     const out = new Map<string, LookupMatch[]>();
     const key = (v: string) => normaliseLookupKey(v, req.caseInsensitive);
-    const wanted = new Set(req.values.map(key));
+    const wanted = new Map<string, string[]>();
+    for (const v of req.values) {
+      out.set(v, []);
+      wanted.set(key(v), [...(wanted.get(key(v)) ?? []), v]);
+    }
     const add = (id: string | undefined, matchValue: unknown, value: unknown) => {
       if (matchValue === null || matchValue === undefined) return;
-      const k = key(String(matchValue));
-      if (!wanted.has(k)) return;
-      const list = out.get(k) ?? [];
-      if (!list.some((m) => m.id !== undefined && m.id === id)) list.push({ ...(id !== undefined ? { id } : {}), value });
-      out.set(k, list);
+      for (const v of wanted.get(key(String(matchValue))) ?? []) {
+        const list = out.get(v)!;
+        if (!list.some((m) => m.id !== undefined && m.id === id)) list.push({ ...(id !== undefined ? { id } : {}), value });
+      }
     };
     if (req.object === 'owners') {
       // Owners have no batch search: list them once per run (a portal has few) and match here.
