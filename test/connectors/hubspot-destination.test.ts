@@ -211,3 +211,29 @@ t.test('hs_object_id as match key: update by id works, upsert is a configuration
   t.equal(hs.objects.get('contacts')!.records.get(id)!.properties.firstname, 'By id');
   await t.rejects(d.write({ object: 'contacts', operation: 'upsert', matchField: 'hs_object_id', rows: [{ primaryKey: '1', payload: { hs_object_id: id } }] }), { code: 'invalid_match_key', classification: 'fatal' });
 });
+
+t.test('more rows than one request: a throttled later request keeps the outcomes of the earlier ones', async (t) => {
+  const d = open();
+  let n = 0;
+  const before = hs.calls.length;
+  // The second create request of this write is throttled.
+  hs.reject = () => undefined;
+  const realThrottle = hs.throttle;
+  const rows = Array.from({ length: 150 }, (_, i) => contact(3000 + i));
+  const origPush = hs.calls.push.bind(hs.calls);
+  hs.calls.push = (...c) => {
+    if (c[0].path.endsWith('/batch/create') && ++n === 2) hs.throttle = { policy: 'TEN_SECONDLY_ROLLING', remaining: 1 };
+    return origPush(...c);
+  };
+  t.teardown(() => {
+    hs.calls.push = origPush;
+    hs.throttle = realThrottle;
+    hs.reject = undefined;
+  });
+  const res = await d.write({ object: 'contacts', operation: 'insert', matchField: 'email', rows });
+  t.equal(hs.calls.length - before, 2);
+  t.ok(res.results.slice(0, 100).every((r) => r.status === 'succeeded'), 'the first 100 are written');
+  t.match(res.results[120], { status: 'rejected', retryable: true, code: 'rate_limited' }, 'the other 50 are to be retried');
+  t.ok(res.results.slice(100).every((r) => r.status === 'rejected' && r.retryable));
+  t.ok(res.retryAfterMs !== undefined);
+});

@@ -271,14 +271,23 @@ export class HubSpotDestination implements DestinationConnector {
     const object = this.#objectName(req.object);
     const exchanges: WireExchange[] = [];
     const results: RowResult[] = new Array(req.rows.length);
+    let start = 0;
     try {
-      for (let start = 0; start < req.rows.length; start += HUBSPOT_BATCH_LIMIT) {
+      for (; start < req.rows.length; start += HUBSPOT_BATCH_LIMIT) {
         const rows = Array.from({ length: Math.min(HUBSPOT_BATCH_LIMIT, req.rows.length - start) }, (_, k) => start + k);
         if (req.operation === 'delete') await this.#archive(req, object, rows, results, exchanges);
         else await this.#writeChunk(req, object, rows, results, exchanges);
       }
     } catch (e) {
       if (e instanceof ConnectorError && exchanges.length) e.exchanges = exchanges;
+      // Records of earlier requests are written: keep their outcomes rather than have the whole
+      // batch resent (a create would be duplicated); the rest are retried.
+      if (start > 0 && e instanceof ConnectorError && e.retryable) {
+        for (let i = start; i < req.rows.length; i++) {
+          results[i] = { status: 'rejected', code: e.code, message: `Not written: ${e.message}`.slice(0, MAX_ROW_MESSAGE), retryable: true };
+        }
+        return { results, exchanges, retryAfterMs: e.retryAfterMs };
+      }
       throw e;
     }
     return { results, exchanges };
