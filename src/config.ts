@@ -23,8 +23,11 @@ export interface Config {
   webhookTimeoutMs: number;
   debuggerRetentionDays: number;
   metricsToken: string | undefined;
-  /** OAuth client credentials per provider name, from BACKHAUL_<NAME>_CLIENT_ID / BACKHAUL_<NAME>_CLIENT_SECRET. */
-  oauthClients: Record<string, { clientId?: string; clientSecret?: string }>;
+  /**
+   * OAuth client per provider name, from BACKHAUL_<NAME>_CLIENT_ID / _CLIENT_SECRET, and the
+   * provider's endpoints when overridden for the whole instance (_AUTHORIZE_URL / _TOKEN_URL).
+   */
+  oauthClients: Record<string, { clientId?: string; clientSecret?: string; authorizeUrl?: string; tokenUrl?: string }>;
   /** Origins a `returnUrl` of the OAuth flow may point at. */
   oauthReturnOrigins: string[];
   /** The OAuth redirect URI registered with providers (default: BACKHAUL_PUBLIC_URL + /v1/oauth/callback). */
@@ -107,13 +110,18 @@ export function loadConfig(env: Env = process.env): Config {
   }
   // Client credentials of OAuth providers, one pair per connector type that supports OAuth.
   const oauthClients: Config['oauthClients'] = {};
+  const oauthKeys = { CLIENT_ID: 'clientId', CLIENT_SECRET: 'clientSecret', AUTHORIZE_URL: 'authorizeUrl', TOKEN_URL: 'tokenUrl' } as const;
   for (const name of Object.keys(env)) {
-    const m = /^BACKHAUL_([A-Z0-9_]+?)_CLIENT_(ID|SECRET)$/.exec(name);
+    const m = /^BACKHAUL_([A-Z0-9_]+?)_(CLIENT_ID|CLIENT_SECRET|AUTHORIZE_URL|TOKEN_URL)$/.exec(name);
     if (!m || m[1] === 'OAUTH') continue;
     const v = str(name);
     if (v === undefined) continue;
+    if (m[2].endsWith('_URL') && !/^https?:\/\//.test(v)) {
+      problems.push(`${name}: expected an http:// or https:// URL`);
+      continue;
+    }
     const provider = m[1].toLowerCase();
-    oauthClients[provider] = { ...oauthClients[provider], [m[2] === 'ID' ? 'clientId' : 'clientSecret']: v };
+    oauthClients[provider] = { ...oauthClients[provider], [oauthKeys[m[2] as keyof typeof oauthKeys]]: v };
   }
 
   const config: Config = {
@@ -165,6 +173,7 @@ export const CONFIG_DOCS: [string, string, string][] = [
   ['BACKHAUL_DEBUGGER_RETENTION_DAYS', '7', 'How long destination requests/responses are kept for the row debugger; 0 turns capture off.'],
   ['BACKHAUL_METRICS_TOKEN', '(none: /metrics is public)', 'When set, GET /metrics requires "Authorization: Bearer <token>".'],
   ['BACKHAUL_<TYPE>_CLIENT_ID / _CLIENT_SECRET', '(none)', 'OAuth client of a connector type, e.g. BACKHAUL_HUBSPOT_CLIENT_ID and BACKHAUL_HUBSPOT_CLIENT_SECRET (a connection may bring its own).'],
+  ['BACKHAUL_<TYPE>_AUTHORIZE_URL / _TOKEN_URL', "(the provider's)", "The provider's OAuth endpoints for the whole instance (a proxy, a sandbox). Backhaul's client secret is sent only to this token URL or the provider's."],
   ['BACKHAUL_OAUTH_RETURN_ORIGINS', '(none)', 'Comma-separated origins that the OAuth flow may redirect to when it completes (returnUrl).'],
   ['BACKHAUL_OAUTH_REDIRECT_URL', '(BACKHAUL_PUBLIC_URL/v1/oauth/callback)', 'The OAuth redirect URI registered with the providers (it must reach GET /v1/oauth/callback).'],
   ['LOG_LEVEL', 'info', 'pino log level.'],

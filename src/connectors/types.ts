@@ -246,6 +246,12 @@ export interface OAuthProviderSpec {
   keepFields?: Record<string, string>;
   /** Lifetime assumed when a token response has no `expires_in` (seconds; absent: valid until a 401). */
   defaultTokenLifetimeSeconds?: number;
+  /**
+   * Token-endpoint hosts besides the default's that may receive Backhaul's own client secret when
+   * a connection overrides the token URL (`test.salesforce.com`, or `.my.salesforce.com` for
+   * every subdomain). Any other override needs the connection's own client.
+   */
+  trustedTokenHosts?: string[];
   /** Overrides from a connection's config (e.g. a Salesforce sandbox's login host); default reads `config.oauth`. */
   overrides?: (config: any) => { authorizeUrl?: string; tokenUrl?: string; scopes?: string[]; clientId?: string };
 }

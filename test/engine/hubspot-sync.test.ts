@@ -18,14 +18,14 @@ t.test('a sync to HubSpot connected through OAuth', async (t) => {
   const hs = await startFakeHubSpot();
   hs.oauth = oauth;
   t.teardown(() => hs.close());
-  const h = await startTestBackhaul(t, { start: { worker: true, engine }, env: { BACKHAUL_HUBSPOT_CLIENT_ID: oauth.clientId, BACKHAUL_HUBSPOT_CLIENT_SECRET: oauth.clientSecret } });
+  const h = await startTestBackhaul(t, { start: { worker: true, engine }, env: { BACKHAUL_HUBSPOT_CLIENT_ID: oauth.clientId, BACKHAUL_HUBSPOT_CLIENT_SECRET: oauth.clientSecret, BACKHAUL_HUBSPOT_AUTHORIZE_URL: oauth.authorizeUrl, BACKHAUL_HUBSPOT_TOKEN_URL: oauth.tokenUrl } });
   const ok = (r: { status: number; body: any; text: string }) => {
     if (r.status >= 300) throw new Error(r.text);
     return r.body;
   };
 
   // Connect through the flow (the fake consents at once).
-  ok(await h.request('PUT', '/v1/connections/hubspot', { body: { name: 'HubSpot', type: 'hubspot', config: { baseUrl: hs.url, oauth: { authorizeUrl: oauth.authorizeUrl, tokenUrl: oauth.tokenUrl } } } }));
+  ok(await h.request('PUT', '/v1/connections/hubspot', { body: { name: 'HubSpot', type: 'hubspot', config: { baseUrl: hs.url } } }));
   const { authorizationUrl } = ok(await h.request('POST', '/v1/connections/hubspot/oauth/start', { body: {} }));
   const consent = await fetch(authorizationUrl, { redirect: 'manual' });
   t.equal((await fetch(consent.headers.get('location')!, { redirect: 'manual' })).status, 200);

@@ -22,12 +22,19 @@ t.before(async () => {
   hs.oauth = oauth;
   t.teardown(() => hs.close());
   h = await startTestBackhaul(t, {
-    env: { BACKHAUL_OAUTH_RETURN_ORIGINS: `${RETURN}, https://other.example.com`, BACKHAUL_HUBSPOT_CLIENT_ID: oauth.clientId, BACKHAUL_HUBSPOT_CLIENT_SECRET: oauth.clientSecret },
+    env: {
+      BACKHAUL_OAUTH_RETURN_ORIGINS: `${RETURN}, https://other.example.com`,
+      BACKHAUL_HUBSPOT_CLIENT_ID: oauth.clientId,
+      BACKHAUL_HUBSPOT_CLIENT_SECRET: oauth.clientSecret,
+      // The instance's HubSpot endpoints (the fake): Backhaul's client secret goes only there.
+      BACKHAUL_HUBSPOT_AUTHORIZE_URL: oauth.authorizeUrl,
+      BACKHAUL_HUBSPOT_TOKEN_URL: oauth.tokenUrl,
+    },
   });
   db = postgres(h.databaseUrl, { max: 1, onnotice: () => {} });
   t.teardown(() => db.end());
   const res = await h.request('POST', '/v1/connections', {
-    body: { slug: 'crm', name: 'HubSpot', type: 'hubspot', config: { baseUrl: hs.url, oauth: { authorizeUrl: oauth.authorizeUrl, tokenUrl: oauth.tokenUrl } } },
+    body: { slug: 'crm', name: 'HubSpot', type: 'hubspot', config: { baseUrl: hs.url } },
   });
   if (res.status !== 201) throw new Error(res.text);
 });
@@ -151,6 +158,19 @@ t.test('refusals: provider denial, expired state, foreign returnUrl, types witho
   t.equal(noSecret.status, 422);
   t.equal(noSecret.body.code, 'oauth_client_not_configured');
   t.match(noSecret.body.hint, /BACKHAUL_HUBSPOT_CLIENT_ID/);
+
+  // Backhaul's own client secret is never sent to a token URL a connection chose...
+  await h.request('POST', '/v1/connections', { body: { slug: 'elsewhere', name: 'Elsewhere', type: 'hubspot', config: { oauth: { tokenUrl: 'https://collector.example.net/token' } } } });
+  const elsewhere = await h.request('POST', '/v1/connections/elsewhere/oauth/start', { body: {} });
+  t.equal(elsewhere.status, 422);
+  t.equal(elsewhere.body.code, 'oauth_token_url_not_trusted');
+  // ...but a connection with its own client may point anywhere.
+  await h.request('POST', '/v1/connections', {
+    body: { slug: 'own', name: 'Own', type: 'hubspot', config: { oauth: { clientId: oauth.clientId, tokenUrl: oauth.tokenUrl, authorizeUrl: oauth.authorizeUrl } }, secrets: { clientSecret: oauth.clientSecret } },
+  });
+  const own = await h.request('POST', '/v1/connections/own/oauth/start', { body: {} });
+  t.equal(own.status, 200, own.text);
+  t.equal((await consent(own.body.authorizationUrl)).status, 200, 'its flow completes with its own client');
 
   const anon = await h.request('POST', '/v1/connections/crm/oauth/start', { body: {}, token: null });
   t.equal(anon.status, 401, 'starting needs an API key');

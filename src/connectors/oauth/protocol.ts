@@ -25,7 +25,7 @@ export interface OAuthClient {
 }
 
 /** Client id/secret per provider name from Backhaul's configuration (BACKHAUL_<NAME>_CLIENT_ID/_SECRET). */
-export type OAuthClientSettings = Record<string, { clientId?: string; clientSecret?: string }>;
+export type OAuthClientSettings = Record<string, { clientId?: string; clientSecret?: string; authorizeUrl?: string; tokenUrl?: string }>;
 
 export interface OAuthTransport {
   timeoutMs: number;
@@ -57,17 +57,46 @@ export const oauthConfigSchema = {
   },
 } as const;
 
-export const envNameOf = (provider: string, what: 'CLIENT_ID' | 'CLIENT_SECRET') => `BACKHAUL_${provider.toUpperCase().replace(/[^A-Z0-9]/g, '_')}_${what}`;
+export const envNameOf = (provider: string, what: 'CLIENT_ID' | 'CLIENT_SECRET' | 'AUTHORIZE_URL' | 'TOKEN_URL') => `BACKHAUL_${provider.toUpperCase().replace(/[^A-Z0-9]/g, '_')}_${what}`;
+
+/** `host` equals one of the trusted hosts, or is a subdomain of one given as `.example.com`. */
+function trustedHost(url: string, trusted: string[]): boolean {
+  let host: string;
+  try {
+    const u = new URL(url);
+    if (u.protocol !== 'https:' && !trusted.includes(u.hostname)) return false;
+    host = u.hostname.toLowerCase();
+  } catch {
+    return false;
+  }
+  return trusted.some((t) => (t.startsWith('.') ? host.endsWith(t.toLowerCase()) : host === t.toLowerCase()));
+}
 
 /**
- * Resolves a connection's OAuth client: endpoints and scopes from the type, overridden by the
- * connection's config (`config.oauth` or the type's `overrides`); the client from the
- * connection (`config.oauth.clientId` with the `clientSecret` secret) or else from
- * BACKHAUL_<NAME>_CLIENT_ID / BACKHAUL_<NAME>_CLIENT_SECRET. Throws ConnectorError fatal `oauth_client_not_configured`.
+ * Resolves a connection's OAuth client: endpoints and scopes from the type (or
+ * BACKHAUL_<NAME>_AUTHORIZE_URL / _TOKEN_URL), overridden by the connection's config
+ * (`config.oauth` or the type's `overrides`); the client from the connection
+ * (`config.oauth.clientId` with the `clientSecret` secret) or else from
+ * BACKHAUL_<NAME>_CLIENT_ID / BACKHAUL_<NAME>_CLIENT_SECRET.
+ *
+ * Backhaul's own client secret is sent only to a trusted token endpoint: the configured one, or a
+ * host the type trusts (OAuthProviderSpec.trustedTokenHosts, e.g. Salesforce sandboxes). A
+ * connection that points the token URL elsewhere must bring its own client; otherwise a key with
+ * write scope could have Backhaul's client secret sent to a server of its choosing.
+ * Throws ConnectorError fatal `oauth_client_not_configured` or `oauth_token_url_not_trusted` (422).
  */
 export function resolveOAuthClient(spec: OAuthProviderSpec, config: Record<string, unknown>, secrets: ResolvedSecrets, settings: OAuthClientSettings): OAuthClient {
   const o = spec.overrides ? spec.overrides(config) : ((config.oauth ?? {}) as { authorizeUrl?: string; tokenUrl?: string; scopes?: string[]; clientId?: string });
   const fromConfig = settings[spec.name] ?? {};
+  const defaultTokenUrl = fromConfig.tokenUrl ?? spec.tokenUrl;
+  const tokenUrl = o.tokenUrl ?? defaultTokenUrl;
+  if (!o.clientId && tokenUrl !== defaultTokenUrl && !trustedHost(tokenUrl, [new URL(defaultTokenUrl).hostname, ...(spec.trustedTokenHosts ?? [])])) {
+    throw new ConnectorError('oauth_token_url_not_trusted', `The connection's token URL (${new URL(tokenUrl).origin}) is not ${spec.name}'s, so Backhaul's own OAuth client cannot be used with it.`, {
+      classification: 'fatal',
+      status: 422,
+      hint: `Bring the connection's own OAuth client (config.oauth.clientId and the clientSecret secret), or set ${envNameOf(spec.name, 'TOKEN_URL')} for the whole instance.`,
+    });
+  }
   // A connection's own client id goes with its own secret, never with Backhaul's.
   const clientId = o.clientId ?? fromConfig.clientId;
   const clientSecret = o.clientId ? secrets.clientSecret : fromConfig.clientSecret;
@@ -80,8 +109,8 @@ export function resolveOAuthClient(spec: OAuthProviderSpec, config: Record<strin
   }
   return {
     provider: spec.name,
-    authorizeUrl: o.authorizeUrl ?? spec.authorizeUrl,
-    tokenUrl: o.tokenUrl ?? spec.tokenUrl,
+    authorizeUrl: o.authorizeUrl ?? fromConfig.authorizeUrl ?? spec.authorizeUrl,
+    tokenUrl,
     clientId,
     clientSecret,
     scopes: o.scopes ?? spec.scopes,
