@@ -29,6 +29,15 @@ export interface Config {
   metricsPort: number | undefined;
   /** Level of fastify's per-request log lines (BACKHAUL_REQUEST_LOG_LEVEL). */
   requestLogLevel: string;
+  /**
+   * OAuth client per provider name, from BACKHAUL_<NAME>_CLIENT_ID / _CLIENT_SECRET, and the
+   * provider's endpoints when overridden for the whole instance (_AUTHORIZE_URL / _TOKEN_URL).
+   */
+  oauthClients: Record<string, { clientId?: string; clientSecret?: string; authorizeUrl?: string; tokenUrl?: string }>;
+  /** Origins a `returnUrl` of the OAuth flow may point at. */
+  oauthReturnOrigins: string[];
+  /** The OAuth redirect URI registered with providers (default: BACKHAUL_PUBLIC_URL + /v1/oauth/callback). */
+  oauthRedirectUrl: string | undefined;
 }
 
 export class ConfigError extends Error {
@@ -98,6 +107,33 @@ export function loadConfig(env: Env = process.env): Config {
     if (o !== '*' && !/^https?:\/\/[^/]+$/.test(o)) problems.push(`BACKHAUL_CORS_ORIGINS: "${o}" is not an origin like https://app.example.com`);
   }
 
+  const oauthReturnOrigins = (str('BACKHAUL_OAUTH_RETURN_ORIGINS') ?? '')
+    .split(',')
+    .map((s) => s.trim().replace(/\/+$/, ''))
+    .filter(Boolean);
+  for (const o of oauthReturnOrigins) {
+    if (!/^https?:\/\/[^/]+$/.test(o)) problems.push(`BACKHAUL_OAUTH_RETURN_ORIGINS: "${o}" is not an origin like https://app.example.com`);
+  }
+  const oauthRedirectUrl = str('BACKHAUL_OAUTH_REDIRECT_URL');
+  if (oauthRedirectUrl !== undefined && !/^https?:\/\/[^?#]+$/.test(oauthRedirectUrl)) {
+    problems.push('BACKHAUL_OAUTH_REDIRECT_URL: expected an http:// or https:// URL without query or fragment');
+  }
+  // Client credentials of OAuth providers, one pair per connector type that supports OAuth.
+  const oauthClients: Config['oauthClients'] = {};
+  const oauthKeys = { CLIENT_ID: 'clientId', CLIENT_SECRET: 'clientSecret', AUTHORIZE_URL: 'authorizeUrl', TOKEN_URL: 'tokenUrl' } as const;
+  for (const name of Object.keys(env)) {
+    const m = /^BACKHAUL_([A-Z0-9_]+?)_(CLIENT_ID|CLIENT_SECRET|AUTHORIZE_URL|TOKEN_URL)$/.exec(name);
+    if (!m || m[1] === 'OAUTH') continue;
+    const v = str(name);
+    if (v === undefined) continue;
+    if (m[2].endsWith('_URL') && !/^https?:\/\//.test(v)) {
+      problems.push(`${name}: expected an http:// or https:// URL`);
+      continue;
+    }
+    const provider = m[1].toLowerCase();
+    oauthClients[provider] = { ...oauthClients[provider], [oauthKeys[m[2] as keyof typeof oauthKeys]]: v };
+  }
+
   const config: Config = {
     databaseUrl,
     dataDir: resolve(str('BACKHAUL_DATA_DIR') ?? '.backhaul'),
@@ -121,6 +157,9 @@ export function loadConfig(env: Env = process.env): Config {
     metricsToken: str('BACKHAUL_METRICS_TOKEN'),
     metricsPort: str('BACKHAUL_METRICS_PORT') === undefined ? undefined : int('BACKHAUL_METRICS_PORT', 0, 0, 65535),
     requestLogLevel,
+    oauthClients,
+    oauthReturnOrigins,
+    oauthRedirectUrl,
   };
   if (problems.length > 0) throw new ConfigError(problems);
   return config;
@@ -149,6 +188,10 @@ export const CONFIG_DOCS: [string, string, string][] = [
   ['BACKHAUL_METRICS_TOKEN', '(none: /metrics is public)', 'When set, GET /metrics requires "Authorization: Bearer <token>".'],
   ['BACKHAUL_METRICS_PORT', '(none)', '`backhaul worker` only: serve GET /metrics, /healthz and /readyz on this port of HOST (the API serves them on PORT).'],
   ['BACKHAUL_REQUEST_LOG_LEVEL', 'info', 'Level of the two log lines per HTTP request (debug or silent keeps them out of an info log).'],
+  ['BACKHAUL_<TYPE>_CLIENT_ID / _CLIENT_SECRET', '(none)', 'OAuth client of a connector type, e.g. BACKHAUL_HUBSPOT_CLIENT_ID and BACKHAUL_HUBSPOT_CLIENT_SECRET (a connection may bring its own).'],
+  ['BACKHAUL_<TYPE>_AUTHORIZE_URL / _TOKEN_URL', "(the provider's)", "The provider's OAuth endpoints for the whole instance (a proxy, a sandbox). Backhaul's client secret is sent only to this token URL or the provider's."],
+  ['BACKHAUL_OAUTH_RETURN_ORIGINS', '(none)', 'Comma-separated origins that the OAuth flow may redirect to when it completes (returnUrl).'],
+  ['BACKHAUL_OAUTH_REDIRECT_URL', '(BACKHAUL_PUBLIC_URL/v1/oauth/callback)', 'The OAuth redirect URI registered with the providers (it must reach GET /v1/oauth/callback).'],
   ['LOG_LEVEL', 'info', 'pino log level.'],
   ['NODE_ENV', '', '`production` disables GraphiQL and pretty errors.'],
 ];

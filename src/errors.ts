@@ -107,15 +107,22 @@ export class ConnectorError extends AppError {
   readonly retryAfterMs?: number;
   /** The requests (auth redacted) that led to this failure, for the row debugger. */
   exchanges?: WireExchange[];
+  /**
+   * With classification `fatal`: stop the run now (retrying inside it would only hammer the
+   * remote), but the failure is temporary, so the run's error is `retryable: true` and
+   * `retryAfterMs` says when trying again makes sense (e.g. a daily API quota until its reset).
+   */
+  readonly retryLater?: boolean;
 
   constructor(
     code: string,
     message: string,
-    opts: { classification: ErrorClass; hint?: string; retryAfterMs?: number; status?: number; cause?: unknown },
+    opts: { classification: ErrorClass; hint?: string; retryAfterMs?: number; status?: number; cause?: unknown; retryLater?: boolean },
   ) {
     super(opts.status ?? 422, code, 'Connector error', { detail: message, hint: opts.hint, cause: opts.cause });
     this.classification = opts.classification;
     this.retryAfterMs = opts.retryAfterMs;
+    if (opts.retryLater) this.retryLater = true;
   }
 
   get retryable(): boolean {

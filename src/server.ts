@@ -107,7 +107,14 @@ export async function startBackhaul(opts: StartOptions): Promise<Backhaul> {
       // Every sync change re-plans its one scheduled job, in the same transaction.
       syncChanged: async (tx, syncId) => void (await planSchedule(tx, syncId, new Date(clock ? clock.now() : Date.now()))),
     };
-    const services = createServices({ database, secrets: secretBox(key), denyPrivateNetworks: config.denyPrivateNetworks, hooks, env: process.env });
+    const services = createServices({
+      database,
+      secrets: secretBox(key),
+      denyPrivateNetworks: config.denyPrivateNetworks,
+      hooks,
+      env: process.env,
+      oauth: { clients: config.oauthClients, returnOrigins: config.oauthReturnOrigins, redirectUrl: config.oauthRedirectUrl, publicUrl: config.publicUrl },
+    });
     // Secrets stored before fingerprints existed get theirs (a no-op once done).
     await services.connections.backfillSecretMeta();
     await services.alertChannels.backfillSecretMeta();

@@ -14,7 +14,14 @@ export interface MappingSuggestion {
 
 const SYNONYMS: string[][] = [
   ['email', 'emailaddress', 'email_address', 'e_mail', 'mail', 'email_addr', 'work_email'],
-  ['phone', 'phone_number', 'phonenumber', 'mobile', 'mobile_phone', 'mobile_number', 'cell', 'cell_phone', 'tel', 'telephone'],
+  ['phone', 'phone_number', 'phonenumber', 'mobile', 'cell', 'tel', 'telephone'],
+  // HubSpot property names (lower-case, no separators).
+  ['mobile_phone', 'mobilephone', 'mobile_number', 'cell_phone'],
+  ['close_date', 'closedate', 'closed_at', 'close_at'],
+  ['deal_name', 'dealname', 'opportunity_name'],
+  ['amount', 'deal_amount', 'deal_value', 'opportunity_amount'],
+  ['lifecycle_stage', 'lifecyclestage', 'lifecycle'],
+  ['industry', 'sector', 'vertical'],
   ['first_name', 'firstname', 'given_name', 'fname', 'forename', 'first'],
   ['last_name', 'lastname', 'surname', 'family_name', 'lname', 'last'],
   ['full_name', 'fullname', 'name', 'display_name', 'contact_name'],

@@ -1,6 +1,7 @@
 import type { ConnectorType } from './types.ts';
 import { openHttpDestination } from './destinations/http.ts';
 import { MAX_RESPONSE_BYTES } from '../lib/http-client.ts';
+import { httpLookupsSchema } from './destinations/http-lookup.ts';
 
 // Generic REST destination. The schema below is the public shape of its config; the
 // implementation is destinations/http.ts.
@@ -99,6 +100,7 @@ export const httpType: ConnectorType = {
       maxRequestsPerSecond: { type: 'number', exclusiveMinimum: 0, maximum: 10_000 },
       /** Row mode: requests in flight at once within one batch. */
       rowConcurrency: { type: 'integer', minimum: 1, maximum: 64, default: 8 },
+      lookups: httpLookupsSchema,
       objects: {
         type: 'array',
         minItems: 1,
@@ -134,6 +136,8 @@ export const httpType: ConnectorType = {
     maxBatchSize: 10_000,
     supportsDelete: true,
     defaultMaxRequestsPerSecond: 50,
+    lookup: true,
+    maxLookupBatchSize: 100,
   },
   openDestination: (config, secrets, ctx) => openHttpDestination(config, secrets, ctx),
 };

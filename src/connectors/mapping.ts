@@ -17,7 +17,14 @@ export interface LookupSpec {
   matchField: string;
   sourceColumn: string;
   resultField: string;
+  /** Compare case-insensitively and trimmed (e-mails). */
+  caseInsensitive?: boolean;
+  /** No match: the row is invalid (`invalid`, default) or the field is left out of the payload (`skip_field`). */
+  onMissing?: 'invalid' | 'skip_field';
 }
+
+/** What a lookup resolver answers for one source value. */
+export type LookupOutcome = { ok: true; value: unknown } | { ok: false; code: 'lookup_not_found' | 'lookup_ambiguous' | string; message: string };
 
 export type MappingSource = { column: string } | { static: unknown } | { template: string } | { lookup: LookupSpec };
 
@@ -31,11 +38,29 @@ export type MappingResult = { ok: true; payload: Record<string, unknown> } | { o
 export interface CompileMappingsOptions {
   /** The model's columns: unknown columns (mapping or template) become compile-time errors. */
   columns?: Iterable<string>;
-  /** Resolves a lookup mapping for a row (the engine prefetches; returns the destination value). */
+  /** Resolves a lookup mapping for a row (returns the destination value). Prefer `lookup`. */
   resolveLookup?: (spec: LookupSpec, row: Row) => unknown;
+  /**
+   * Resolves a lookup mapping's source value (never null or '') synchronously, from values the
+   * engine resolved beforehand (src/engine/lookups.ts, LookupResolver.prepare). A failed outcome
+   * makes the row invalid with its code and message, except `lookup_not_found` on a mapping with
+   * `onMissing: "skip_field"`, which leaves the field out of the payload.
+   */
+  lookup?: (spec: LookupSpec, value: unknown) => LookupOutcome;
+}
+
+/** A lookup that failed for a row: the row is invalid with this code. */
+class LookupFailure extends Error {
+  readonly code: string;
+  constructor(code: string, message: string) {
+    super(message);
+    this.code = code;
+  }
 }
 
 const INVALID = Symbol('invalid');
+/** A lookup mapping with onMissing skip_field found nothing: the field is left out. */
+const SKIP = Symbol('skip');
 type Coercer = (v: unknown) => unknown;
 
 const TYPE_PHRASE: Record<ColumnType, string> = {
@@ -177,6 +202,24 @@ export function compileMappings(mappings: MappingSpec[], fieldTypes?: FieldTypes
       return { field, get: (row) => tpl.render(row), coerce, isStatic: false };
     }
     if ('lookup' in src) {
+      const spec = src.lookup as LookupSpec;
+      if (known && !known.has(spec.sourceColumn)) {
+        throw invalidMapping(`Field "${field}" looks up column "${spec.sourceColumn}", which the model does not return.`, 'Look up one of the model\'s columns.');
+      }
+      const lookup = opts.lookup;
+      if (lookup) {
+        const col = spec.sourceColumn;
+        const skip = spec.onMissing === 'skip_field';
+        const get = (row: Row) => {
+          const raw = Object.hasOwn(row, col) ? row[col] : undefined;
+          if (raw === null || raw === undefined || raw === '') return null;
+          const r = lookup(spec, raw);
+          if (r.ok) return r.value;
+          if (skip && r.code === 'lookup_not_found') return SKIP;
+          throw new LookupFailure(r.code, r.message);
+        };
+        return { field, get, coerce, isStatic: false };
+      }
       const resolve = opts.resolveLookup;
       if (!resolve) {
         throw new ConnectorError('lookup_not_supported', `Field "${field}" uses a lookup mapping, which this engine cannot evaluate yet.`, {
@@ -185,7 +228,6 @@ export function compileMappings(mappings: MappingSpec[], fieldTypes?: FieldTypes
           hint: 'Map the field from a column, a static value or a template instead.',
         });
       }
-      const spec = src.lookup as LookupSpec;
       return { field, get: (row) => resolve(spec, row), coerce, isStatic: false };
     }
     throw invalidMapping(`Field "${field}" has no source: use column, static, template or lookup.`);
@@ -204,6 +246,7 @@ export function compileMappings(mappings: MappingSpec[], fieldTypes?: FieldTypes
         payload[s.field] = null;
         continue;
       }
+      if (v === SKIP) continue;
       if (s.coerce && !s.isStatic) {
         if (v === '' && types[s.field] !== 'string') {
           payload[s.field] = null;

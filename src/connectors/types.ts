@@ -100,6 +100,14 @@ export interface DestinationCapabilities {
   operations: WriteOperation[];
   modes: SyncMode[];
   maxBatchSize: number;
+  /**
+   * Whether `lookup` may be used (mappings may use `{ lookup: … }`). Absent: the connector looks
+   * up when it implements `lookup`; `false`: not on this connection (e.g. an HTTP connection
+   * without lookups configured). In the catalog, `true` means the type can.
+   */
+  lookup?: boolean;
+  /** Distinct values one `lookup` call accepts (the resolver splits larger sets; default 100). */
+  maxLookupBatchSize?: number;
   supportsDelete: boolean;
   /** A safe default rate when the sync sets none. */
   defaultMaxRequestsPerSecond?: number;
@@ -211,6 +219,17 @@ export interface DestinationConnector {
   readonly redactor?: Redactor;
 }
 
+/** One record matching a lookup value: its id in the destination (when it has one) and its result field. */
+export interface LookupMatch {
+  id?: string;
+  value: unknown;
+}
+
+/** How a lookup value is compared: trimmed and lower-cased when caseInsensitive. */
+export function normaliseLookupKey(value: string, caseInsensitive: boolean | undefined): string {
+  return caseInsensitive ? value.trim().toLowerCase() : value;
+}
+
 export type ConnectorRole = 'source' | 'destination';
 
 /** Decrypted secrets, with `{ env: NAME }` references already resolved. */
@@ -219,6 +238,66 @@ export type ResolvedSecrets = Record<string, string>;
 export interface ConnectorContext {
   /** Refuse private/loopback addresses (BACKHAUL_DENY_PRIVATE_NETWORKS). Link-local/metadata are always refused. */
   denyPrivateNetworks: boolean;
+  /**
+   * The connection's OAuth access tokens, when its type declares `oauth` and the connection was
+   * connected through the OAuth flow (it holds a refresh token). Absent for static tokens.
+   */
+  oauth?: OAuthTokenSource;
+}
+
+/**
+ * Access tokens of one OAuth-connected connection (src/connectors/oauth/token-manager.ts).
+ * `getAccessToken` answers a token valid for a while yet, refreshing it first when it expires
+ * soon; after a 401, call `invalidate(token)` with the refused token and get again (one refresh
+ * per connection at a time across all processes). Throws ConnectorError: fatal
+ * `reauthorization_required` when the refresh token is revoked or expired (the user must
+ * reconnect), retryable `token_endpoint_unavailable` when the provider is down.
+ */
+export interface OAuthTokenSource {
+  getAccessToken(signal?: AbortSignal): Promise<string>;
+  invalidate(token: string): void;
+  /**
+   * Non-token fields the provider returned with the token and the type asked to keep
+   * (OAuthProviderSpec.keepFields, e.g. Salesforce `instance_url`), as of the last token read.
+   */
+  extras(signal?: AbortSignal): Promise<Record<string, string>>;
+}
+
+/** What a connector type needs for the OAuth 2.0 authorization-code flow (with PKCE). */
+export interface OAuthProviderSpec {
+  /**
+   * Names the client credentials in Backhaul's configuration: BACKHAUL_<NAME>_CLIENT_ID and
+   * BACKHAUL_<NAME>_CLIENT_SECRET (upper-cased), e.g. `hubspot`.
+   */
+  name: string;
+  /** Default authorization endpoint (a connection may override it in `config.oauth.authorizeUrl`). */
+  authorizeUrl: string;
+  /** Default token endpoint (a connection may override it in `config.oauth.tokenUrl`). */
+  tokenUrl: string;
+  /** Scopes asked for by default (a connection may override them in `config.oauth.scopes`). */
+  scopes: string[];
+  /** Name of the authorize-URL parameter for optional scopes, when the provider has one (HubSpot `optional_scope`). */
+  optionalScopesParam?: string;
+  optionalScopes?: string[];
+  /** How the client authenticates at the token endpoint: form fields (`body`) or HTTP Basic (`header`). */
+  clientAuth: 'body' | 'header';
+  /** Extra parameters of the authorization URL. */
+  authorizeParams?: Record<string, string>;
+  /**
+   * Token-response fields to keep, mapped to the secret that holds them (e.g. `{ instance_url:
+   * 'instanceUrl' }`); the type must declare those secrets.
+   */
+  keepFields?: Record<string, string>;
+  /** Lifetime assumed when a token response has no `expires_in` (seconds; absent: valid until a 401). */
+  defaultTokenLifetimeSeconds?: number;
+  /**
+   * Token-endpoint hosts besides the default's that may receive Backhaul's own client secret when
+   * a connection overrides the token URL (`test.salesforce.com`, or `.my.salesforce.com` for
+   * every subdomain). Any other override needs the connection's own client.
+   */
+  trustedTokenHosts?: string[];
+  /** Overrides from a connection's config (e.g. a Salesforce sandbox's login host); default reads `config.oauth`. */
+  overrides?: (config: any) => { authorizeUrl?: string; tokenUrl?: string; scopes?: string[]; clientId?: string };
 }
 
 export interface ConnectorType {
@@ -236,6 +315,8 @@ export interface ConnectorType {
    */
   secretTargets?: string[];
   capabilities?: DestinationCapabilities;
+  /** The type can be connected through the OAuth flow (POST /v1/connections/{ref}/oauth/start). */
+  oauth?: OAuthProviderSpec;
   openSource?: (config: any, secrets: ResolvedSecrets, ctx: ConnectorContext) => SourceConnector;
   openDestination?: (config: any, secrets: ResolvedSecrets, ctx: ConnectorContext) => DestinationConnector;
 }

@@ -63,11 +63,41 @@ export const connections = pgTable(
     secretNames: text('secret_names').array().notNull().default(sql`'{}'::text[]`),
     /** Per secret: keyed fingerprint of its value and when the value last changed (src/domain/secret-meta.ts). */
     secretMeta: jsonb('secret_meta').$type<Record<string, { fingerprint: string; updatedAt: string }>>().notNull().default({}),
+    /** `reauthorization_required` when the OAuth refresh token was refused; null otherwise. */
+    authStatus: text('auth_status'),
+    /** Why (the provider's answer), with authStatus. */
+    authError: text('auth_error'),
     version: integer('version').notNull().default(1),
     createdAt: created(),
     updatedAt: updated(),
   },
   (t) => [uniqueIndex('connections_slug_uq').on(t.workspaceId, t.slug), index('connections_ws_idx').on(t.workspaceId, t.id)],
+);
+
+/**
+ * Pending OAuth authorization requests (POST /v1/connections/{ref}/oauth/start): kept server-side
+ * so that any instance can take the callback. Single use (deleted when the callback consumes it),
+ * expiring after 10 minutes. Only a hash of `state` is stored; the PKCE verifier is sealed.
+ */
+export const oauthStates = pgTable(
+  'oauth_states',
+  {
+    stateHash: text('state_hash').primaryKey(),
+    workspaceId: text('workspace_id')
+      .notNull()
+      .references(() => workspaces.id, { onDelete: 'cascade' }),
+    connectionId: text('connection_id')
+      .notNull()
+      .references(() => connections.id, { onDelete: 'cascade' }),
+    codeVerifierSealed: text('code_verifier_sealed').notNull(),
+    redirectUri: text('redirect_uri').notNull(),
+    returnUrl: text('return_url'),
+    /** The API key that started the flow (audit). */
+    keyId: text('key_id'),
+    createdAt: created(),
+    expiresAt: ts('expires_at').notNull(),
+  },
+  (t) => [index('oauth_states_expires_idx').on(t.expiresAt), index('oauth_states_connection_idx').on(t.connectionId)],
 );
 
 export const models = pgTable(

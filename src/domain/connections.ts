@@ -3,7 +3,10 @@ import { and, eq, sql } from 'drizzle-orm';
 import { connections, models, syncs } from '../db/schema.ts';
 import type { Tx } from '../db/client.ts';
 import { getConnectorType, listConnectorTypes } from '../connectors/registry.ts';
-import type { ConnectionTestReport, ConnectionWarning, ConnectorRole, ConnectorType, DestinationConnector, ResolvedSecrets, SourceConnector } from '../connectors/types.ts';
+import type { ConnectionTestReport, ConnectionWarning, ConnectorContext, ConnectorRole, ConnectorType, DestinationConnector, ResolvedSecrets, SourceConnector } from '../connectors/types.ts';
+import { OAuthTokenManager, OAUTH_SECRET } from '../connectors/oauth/token-manager.ts';
+import { DEFAULT_OAUTH_TRANSPORT, resolveOAuthClient } from '../connectors/oauth/protocol.ts';
+import { PgOAuthTokenStore } from './oauth-store.ts';
 import { ConflictError, ConnectorError, UnprocessableError, ValidationError } from '../errors.ts';
 import { newId } from '../lib/ids.ts';
 import { assertValid, validateConnectorConfig } from '../lib/validate.ts';
@@ -80,6 +83,12 @@ export const ConnectionView = Type.Object(
     config: Type.Object({}, { additionalProperties: true }),
     secretNames: Type.Array(Type.String()),
     secretFingerprints: SecretsView,
+    authStatus: Type.Optional(
+      Type.Union([Type.Literal('connected'), Type.Literal('not_connected'), Type.Literal('reauthorization_required')], {
+        description: 'Types with OAuth: whether the connection holds credentials, or its OAuth grant was revoked/expired and it must be connected again',
+      }),
+    ),
+    authError: Type.Optional(Type.String({ description: "With authStatus reauthorization_required: the provider's answer" })),
     createdAt: Type.String({ format: 'date-time' }),
     updatedAt: Type.String({ format: 'date-time' }),
     version: Type.Integer(),
@@ -93,6 +102,14 @@ export type ConnectionPutInput = Static<typeof ConnectionPut>;
 export type ConnectionViewT = Static<typeof ConnectionView>;
 type Row = typeof connections.$inferSelect;
 
+/** Types with OAuth only: connected (holds a token), not_connected, or reauthorization_required. */
+function authStatusOf(r: Row): Pick<ConnectionViewT, 'authStatus' | 'authError'> {
+  if (!getConnectorType(r.type)?.oauth) return {};
+  if (r.authStatus === 'reauthorization_required') return { authStatus: 'reauthorization_required', ...(r.authError ? { authError: r.authError } : {}) };
+  const has = r.secretNames.includes(OAUTH_SECRET.refreshToken) || r.secretNames.includes(OAUTH_SECRET.accessToken);
+  return { authStatus: has ? 'connected' : 'not_connected' };
+}
+
 export function connectionView(r: Row): ConnectionViewT {
   return {
     id: r.id,
@@ -103,6 +120,7 @@ export function connectionView(r: Row): ConnectionViewT {
     config: r.config as Record<string, unknown>,
     secretNames: [...r.secretNames].sort(),
     secretFingerprints: secretsView(r.secretNames, r.secretMeta as SecretMeta),
+    ...authStatusOf(r),
     createdAt: iso(r.createdAt)!,
     updatedAt: iso(r.updatedAt)!,
     version: r.version,
@@ -173,8 +191,11 @@ function changedTargets(t: ConnectorType, before: unknown, after: unknown): stri
 
 export class ConnectionService {
   private readonly deps: ServiceDeps;
+  /** OAuth access tokens of this process's connections (one refresh per connection across processes). */
+  readonly tokens: OAuthTokenManager;
   constructor(deps: ServiceDeps) {
     this.deps = deps;
+    this.tokens = new OAuthTokenManager(new PgOAuthTokenStore(deps), { transport: { ...DEFAULT_OAUTH_TRANSPORT, denyPrivateNetworks: deps.denyPrivateNetworks } });
   }
 
   private get db() {
@@ -258,9 +279,10 @@ export class ConnectionService {
         if (changed.length === 0) return connectionView(cur);
         const [row] = await tx
           .update(connections)
-          .set({ ...next, ...this.secretColumns(cur, before, after, secretsChanged), version: cur.version + 1, updatedAt: new Date() })
+          .set({ ...next, ...this.secretColumns(cur, before, after, secretsChanged), ...newCredentials(input.secrets !== undefined), version: cur.version + 1, updatedAt: new Date() })
           .where(eq(connections.id, cur.id))
           .returning();
+        if (input.secrets !== undefined) this.tokens.forget(cur.id);
         await recordAudit(tx, actor, 'update', 'connection', cur.id, changed);
         return connectionView(row);
       });
@@ -302,9 +324,10 @@ export class ConnectionService {
     try {
       const [updated] = await tx
         .update(connections)
-        .set({ ...next, ...this.secretColumns(row, before, after, secretsChanged), version: row.version + 1, updatedAt: new Date() })
+        .set({ ...next, ...this.secretColumns(row, before, after, secretsChanged), ...newCredentials(input.secrets !== undefined), version: row.version + 1, updatedAt: new Date() })
         .where(eq(connections.id, row.id))
         .returning();
+      if (input.secrets !== undefined) this.tokens.forget(row.id);
       await recordAudit(tx, actor, 'replace', 'connection', row.id, changed);
       return connectionView(updated);
     } catch (e) {
@@ -470,8 +493,24 @@ export class ConnectionService {
   openDestination(row: Row): DestinationConnector {
     const t = connectorTypeOf(row.type);
     if (!t.openDestination) throw new ConnectorError('not_a_destination', `Connection "${row.slug}" of type ${row.type} cannot be written as a destination.`, { classification: 'fatal', status: 422 });
-    return t.openDestination(row.config, this.resolveSecrets(row), { denyPrivateNetworks: this.deps.denyPrivateNetworks });
+    const secrets = this.resolveSecrets(row);
+    return t.openDestination(row.config, secrets, this.connectorContext(t, row, secrets));
   }
+
+  /** The context a connector is opened with: an OAuth token source when the connection went through the OAuth flow. */
+  connectorContext(t: ConnectorType, row: Row, secrets: ResolvedSecrets): ConnectorContext {
+    const ctx: ConnectorContext = { denyPrivateNetworks: this.deps.denyPrivateNetworks };
+    const spec = t.oauth;
+    if (spec && secrets[OAUTH_SECRET.refreshToken]) {
+      ctx.oauth = this.tokens.source({ id: row.id, client: () => resolveOAuthClient(spec, row.config as Record<string, unknown>, secrets, this.deps.oauth?.clients ?? {}) });
+    }
+    return ctx;
+  }
+}
+
+/** New credentials clear a reauthorization_required status (the next run tries them). */
+function newCredentials(secretsChanged: boolean): { authStatus?: null; authError?: null } {
+  return secretsChanged ? { authStatus: null, authError: null } : {};
 }
 
 export function inUse(resource: string, slug: string, dependents: { type: string; id: string; slug: string }[]): ConflictError {

@@ -19,10 +19,22 @@ export interface DomainHooks {
   syncChanged?: (tx: Tx, syncId: string, workspaceId: string) => Promise<void>;
 }
 
+/** OAuth settings from the configuration (src/config.ts). */
+export interface OAuthDeps {
+  /** Client id/secret per provider name (BACKHAUL_<NAME>_CLIENT_ID / _CLIENT_SECRET). */
+  clients: Record<string, { clientId?: string; clientSecret?: string; authorizeUrl?: string; tokenUrl?: string }>;
+  /** Origins a returnUrl may point at (BACKHAUL_OAUTH_RETURN_ORIGINS). */
+  returnOrigins: string[];
+  /** The registered redirect URI; absent: BACKHAUL_PUBLIC_URL or the start request's origin + /v1/oauth/callback. */
+  redirectUrl?: string;
+  publicUrl?: string;
+}
+
 export interface ServiceDeps {
   database: Database;
   secrets: SecretBox;
   denyPrivateNetworks: boolean;
   hooks: DomainHooks;
   env: Record<string, string | undefined>;
+  oauth?: OAuthDeps;
 }

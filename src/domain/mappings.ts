@@ -1,8 +1,8 @@
 import { Type, type Static } from '@sinclair/typebox';
 import { and, asc, eq, gt } from 'drizzle-orm';
-import { mappings } from '../db/schema.ts';
+import { connections, mappings } from '../db/schema.ts';
 import type { Tx } from '../db/client.ts';
-import { ConflictError, NotFoundError, ValidationError } from '../errors.ts';
+import { ConflictError, NotFoundError, UnprocessableError, ValidationError } from '../errors.ts';
 import { newId } from '../lib/ids.ts';
 import { assertValid } from '../lib/validate.ts';
 import { recordAudit } from './audit.ts';
@@ -13,6 +13,7 @@ import type { SyncService } from './syncs.ts';
 import type { ConnectionService } from './connections.ts';
 import type { ModelService } from './models.ts';
 import { suggestMappings, type MappingSuggestion } from '../connectors/automap.ts';
+import { getConnectorType } from '../connectors/registry.ts';
 
 // Mappings: one destination field of a sync and where its value comes from. A child
 // collection of the sync; a destination field appears at most once per sync.
@@ -30,8 +31,18 @@ export const MappingSource = Type.Union(
             matchField: Type.String({ minLength: 1, maxLength: 200 }),
             sourceColumn: Type.String({ minLength: 1, maxLength: 200 }),
             resultField: Type.String({ minLength: 1, maxLength: 200 }),
+            caseInsensitive: Type.Optional(Type.Boolean({ description: 'Compare case-insensitively and trimmed (e-mails); default false' })),
+            onMissing: Type.Optional(
+              Type.Union([Type.Literal('invalid'), Type.Literal('skip_field')], {
+                description: 'No matching record: the row is invalid (default) or the field is left unset',
+              }),
+            ),
           },
-          { additionalProperties: false },
+          {
+            additionalProperties: false,
+            description:
+              "The value of `resultField` of the destination record whose `matchField` equals the row's `sourceColumn`; more than one matching record makes the row invalid (lookup_ambiguous). Needs a destination whose type has the `lookup` capability.",
+          },
         ),
       },
       { additionalProperties: false },
@@ -147,6 +158,18 @@ export class MappingService {
     return this.deps.database.db;
   }
 
+  /** Lookup mappings need a destination type with the `lookup` capability (422 lookup_not_supported). */
+  private async checkLookups(tx: Tx, workspaceId: string, destinationId: string, sources: { source: MappingSourceT; path: string }[]): Promise<void> {
+    const lookups = sources.filter((s) => 'lookup' in s.source);
+    if (!lookups.length) return;
+    const [dest] = await tx.select({ type: connections.type, slug: connections.slug }).from(connections).where(and(eq(connections.id, destinationId), eq(connections.workspaceId, workspaceId)));
+    if (dest && getConnectorType(dest.type)?.capabilities?.lookup) return;
+    throw new UnprocessableError('lookup_not_supported', `The destination "${dest?.slug ?? destinationId}" (type ${dest?.type ?? '?'}) cannot look records up, so lookup mappings cannot be used on this sync.`, {
+      errors: lookups.map((l) => ({ path: `${l.path}/lookup`, message: 'not supported by this destination' })),
+      hint: 'Map the field from a column, a static value or a template instead.',
+    });
+  }
+
   async list(actor: Actor, syncRef: string, params: { limit?: number; cursor?: string } = {}): Promise<Page<MappingViewT>> {
     requireScope(actor, 'read');
     const sync = await this.syncs.row(this.db, actor.workspaceId, syncRef);
@@ -184,6 +207,7 @@ export class MappingService {
     try {
       return await this.db.transaction(async (tx) => {
         const sync = await this.syncs.row(tx, actor.workspaceId, syncRef, { forUpdate: true });
+        await this.checkLookups(tx, actor.workspaceId, sync.destinationId, [{ source: input.source, path: '/source' }]);
         const id = newId('mapping');
         const [row] = await tx.insert(mappings).values({ id, workspaceId: actor.workspaceId, syncId: sync.id, destinationField: input.destinationField, source: input.source }).returning();
         await recordAudit(tx, actor, 'create', 'mapping', id, ['destinationField', 'source']);
@@ -204,6 +228,7 @@ export class MappingService {
         const sync = await this.syncs.row(tx, actor.workspaceId, syncRef);
         const cur = await this.rowOf(tx, actor, sync.id, id, true);
         checkVersion(ifMatch, cur.version);
+        if (input.source) await this.checkLookups(tx, actor.workspaceId, sync.destinationId, [{ source: input.source, path: '/source' }]);
         const next = { destinationField: input.destinationField ?? cur.destinationField, source: input.source ?? cur.source };
         const changed = changedFields(cur as unknown as Record<string, unknown>, next, ['destinationField', 'source']);
         if (!changed.length) return mappingView(cur);
@@ -247,6 +272,7 @@ export class MappingService {
       const sync = await this.syncs.row(tx, actor.workspaceId, syncRef, { forUpdate: true });
       // If-Match here guards the set with the sync's version: the set is part of the sync's configuration.
       checkVersion(ifMatch, sync.version);
+      await this.checkLookups(tx, actor.workspaceId, sync.destinationId, input.map((m, i) => ({ source: m.source, path: `/${i}/source` })));
       const current = await tx.select().from(mappings).where(eq(mappings.syncId, sync.id));
       const byField = new Map(current.map((m) => [m.destinationField, m]));
       const keep = new Set<string>();

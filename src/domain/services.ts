@@ -9,6 +9,7 @@ import { AlertChannelService } from './alert-channels.ts';
 import { AlertService } from './alerts.ts';
 import { WebhookService } from './webhooks.ts';
 import { Metrics } from '../lib/metrics.ts';
+import { OAuthService } from './oauth.ts';
 
 // The one service layer. REST routes, GraphQL resolvers and worker tasks all call these.
 export interface Services {
@@ -23,6 +24,7 @@ export interface Services {
   alertChannels: AlertChannelService;
   alerts: AlertService;
   metrics: Metrics;
+  oauth: OAuthService;
 }
 
 export function createServices(deps: ServiceDeps): Services {
@@ -41,5 +43,6 @@ export function createServices(deps: ServiceDeps): Services {
     alertChannels: new AlertChannelService(deps),
     alerts: new AlertService(deps),
     metrics: new Metrics(deps.database),
+    oauth: new OAuthService(deps, connections),
   };
 }

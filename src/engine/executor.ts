@@ -170,6 +170,7 @@ export class RunExecutor {
             mappings,
             fields,
             source,
+            dest,
             counts,
             readBatchSize: this.opts.readBatchSize,
             signal: anySignal,
@@ -293,7 +294,8 @@ async function hook(log: Logger, fn: () => Promise<void> | undefined): Promise<v
 }
 
 export function toRunError(e: unknown): { code: string; message: string; hint?: string; retryable: boolean } {
-  if (e instanceof ConnectorError) return { code: e.code, message: e.message, ...(e.hint ? { hint: e.hint } : {}), retryable: e.classification === 'retryable' };
+  // retryLater: a fatal stop that a later run can retry (e.g. HubSpot's daily limit until its reset).
+  if (e instanceof ConnectorError) return { code: e.code, message: e.message, ...(e.hint ? { hint: e.hint } : {}), retryable: e.classification === 'retryable' || e.retryLater === true };
   if (e instanceof AppError) return { code: e.code, message: e.message, ...(e.hint ? { hint: e.hint } : {}), retryable: false };
   return { code: 'internal_error', message: 'The run failed because of an internal error; it has been logged.', retryable: true };
 }

@@ -1,11 +1,12 @@
 import { hash } from 'node:crypto';
 import { compileMappings, type MappingSpec } from '../connectors/mapping.ts';
-import type { DestinationField, Row, SourceConnector } from '../connectors/types.ts';
+import type { DestinationConnector, DestinationField, Row, SourceConnector } from '../connectors/types.ts';
 import type { Sql } from '../db/client.ts';
 import { ConnectorError } from '../errors.ts';
 import { stringifyPayload } from '../lib/json.ts';
 import { abortable, raceAbort } from './abort.ts';
 import { equalityOf, matchKeyOf, unrecordablePath } from './identity.ts';
+import { LookupResolver } from './lookups.ts';
 import { recordInvalid, type InvalidRow } from './records.ts';
 import { createStaging, StagingWriter } from './staging.ts';
 import type { RunCounts } from './status.ts';
@@ -26,6 +27,8 @@ export interface QueryInput {
   mappings: MappingSpec[];
   fields: DestinationField[];
   source: SourceConnector;
+  /** The destination, for lookup mappings (resolved per source batch before mapping, cached for the run). */
+  dest?: DestinationConnector;
   counts: RunCounts;
   readBatchSize: number;
   /** Aborted on cancel, shutdown or the run's deadline: the read stops at once. */
@@ -44,7 +47,8 @@ export async function queryPhase(q: QueryInput): Promise<void> {
   if (!colNames.includes(q.model.primaryKey)) {
     throw new ConnectorError('primary_key_not_found', `The model's query returns no column "${q.model.primaryKey}".`, { classification: 'fatal', hint: "Fix the model's primaryKey or its SQL." });
   }
-  const map = compileMappings(mappings, q.fields, { columns: colNames });
+  const lookups = q.dest ? new LookupResolver(mappings, q.dest, { signal: q.signal }) : undefined;
+  const map = compileMappings(mappings, q.fields, { columns: colNames, ...(lookups?.active ? { lookup: lookups.resolve } : {}) });
   const equality = equalityOf(q.fields, matchField);
 
   const { counts } = q;
@@ -60,6 +64,8 @@ export async function queryPhase(q: QueryInput): Promise<void> {
   };
   try {
     for await (const batch of abortable(q.source.stream(q.model.sql, { batchSize: q.readBatchSize, signal: q.signal }), q.signal)) {
+      // Lookup values of this batch not seen before are resolved in the destination's batch size.
+      if (lookups?.active) await raceAbort(lookups.prepare(batch), q.signal);
       for (const row of batch) {
         counts.queried++;
         const pkValue = (row as Row)[q.model.primaryKey];

@@ -21,6 +21,7 @@ import { errorHandler, problemOf, sendProblem } from './problem.ts';
 import { ProblemSchema } from './schemas.ts';
 import { adminRoutes } from './routes/admin.ts';
 import { connectionRoutes } from './routes/connections.ts';
+import { oauthRoutes } from './routes/oauth.ts';
 import { healthRoutes, type Readiness } from './routes/health.ts';
 import { modelRoutes } from './routes/models.ts';
 import { runRoutes } from './routes/runs.ts';
@@ -189,6 +190,7 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
   app.get('/openapi.json', { config: { public: true }, schema: { hide: true } }, async () => app.swagger());
   adminRoutes(app, services);
   connectionRoutes(app, services);
+  oauthRoutes(app, services);
   modelRoutes(app, services);
   syncRoutes(app, services);
   runRoutes(app, services);

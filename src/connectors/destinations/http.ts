@@ -4,11 +4,12 @@ import { secretRedactor, type Redactor } from '../../lib/redact.ts';
 import { compileTemplate, type CompiledTemplate } from '../template.ts';
 import type {
   ColumnType, ConnectorContext, DestinationCapabilities, DestinationConnector, DestinationField, DestinationObject,
-  ResolvedSecrets, RowResult, WireExchange, WriteOperation, WriteRequest, WriteResult,
+  LookupMatch, LookupRequest, ResolvedSecrets, RowResult, WireExchange, WriteOperation, WriteRequest, WriteResult,
 } from '../types.ts';
 import { HttpAuth, type HttpAuthConfig } from './http-auth.ts';
 import { MAX_ROW_MESSAGE, bodyFailure, classifyBodyError, destinationMessage, errorMessage, exchange, jsonPointer, parseJson } from './http-response.ts';
 import { stringifyJson } from '../../lib/json.ts';
+import { HttpLookup, type HttpLookupConfig } from './http-lookup.ts';
 
 export interface HttpOperationConfig {
   method: 'POST' | 'PUT' | 'PATCH' | 'DELETE';
@@ -42,6 +43,7 @@ export interface HttpDestinationConfig {
   /** Row mode: requests in flight at once within one batch. */
   rowConcurrency?: number;
   objects: HttpObjectConfig[];
+  lookups?: HttpLookupConfig[];
 }
 
 interface Sent {
@@ -68,6 +70,7 @@ export class HttpDestination implements DestinationConnector {
   readonly #redact: Redactor;
   readonly #objects: Map<string, HttpObjectConfig>;
   readonly #paths = new Map<string, CompiledTemplate>();
+  readonly #lookups: HttpLookup;
 
   constructor(config: HttpDestinationConfig, secrets: ResolvedSecrets, ctx: ConnectorContext) {
     this.#config = config;
@@ -75,6 +78,16 @@ export class HttpDestination implements DestinationConnector {
     this.#auth = new HttpAuth(config.auth, secrets, this.#transport());
     this.#redact = secretRedactor(() => this.#auth.secretValues, this.#auth.secretHeaderNames);
     this.#objects = new Map(config.objects.map((o) => [o.name, o]));
+    this.#lookups = new HttpLookup(config.lookups ?? [], config.baseUrl, async (url, signal) => {
+      const { res } = await this.#send('GET', url, undefined, [], [], signal);
+      const err = this.#batchLevelError(res, url);
+      if (err) throw err;
+      return res;
+    });
+  }
+
+  lookup(req: LookupRequest): Promise<Map<string, LookupMatch[]>> {
+    return this.#lookups.lookup(req);
   }
 
   #transport() {
@@ -131,6 +144,7 @@ export class HttpDestination implements DestinationConnector {
       maxBatchSize: this.#config.maxBatchSize ?? 100,
       supportsDelete: ops.has('delete'),
       defaultMaxRequestsPerSecond: this.#config.maxRequestsPerSecond ?? 50,
+      lookup: this.#lookups.configured,
     };
   }
 

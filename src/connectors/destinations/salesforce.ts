@@ -489,6 +489,7 @@ export function salesforceCapabilities(config: Partial<SalesforceConfig> = {}): 
     // Salesforce meters a rolling 24-hour allocation, not a per-second rate; 10 requests/s keeps
     // a sync from spending an org's allocation in minutes while still moving 2,000 rows/s.
     defaultMaxRequestsPerSecond: config.maxRequestsPerSecond ?? 10,
+    lookup: true,
     bulk: { threshold: config.bulkThreshold ?? DEFAULT_BULK_THRESHOLD, maxBatchSize: config.bulkMaxRows ?? 100_000 },
   };
 }

@@ -55,6 +55,15 @@ export function adminRoutes(app: FastifyInstance, s: Services): void {
               configSchema: Type.Object({}, { additionalProperties: true }),
               secrets: Type.Array(Type.Object({ name: Type.String(), required: Type.Boolean(), description: Type.String() })),
               capabilities: Type.Union([Type.Object({}, { additionalProperties: true }), Type.Null()]),
+              oauth: Type.Union(
+                [
+                  Type.Object(
+                    { provider: Type.String(), authorizeUrl: Type.String(), tokenUrl: Type.String(), scopes: Type.Array(Type.String()) },
+                    { description: 'Connections of this type can be connected with POST /v1/connections/{ref}/oauth/start (client: BACKHAUL_<PROVIDER>_CLIENT_ID/_SECRET)' },
+                  ),
+                  Type.Null(),
+                ],
+              ),
             }),
           ),
         }),
@@ -64,7 +73,15 @@ export function adminRoutes(app: FastifyInstance, s: Services): void {
     handler: async (req) => {
       requireScope(actorOf(req), 'read');
       return {
-        data: listConnectorTypes().map((t) => ({ type: t.type, label: t.label, roles: t.roles, configSchema: t.configSchema, secrets: t.secrets, capabilities: t.capabilities ?? null })),
+        data: listConnectorTypes().map((t) => ({
+          type: t.type,
+          label: t.label,
+          roles: t.roles,
+          configSchema: t.configSchema,
+          secrets: t.secrets,
+          capabilities: t.capabilities ?? null,
+          oauth: t.oauth ? { provider: t.oauth.name, authorizeUrl: t.oauth.authorizeUrl, tokenUrl: t.oauth.tokenUrl, scopes: t.oauth.scopes } : null,
+        })),
       };
     },
   });
