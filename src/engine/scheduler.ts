@@ -1,5 +1,7 @@
+import type { Logger } from 'pino';
 import { sql as dsql } from 'drizzle-orm';
-import type { Db, Tx } from '../db/client.ts';
+import type { Database, Db, Tx } from '../db/client.ts';
+import type { Services } from '../domain/services.ts';
 import type { ScheduleT } from '../domain/syncs.ts';
 import { nextCronTime } from './cron-time.ts';
 
@@ -97,4 +99,28 @@ export async function planNextSlot(db: Db, sync: FiredSync, now: Date, firedAt: 
     if (planned.length) return next;
   }
   return db.transaction((tx) => planSchedule(tx, sync.id, after));
+}
+
+export type SlotOutcome = 'triggered' | 'skipped' | 'disabled' | 'gone';
+
+/**
+ * A sync's slot has come (the backhaul_schedule task): trigger a run unless the sync has one
+ * queued or running (the slot is skipped then), and plan the next slot. `now` is the worker's
+ * clock, `firedAt` the job's run_at (the slot). Returns what happened and the next slot.
+ */
+export async function fireSlot(
+  deps: { database: Database; services: Services; logger: Logger },
+  syncId: string,
+  now: Date,
+  firedAt: Date,
+): Promise<{ outcome: SlotOutcome; next: Date | null }> {
+  const { database, services, logger } = deps;
+  // One statement reads the sync and triggers its run unless one is queued or running.
+  const sync = await services.runs.fireScheduled(syncId);
+  if (!sync) return { outcome: 'gone', next: null };
+  // Not created while enabled: a run was active (or was queued while the statement waited).
+  const outcome: SlotOutcome = sync.created ? 'triggered' : sync.enabled ? 'skipped' : 'disabled';
+  if (outcome === 'skipped') logger.info({ syncId, activeRun: sync.active }, 'scheduled slot skipped: a run is still active');
+  const fired = { id: syncId, version: sync.version, enabled: sync.enabled, schedule: sync.schedule, createdAt: sync.createdAt };
+  return { outcome, next: await planNextSlot(database.db, fired, now, firedAt) };
 }

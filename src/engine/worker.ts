@@ -4,14 +4,12 @@ import pg from 'pg';
 import { inArray } from 'drizzle-orm';
 import type { Database } from '../db/client.ts';
 import { runs } from '../db/schema.ts';
-import { systemActor } from '../domain/context.ts';
 import type { Services } from '../domain/services.ts';
-import type { ScheduleT } from '../domain/syncs.ts';
 import { purgeIdempotencyKeys } from '../http/idempotency.ts';
 import { RunExecutor, type EngineOptions, type RunHooks } from './executor.ts';
 import { gcJobQueues } from './job-queues.ts';
 import { realClock } from './rate-limiter.ts';
-import { planNextSlot } from './scheduler.ts';
+import { fireSlot } from './scheduler.ts';
 import { STAGING_SCHEMA } from './staging.ts';
 
 // The job worker: graphile-worker tasks are thin adapters over the executor and the services.
@@ -73,19 +71,7 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
 
   const backhaul_schedule: Task = async (payload, helpers) => {
     const { syncId } = payload as { syncId: string };
-    // One read: the sync and whether it has a run queued or running (the slot is skipped then).
-    const [sync] = await database.sql<{ workspace_id: string; enabled: boolean; schedule: ScheduleT; version: number; created_at: Date; active: string | null }[]>`
-      select workspace_id, enabled, schedule, version, created_at,
-             (select r.id from runs r where r.sync_id = ${syncId} and r.status in ('queued', 'running') limit 1) as active
-      from syncs where id = ${syncId}`;
-    if (!sync) return;
-    if (sync.enabled && !sync.active) {
-      await services.runs.trigger(systemActor(sync.workspace_id), syncId, {}, 'schedule');
-    } else if (sync.active) {
-      logger.info({ syncId, activeRun: sync.active }, 'scheduled slot skipped: a run is still active');
-    }
-    const fired = { id: syncId, version: sync.version, enabled: sync.enabled, schedule: sync.schedule, createdAt: sync.created_at };
-    await planNextSlot(database.db, fired, new Date(clock.now()), helpers.job.run_at);
+    await fireSlot({ database, services, logger }, syncId, new Date(clock.now()), helpers.job.run_at);
   };
 
   const backhaul_maintenance: Task = async () => {

@@ -4,7 +4,7 @@ import { sql as dsql } from 'drizzle-orm';
 import type { Task } from 'graphile-worker';
 import { realClock } from '../../src/engine/rate-limiter.ts';
 import { gcJobQueues } from '../../src/engine/job-queues.ts';
-import { planSchedule } from '../../src/engine/scheduler.ts';
+import { fireSlot, planSchedule } from '../../src/engine/scheduler.ts';
 import { startWorker } from '../../src/engine/worker.ts';
 import { startTestBackhaul, type TestBackhaul } from '../helpers/backhaul.ts';
 import { startFakeCrm } from '../fakes/crm.ts';
@@ -123,6 +123,32 @@ t.test('a change committed while a skipped slot plans the next is not overwritte
   t.equal((await h.request('GET', `/v1/syncs/${syncId}/runs`)).body.data.length, 1, 'the skipped slot queued nothing');
   crm.faults = {};
   await waitForRun(h, slow.body.id);
+});
+
+t.test('a run queued while a scheduled fire waits for the sync row makes the fire skip: never two queued runs', async (t) => {
+  // The fire is one statement; its snapshot is taken before it waits for the row, so it cannot
+  // see a run queued meanwhile: the unique index on queued runs turns its insert into nothing.
+  const h = await startTestBackhaul(t);
+  const crm = await startFakeCrm();
+  t.teardown(() => crm.close());
+  const { syncId } = await setupSync(t, h, crm.url, { rows: 1 });
+  await h.request('PATCH', `/v1/syncs/${syncId}`, { body: { schedule: { type: 'interval', everySeconds: 600 } } });
+  const db = postgres(h.databaseUrl, { max: 2, onnotice: () => {} });
+  t.teardown(() => db.end());
+  const deps = { database: h.bh.database, services: h.bh.services, logger: h.bh.logger };
+  let fire: ReturnType<typeof fireSlot> | undefined;
+  await db.begin(async (tx) => {
+    const [{ pid }] = await tx`select pg_backend_pid() as pid`;
+    const [sync] = await tx`select workspace_id from syncs where id = ${syncId} for update`;
+    fire = fireSlot(deps, syncId, new Date(), new Date());
+    await until(() => blocksSomeone(db, pid), 'the fire to wait on the sync row');
+    // As runs.trigger does under the same lock.
+    await tx`insert into runs (id, workspace_id, sync_id, status, trigger, counts) values ('run_concurrent', ${sync!.workspace_id}, ${syncId}, 'queued', 'api', '{}')`;
+  });
+  const fired = await fire!;
+  t.equal(fired.outcome, 'skipped', 'the fire skips its slot');
+  t.same(await db`select id from runs where sync_id = ${syncId} and status = 'queued'`, [{ id: 'run_concurrent' }], 'one queued run: the one triggered meanwhile');
+  t.ok(fired.next, 'the next slot is planned');
 });
 
 // ---- empty job queue cleanup racing add_job ----

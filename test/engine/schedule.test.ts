@@ -1,6 +1,9 @@
 import t from 'tap';
 import postgres from 'postgres';
+import { connectDatabase } from '../../src/db/client.ts';
+import { createServices } from '../../src/domain/services.ts';
 import { realClock } from '../../src/engine/rate-limiter.ts';
+import { fireSlot } from '../../src/engine/scheduler.ts';
 import { startTestBackhaul, type TestBackhaul } from '../helpers/backhaul.ts';
 import { startFakeCrm } from '../fakes/crm.ts';
 import { setupSync, waitForRun } from '../helpers/sync-setup.ts';
@@ -209,6 +212,55 @@ t.test('schedule.anchor: any timestamp with an offset, stored as UTC; others are
   }
   const cron = await h.request('PATCH', `/v1/syncs/${syncId}`, { body: { schedule: { type: 'cron', expression: '0 6 * * *', anchor: '2026-03-01T06:30:00Z' } } });
   t.equal(cron.status, 400, 'a cron schedule has no anchor');
+});
+
+t.test('a scheduled fire costs two statements (the trigger does not repeat the read), and its run is the same as a triggered one', async (t) => {
+  const h = await startTestBackhaul(t);
+  const crm = await startFakeCrm();
+  t.teardown(() => crm.close());
+  const { syncId } = await setupSync(t, h, crm.url, { rows: 1 });
+  await h.request('PATCH', `/v1/syncs/${syncId}`, { body: { schedule: { type: 'interval', everySeconds: 600 } } });
+  const db = postgres(h.databaseUrl, { max: 1, onnotice: () => {} });
+  t.teardown(() => db.end());
+  // The scheduler over a pool that records what it sends.
+  const statements: string[] = [];
+  const database = connectDatabase(h.databaseUrl, { max: 1, debug: (q) => statements.push(q) });
+  t.teardown(() => database.close());
+  await database.sql`select 1`; // the connection is open (postgres.js reads the array types once per connection)
+  const deps = { database, services: createServices({ ...h.bh.services.deps, database }), logger: h.bh.logger };
+  const notified: string[] = [];
+  const listener = await db.listen('backhaul_runs', (p) => notified.push(p));
+  t.teardown(() => listener.unlisten());
+
+  const slot = new Date((await scheduledAt(db, syncId))!);
+  statements.length = 0;
+  const fired = await fireSlot(deps, syncId, slot, slot);
+  t.equal(fired.outcome, 'triggered');
+  t.equal(statements.length, 2, `a slot that triggers a run: ${JSON.stringify(statements, null, 1)}`);
+  t.equal(fired.next!.getTime() - slot.getTime(), 600_000, 'and plans the next slot');
+  t.equal(await scheduledAt(db, syncId), fired.next!.toISOString());
+
+  const [run] = await runsOf(h, syncId);
+  t.match(run, { trigger: 'schedule', status: 'queued', fullResync: false, phase: null, startedAt: null, counts: { queried: 0, planned: { insert: 0 } } });
+  const [job] = await db`select q.queue_name, j.payload, j.max_attempts, t.identifier from graphile_worker._private_jobs j
+    join graphile_worker._private_tasks t on t.id = j.task_id join graphile_worker._private_job_queues q on q.id = j.job_queue_id where j.key = ${`run:${run.id}`}`;
+  t.same(job, { queue_name: `sync:${syncId}`, payload: { runId: run.id }, max_attempts: 25, identifier: 'backhaul_run' }, 'its job, in the sync\'s queue');
+  const audit = (await h.request('GET', '/v1/audit-events?limit=100')).body.data.find((e: any) => e.resourceId === run.id);
+  t.match(audit, { action: 'trigger', resourceType: 'run', changedFields: [] }, 'its audit event');
+  await until(async () => notified.length > 0, 'the run notification');
+  const [{ workspace_id: workspaceId }] = await db`select workspace_id from syncs where id = ${syncId}`;
+  t.same(JSON.parse(notified[0]!), { runId: run.id, syncId, workspaceId, status: 'queued', phase: null }, 'its notification');
+
+  // The next slot while that run is still queued (no worker here): skipped, same cost.
+  statements.length = 0;
+  const skipped = await fireSlot(deps, syncId, fired.next!, fired.next!);
+  t.equal(skipped.outcome, 'skipped');
+  t.equal(statements.length, 2, `a skipped slot: ${JSON.stringify(statements, null, 1)}`);
+  t.equal((await runsOf(h, syncId)).length, 1);
+
+  // A manual trigger now returns the queued run, as before.
+  const manual = await h.request('POST', `/v1/syncs/${syncId}/runs`, { body: {} });
+  t.equal(manual.body.id, run.id, 'a trigger while the scheduled run is queued returns it');
 });
 
 t.test('mapping suggestions from model columns to destination fields; apply adds them without touching existing ones', async (t) => {
