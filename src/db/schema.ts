@@ -294,6 +294,9 @@ export const runs = pgTable(
     index('runs_sync_idx').on(t.syncId, t.id),
     index('runs_ws_idx').on(t.workspaceId, t.id),
     index('runs_active_idx').on(t.syncId).where(sql`status in ('queued', 'running')`),
+    // At most one queued run per sync (a trigger returns the queued one), and one queued dry run:
+    // the scheduler's one-statement trigger relies on it (src/domain/runs.ts fireScheduled).
+    uniqueIndex('runs_one_queued_uq').on(t.syncId, t.dryRun).where(sql`status = 'queued'`),
   ],
 );
 

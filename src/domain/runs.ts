@@ -10,7 +10,7 @@ import { recordAudit } from './audit.ts';
 import type { Actor } from './context.ts';
 import { decodeCursor, iso, pageLimit, requireScope, toPage, type Page } from './common.ts';
 import type { ServiceDeps } from './deps.ts';
-import type { SyncService } from './syncs.ts';
+import type { ScheduleT, SyncService } from './syncs.ts';
 import { exchangesForRecords } from './debugger.ts';
 
 // Runs: triggering, reading, cancelling, and the per-row records. The worker executes them
@@ -140,6 +140,20 @@ export async function publishRun(tx: Tx, r: { id: string; syncId: string; worksp
   await tx.execute(sql`select pg_notify('backhaul_runs', ${payload})`);
 }
 
+/** What a scheduled slot found and did (RunService.fireScheduled). */
+export interface ScheduledFire {
+  workspaceId: string;
+  enabled: boolean;
+  schedule: ScheduleT;
+  version: number;
+  createdAt: Date;
+  /** The run queued or running that made the slot skip. */
+  active: string | null;
+  /** The run the slot queued. */
+  created: string | null;
+}
+type ScheduledFireRow = { workspace_id: string; enabled: boolean; schedule: ScheduleT; version: number; created_at: Date | string; active: string | null; created: string | null };
+
 export class RunService {
   private readonly deps: ServiceDeps;
   private readonly syncs: SyncService;
@@ -183,6 +197,47 @@ export class RunService {
       await publishRun(tx, row);
       return { run: runView(row), created: true };
     });
+  }
+
+  /**
+   * A scheduled slot, in one statement (the scheduler's trigger; system actor): reads the sync
+   * (locking its row, as trigger() does) and whether it has a run queued or running, and when it
+   * is enabled and has none, creates the queued run with what trigger() writes with it: its job,
+   * audit event and notification. A run triggered while this statement waited for the row is not
+   * in its snapshot; runs_one_queued_uq makes the insert do nothing then.
+   * Returns null when the sync is gone; else its schedule fields, the active run that made the
+   * slot skip (or null), and the created run's id (or null).
+   */
+  async fireScheduled(syncId: string): Promise<ScheduledFire | null> {
+    const id = newId('run');
+    const rows = await this.deps.database.sql<ScheduledFireRow[]>`
+      with s as materialized (
+        select id, workspace_id, enabled, schedule, version, created_at from syncs where id = ${syncId} for update
+      ), active as materialized (
+        select r.id from runs r where r.sync_id = ${syncId} and r.status in ('queued', 'running') limit 1
+      ), created as (
+        insert into runs (id, workspace_id, sync_id, status, trigger, full_resync, callback_url, counts)
+        select ${id}, s.workspace_id, s.id, 'queued', 'schedule', false, null, ${JSON.stringify(emptyCounts())}::jsonb from s
+        where s.enabled and not exists (select 1 from active)
+        on conflict (sync_id, dry_run) where status = 'queued' do nothing
+        returning id, workspace_id, sync_id, status, phase
+      ), job as (
+        select graphile_worker.add_job('backhaul_run', json_build_object('runId', c.id), queue_name => 'sync:' || c.sync_id,
+                                       job_key => 'run:' || c.id, max_attempts => 25)
+        from created c
+      ), audit as (
+        insert into audit_events (id, workspace_id, actor_key_id, action, resource_type, resource_id, changed_fields, request_id)
+        select ${newId('audit')}, c.workspace_id, null, 'trigger', 'run', c.id, '{}', null from created c
+      ), notified as (
+        select pg_notify('backhaul_runs', json_build_object('runId', c.id, 'syncId', c.sync_id, 'workspaceId', c.workspace_id, 'status', c.status, 'phase', c.phase)::text)
+        from created c
+      )
+      select s.workspace_id, s.enabled, s.schedule, s.version, s.created_at, (select id from active) as active,
+             (select id from created) as created, (select count(*) from job) + (select count(*) from notified) as side_effects
+      from s`;
+    const r = rows[0];
+    if (!r) return null;
+    return { workspaceId: r.workspace_id, enabled: r.enabled, schedule: r.schedule, version: r.version, createdAt: new Date(r.created_at), active: r.active, created: r.created };
   }
 
   async get(actor: Actor, id: string): Promise<RunViewT> {

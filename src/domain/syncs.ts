@@ -23,7 +23,20 @@ export type SyncModeT = (typeof SYNC_MODES)[number];
 const Schedule = Type.Union(
   [
     Type.Object({ type: Type.Literal('manual') }, { additionalProperties: false }),
-    Type.Object({ type: Type.Literal('interval'), everySeconds: Type.Integer({ minimum: 10, maximum: 31_536_000 }) }, { additionalProperties: false }),
+    Type.Object(
+      {
+        type: Type.Literal('interval'),
+        everySeconds: Type.Integer({ minimum: 10, maximum: 31_536_000 }),
+        anchor: Type.Optional(
+          Type.String({
+            format: 'date-time',
+            description:
+              'A time on the grid of slots (anchor + k × everySeconds, k any integer: it sets the phase, not a start). Default: the sync\'s creation. A late run never shifts the following slots.',
+          }),
+        ),
+      },
+      { additionalProperties: false },
+    ),
     Type.Object(
       {
         type: Type.Literal('cron'),
@@ -177,7 +190,17 @@ function modesOf(ops: Set<string>): SyncModeT[] {
   return SYNC_MODES.filter((m) => (m === 'mirror' ? ops.has('upsert') && ops.has('delete') : ops.has(m)));
 }
 
+/** Checks a schedule and returns its stored form (an anchor as an ISO UTC timestamp; a cron's zone made explicit). */
 export function validateSchedule(s: ScheduleT): ScheduleT {
+  if (s.type === 'interval') {
+    if (s.anchor === undefined) return s;
+    // The date-time format (RFC 3339) requires the offset, so the instant is never ambiguous.
+    const at = Date.parse(s.anchor);
+    if (!Number.isFinite(at) || !/(z|[+-]\d\d:?\d\d)$/i.test(s.anchor)) {
+      throw new ValidationError('schedule.anchor must be an ISO 8601 timestamp with an offset, e.g. 2026-01-01T06:00:00Z.', [{ path: '/schedule/anchor', message: 'must be a timestamp with an offset' }], 'invalid_schedule');
+    }
+    return { type: 'interval', everySeconds: s.everySeconds, anchor: new Date(at).toISOString() };
+  }
   if (s.type !== 'cron') return s;
   const timezone = s.timezone ?? 'UTC';
   try {

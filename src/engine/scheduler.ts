@@ -1,22 +1,51 @@
-import { CronExpressionParser } from 'cron-parser';
+import type { Logger } from 'pino';
 import { sql as dsql } from 'drizzle-orm';
-import type { Db, Tx } from '../db/client.ts';
+import type { Database, Db, Tx } from '../db/client.ts';
+import type { Services } from '../domain/services.ts';
 import type { ScheduleT } from '../domain/syncs.ts';
+import { nextCronTime } from './cron-time.ts';
 
 // One scheduled job per sync (job_key `schedule:<syncId>`, replaced on every change), whose
 // run_at is the next fire time. When it fires it triggers a run, unless the sync already has one
 // queued or running (a slow run makes the next slot skip, never pile up), and plans the next.
+//
+// Slots are fixed by the schedule, never by when the previous one ran: an interval's slots are
+// anchor + k × everySeconds (the anchor is schedule.anchor, or the sync's creation), a cron's are
+// the expression's times in its zone. The next slot is the first one strictly after both the
+// clock and the slot that fired, so a late fire plans the next slot of the grid (slots it
+// overran are skipped, not queued), and a worker clock a little behind the database's, which
+// fires the job, cannot plan the same slot twice.
 
-export function nextFireTime(schedule: ScheduleT, from: Date): Date | null {
-  switch (schedule.type) {
+/** What a plan needs of a sync. */
+export interface SchedulableSync {
+  schedule: ScheduleT;
+  /** The default anchor of an interval schedule. */
+  createdAt: Date;
+}
+
+/** An interval schedule's grid origin: its explicit anchor, or the sync's creation. */
+export function intervalAnchor(schedule: Extract<ScheduleT, { type: 'interval' }>, createdAt: Date): Date {
+  return schedule.anchor ? new Date(schedule.anchor) : createdAt;
+}
+
+/**
+ * The sync's first slot strictly after `after`, or null for a manual schedule.
+ * interval: anchor + k × everySeconds for the smallest integer k (negative too: the anchor sets
+ * the grid's phase, not a start) giving a time after `after`. cron: see nextCronTime.
+ */
+export function nextFireTime(sync: SchedulableSync, after: Date): Date | null {
+  const s = sync.schedule;
+  switch (s.type) {
     case 'manual':
       return null;
-    case 'interval':
-      return new Date(from.getTime() + schedule.everySeconds * 1000);
-    case 'cron': {
-      const it = CronExpressionParser.parse(schedule.expression, { currentDate: from, tz: schedule.timezone ?? 'UTC' });
-      return it.next().toDate();
+    case 'interval': {
+      const anchor = intervalAnchor(s, sync.createdAt).getTime();
+      const every = s.everySeconds * 1000;
+      const k = Math.floor((after.getTime() - anchor) / every) + 1;
+      return new Date(anchor + k * every);
     }
+    case 'cron':
+      return nextCronTime(s.expression, s.timezone ?? 'UTC', after);
   }
 }
 
@@ -24,9 +53,13 @@ export const scheduleJobKey = (syncId: string) => `schedule:${syncId}`;
 
 /** (Re)plans a sync's scheduled job inside the caller's transaction; removes it when not scheduled. */
 export async function planSchedule(tx: Tx, syncId: string, now: Date): Promise<Date | null> {
-  const rows = (await tx.execute(dsql`select schedule, enabled from syncs where id = ${syncId}`)) as unknown as { schedule: ScheduleT; enabled: boolean }[];
+  const rows = (await tx.execute(dsql`select schedule, enabled, created_at from syncs where id = ${syncId}`)) as unknown as {
+    schedule: ScheduleT;
+    enabled: boolean;
+    created_at: string | Date;
+  }[];
   const sync = rows[0];
-  const next = sync && sync.enabled ? nextFireTime(sync.schedule, now) : null;
+  const next = sync && sync.enabled ? nextFireTime({ schedule: sync.schedule, createdAt: new Date(sync.created_at) }, now) : null;
   if (!next) {
     await tx.execute(dsql`select graphile_worker.remove_job(${scheduleJobKey(syncId)}::text)`);
     return null;
@@ -38,15 +71,24 @@ export async function planSchedule(tx: Tx, syncId: string, now: Date): Promise<D
   return next;
 }
 
+/** The sync as the firing task read it. */
+export interface FiredSync extends SchedulableSync {
+  id: string;
+  version: number;
+  enabled: boolean;
+}
+
 /**
- * Plans the slot after a fired one in a single statement, from the sync as the firing task read
- * it (`version`): the row lock waits for a concurrent change to commit, and the plan is made only
- * if the sync is still that version, so a plan from a stale read never replaces the one the
- * change made in its own transaction. When the sync changed, is gone or is no longer scheduled,
- * planSchedule re-reads it (the general path: replace or remove the job).
+ * Plans the slot after a fired one (`firedAt`: the job's run_at) in a single statement, from the
+ * sync as the firing task read it (`version`): the row lock waits for a concurrent change to
+ * commit, and the plan is made only if the sync is still that version, so a plan from a stale
+ * read never replaces the one the change made in its own transaction. When the sync changed, is
+ * gone or is no longer scheduled, planSchedule re-reads it (the general path: replace or remove
+ * the job). Returns the planned slot, or null when none.
  */
-export async function planNextSlot(db: Db, sync: { id: string; version: number; enabled: boolean; schedule: ScheduleT }, now: Date): Promise<Date | null> {
-  const next = sync.enabled ? nextFireTime(sync.schedule, now) : null;
+export async function planNextSlot(db: Db, sync: FiredSync, now: Date, firedAt: Date): Promise<Date | null> {
+  const after = new Date(Math.max(now.getTime(), firedAt.getTime()));
+  const next = sync.enabled ? nextFireTime(sync, after) : null;
   if (next) {
     const planned = (await db.execute(
       dsql`with s as materialized (select id from syncs where id = ${sync.id} and version = ${sync.version} and enabled for update)
@@ -56,5 +98,29 @@ export async function planNextSlot(db: Db, sync: { id: string; version: number; 
     )) as unknown as unknown[];
     if (planned.length) return next;
   }
-  return db.transaction((tx) => planSchedule(tx, sync.id, now));
+  return db.transaction((tx) => planSchedule(tx, sync.id, after));
+}
+
+export type SlotOutcome = 'triggered' | 'skipped' | 'disabled' | 'gone';
+
+/**
+ * A sync's slot has come (the backhaul_schedule task): trigger a run unless the sync has one
+ * queued or running (the slot is skipped then), and plan the next slot. `now` is the worker's
+ * clock, `firedAt` the job's run_at (the slot). Returns what happened and the next slot.
+ */
+export async function fireSlot(
+  deps: { database: Database; services: Services; logger: Logger },
+  syncId: string,
+  now: Date,
+  firedAt: Date,
+): Promise<{ outcome: SlotOutcome; next: Date | null }> {
+  const { database, services, logger } = deps;
+  // One statement reads the sync and triggers its run unless one is queued or running.
+  const sync = await services.runs.fireScheduled(syncId);
+  if (!sync) return { outcome: 'gone', next: null };
+  // Not created while enabled: a run was active (or was queued while the statement waited).
+  const outcome: SlotOutcome = sync.created ? 'triggered' : sync.enabled ? 'skipped' : 'disabled';
+  if (outcome === 'skipped') logger.info({ syncId, activeRun: sync.active }, 'scheduled slot skipped: a run is still active');
+  const fired = { id: syncId, version: sync.version, enabled: sync.enabled, schedule: sync.schedule, createdAt: sync.createdAt };
+  return { outcome, next: await planNextSlot(database.db, fired, now, firedAt) };
 }

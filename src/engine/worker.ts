@@ -4,13 +4,12 @@ import pg from 'pg';
 import { inArray } from 'drizzle-orm';
 import type { Database } from '../db/client.ts';
 import { runs } from '../db/schema.ts';
-import { systemActor } from '../domain/context.ts';
 import type { Services } from '../domain/services.ts';
-import type { ScheduleT } from '../domain/syncs.ts';
 import { purgeIdempotencyKeys } from '../http/idempotency.ts';
 import { RunExecutor, type EngineOptions, type RunHooks } from './executor.ts';
+import { gcJobQueues } from './job-queues.ts';
 import { realClock } from './rate-limiter.ts';
-import { planNextSlot } from './scheduler.ts';
+import { fireSlot } from './scheduler.ts';
 import { STAGING_SCHEMA } from './staging.ts';
 
 // The job worker: graphile-worker tasks are thin adapters over the executor and the services.
@@ -70,20 +69,9 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
     await executor.execute(runId, { workerId: helpers.job.locked_by ?? 'unknown', signal: helpers.abortSignal, logger });
   };
 
-  const backhaul_schedule: Task = async (payload) => {
+  const backhaul_schedule: Task = async (payload, helpers) => {
     const { syncId } = payload as { syncId: string };
-    // One read: the sync and whether it has a run queued or running (the slot is skipped then).
-    const [sync] = await database.sql<{ workspace_id: string; enabled: boolean; schedule: ScheduleT; version: number; active: string | null }[]>`
-      select workspace_id, enabled, schedule, version,
-             (select r.id from runs r where r.sync_id = ${syncId} and r.status in ('queued', 'running') limit 1) as active
-      from syncs where id = ${syncId}`;
-    if (!sync) return;
-    if (sync.enabled && !sync.active) {
-      await services.runs.trigger(systemActor(sync.workspace_id), syncId, {}, 'schedule');
-    } else if (sync.active) {
-      logger.info({ syncId, activeRun: sync.active }, 'scheduled slot skipped: a run is still active');
-    }
-    await planNextSlot(database.db, { id: syncId, version: sync.version, enabled: sync.enabled, schedule: sync.schedule }, new Date(clock.now()));
+    await fireSlot({ database, services, logger }, syncId, new Date(clock.now()), helpers.job.run_at);
   };
 
   const backhaul_maintenance: Task = async () => {
@@ -122,7 +110,7 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
   const staleAfter = o.staleAfterMs ?? 15_000;
   async function sweep(): Promise<number> {
     await releaseOrphanedJobs();
-    await gcJobQueues().catch((e) => logger.debug({ err: e }, 'job queue cleanup skipped'));
+    await gcJobQueues(database.sql).catch((e) => logger.debug({ err: e }, 'job queue cleanup skipped'));
     const stale = await database.sql<{ id: string; worker_id: string }[]>`
       select id, worker_id from runs
       where status = 'running' and worker_id is not null and heartbeat_at < now() - ${`${staleAfter} milliseconds`}::interval`;
@@ -133,24 +121,6 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
     await database.db.update(runs).set({ workerId: null }).where(inArray(runs.id, stale.map((s) => s.id)));
     logger.warn({ runs: stale.map((s) => s.id), workerIds }, 'released runs of unresponsive workers');
     return stale.length;
-  }
-  /**
-   * graphile-worker keeps the row of a named queue (runs use one per sync) after its last job,
-   * and a job fetch that meets an available job in a named queue locks every unlocked queue row
-   * (FOR UPDATE, a WAL record each): with 1,000 syncs such a fetch locked ~1,000 rows, ~54 kB of
-   * WAL and 2.5x the time of the same fetch with a handful of queues. Delete the queues that have
-   * no job. The share lock waits for the transactions that added a job to a queue (add_job makes
-   * sure the queue exists, then inserts the job), so a queue is never deleted under a job about
-   * to use it; add_job waits meanwhile and re-creates a deleted queue.
-   */
-  async function gcJobQueues(): Promise<void> {
-    // One round trip: a multi-statement simple query runs as one (implicit) transaction.
-    await database.sql.unsafe(`
-      set local lock_timeout = '200ms';
-      lock table graphile_worker._private_job_queues in share mode;
-      delete from graphile_worker._private_job_queues q
-      where q.locked_at is null
-        and not exists (select 1 from graphile_worker._private_jobs j where j.job_queue_id = q.id)`);
   }
   /**
    * A worker that died after its run became terminal (while finishing hooks ran) leaves a locked

@@ -320,6 +320,8 @@ type ManualSchedule {
 type IntervalSchedule {
   type: ScheduleType!
   everySeconds: Int!
+  "A time on the grid of slots (anchor + k × everySeconds); null: the sync's creation."
+  anchor: DateTime
 }
 
 type CronSchedule {
@@ -913,10 +915,12 @@ input MatchKeyInput {
   destinationField: String!
 }
 
-"manual: no other field; interval: everySeconds; cron: expression (+ timezone, default UTC)."
+"manual: no other field; interval: everySeconds (+ anchor); cron: expression (+ timezone, default UTC)."
 input ScheduleInput {
   type: ScheduleType!
   everySeconds: Int
+  "Interval only: an ISO 8601 timestamp with an offset on the grid of slots (anchor + k × everySeconds). Default: the sync's creation."
+  anchor: String
   expression: String
   timezone: String
 }

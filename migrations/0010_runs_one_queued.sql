@@ -1,0 +1,1 @@
+CREATE UNIQUE INDEX "runs_one_queued_uq" ON "runs" USING btree ("sync_id","dry_run") WHERE status = 'queued';
