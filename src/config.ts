@@ -23,6 +23,8 @@ export interface Config {
   webhookTimeoutMs: number;
   debuggerRetentionDays: number;
   metricsToken: string | undefined;
+  /** GET /metrics without a token; unset: public only when HOST is a loopback address. */
+  metricsPublic: boolean | undefined;
 }
 
 export class ConfigError extends Error {
@@ -108,6 +110,7 @@ export function loadConfig(env: Env = process.env): Config {
     webhookTimeoutMs: int('BACKHAUL_WEBHOOK_TIMEOUT_MS', 10_000, 100, 60_000),
     debuggerRetentionDays: int('BACKHAUL_DEBUGGER_RETENTION_DAYS', 7, 0, 365),
     metricsToken: str('BACKHAUL_METRICS_TOKEN'),
+    metricsPublic: str('BACKHAUL_METRICS_PUBLIC') === undefined ? undefined : bool('BACKHAUL_METRICS_PUBLIC', false),
   };
   if (problems.length > 0) throw new ConfigError(problems);
   return config;
@@ -132,7 +135,19 @@ export const CONFIG_DOCS: [string, string, string][] = [
   ['BACKHAUL_SHUTDOWN_TIMEOUT_MS', '25000', 'Grace period on SIGTERM before in-flight work is abandoned.'],
   ['BACKHAUL_WEBHOOK_TIMEOUT_MS', '10000', 'Deadline of one webhook, callback or alert request (connect, send, read the answer).'],
   ['BACKHAUL_DEBUGGER_RETENTION_DAYS', '7', 'How long destination requests/responses are kept for the row debugger; 0 turns capture off.'],
-  ['BACKHAUL_METRICS_TOKEN', '(none: /metrics is public)', 'When set, GET /metrics requires "Authorization: Bearer <token>".'],
+  ['BACKHAUL_METRICS_TOKEN', '(none)', 'When set, GET /metrics requires "Authorization: Bearer <token>".'],
+  ['BACKHAUL_METRICS_PUBLIC', '(true only when HOST is loopback)', 'Without a token, whether GET /metrics answers anyone (its labels name every workspace\'s syncs); otherwise it answers 403 metrics_not_public.'],
   ['LOG_LEVEL', 'info', 'pino log level.'],
   ['NODE_ENV', '', '`production` disables GraphiQL and pretty errors.'],
 ];
+
+/**
+ * Whether HOST only accepts connections from this machine: `localhost`, 127.0.0.0/8 or ::1
+ * (also written [::1] or as an IPv4-mapped ::ffff:127.x.y.z).
+ */
+export function isLoopbackHost(host: string): boolean {
+  const h = host.trim().toLowerCase().replace(/^\[|\]$/g, '');
+  if (h === 'localhost' || h === '::1' || h === '0:0:0:0:0:0:0:1') return true;
+  const v4 = h.replace(/^::ffff:/, '');
+  return /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(v4);
+}
