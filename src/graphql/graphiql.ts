@@ -7,7 +7,8 @@ import { AppError } from '../errors.ts';
 // GraphiQL at GET /graphiql, served entirely from installed npm packages (React 18's and
 // GraphiQL 4's UMD builds, GraphiQL's stylesheet, whose fonts and icons are inlined data: URLs):
 // it works on an air-gapped install, with no CDN and no service worker. The page asks for the
-// API key in GraphiQL's Headers tab ({"Authorization": "Bearer bh_…"}); the same headers go in
+// API key in GraphiQL's Headers tab ({"Authorization": "Bearer bh_…"}, prefilled with a
+// placeholder to replace); the same headers go in
 // the WebSocket's connection_init payload, so subscriptions work too. Assets are immutable per
 // package version and cached by browsers for a day.
 
@@ -25,12 +26,13 @@ interface Asset {
 
 /** The page's own script: renders GraphiQL against this server's /graphql (HTTP and WebSocket). */
 function appScript(graphqlPath: string): string {
-  const headers = JSON.stringify({ Authorization: 'Bearer bh_…' }, null, 2);
+  // ASCII only: browsers refuse a header value outside ISO-8859-1.
+  const headers = JSON.stringify({ Authorization: 'Bearer bh_YOUR_API_KEY' }, null, 2);
   const query = [
     '# Welcome to Backhaul\'s GraphQL API.',
     '#',
-    '# Every request needs an API key: open the "Headers" tab below and set',
-    '#   { "Authorization": "Bearer bh_…" }',
+    '# Every request needs an API key: open the "Headers" tab below and replace',
+    '# bh_YOUR_API_KEY with yours: { "Authorization": "Bearer bh_…" }',
     '# (GraphiQL keeps the headers in this browser\'s local storage; subscriptions send them',
     '# in the WebSocket\'s connection_init).',
     '',

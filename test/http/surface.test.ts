@@ -2,6 +2,7 @@ import pino from 'pino';
 import t from 'tap';
 import { buildApp } from '../../src/http/app.ts';
 import { startTestBackhaul, type TestBackhaul } from '../helpers/backhaul.ts';
+import { CHROMIUM_PATH, launchChromium } from '../helpers/chromium.ts';
 import { graph, PROBLEM_TYPE } from '../helpers/http-fixtures.ts';
 
 // The HTTP surface around the resources: what browsers, HTTP helpers and scrapers meet first.
@@ -160,3 +161,34 @@ t.test('/metrics is not public by default beyond loopback', async (t) => {
   const closed = await serve(h, { HOST: '127.0.0.1', BACKHAUL_METRICS_PUBLIC: 'false' });
   t.equal((await closed()).status, 403, 'loopback with BACKHAUL_METRICS_PUBLIC=false: refused');
 });
+
+t.test(
+  'Swagger UI renders offline in headless Chromium, without locks on public routes',
+  { skip: CHROMIUM_PATH ? false : 'Chromium not found (/usr/bin/chromium; set CHROMIUM_PATH, or `apt-get install -y chromium`)', timeout: 240_000 },
+  async (t) => {
+    const h = await startTestBackhaul(t);
+    const browser = await launchChromium(t);
+    const page = await browser.newPage();
+    await page.navigate(`${h.url}/docs`);
+    await page.waitFor(`document.querySelectorAll('.opblock').length > 20`, 'the operations to render');
+    // An operation with a security requirement shows a lock button; a public one does not.
+    const locks = await page.evaluate<Record<string, boolean>>(`(() => {
+      const out = {};
+      for (const op of document.querySelectorAll('.opblock')) {
+        const path = op.querySelector('.opblock-summary-path')?.getAttribute('data-path');
+        const method = op.querySelector('.opblock-summary-method')?.textContent;
+        out[method + ' ' + path] = Boolean(op.querySelector('.authorization__btn'));
+      }
+      return out;
+    })()`);
+    t.equal(locks['GET /healthz'], false, 'GET /healthz: no lock');
+    t.equal(locks['GET /readyz'], false, 'GET /readyz: no lock');
+    t.equal(locks['GET /v1/connections'], true, 'GET /v1/connections: a lock');
+    const origin = new URL(h.url).origin;
+    t.same(
+      page.requests.filter((u) => !u.startsWith(origin) && !u.startsWith('data:')),
+      [],
+      'every request went to this server',
+    );
+  },
+);
