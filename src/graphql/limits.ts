@@ -126,7 +126,11 @@ function dependencyOrder(fragments: Map<string, FragmentDefinitionNode>): string
   for (const [name, f] of fragments) {
     const d = new Set([...spreadsOf(f.selectionSet)].filter((n) => fragments.has(n)));
     deps.set(name, d);
-    for (const n of d) dependents.set(n, [...(dependents.get(n) ?? []), name]);
+    for (const n of d) {
+      const list = dependents.get(n);
+      if (list) list.push(name);
+      else dependents.set(n, [name]);
+    }
   }
   const pending = new Map([...deps].map(([n, d]) => [n, d.size]));
   const ready = [...pending].filter(([, c]) => c === 0).map(([n]) => n);
