@@ -38,6 +38,8 @@ export interface Config {
   oauthReturnOrigins: string[];
   /** The OAuth redirect URI registered with providers (default: BACKHAUL_PUBLIC_URL + /v1/oauth/callback). */
   oauthRedirectUrl: string | undefined;
+  /** GET /metrics without a token; unset: public only when HOST is a loopback address. */
+  metricsPublic: boolean | undefined;
 }
 
 export class ConfigError extends Error {
@@ -160,6 +162,7 @@ export function loadConfig(env: Env = process.env): Config {
     oauthClients,
     oauthReturnOrigins,
     oauthRedirectUrl,
+    metricsPublic: str('BACKHAUL_METRICS_PUBLIC') === undefined ? undefined : bool('BACKHAUL_METRICS_PUBLIC', false),
   };
   if (problems.length > 0) throw new ConfigError(problems);
   return config;
@@ -185,7 +188,8 @@ export const CONFIG_DOCS: [string, string, string][] = [
   ['BACKHAUL_SHUTDOWN_TIMEOUT_MS', '25000', 'Grace period on SIGTERM before in-flight work is abandoned.'],
   ['BACKHAUL_WEBHOOK_TIMEOUT_MS', '10000', 'Deadline of one webhook, callback or alert request (connect, send, read the answer).'],
   ['BACKHAUL_DEBUGGER_RETENTION_DAYS', '7', 'How long destination requests/responses are kept for the row debugger; 0 turns capture off.'],
-  ['BACKHAUL_METRICS_TOKEN', '(none: /metrics is public)', 'When set, GET /metrics requires "Authorization: Bearer <token>".'],
+  ['BACKHAUL_METRICS_TOKEN', '(none)', 'When set, GET /metrics requires "Authorization: Bearer <token>".'],
+  ['BACKHAUL_METRICS_PUBLIC', '(true only when HOST is loopback)', 'Without a token, whether GET /metrics answers anyone (its labels name every workspace\'s syncs); otherwise it answers 403 metrics_not_public.'],
   ['BACKHAUL_METRICS_PORT', '(none)', '`backhaul worker` only: serve GET /metrics, /healthz and /readyz on this port of HOST (the API serves them on PORT).'],
   ['BACKHAUL_REQUEST_LOG_LEVEL', 'info', 'Level of the two log lines per HTTP request (debug or silent keeps them out of an info log).'],
   ['BACKHAUL_<TYPE>_CLIENT_ID / _CLIENT_SECRET', '(none)', 'OAuth client of a connector type, e.g. BACKHAUL_HUBSPOT_CLIENT_ID and BACKHAUL_HUBSPOT_CLIENT_SECRET (a connection may bring its own).'],
@@ -195,3 +199,14 @@ export const CONFIG_DOCS: [string, string, string][] = [
   ['LOG_LEVEL', 'info', 'pino log level.'],
   ['NODE_ENV', '', '`production` disables GraphiQL and pretty errors.'],
 ];
+
+/**
+ * Whether HOST only accepts connections from this machine: `localhost`, 127.0.0.0/8 or ::1
+ * (also written [::1] or as an IPv4-mapped ::ffff:127.x.y.z).
+ */
+export function isLoopbackHost(host: string): boolean {
+  const h = host.trim().toLowerCase().replace(/^\[|\]$/g, '');
+  if (h === 'localhost' || h === '::1' || h === '0:0:0:0:0:0:0:1') return true;
+  const v4 = h.replace(/^::ffff:/, '');
+  return /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(v4);
+}

@@ -214,6 +214,10 @@ export const idempotencyKeys = pgTable(
     workspaceId: text('workspace_id')
       .notNull()
       .references(() => workspaces.id, { onDelete: 'cascade' }),
+    /** The API key that made the request: a stored response is replayed to that key only. */
+    apiKeyId: text('api_key_id').notNull().default(''),
+    /** That key's scopes when the response was stored: a replay needs them still (no downscoped replay). */
+    scopes: text('scopes').array(),
     key: text('key').notNull(),
     method: text('method').notNull(),
     path: text('path').notNull(),
@@ -223,11 +227,13 @@ export const idempotencyKeys = pgTable(
     statusCode: integer('status_code'),
     responseHeaders: jsonb('response_headers'),
     responseBody: text('response_body'),
+    /** The response carried a secret shown once: the stored body has it redacted and is never replayed. */
+    secretRedacted: boolean('secret_redacted').notNull().default(false),
     createdAt: created(),
     /** Lock expiry of an in_progress entry whose process died. */
     lockedUntil: ts('locked_until'),
   },
-  (t) => [primaryKey({ columns: [t.workspaceId, t.key] }), index('idempotency_created_idx').on(t.createdAt)],
+  (t) => [primaryKey({ columns: [t.workspaceId, t.apiKeyId, t.key] }), index('idempotency_created_idx').on(t.createdAt)],
 );
 
 // Generic key/value for process-wide state (e.g. whether the bootstrap already happened).

@@ -102,7 +102,8 @@ export function runView(r: RunRow): RunViewT {
     id: r.id,
     syncId: r.syncId,
     status: r.status as RunStatus,
-    phase: r.phase,
+    // A terminal run has no current phase (the engine may leave its last one in the row).
+    phase: TERMINAL.has(r.status as RunStatus) ? null : r.phase,
     trigger: r.trigger as RunTriggerKind,
     fullResync: r.fullResync,
     dryRun: r.dryRun,

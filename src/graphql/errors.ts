@@ -103,7 +103,10 @@ function describeRequestError(e: unknown, out: Described[]): void {
   const gql = e instanceof GraphQLError ? e : undefined;
   const message = e instanceof Error ? e.message : String(e);
   const given = gql?.extensions?.code;
-  const code = typeof given === 'string' ? given : /^Syntax Error/.test(message) ? 'graphql_syntax_error' : 'graphql_validation_failed';
+  // graphql-js' parser token limit (limits.ts, maxTokens) is reported as a syntax error.
+  const tooLarge = /^Syntax Error: Document contains more th(?:at|an) \d+ tokens/.test(message);
+  const code =
+    typeof given === 'string' ? given : tooLarge ? 'query_too_large' : /^Syntax Error/.test(message) ? 'graphql_syntax_error' : 'graphql_validation_failed';
   out.push({
     message,
     ...(gql?.locations ? { locations: gql.locations } : {}),

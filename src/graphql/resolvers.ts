@@ -16,6 +16,7 @@ import type { WebhookDeliveryViewT, WebhookEndpointViewT } from '../domain/webho
 import { isAppError, UnauthorizedError, ValidationError } from '../errors.ts';
 import { toGraphqlError } from './errors.ts';
 import { createLoaders, type Loaders } from './loaders.ts';
+import { runUpdates, type RunNotification, type RunUpdateEvent } from './run-updates.ts';
 import { DateTimeScalar, JSONScalar, plain } from './scalars.ts';
 
 // Resolvers: thin adapters from GraphQL arguments to the domain services, the same calls the REST
@@ -27,13 +28,7 @@ export interface GqlContext {
   pubsub: { subscribe(topic: string): Promise<Readable> };
 }
 
-export interface RunNotification {
-  runId: string;
-  syncId: string;
-  workspaceId: string;
-  status: string;
-  phase: string | null;
-}
+export type { RunNotification } from './run-updates.ts';
 
 export function runTopic(workspaceId: string, syncId: string): string {
   return `run:${workspaceId}:${syncId}`;
@@ -303,7 +298,8 @@ export function buildResolvers(services: Services) {
     },
 
     RunUpdate: {
-      run: (u: RunNotification, _a: Args, ctx: GqlContext) => orNull(services.runs.get(actorOf(ctx), u.runId)),
+      // Subscription events carry the run they were aligned on (see run-updates.ts).
+      run: (u: RunNotification & { run?: RunViewT | null }, _a: Args, ctx: GqlContext) => (u.run !== undefined ? u.run : orNull(services.runs.get(actorOf(ctx), u.runId))),
     },
 
     Mutation: {
@@ -413,12 +409,13 @@ export function buildResolvers(services: Services) {
           try {
             const actor = actorOf(ctx);
             const sync = await services.syncs.get(actor, a.syncId);
-            return await ctx.pubsub.subscribe(runTopic(actor.workspaceId, sync.id));
+            const queue = await ctx.pubsub.subscribe(runTopic(actor.workspaceId, sync.id));
+            return runUpdates(queue, (runId) => orNull(services.runs.get(actor, runId)));
           } catch (e) {
             throw toGraphqlError(e);
           }
         },
-        resolve: (payload: RunNotification, _a: Args, ctx: GqlContext) => {
+        resolve: (payload: RunUpdateEvent, _a: Args, ctx: GqlContext) => {
           // One context serves every event of a subscription: start each from fresh data.
           ctx.loaders?.clear();
           return payload;

@@ -5,7 +5,7 @@ import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import FindMyWay from 'find-my-way';
 import type { TSchema } from '@sinclair/typebox';
-import type { Config } from '../config.ts';
+import { isLoopbackHost, type Config } from '../config.ts';
 import type { Services } from '../domain/services.ts';
 import { ApiKeyCreate, ApiKeyCreated, ApiKeyView, WorkspaceCreate, WorkspaceView } from '../domain/api-keys.ts';
 import { ConnectionCreate, ConnectionPatch, ConnectionPut, ConnectionView } from '../domain/connections.ts';
@@ -14,7 +14,7 @@ import { ModelCreate, ModelPatch, ModelPut, ModelView } from '../domain/models.t
 import { SyncCreate, SyncPatch, SyncPut, SyncView } from '../domain/syncs.ts';
 import { RunRecordView, RunTrigger, RunView } from '../domain/runs.ts';
 import { AppError } from '../errors.ts';
-import { bodyAjv, paramsAjv } from '../lib/validate.ts';
+import { bodyAjv, bodyTooDeep, jsonTooDeep, paramsAjv } from '../lib/validate.ts';
 import { registerAuth } from './auth.ts';
 import { registerIdempotency } from './idempotency.ts';
 import { errorHandler, problemOf, sendProblem } from './problem.ts';
@@ -79,6 +79,9 @@ for (const s of SHARED_SCHEMAS) {
   for (const ajv of [bodyAjv, paramsAjv]) if (!ajv.getSchema(s.$id!)) ajv.addSchema(s);
 }
 
+/** How long browsers may cache a CORS preflight, seconds. */
+export const CORS_MAX_AGE_S = 7200;
+
 export interface AppOptions {
   config: Config;
   services: Services;
@@ -122,13 +125,42 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
   for (const s of SHARED_SCHEMAS) app.addSchema(s);
 
   // JSON only (plus merge-patch+json for PATCH); anything else is a 415.
-  app.removeContentTypeParser('text/plain');
-  app.addContentTypeParser('application/merge-patch+json', { parseAs: 'string' }, app.getDefaultJsonParser('error', 'error'));
+  // - An empty body is no body, whatever Content-Type says (HTTP helpers set it on every request,
+  //   DELETE and bodyless POST actions included): the route's schema decides whether it needs one.
+  // - A body nested deeper than MAX_JSON_DEPTH answers 400 body_too_deep before anything walks it.
+  // - __proto__ and constructor.prototype keys are refused (fastify's secure-json-parse).
+  app.removeContentTypeParser(['text/plain', 'application/json']);
+  const strictJson = app.getDefaultJsonParser('error', 'error');
+  const jsonParser: Parameters<typeof app.addContentTypeParser>[2] = (req, body, done) => {
+    if (body.length === 0) {
+      done(null, undefined);
+      return;
+    }
+    strictJson(req, body as string, (err: Error | null, value?: unknown) => {
+      if (err) done(err, undefined);
+      else if (jsonTooDeep(value)) done(bodyTooDeep(), undefined);
+      else done(null, value);
+    });
+  };
+  app.addContentTypeParser(['application/json', 'application/merge-patch+json'], { parseAs: 'string' }, jsonParser as never);
 
   // A callback hook, not an async one: it runs on every response, and a promise each costs.
   app.addHook('onSend', (req, reply, payload, done) => {
     reply.header('x-request-id', req.id);
     done(null, payload);
+  });
+
+  // A POST without a body (or with an empty one) is validated as `{}`: actions take an optional
+  // body, and a create that needs one is told which fields are required.
+  app.addHook('onRoute', (route) => {
+    if (![route.method].flat().includes('POST') || !route.schema?.body) return;
+    route.preValidation = [
+      (req: { body: unknown }, _reply: unknown, done: () => void) => {
+        if (req.body === undefined) req.body = {};
+        done();
+      },
+      ...[route.preValidation ?? []].flat(),
+    ] as never;
   });
 
   // 405: a path that exists with other methods. We keep our own router of what was registered.
@@ -148,10 +180,24 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     await app.register(cors, {
       origin: config.corsOrigins.includes('*') ? true : config.corsOrigins,
       methods: ['GET', 'POST', 'PUT', 'PATCH', 'DELETE'],
-      allowedHeaders: ['authorization', 'content-type', 'if-match', 'idempotency-key', 'x-request-id'],
+      // traceparent/tracestate/baggage: W3C Trace Context and Baggage, which OpenTelemetry's
+      // browser instrumentation adds to every request it traces.
+      allowedHeaders: ['authorization', 'content-type', 'if-match', 'if-none-match', 'idempotency-key', 'x-request-id', 'traceparent', 'tracestate', 'baggage'],
       exposedHeaders: ['etag', 'location', 'x-request-id', 'idempotent-replayed'],
+      // Browsers cache a preflight this long (Chromium caps it at 2 h, Firefox at 24 h).
+      maxAge: CORS_MAX_AGE_S,
     });
   }
+
+  // Error answers are problem+json in every plugin's routes too (swagger-ui's included): the
+  // handlers must be set before those plugins register, since each keeps the one it saw.
+  app.setErrorHandler(errorHandler);
+  // Public routes (no API key): marked before any plugin adds routes. In the OpenAPI document
+  // they declare `security: []`, so Swagger UI shows no lock on them.
+  app.addHook('onRoute', (route) => {
+    if (route.url.startsWith('/docs')) route.config = { ...(route.config as object), public: true } as never;
+    if ((route.config as { public?: boolean } | undefined)?.public) route.schema = { ...(route.schema ?? {}), security: [] } as never;
+  });
 
   await app.register(swagger, {
     openapi: {
@@ -167,12 +213,7 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     refResolver: { buildLocalReference: (json, _base, _frag, i) => String(json.$id ?? `def-${i}`) },
   });
   await app.register(swaggerUi, { routePrefix: '/docs', uiConfig: { deepLinking: true } });
-  // swagger-ui's routes are public documentation.
-  app.addHook('onRoute', (route) => {
-    if (route.url.startsWith('/docs')) route.config = { ...(route.config as object), public: true } as never;
-  });
 
-  app.setErrorHandler(errorHandler);
   app.setNotFoundHandler((req, reply) => {
     const path = req.url.split('?')[0];
     const allowed = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE'].filter((m) => known.find(m as never, path));
@@ -196,7 +237,7 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
   runRoutes(app, services);
   webhookRoutes(app, services);
   alertRoutes(app, services);
-  metricsRoutes(app, services, config.metricsToken);
+  metricsRoutes(app, services, { token: config.metricsToken, public: config.metricsPublic ?? isLoopbackHost(config.host) });
   for (const p of opts.plugins ?? []) await p(app);
 
   await app.ready();

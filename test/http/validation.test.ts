@@ -90,7 +90,8 @@ t.test('validation', async (t) => {
   t.test('malformed, oversized and non-JSON bodies', async (t) => {
     await fails(t, 'malformed JSON', 400, 'malformed_json', 'POST', '/v1/connections', { rawBody: '{"slug": "x",', headers: { 'content-type': 'application/json' } });
     await fails(t, 'malformed JSON on PATCH', 400, 'malformed_json', 'PATCH', `/v1/connections/${g.src.id}`, { rawBody: "{'name': 1}", headers: { 'content-type': 'application/json' } });
-    await fails(t, 'empty JSON body', 400, 'malformed_json', 'POST', '/v1/connections', { rawBody: '', headers: { 'content-type': 'application/json' } });
+    // An empty body is no body (issue 16 #7): a create that needs one lists what is required.
+    await fails(t, 'empty JSON body', 400, 'validation_failed', 'POST', '/v1/connections', { rawBody: '', headers: { 'content-type': 'application/json' } });
     const big = { ...pgConnection('big'), name: 'n'.repeat(LIMIT) };
     await fails(t, 'over the limit', 413, 'body_too_large', 'POST', '/v1/connections', { body: big });
     await fails(t, 'text/plain', 415, 'unsupported_media_type', 'POST', '/v1/connections', { rawBody: JSON.stringify(pgConnection('txt')), headers: { 'content-type': 'text/plain' } });
