@@ -1,6 +1,6 @@
 import { Type, type Static } from '@sinclair/typebox';
 import { CronExpressionParser } from 'cron-parser';
-import { and, eq } from 'drizzle-orm';
+import { and, eq, sql } from 'drizzle-orm';
 import { connections, models, syncs } from '../db/schema.ts';
 import type { Tx } from '../db/client.ts';
 import { getConnectorType } from '../connectors/registry.ts';
@@ -14,6 +14,7 @@ import { Name, Slug, type ConnectionService } from './connections.ts';
 import type { ServiceDeps } from './deps.ts';
 import { getByRef, getReferenced, putBySlug } from './refs.ts';
 import { listOrdered, type ListOptions } from './list.ts';
+import { MappingItem, type MappingService } from './mappings.ts';
 
 // Syncs: model → destination object, with a mode, a match key, a schedule and delivery settings.
 
@@ -71,6 +72,13 @@ const syncFields = {
   enabled: Type.Optional(Type.Boolean()),
   delivery: Type.Optional(Delivery),
   alerts: Type.Optional(Alerts),
+  mappings: Type.Optional(
+    Type.Array(MappingItem, {
+      maxItems: 1000,
+      description:
+        "The whole set of the sync's mappings, written in the same transaction as the sync (one apply, one atomic write). Absent: the mappings are left as they are. Read them at /v1/syncs/{ref}/mappings.",
+    }),
+  ),
 };
 
 export const SyncCreate = Type.Object({ slug: Slug, ...syncFields }, { additionalProperties: false, $id: 'SyncCreate' });
@@ -168,6 +176,8 @@ export function validateSchedule(s: ScheduleT): ScheduleT {
 export class SyncService {
   private readonly deps: ServiceDeps;
   private readonly connections: ConnectionService;
+  /** Set by createServices (the mapping service is built after this one). */
+  mappings!: MappingService;
   constructor(deps: ServiceDeps, connections: ConnectionService) {
     this.deps = deps;
     this.connections = connections;
@@ -244,12 +254,14 @@ export class SyncService {
   async create(actor: Actor, input: SyncCreateInput, tx: Tx = this.db): Promise<SyncViewT> {
     requireScope(actor, 'write');
     assertValid(SyncCreate, input);
+    if (input.mappings) this.mappings.checkSet(input.mappings, '/mappings');
     const id = newId('sync');
     try {
       const row = await tx.transaction(async (tx2) => {
         const values = await this.normalise(tx2, actor, input);
         const [r] = await tx2.insert(syncs).values({ id, workspaceId: actor.workspaceId, ...values }).returning();
-        await recordAudit(tx2, actor, 'create', 'sync', id, Object.keys(values));
+        await recordAudit(tx2, actor, 'create', 'sync', id, [...Object.keys(values), ...(input.mappings ? ['mappings'] : [])]);
+        if (input.mappings) await this.mappings.applySet(tx2, actor, id, input.mappings);
         await this.deps.hooks.syncChanged?.(tx2, id, actor.workspaceId);
         return r;
       });
@@ -263,12 +275,14 @@ export class SyncService {
   async update(actor: Actor, ref: string, input: SyncPatchInput, ifMatch?: string): Promise<SyncViewT> {
     requireScope(actor, 'write');
     assertValid(SyncPatch, input);
+    if (input.mappings) this.mappings.checkSet(input.mappings, '/mappings');
     return this.db.transaction((tx) => this.apply(tx, actor, ref, input, ifMatch, 'update'));
   }
 
   async put(actor: Actor, ref: string, input: SyncPutInput, ifMatch?: string): Promise<{ created: boolean; sync: SyncViewT }> {
     requireScope(actor, 'write');
     assertValid(SyncPut, input);
+    if (input.mappings) this.mappings.checkSet(input.mappings, '/mappings');
     return this.db.transaction(async (tx) => {
       const r = await putBySlug(tx, syncs, actor.workspaceId, ref, input, ifMatch, (slug) => this.create(actor, { ...input, slug }, tx), async () => {
         // PUT replaces: optional groups not sent go back to their defaults.
@@ -297,12 +311,14 @@ export class SyncService {
     };
     const next = await this.normalise(tx, actor, merged, action === 'replace' ? undefined : cur);
     const changed = changedFields(cur as unknown as Record<string, unknown>, next, Object.keys(next));
-    if (changed.length === 0) return syncView(cur);
     try {
       const [row] = await tx.transaction(async (tx2) => {
+        // Mappings sent with the sync are part of the same write, and of the same version bump.
+        const mappingsChanged = input.mappings !== undefined && (await this.mappings.applySet(tx2, actor, cur.id, input.mappings));
+        if (changed.length === 0 && !mappingsChanged) return [cur];
         const r = await tx2.update(syncs).set({ ...next, version: cur.version + 1, updatedAt: new Date() }).where(eq(syncs.id, cur.id)).returning();
-        await recordAudit(tx2, actor, action, 'sync', cur.id, changed);
-        await this.deps.hooks.syncChanged?.(tx2, cur.id, actor.workspaceId);
+        await recordAudit(tx2, actor, action, 'sync', cur.id, mappingsChanged ? [...changed, 'mappings'] : changed);
+        if (changed.length) await this.deps.hooks.syncChanged?.(tx2, cur.id, actor.workspaceId);
         return r;
       });
       return syncView(row);
@@ -310,6 +326,21 @@ export class SyncService {
       if (isUniqueViolation(e, 'syncs_slug_uq')) throw slugTaken('sync', next.slug);
       throw e;
     }
+  }
+
+  /**
+   * Bumps a sync's version (and updatedAt) for a change made to what belongs to it (its
+   * mappings), in the caller's transaction, with an audit event naming `changed`. Returns the new
+   * version (the sync's next ETag).
+   */
+  async touch(tx: Tx, actor: Actor, syncId: string, changed: string[]): Promise<number> {
+    const [r] = await tx
+      .update(syncs)
+      .set({ version: sql`${syncs.version} + 1`, updatedAt: new Date() })
+      .where(eq(syncs.id, syncId))
+      .returning({ version: syncs.version });
+    await recordAudit(tx, actor, 'update', 'sync', syncId, changed);
+    return r.version;
   }
 
   async delete(actor: Actor, ref: string, ifMatch?: string): Promise<void> {

@@ -331,7 +331,7 @@ export function buildResolvers(services: Services) {
         await services.mappings.delete(actorOf(ctx), a.syncRef, a.id, ifMatch(a.expectedVersion));
         return { deletedId: a.id };
       },
-      setMappings: (_: unknown, a: Args, ctx: GqlContext) => services.mappings.replaceAll(actorOf(ctx), a.syncRef, body(a.mappings), ifMatch(a.expectedSyncVersion)),
+      setMappings: async (_: unknown, a: Args, ctx: GqlContext) => (await services.mappings.replaceAll(actorOf(ctx), a.syncRef, body(a.mappings), ifMatch(a.expectedSyncVersion))).data,
 
       createApiKey: async (_: unknown, a: Args, ctx: GqlContext) => {
         const created = await services.apiKeys.create(actorOf(ctx), body(a.input));

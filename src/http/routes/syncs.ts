@@ -3,6 +3,7 @@ import type { FastifyInstance } from 'fastify';
 import { MappingCreate, MappingPatch, MappingSet, MappingView } from '../../domain/mappings.ts';
 import type { Services } from '../../domain/services.ts';
 import { SyncCreate, SyncPatch, SyncPut, SyncView } from '../../domain/syncs.ts';
+import { etag } from '../../domain/common.ts';
 import { actorOf } from '../auth.ts';
 import { registerCrud, sendResource } from '../crud.ts';
 import { IdempotencyHeader, IfMatchHeader, PageQuery, pageOf, problems, ref, RefParams, ListOrderQuery } from '../schemas.ts';
@@ -58,13 +59,18 @@ export function syncRoutes(app: FastifyInstance, s: Services): void {
     schema: {
       tags,
       summary: 'Replace the whole set of mappings in one transaction',
-      description: 'If-Match, when sent, is checked against the sync\'s version.',
+      description:
+        "Mappings are part of the sync's configuration: If-Match, when sent, is checked against the sync's version, a change bumps that version, and the ETag answered is the sync's new version.",
       params: RefParams,
       headers: IfMatchHeader,
       body: ref(MappingSet),
-      response: { 200: Type.Object({ data: Type.Array(ref(MappingView)) }), ...problems },
+      response: { 200: Type.Object({ data: Type.Array(ref(MappingView)), syncVersion: Type.Integer({ description: "The sync's version after the write (also the ETag)" }) }), ...problems },
     },
-    handler: async (req) => ({ data: await s.mappings.replaceAll(actorOf(req), (req.params as P).ref, req.body as never, req.headers['if-match']) }),
+    handler: async (req, reply) => {
+      const r = await s.mappings.replaceAll(actorOf(req), (req.params as P).ref, req.body as never, req.headers['if-match']);
+      reply.header('etag', etag(r.syncVersion));
+      return r;
+    },
   });
   app.post(`${base}/suggest`, {
     schema: {
