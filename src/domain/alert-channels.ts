@@ -12,7 +12,8 @@ import type { Actor } from './context.ts';
 import { changedFields, checkVersion, decodeCursor, isUniqueViolation, iso, pageLimit, requireScope, slugTaken, toPage, type Page } from './common.ts';
 import { inUse, Name, Slug } from './connections.ts';
 import type { ServiceDeps } from './deps.ts';
-import { getByRef, putBySlug } from './refs.ts';
+import { getByRef, putBySlug, type PutOptions } from './refs.ts';
+import { acceptingReadOnly, readOnlyFields } from './read-only.ts';
 import { checkWebhookUrl, WebhookUrl } from './webhooks.ts';
 
 // Alert channels: where a sync's alerts go.
@@ -48,9 +49,9 @@ export const AlertChannelCreate = Type.Object(
   { slug: Slug, name: Name, type: ChannelTypeT, config: Type.Optional(ChannelConfig), secrets: Type.Optional(ChannelSecrets) },
   { additionalProperties: false, $id: 'AlertChannelCreate' },
 );
-export const AlertChannelPut = Type.Object(
+const AlertChannelPutBase = Type.Object(
   { slug: Type.Optional(Slug), name: Name, type: ChannelTypeT, config: Type.Optional(ChannelConfig), secrets: Type.Optional(ChannelSecrets) },
-  { additionalProperties: false, $id: 'AlertChannelPut', description: 'secrets, when absent, keep their current values' },
+  { additionalProperties: false, description: 'secrets, when absent, keep their current values' },
 );
 export const AlertChannelPatch = Type.Object(
   { slug: Type.Optional(Slug), name: Type.Optional(Name), config: Type.Optional(ChannelConfig), secrets: Type.Optional(ChannelSecrets) },
@@ -81,7 +82,8 @@ export const ChannelTestResult = Type.Object(
 );
 
 export type AlertChannelCreateInput = Static<typeof AlertChannelCreate>;
-export type AlertChannelPutInput = Static<typeof AlertChannelPut>;
+export const AlertChannelPut = acceptingReadOnly(AlertChannelPutBase, AlertChannelView, { $id: 'AlertChannelPut' });
+export type AlertChannelPutInput = Static<typeof AlertChannelPutBase>;
 export type AlertChannelPatchInput = Static<typeof AlertChannelPatch>;
 export type AlertChannelViewT = Static<typeof AlertChannelView>;
 export type ChannelTestResultT = Static<typeof ChannelTestResult>;
@@ -215,7 +217,7 @@ export class AlertChannelService {
     });
   }
 
-  async put(actor: Actor, ref: string, input: AlertChannelPutInput, ifMatch?: string): Promise<{ created: boolean; value: AlertChannelViewT }> {
+  async put(actor: Actor, ref: string, input: AlertChannelPutInput, ifMatch?: string, opts: PutOptions = {}): Promise<{ created: boolean; value: AlertChannelViewT }> {
     requireScope(actor, 'write');
     assertValid(AlertChannelPut, input);
     return this.db.transaction(async (tx) => {
@@ -225,7 +227,7 @@ export class AlertChannelService {
         const secrets = input.secrets ?? (input.type === cur.type ? this.secretsOf(cur) : {});
         const value = await this.save(tx, actor, cur, { slug: input.slug ?? cur.slug, name: input.name, type: input.type, config: input.config ?? {}, secrets }, input.secrets !== undefined, 'replace');
         return value;
-      });
+      }, { ...opts, readOnly: { view: channelView, fields: readOnlyFields(AlertChannelPutBase, AlertChannelView) } });
       return { created: r.created, value: r.value };
     });
   }

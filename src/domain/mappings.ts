@@ -13,6 +13,8 @@ import type { SyncService } from './syncs.ts';
 import type { ConnectionService } from './connections.ts';
 import type { ModelService } from './models.ts';
 import { suggestMappings, type MappingSuggestion } from '../connectors/automap.ts';
+import { acceptingReadOnly, readOnlyFields } from './read-only.ts';
+import { checkReadOnly } from './refs.ts';
 
 // Mappings: one destination field of a sync and where its value comes from. A child
 // collection of the sync; a destination field appears at most once per sync.
@@ -61,6 +63,9 @@ export const MappingView = Type.Object(
   },
   { $id: 'Mapping' },
 );
+/** PUT /mappings/{id}: a whole mapping; the GET body's read-only fields are accepted (see read-only.ts). */
+export const MappingPut = acceptingReadOnly(MappingItem, MappingView, { $id: 'MappingPut' });
+const mappingReadOnly = readOnlyFields(MappingItem, MappingView);
 export type MappingCreateInput = Static<typeof MappingCreate>;
 export type MappingPatchInput = Static<typeof MappingPatch>;
 export type MappingViewT = Static<typeof MappingView>;
@@ -202,7 +207,7 @@ export class MappingService {
 
   async update(actor: Actor, syncRef: string, id: string, input: MappingPatchInput, ifMatch?: string, replace = false): Promise<MappingViewT> {
     requireScope(actor, 'write');
-    assertValid(replace ? MappingCreate : MappingPatch, input);
+    assertValid(replace ? MappingPut : MappingPatch, input);
     if (input.source) this.checkSource(input.source, '/source');
     try {
       return await this.db.transaction(async (tx) => {
@@ -210,6 +215,7 @@ export class MappingService {
         const sync = await this.syncs.row(tx, actor.workspaceId, syncRef, { forUpdate: true });
         const cur = await this.rowOf(tx, actor, sync.id, id, true);
         checkVersion(ifMatch, cur.version);
+        if (replace) checkReadOnly(input as Record<string, unknown>, cur, { view: mappingView, fields: mappingReadOnly });
         const next = { destinationField: input.destinationField ?? cur.destinationField, source: input.source ?? cur.source };
         const changed = changedFields(cur as unknown as Record<string, unknown>, next, ['destinationField', 'source']);
         if (!changed.length) return mappingView(cur);

@@ -12,7 +12,8 @@ import type { Actor } from './context.ts';
 import { changedFields, checkVersion, isUniqueViolation, iso, requireScope, slugTaken, type Page } from './common.ts';
 import { Name, Slug, type ConnectionService } from './connections.ts';
 import type { ServiceDeps } from './deps.ts';
-import { getByRef, getReferenced, putBySlug } from './refs.ts';
+import { checkRefSlugs, getByRef, getReferenced, idOfRef, putBySlug, slugsOf, type PutOptions } from './refs.ts';
+import { acceptingReadOnly, readOnlyFields } from './read-only.ts';
 import { listOrdered, type ListOptions } from './list.ts';
 import { MappingItem, type MappingService } from './mappings.ts';
 
@@ -82,7 +83,7 @@ const syncFields = {
 };
 
 export const SyncCreate = Type.Object({ slug: Slug, ...syncFields }, { additionalProperties: false, $id: 'SyncCreate' });
-export const SyncPut = Type.Object({ slug: Type.Optional(Slug), ...syncFields }, { additionalProperties: false, $id: 'SyncPut' });
+const SyncPutBase = Type.Object({ slug: Type.Optional(Slug), ...syncFields }, { additionalProperties: false });
 export const SyncPatch = Type.Partial(Type.Object({ slug: Slug, ...syncFields }), { additionalProperties: false, $id: 'SyncPatch' });
 
 export const SyncView = Type.Object(
@@ -91,7 +92,9 @@ export const SyncView = Type.Object(
     slug: Type.String(),
     name: Type.String(),
     modelId: Type.String(),
+    modelSlug: Type.String({ description: "The model's slug (follows a rename of the model)" }),
     destinationId: Type.String(),
+    destinationSlug: Type.String({ description: "The destination connection's slug (follows a rename)" }),
     object: Type.String(),
     mode: Mode,
     matchKey: MatchKey,
@@ -118,9 +121,18 @@ export const SyncView = Type.Object(
 );
 
 export type SyncCreateInput = Static<typeof SyncCreate>;
-export type SyncPutInput = Static<typeof SyncPut>;
+export const SyncPut = acceptingReadOnly(SyncPutBase, SyncView, { $id: 'SyncPut' });
+export type SyncPutInput = Static<typeof SyncPutBase> & RefSlugs;
 export type SyncPatchInput = Partial<SyncCreateInput>;
-export type SyncViewT = Static<typeof SyncView>;
+/** A sync as stored (what the engine and GraphQL use); the API adds the references' slugs. */
+export type SyncViewT = Omit<Static<typeof SyncView>, keyof RefSlugs>;
+/** The slugs shown beside a sync's references (read-only; see withSlugs). */
+export interface RefSlugs {
+  modelSlug: string;
+  destinationSlug: string;
+}
+/** A sync as the API shows it. */
+export type SyncOutT = SyncViewT & RefSlugs;
 export type ScheduleT = Static<typeof Schedule>;
 export type DeliveryT = SyncViewT['delivery'];
 export type AlertsT = SyncViewT['alerts'];
@@ -187,19 +199,39 @@ export class SyncService {
     return this.deps.database.db;
   }
 
-  async list(actor: Actor, params: ListOptions & { modelId?: string; destinationId?: string; enabled?: boolean } = {}): Promise<Page<SyncViewT>> {
+  /** Filters take ids or slugs (an unknown one matches nothing). */
+  async list(actor: Actor, params: ListOptions & { modelId?: string; destinationId?: string; enabled?: boolean } = {}): Promise<Page<SyncOutT>> {
+    const page = await this.listStored(actor, params);
+    return { ...page, data: await this.withSlugs(this.db, actor.workspaceId, page.data) };
+  }
+
+  /** list without the references' slugs (GraphQL loads the referenced objects themselves). */
+  async listStored(actor: Actor, params: ListOptions & { modelId?: string; destinationId?: string; enabled?: boolean } = {}): Promise<Page<SyncViewT>> {
     requireScope(actor, 'read');
+    const modelId = params.modelId ? await idOfRef(this.db, models, actor.workspaceId, params.modelId) : undefined;
+    const destinationId = params.destinationId ? await idOfRef(this.db, connections, actor.workspaceId, params.destinationId) : undefined;
+    if (modelId === null || destinationId === null) return { data: [], nextCursor: null };
     const filters = [
-      params.modelId ? eq(syncs.modelId, params.modelId) : undefined,
-      params.destinationId ? eq(syncs.destinationId, params.destinationId) : undefined,
+      modelId ? eq(syncs.modelId, modelId) : undefined,
+      destinationId ? eq(syncs.destinationId, destinationId) : undefined,
       params.enabled !== undefined ? eq(syncs.enabled, params.enabled) : undefined,
     ];
     return listOrdered(this.db, syncs, actor.workspaceId, filters, params, syncView);
   }
 
-  async get(actor: Actor, ref: string): Promise<SyncViewT> {
+  async get(actor: Actor, ref: string): Promise<SyncOutT> {
     requireScope(actor, 'read');
-    return syncView(await this.row(this.db, actor.workspaceId, ref));
+    return (await this.withSlugs(this.db, actor.workspaceId, [syncView(await this.row(this.db, actor.workspaceId, ref))]))[0];
+  }
+
+  /** Adds the slugs of the syncs' models and destinations, in one query. */
+  async withSlugs(tx: Tx, workspaceId: string, views: SyncViewT[]): Promise<SyncOutT[]> {
+    if (!views.length) return [];
+    const slugs = await slugsOf(tx, workspaceId, [
+      [models, views.map((v) => v.modelId)],
+      [connections, views.map((v) => v.destinationId)],
+    ]);
+    return views.map((v) => ({ ...v, modelSlug: slugs.get(v.modelId) ?? '', destinationSlug: slugs.get(v.destinationId) ?? '' }));
   }
 
   async row(tx: Tx, workspaceId: string, ref: string, opts: { forUpdate?: boolean } = {}): Promise<Row> {
@@ -207,9 +239,13 @@ export class SyncService {
   }
 
   /** Resolves references and checks the sync against its destination's capabilities. */
-  private async normalise(tx: Tx, actor: Actor, input: SyncCreateInput, current?: Row) {
+  private async normalise(tx: Tx, actor: Actor, input: SyncCreateInput & Partial<RefSlugs>, current?: Row) {
     const model = await getReferenced(tx, models, 'model', actor.workspaceId, input.modelId, '/modelId');
     const dest = await getReferenced(tx, connections, 'connection', actor.workspaceId, input.destinationId, '/destinationId');
+    checkRefSlugs([
+      ['modelSlug', input.modelSlug, model.slug],
+      ['destinationSlug', input.destinationSlug, dest.slug],
+    ]);
     this.connections.requireRole(dest, 'destination', '/destinationId');
     const caps = getConnectorType(dest.type)?.capabilities;
     if (caps && !caps.modes.includes(input.mode)) {
@@ -251,7 +287,7 @@ export class SyncService {
     };
   }
 
-  async create(actor: Actor, input: SyncCreateInput, tx: Tx = this.db): Promise<SyncViewT> {
+  async create(actor: Actor, input: SyncCreateInput, tx: Tx = this.db): Promise<SyncOutT> {
     requireScope(actor, 'write');
     assertValid(SyncCreate, input);
     if (input.mappings) this.mappings.checkSet(input.mappings, '/mappings');
@@ -265,21 +301,21 @@ export class SyncService {
         await this.deps.hooks.syncChanged?.(tx2, id, actor.workspaceId);
         return r;
       });
-      return syncView(row);
+      return (await this.withSlugs(tx, actor.workspaceId, [syncView(row)]))[0];
     } catch (e) {
       if (isUniqueViolation(e, 'syncs_slug_uq')) throw slugTaken('sync', input.slug);
       throw e;
     }
   }
 
-  async update(actor: Actor, ref: string, input: SyncPatchInput, ifMatch?: string): Promise<SyncViewT> {
+  async update(actor: Actor, ref: string, input: SyncPatchInput, ifMatch?: string): Promise<SyncOutT> {
     requireScope(actor, 'write');
     assertValid(SyncPatch, input);
     if (input.mappings) this.mappings.checkSet(input.mappings, '/mappings');
     return this.db.transaction((tx) => this.apply(tx, actor, ref, input, ifMatch, 'update'));
   }
 
-  async put(actor: Actor, ref: string, input: SyncPutInput, ifMatch?: string): Promise<{ created: boolean; sync: SyncViewT }> {
+  async put(actor: Actor, ref: string, input: SyncPutInput, ifMatch?: string, opts: PutOptions = {}): Promise<{ created: boolean; sync: SyncOutT }> {
     requireScope(actor, 'write');
     assertValid(SyncPut, input);
     if (input.mappings) this.mappings.checkSet(input.mappings, '/mappings');
@@ -288,15 +324,15 @@ export class SyncService {
         // PUT replaces: optional groups not sent go back to their defaults.
         const whole = { schedule: { type: 'manual' as const }, enabled: true, delivery: DEFAULT_DELIVERY, alerts: DEFAULT_ALERTS, ...input };
         return await this.apply(tx, actor, ref, whole, ifMatch, 'replace');
-      });
+      }, { ...opts, readOnly: { view: syncView, fields: readOnlyFields(SyncPutBase, SyncView) } });
       return { created: r.created, sync: r.value };
     });
   }
 
-  private async apply(tx: Tx, actor: Actor, ref: string, input: SyncPatchInput, ifMatch: string | undefined, action: 'update' | 'replace'): Promise<SyncViewT> {
+  private async apply(tx: Tx, actor: Actor, ref: string, input: SyncPatchInput & Partial<RefSlugs>, ifMatch: string | undefined, action: 'update' | 'replace'): Promise<SyncOutT> {
     const cur = await this.row(tx, actor.workspaceId, ref, { forUpdate: true });
     checkVersion(ifMatch, cur.version);
-    const merged: SyncCreateInput = {
+    const merged: SyncCreateInput & Partial<RefSlugs> = {
       slug: input.slug ?? cur.slug,
       name: input.name ?? cur.name,
       modelId: input.modelId ?? cur.modelId,
@@ -308,6 +344,8 @@ export class SyncService {
       enabled: input.enabled,
       delivery: input.delivery,
       alerts: input.alerts,
+      modelSlug: input.modelSlug,
+      destinationSlug: input.destinationSlug,
     };
     const next = await this.normalise(tx, actor, merged, action === 'replace' ? undefined : cur);
     const changed = changedFields(cur as unknown as Record<string, unknown>, next, Object.keys(next));
@@ -315,13 +353,13 @@ export class SyncService {
       const [row] = await tx.transaction(async (tx2) => {
         // Mappings sent with the sync are part of the same write, and of the same version bump.
         const mappingsChanged = input.mappings !== undefined && (await this.mappings.applySet(tx2, actor, cur.id, input.mappings));
-        if (changed.length === 0 && !mappingsChanged) return [cur];
+        if (changed.length === 0 && !mappingsChanged) return [cur] as const;
         const r = await tx2.update(syncs).set({ ...next, version: cur.version + 1, updatedAt: new Date() }).where(eq(syncs.id, cur.id)).returning();
         await recordAudit(tx2, actor, action, 'sync', cur.id, mappingsChanged ? [...changed, 'mappings'] : changed);
         if (changed.length) await this.deps.hooks.syncChanged?.(tx2, cur.id, actor.workspaceId);
         return r;
       });
-      return syncView(row);
+      return (await this.withSlugs(tx, actor.workspaceId, [syncView(row)]))[0];
     } catch (e) {
       if (isUniqueViolation(e, 'syncs_slug_uq')) throw slugTaken('sync', next.slug);
       throw e;

@@ -13,7 +13,8 @@ import type { Actor } from './context.ts';
 import { changedFields, checkVersion, decodeCursor, isUniqueViolation, iso, pageLimit, requireScope, slugTaken, toPage, type Page } from './common.ts';
 import { Name, Slug } from './connections.ts';
 import type { ServiceDeps } from './deps.ts';
-import { getByRef, putBySlug } from './refs.ts';
+import { getByRef, putBySlug, type PutOptions } from './refs.ts';
+import { acceptingReadOnly, readOnlyFields } from './read-only.ts';
 
 // Webhook endpoints (subscriptions with a signing secret), their deliveries, and the
 // workspace's callback secret (signs the run.completed sent to a trigger's callbackUrl).
@@ -46,9 +47,9 @@ const endpointFields = {
   enabled: Type.Optional(Type.Boolean()),
 };
 export const WebhookEndpointCreate = Type.Object({ slug: Slug, ...endpointFields, secret: Type.Optional(Secret) }, { additionalProperties: false, $id: 'WebhookEndpointCreate' });
-export const WebhookEndpointPut = Type.Object(
+const WebhookEndpointPutBase = Type.Object(
   { slug: Type.Optional(Slug), ...endpointFields, secret: Type.Optional(Secret) },
-  { additionalProperties: false, $id: 'WebhookEndpointPut', description: 'A secret different from the current one rotates it (default grace period)' },
+  { additionalProperties: false, description: 'A secret different from the current one rotates it (default grace period)' },
 );
 export const WebhookEndpointPatch = Type.Partial(Type.Object({ slug: Slug, ...endpointFields }), { additionalProperties: false, $id: 'WebhookEndpointPatch' });
 export const SecretRotation = Type.Object(
@@ -114,7 +115,8 @@ export const CallbackSecretView = Type.Object(
 );
 
 export type WebhookEndpointCreateInput = Static<typeof WebhookEndpointCreate>;
-export type WebhookEndpointPutInput = Static<typeof WebhookEndpointPut>;
+export const WebhookEndpointPut = acceptingReadOnly(WebhookEndpointPutBase, WebhookEndpointView, { $id: 'WebhookEndpointPut' });
+export type WebhookEndpointPutInput = Static<typeof WebhookEndpointPutBase>;
 export type WebhookEndpointPatchInput = Static<typeof WebhookEndpointPatch>;
 export type WebhookEndpointViewT = Static<typeof WebhookEndpointView>;
 export type WebhookDeliveryViewT = Static<typeof WebhookDeliveryView>;
@@ -295,7 +297,7 @@ export class WebhookService {
     return this.db.transaction((tx) => this.replaceWith(tx, actor, ref, input, ifMatch, 'update'));
   }
 
-  async put(actor: Actor, ref: string, input: WebhookEndpointPutInput, ifMatch?: string): Promise<{ created: boolean; value: WebhookEndpointViewT }> {
+  async put(actor: Actor, ref: string, input: WebhookEndpointPutInput, ifMatch?: string, opts: PutOptions = {}): Promise<{ created: boolean; value: WebhookEndpointViewT }> {
     requireScope(actor, 'write');
     assertValid(WebhookEndpointPut, input);
     return this.db.transaction(async (tx) => {
@@ -309,7 +311,7 @@ export class WebhookService {
           if ((this.deps.secrets.open(cur.secretSealed).secret as string) !== secret) value = await this.rotateIn(tx, actor, cur, { secret });
         }
         return value;
-      });
+      }, { ...opts, readOnly: { view: (r) => endpointView(r), fields: readOnlyFields(WebhookEndpointPutBase, WebhookEndpointView) } });
       return { created: r.created, value: r.value };
     });
   }

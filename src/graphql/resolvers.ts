@@ -197,11 +197,11 @@ export function buildResolvers(services: Services) {
         connection(await services.connections.list(actorOf(ctx), { ...listParams(a), type: a.type ?? undefined }), a.orderBy?.field),
       connection: (_: unknown, a: Args, ctx: GqlContext) => orNull(services.connections.get(actorOf(ctx), a.ref)),
       models: async (_: unknown, a: Args, ctx: GqlContext) =>
-        connection(await services.models.list(actorOf(ctx), { ...listParams(a), connectionId: a.connectionId ?? undefined }), a.orderBy?.field),
+        connection(await services.models.listStored(actorOf(ctx), { ...listParams(a), connectionId: a.connectionId ?? undefined }), a.orderBy?.field),
       model: (_: unknown, a: Args, ctx: GqlContext) => orNull(services.models.get(actorOf(ctx), a.ref)),
       syncs: async (_: unknown, a: Args, ctx: GqlContext) =>
         connection(
-          await services.syncs.list(actorOf(ctx), {
+          await services.syncs.listStored(actorOf(ctx), {
             ...listParams(a),
             modelId: a.modelId ?? undefined,
             destinationId: a.destinationId ?? undefined,
@@ -258,7 +258,7 @@ export function buildResolvers(services: Services) {
       connection: async (m: ModelViewT, _a: Args, ctx: GqlContext) => (await loadersOf(ctx).connection.load(m.connectionId)) ?? null,
       columns: (m: ModelViewT, _a: Args, ctx: GqlContext) => services.models.columns(actorOf(ctx), m.id),
       preview: (m: ModelViewT, a: Args, ctx: GqlContext) => services.models.preview(actorOf(ctx), m.id, { limit: a.limit ?? undefined, timeoutMs: a.timeoutMs ?? undefined }),
-      syncs: async (m: ModelViewT, a: Args, ctx: GqlContext) => connection(await services.syncs.list(actorOf(ctx), { ...pageParams(a), modelId: m.id, enabled: a.enabled ?? undefined })),
+      syncs: async (m: ModelViewT, a: Args, ctx: GqlContext) => connection(await services.syncs.listStored(actorOf(ctx), { ...pageParams(a), modelId: m.id, enabled: a.enabled ?? undefined })),
     },
 
     Sync: {

@@ -18,7 +18,7 @@ import { bodyAjv, paramsAjv } from '../lib/validate.ts';
 import { registerAuth } from './auth.ts';
 import { registerIdempotency } from './idempotency.ts';
 import { errorHandler, problemOf, sendProblem } from './problem.ts';
-import { ProblemSchema } from './schemas.ts';
+import { CONTRACT_SCHEMAS, ProblemSchema } from './schemas.ts';
 import { adminRoutes } from './routes/admin.ts';
 import { connectionRoutes } from './routes/connections.ts';
 import { healthRoutes, type Readiness } from './routes/health.ts';
@@ -72,6 +72,7 @@ export const SHARED_SCHEMAS: TSchema[] = [
   AlertChannelView,
   ChannelTestResult,
   AlertView,
+  ...CONTRACT_SCHEMAS,
 ];
 
 for (const s of SHARED_SCHEMAS) {

@@ -3,7 +3,8 @@ import type { FastifyInstance, FastifyReply } from 'fastify';
 import type { Actor } from '../domain/context.ts';
 import { etag, type Page } from '../domain/common.ts';
 import { actorOf } from './auth.ts';
-import { IdempotencyHeader, IfMatchHeader, PageQuery, pageOf, problems, ref, RefParams } from './schemas.ts';
+import type { PutOptions } from '../domain/refs.ts';
+import { IdempotencyHeader, IfMatchHeader, PageQuery, pageOf, problems, PutHeaders, ref, RefParams } from './schemas.ts';
 
 // The uniform REST surface of a top-level resource addressed by id or slug:
 // GET list, POST, GET/PATCH/PUT/DELETE by ref, ETag/If-Match, 201 + Location on create.
@@ -13,7 +14,7 @@ export interface CrudHandlers<V extends { id: string; version: number }> {
   get(actor: Actor, ref: string): Promise<V>;
   create(actor: Actor, body: any, query: Record<string, unknown>): Promise<V>;
   update(actor: Actor, ref: string, body: any, ifMatch: string | undefined, query: Record<string, unknown>): Promise<V>;
-  put(actor: Actor, ref: string, body: any, ifMatch: string | undefined, query: Record<string, unknown>): Promise<{ created: boolean; value: V }>;
+  put(actor: Actor, ref: string, body: any, ifMatch: string | undefined, query: Record<string, unknown>, opts: PutOptions): Promise<{ created: boolean; value: V }>;
   delete(actor: Actor, ref: string, ifMatch: string | undefined): Promise<void>;
 }
 
@@ -70,13 +71,15 @@ export function registerCrud<V extends { id: string; version: number }>(app: Fas
       tags,
       summary: `Replace a ${o.noun}, or create it when the slug does not exist`,
       params: RefParams,
-      headers: IfMatchHeader,
+      headers: PutHeaders,
       querystring: writeQuery,
       body: ref(o.replace),
       response: { ...one, 201: ref(o.view) },
     },
     handler: async (req, reply) => {
-      const { created, value } = await h.put(actorOf(req), (req.params as { ref: string }).ref, req.body, req.headers['if-match'], req.query as Record<string, unknown>);
+      const { created, value } = await h.put(actorOf(req), (req.params as { ref: string }).ref, req.body, req.headers['if-match'], req.query as Record<string, unknown>, {
+        ifNoneMatch: req.headers['if-none-match'],
+      });
       return sendResource(reply, value, created ? 201 : 200, created ? `${o.path}/${value.id}` : undefined);
     },
   });

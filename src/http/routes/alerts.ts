@@ -16,7 +16,7 @@ export function alertRoutes(app: FastifyInstance, s: Services): void {
       get: (a, r) => s.alertChannels.get(a, r),
       create: (a, body) => s.alertChannels.create(a, body),
       update: (a, r, body, ifMatch) => s.alertChannels.update(a, r, body, ifMatch),
-      put: (a, r, body, ifMatch) => s.alertChannels.put(a, r, body, ifMatch),
+      put: (a, r, body, ifMatch, _q, opts) => s.alertChannels.put(a, r, body, ifMatch, opts),
       delete: (a, r, ifMatch) => s.alertChannels.delete(a, r, ifMatch),
     },
   );

@@ -15,8 +15,8 @@ export function connectionRoutes(app: FastifyInstance, s: Services): void {
       get: (a, ref) => s.connections.get(a, ref),
       create: (a, body) => s.connections.create(a, body),
       update: (a, ref, body, ifMatch) => s.connections.update(a, ref, body, ifMatch),
-      put: async (a, ref, body, ifMatch) => {
-        const r = await s.connections.put(a, ref, body, ifMatch);
+      put: async (a, ref, body, ifMatch, _q, opts) => {
+        const r = await s.connections.put(a, ref, body, ifMatch, opts);
         return { created: r.created, value: r.connection };
       },
       delete: (a, ref, ifMatch) => s.connections.delete(a, ref, ifMatch),

@@ -28,8 +28,8 @@ export function modelRoutes(app: FastifyInstance, s: Services): void {
       get: (a, ref) => s.models.get(a, ref),
       create: (a, body, q) => s.models.create(a, body, validateOpt(q)),
       update: (a, ref, body, ifMatch, q) => s.models.update(a, ref, body, ifMatch, validateOpt(q)),
-      put: async (a, ref, body, ifMatch, q) => {
-        const r = await s.models.put(a, ref, body, ifMatch, validateOpt(q));
+      put: async (a, ref, body, ifMatch, q, opts) => {
+        const r = await s.models.put(a, ref, body, ifMatch, { ...validateOpt(q), ...opts });
         return { created: r.created, value: r.model };
       },
       delete: (a, ref, ifMatch) => s.models.delete(a, ref, ifMatch),

@@ -11,17 +11,17 @@ export function runRoutes(app: FastifyInstance, s: Services): void {
   app.post('/v1/syncs/:ref/runs', {
     schema: {
       tags,
-      summary: 'Trigger a run (202). A sync that already has a queued run returns that run.',
+      summary: 'Trigger a run: 202 and the new run, or 200 and the queued run the sync already has (Backhaul-Existing-Run: true)',
       params: RefParams,
       headers: IdempotencyHeader,
       body: Type.Optional(ref(RunTrigger)),
-      response: { 202: ref(RunView), ...problems },
+      response: { 202: ref(RunView), 200: ref(RunView), ...problems },
     },
     handler: async (req, reply) => {
       const { run, created } = await s.runs.trigger(actorOf(req), (req.params as { ref: string }).ref, (req.body ?? {}) as never, 'api');
       reply.header('location', `/v1/runs/${run.id}`);
       if (!created) reply.header('backhaul-existing-run', 'true');
-      return reply.code(202).send(run);
+      return reply.code(created ? 202 : 200).send(run);
     },
   });
   app.get('/v1/syncs/:ref/runs', {

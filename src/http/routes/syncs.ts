@@ -1,6 +1,6 @@
 import { Type } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
-import { MappingCreate, MappingPatch, MappingSet, MappingView } from '../../domain/mappings.ts';
+import { MappingCreate, MappingPatch, MappingPut, MappingSet, MappingView } from '../../domain/mappings.ts';
 import type { Services } from '../../domain/services.ts';
 import { SyncCreate, SyncPatch, SyncPut, SyncView } from '../../domain/syncs.ts';
 import { etag } from '../../domain/common.ts';
@@ -31,8 +31,8 @@ export function syncRoutes(app: FastifyInstance, s: Services): void {
       get: (a, ref) => s.syncs.get(a, ref),
       create: (a, body) => s.syncs.create(a, body),
       update: (a, ref, body, ifMatch) => s.syncs.update(a, ref, body, ifMatch),
-      put: async (a, ref, body, ifMatch) => {
-        const r = await s.syncs.put(a, ref, body, ifMatch);
+      put: async (a, ref, body, ifMatch, _q, opts) => {
+        const r = await s.syncs.put(a, ref, body, ifMatch, opts);
         return { created: r.created, value: r.sync };
       },
       delete: (a, ref, ifMatch) => s.syncs.delete(a, ref, ifMatch),
@@ -107,7 +107,7 @@ export function syncRoutes(app: FastifyInstance, s: Services): void {
     },
   });
   app.put(`${base}/:id`, {
-    schema: { tags, summary: 'Replace a mapping', params: MappingParams, headers: IfMatchHeader, body: ref(MappingCreate), response: { 200: ref(MappingView), ...problems } },
+    schema: { tags, summary: 'Replace a mapping', params: MappingParams, headers: IfMatchHeader, body: ref(MappingPut), response: { 200: ref(MappingView), ...problems } },
     handler: async (req, reply) => {
       const p = req.params as P;
       return sendResource(reply, await s.mappings.update(actorOf(req), p.ref, p.id, req.body as never, req.headers['if-match'], true));

@@ -25,7 +25,7 @@ export function webhookRoutes(app: FastifyInstance, s: Services): void {
       get: (a, r) => s.webhooks.get(a, r),
       create: (a, body) => s.webhooks.create(a, body),
       update: (a, r, body, ifMatch) => s.webhooks.update(a, r, body, ifMatch),
-      put: (a, r, body, ifMatch) => s.webhooks.put(a, r, body, ifMatch),
+      put: (a, r, body, ifMatch, _q, opts) => s.webhooks.put(a, r, body, ifMatch, opts),
       delete: (a, r, ifMatch) => s.webhooks.delete(a, r, ifMatch),
     },
   );
