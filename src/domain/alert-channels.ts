@@ -14,6 +14,7 @@ import { inUse, Name, Slug } from './connections.ts';
 import type { ServiceDeps } from './deps.ts';
 import { getByRef, putBySlug, type PutOptions } from './refs.ts';
 import { acceptingReadOnly, readOnlyFields } from './read-only.ts';
+import { withoutDefaults } from './defaults.ts';
 import { checkWebhookUrl, WebhookUrl } from './webhooks.ts';
 
 // Alert channels: where a sync's alerts go.
@@ -29,8 +30,8 @@ const SEVERITIES = ['critical', 'error', 'warning', 'info'] as const;
 
 const ChannelConfig = Type.Object(
   {
-    eventsUrl: Type.Optional(WebhookUrl),
-    severity: Type.Optional(Type.Union(SEVERITIES.map((s) => Type.Literal(s)))),
+    eventsUrl: Type.Optional(Type.Unsafe<string>({ ...WebhookUrl, default: PAGERDUTY_EVENTS_URL, description: 'pagerduty: the Events API v2 URL' })),
+    severity: Type.Optional(Type.Union(SEVERITIES.map((s) => Type.Literal(s)), { default: 'error', description: 'pagerduty: the severity of the events sent' })),
     url: Type.Optional(WebhookUrl),
   },
   { additionalProperties: false, description: 'pagerduty: eventsUrl (default the public Events API v2), severity (default error); webhook: url (required)' },
@@ -53,10 +54,10 @@ const AlertChannelPutBase = Type.Object(
   { slug: Type.Optional(Slug), name: Name, type: ChannelTypeT, config: Type.Optional(ChannelConfig), secrets: Type.Optional(ChannelSecrets) },
   { additionalProperties: false, description: 'secrets, when absent, keep their current values' },
 );
-export const AlertChannelPatch = Type.Object(
+export const AlertChannelPatch = withoutDefaults(Type.Object(
   { slug: Type.Optional(Slug), name: Type.Optional(Name), config: Type.Optional(ChannelConfig), secrets: Type.Optional(ChannelSecrets) },
   { additionalProperties: false, $id: 'AlertChannelPatch', description: 'config and secrets are merged field by field' },
-);
+));
 export const AlertChannelView = Type.Object(
   {
     id: Type.String(),

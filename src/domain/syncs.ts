@@ -15,12 +15,24 @@ import type { ServiceDeps } from './deps.ts';
 import { checkRefSlugs, getByRef, getReferenced, idOfRef, putBySlug, slugsOf, type PutOptions } from './refs.ts';
 import { acceptingReadOnly, readOnlyFields } from './read-only.ts';
 import { listOrdered, type ListOptions } from './list.ts';
+import { withoutDefaults } from './defaults.ts';
 import { MappingItem, type MappingService } from './mappings.ts';
 
 // Syncs: model → destination object, with a mode, a match key, a schedule and delivery settings.
 
 export const SYNC_MODES = ['insert', 'update', 'upsert', 'mirror'] as const;
 export type SyncModeT = (typeof SYNC_MODES)[number];
+
+/** What the server fills in for optional groups a create (or a PUT) leaves out; declared as `default`s below. */
+export const DEFAULT_DELIVERY = { batchSize: 500, concurrency: 4, maxRequestsPerSecond: null as number | null, maxRetries: 6 };
+export const DEFAULT_ALERTS = {
+  channelIds: [] as string[],
+  onFailure: true,
+  rowFailurePercent: null as number | null,
+  maxDurationSeconds: null as number | null,
+  consecutiveFailures: null as number | null,
+};
+export const DEFAULT_SCHEDULE = { type: 'manual' as const };
 
 const Schedule = Type.Union(
   [
@@ -30,30 +42,41 @@ const Schedule = Type.Union(
       {
         type: Type.Literal('cron'),
         expression: Type.String({ minLength: 1, maxLength: 200, description: 'Five-field cron expression, e.g. "0 6 * * 1-5"' }),
-        timezone: Type.Optional(Type.String({ minLength: 1, maxLength: 100, description: 'IANA time zone; default UTC' })),
+        timezone: Type.Optional(Type.String({ minLength: 1, maxLength: 100, default: 'UTC', description: 'IANA time zone, e.g. Europe/Paris' })),
       },
       { additionalProperties: false },
     ),
   ],
+  { default: DEFAULT_SCHEDULE, description: 'manual (run on trigger only), interval (every N seconds, on an anchored grid) or cron' },
 );
+const D = DEFAULT_DELIVERY;
 const Delivery = Type.Object(
   {
-    batchSize: Type.Optional(Type.Integer({ minimum: 1, maximum: 10_000 })),
-    concurrency: Type.Optional(Type.Integer({ minimum: 1, maximum: 32 })),
-    maxRequestsPerSecond: Type.Optional(Type.Union([Type.Number({ exclusiveMinimum: 0, maximum: 10_000 }), Type.Null()])),
-    maxRetries: Type.Optional(Type.Integer({ minimum: 0, maximum: 20 })),
+    batchSize: Type.Optional(Type.Integer({ minimum: 1, maximum: 10_000, default: D.batchSize, description: 'Rows per batch (capped by the destination\'s own limit)' })),
+    concurrency: Type.Optional(Type.Integer({ minimum: 1, maximum: 32, default: D.concurrency, description: 'Batches in flight at once' })),
+    maxRequestsPerSecond: Type.Optional(
+      Type.Union([Type.Number({ exclusiveMinimum: 0, maximum: 10_000 }), Type.Null()], { default: D.maxRequestsPerSecond, description: 'Rate limit towards the destination; null: none' }),
+    ),
+    maxRetries: Type.Optional(Type.Integer({ minimum: 0, maximum: 20, default: D.maxRetries, description: 'Retries of a retryable failure (429, 5xx, network) within a run' })),
   },
-  { additionalProperties: false },
+  { additionalProperties: false, default: DEFAULT_DELIVERY },
 );
+const A = DEFAULT_ALERTS;
 const Alerts = Type.Object(
   {
-    channelIds: Type.Optional(Type.Array(Type.String({ minLength: 1, maxLength: 100 }), { maxItems: 20, uniqueItems: true })),
-    onFailure: Type.Optional(Type.Boolean()),
-    rowFailurePercent: Type.Optional(Type.Union([Type.Number({ minimum: 0, maximum: 100 }), Type.Null()])),
-    maxDurationSeconds: Type.Optional(Type.Union([Type.Integer({ minimum: 1 }), Type.Null()])),
-    consecutiveFailures: Type.Optional(Type.Union([Type.Integer({ minimum: 1, maximum: 1000 }), Type.Null()])),
+    channelIds: Type.Optional(
+      Type.Array(Type.String({ minLength: 1, maxLength: 100 }), { maxItems: 20, uniqueItems: true, default: A.channelIds, description: 'Alert channels (ids or slugs)' }),
+    ),
+    onFailure: Type.Optional(Type.Boolean({ default: A.onFailure, description: 'Alert when a run fails' })),
+    rowFailurePercent: Type.Optional(
+      Type.Union([Type.Number({ minimum: 0, maximum: 100 }), Type.Null()], { default: A.rowFailurePercent, description: 'Alert when more rows than this percentage are rejected or invalid; null: never' }),
+    ),
+    maxDurationSeconds: Type.Optional(Type.Union([Type.Integer({ minimum: 1 }), Type.Null()], { default: A.maxDurationSeconds, description: 'Alert when a run takes longer; null: never' })),
+    consecutiveFailures: Type.Optional(
+      Type.Union([Type.Integer({ minimum: 1, maximum: 1000 }), Type.Null()], { default: A.consecutiveFailures, description: 'Alert after this many failed runs in a row; null: never' }),
+    ),
   },
-  { additionalProperties: false },
+  { additionalProperties: false, default: DEFAULT_ALERTS },
 );
 const MatchKey = Type.Object(
   { sourceColumn: Type.String({ minLength: 1, maxLength: 200 }), destinationField: Type.String({ minLength: 1, maxLength: 200 }) },
@@ -70,7 +93,7 @@ const syncFields = {
   mode: Mode,
   matchKey: MatchKey,
   schedule: Type.Optional(Schedule),
-  enabled: Type.Optional(Type.Boolean()),
+  enabled: Type.Optional(Type.Boolean({ default: true, description: 'A disabled sync is not scheduled and cannot be triggered' })),
   delivery: Type.Optional(Delivery),
   alerts: Type.Optional(Alerts),
   mappings: Type.Optional(
@@ -84,7 +107,13 @@ const syncFields = {
 
 export const SyncCreate = Type.Object({ slug: Slug, ...syncFields }, { additionalProperties: false, $id: 'SyncCreate' });
 const SyncPutBase = Type.Object({ slug: Type.Optional(Slug), ...syncFields }, { additionalProperties: false });
-export const SyncPatch = Type.Partial(Type.Object({ slug: Slug, ...syncFields }), { additionalProperties: false, $id: 'SyncPatch' });
+export const SyncPatch = withoutDefaults(
+  Type.Partial(Type.Object({ slug: Slug, ...syncFields }), {
+    additionalProperties: false,
+    $id: 'SyncPatch',
+    description: 'Only the fields sent change; delivery and alerts merge field by field over the current ones.',
+  }),
+);
 
 export const SyncView = Type.Object(
   {
@@ -138,8 +167,6 @@ export type DeliveryT = SyncViewT['delivery'];
 export type AlertsT = SyncViewT['alerts'];
 type Row = typeof syncs.$inferSelect;
 
-export const DEFAULT_DELIVERY: DeliveryT = { batchSize: 500, concurrency: 4, maxRequestsPerSecond: null, maxRetries: 6 };
-export const DEFAULT_ALERTS: AlertsT = { channelIds: [], onFailure: true, rowFailurePercent: null, maxDurationSeconds: null, consecutiveFailures: null };
 
 export function syncView(r: Row): SyncViewT {
   return {

@@ -19,6 +19,7 @@ import { registerAuth } from './auth.ts';
 import { registerIdempotency } from './idempotency.ts';
 import { errorHandler, problemOf, sendProblem } from './problem.ts';
 import { CONTRACT_SCHEMAS, ProblemSchema } from './schemas.ts';
+import { finishOpenapi } from './openapi.ts';
 import { adminRoutes } from './routes/admin.ts';
 import { connectionRoutes } from './routes/connections.ts';
 import { healthRoutes, type Readiness } from './routes/health.ts';
@@ -165,6 +166,7 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
       security: [{ bearer: [] }],
     },
     refResolver: { buildLocalReference: (json, _base, _frag, i) => String(json.$id ?? `def-${i}`) },
+    transformObject: finishOpenapi as never,
   });
   await app.register(swaggerUi, { routePrefix: '/docs', uiConfig: { deepLinking: true } });
   // swagger-ui's routes are public documentation.

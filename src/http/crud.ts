@@ -22,6 +22,8 @@ export interface CrudOptions {
   path: string;
   tag: string;
   noun: string;
+  /** The noun in operationIds (listSyncs, createSync…): PascalCase singular and plural. */
+  op: { one: string; many: string };
   view: TSchema;
   create: TSchema;
   patch: TSchema;
@@ -43,12 +45,12 @@ export function registerCrud<V extends { id: string; version: number }>(app: Fas
   const tags = [o.tag];
 
   app.get(o.path, {
-    schema: { tags, summary: `List ${o.noun}s`, querystring: Type.Object({ ...PageQuery, ...(o.listFilters ?? {}) }), response: { 200: pageOf(o.view), ...problems } },
+    schema: { operationId: `list${o.op.many}`, tags, summary: `List ${o.noun}s`, querystring: Type.Object({ ...PageQuery, ...(o.listFilters ?? {}) }), response: { 200: pageOf(o.view), ...problems } },
     handler: async (req) => h.list(actorOf(req), req.query as Record<string, unknown>),
   });
 
   app.post(o.path, {
-    schema: { tags, summary: `Create a ${o.noun}`, body: ref(o.create), querystring: writeQuery, headers: IdempotencyHeader, response: { 201: ref(o.view), ...problems } },
+    schema: { operationId: `create${o.op.one}`, tags, summary: `Create a ${o.noun}`, body: ref(o.create), querystring: writeQuery, headers: IdempotencyHeader, response: { 201: ref(o.view), ...problems } },
     handler: async (req, reply) => {
       const v = await h.create(actorOf(req), req.body, req.query as Record<string, unknown>);
       return sendResource(reply, v, 201, `${o.path}/${v.id}`);
@@ -56,18 +58,19 @@ export function registerCrud<V extends { id: string; version: number }>(app: Fas
   });
 
   app.get(`${o.path}/:ref`, {
-    schema: { tags, summary: `Get a ${o.noun} by id or slug`, params: RefParams, response: one },
+    schema: { operationId: `get${o.op.one}`, tags, summary: `Get a ${o.noun} by id or slug`, params: RefParams, response: one },
     handler: async (req, reply) => sendResource(reply, await h.get(actorOf(req), (req.params as { ref: string }).ref)),
   });
 
   app.patch(`${o.path}/:ref`, {
-    schema: { tags, summary: `Update some fields of a ${o.noun}`, params: RefParams, headers: IfMatchHeader, querystring: writeQuery, body: ref(o.patch), response: one },
+    schema: { operationId: `update${o.op.one}`, tags, summary: `Update some fields of a ${o.noun}`, params: RefParams, headers: IfMatchHeader, querystring: writeQuery, body: ref(o.patch), response: one },
     handler: async (req, reply) =>
       sendResource(reply, await h.update(actorOf(req), (req.params as { ref: string }).ref, req.body, req.headers['if-match'], req.query as Record<string, unknown>)),
   });
 
   app.put(`${o.path}/:ref`, {
     schema: {
+      operationId: `replace${o.op.one}`,
       tags,
       summary: `Replace a ${o.noun}, or create it when the slug does not exist`,
       params: RefParams,
@@ -85,7 +88,7 @@ export function registerCrud<V extends { id: string; version: number }>(app: Fas
   });
 
   app.delete(`${o.path}/:ref`, {
-    schema: { tags, summary: `Delete a ${o.noun}`, params: RefParams, headers: IfMatchHeader, response: { 204: Type.Null(), ...problems } },
+    schema: { operationId: `delete${o.op.one}`, tags, summary: `Delete a ${o.noun}`, params: RefParams, headers: IfMatchHeader, response: { 204: Type.Null(), ...problems } },
     handler: async (req, reply) => {
       await h.delete(actorOf(req), (req.params as { ref: string }).ref, req.headers['if-match']);
       return reply.code(204).send();

@@ -10,7 +10,7 @@ import { PageQuery, pageOf, problems, ref, RefParams } from '../schemas.ts';
 export function alertRoutes(app: FastifyInstance, s: Services): void {
   registerCrud(
     app,
-    { path: '/v1/alert-channels', tag: 'alerts', noun: 'alert channel', view: AlertChannelView, create: AlertChannelCreate, patch: AlertChannelPatch, replace: AlertChannelPut },
+    { path: '/v1/alert-channels', tag: 'alerts', noun: 'alert channel', op: { one: 'AlertChannel', many: 'AlertChannels' }, view: AlertChannelView, create: AlertChannelCreate, patch: AlertChannelPatch, replace: AlertChannelPut },
     {
       list: (a, q) => s.alertChannels.list(a, q),
       get: (a, r) => s.alertChannels.get(a, r),
@@ -23,7 +23,7 @@ export function alertRoutes(app: FastifyInstance, s: Services): void {
   app.post('/v1/alert-channels/:ref/test', {
     schema: {
       tags: ['alerts'],
-      summary: 'Send a test message; 200 with ok true, or ok false and the error',
+      operationId: 'testAlertChannel', summary: 'Send a test message; 200 with ok true, or ok false and the error',
       params: RefParams,
       response: { 200: ref(ChannelTestResult), ...problems },
     },
@@ -32,7 +32,7 @@ export function alertRoutes(app: FastifyInstance, s: Services): void {
   app.get('/v1/alerts', {
     schema: {
       tags: ['alerts'],
-      summary: 'Alerts raised by syncs, newest first',
+      operationId: 'listAlerts', summary: 'Alerts raised by syncs, newest first',
       querystring: Type.Object({
         ...PageQuery,
         status: Type.Optional(Type.Union([Type.Literal('open'), Type.Literal('resolved')])),
