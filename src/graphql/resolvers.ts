@@ -1,19 +1,21 @@
 import type { Readable } from 'node:stream';
 import { listConnectorTypes } from '../connectors/registry.ts';
 import { listAuditEvents } from '../domain/audit.ts';
-import { encodeCursor, requireScope, type Page } from '../domain/common.ts';
+import { encodeCursor, pageLimit, requireScope, type Page } from '../domain/common.ts';
 import { cursorAfter, type ListOptions, type OrderField } from '../domain/list.ts';
 import type { AlertViewT } from '../domain/alerts.ts';
 import type { Actor } from '../domain/context.ts';
 import type { ConnectionViewT } from '../domain/connections.ts';
 import type { MappingViewT } from '../domain/mappings.ts';
 import type { ModelViewT } from '../domain/models.ts';
-import type { RunViewT } from '../domain/runs.ts';
+import type { RunRecordViewT, RunViewT } from '../domain/runs.ts';
+import type { WorkspaceViewT } from '../domain/api-keys.ts';
 import type { Services } from '../domain/services.ts';
 import type { SyncViewT } from '../domain/syncs.ts';
 import type { WebhookDeliveryViewT, WebhookEndpointViewT } from '../domain/webhooks.ts';
-import { isAppError, UnauthorizedError, ValidationError } from '../errors.ts';
+import { isAppError, NotFoundError, UnauthorizedError, ValidationError } from '../errors.ts';
 import { toGraphqlError } from './errors.ts';
+import type { Resolvers } from './generated.ts';
 import { createLoaders, type Loaders } from './loaders.ts';
 import { DateTimeScalar, JSONScalar, plain } from './scalars.ts';
 
@@ -32,6 +34,14 @@ export interface RunNotification {
   workspaceId: string;
   status: string;
   phase: string | null;
+}
+
+/** The Viewer's parent: the caller, and its workspace loaded on demand. */
+export interface ViewerParent {
+  keyId: string | null;
+  scopes: Actor['scopes'];
+  owner: boolean;
+  workspace: () => Promise<WorkspaceViewT | undefined>;
 }
 
 export function runTopic(workspaceId: string, syncId: string): string {
@@ -59,17 +69,59 @@ function listParams(a: Args): ListOptions {
   return { ...pageParams(a), orderBy: a.orderBy?.field ?? undefined, direction: a.orderBy?.direction ?? undefined, search: a.search ?? undefined };
 }
 
-/** A service page as a Relay connection; every cursor is the REST API's cursor after that node. */
-function connection<T extends { id: string }>(p: Page<T>, orderBy?: OrderField) {
-  const edges = p.data.map((node) => ({
-    cursor: orderBy && orderBy !== 'createdAt' ? cursorAfter(node as unknown as Parameters<typeof cursorAfter>[0], orderBy) : encodeCursor(node.id),
-    node,
-  }));
+/**
+ * A service page as a Relay connection; every cursor is the REST API's cursor after that node
+ * (`cursorOf` for lists not keyed by id). Pagination is forward only: hasPreviousPage says whether
+ * the page was asked after a cursor.
+ */
+function connection<T>(p: Page<T>, opts: { orderBy?: OrderField | null; after?: string | null; cursorOf?: (node: T) => string } = {}) {
+  const cursorOf =
+    opts.cursorOf ??
+    ((node: T) =>
+      opts.orderBy && opts.orderBy !== 'createdAt'
+        ? cursorAfter(node as unknown as Parameters<typeof cursorAfter>[0], opts.orderBy)
+        : encodeCursor((node as unknown as { id: string }).id));
+  const edges = p.data.map((node) => ({ cursor: cursorOf(node), node }));
   return {
     edges,
     nodes: p.data,
-    pageInfo: { hasNextPage: p.nextCursor !== null, endCursor: p.nextCursor ?? edges.at(-1)?.cursor ?? null },
+    pageInfo: {
+      hasNextPage: p.nextCursor !== null,
+      hasPreviousPage: Boolean(opts.after),
+      startCursor: edges[0]?.cursor ?? null,
+      endCursor: p.nextCursor ?? edges.at(-1)?.cursor ?? null,
+    },
   };
+}
+
+/**
+ * A small list held whole (the connector catalog, a sync's mappings) as a connection: all of it,
+ * or `first` items after the `after` cursor.
+ */
+function listAsConnection<T>(items: T[], a: Args, cursorOf: (node: T) => string) {
+  let start = 0;
+  if (a.after) {
+    start = items.findIndex((x) => cursorOf(x) === a.after) + 1;
+    if (start === 0) throw new ValidationError('The after cursor is not one this API returned.', [{ path: '/after', message: 'is not a valid cursor' }], 'invalid_cursor');
+  }
+  if (a.first !== undefined && a.first !== null) pageLimit(a.first);
+  const end = a.first ? start + a.first : items.length;
+  const data = items.slice(start, end);
+  return connection({ data, nextCursor: end < items.length && data.length ? cursorOf(data[data.length - 1]) : null }, { after: a.after, cursorOf });
+}
+
+/** Run records are keyed by (run, primary key, operation): a stable id for clients' caches. */
+export function runRecordId(r: { runId: string; primaryKey: string; operation: string }): string {
+  return `rec_${Buffer.from(`${r.runId}\u0000${r.operation}\u0000${r.primaryKey}`).toString('base64url')}`;
+}
+
+/**
+ * A relation the schema declares non-null (its foreign key is NOT NULL): the loaded object, or a
+ * not_found error if it vanished between the two reads (a concurrent delete).
+ */
+function must<T>(v: T | undefined | null, resource: string, id: string): T {
+  if (v === undefined || v === null) throw new NotFoundError(resource, id);
+  return v;
 }
 
 async function orNull<T>(p: Promise<T>): Promise<T | null> {
@@ -86,11 +138,43 @@ function withoutNulls(v: unknown): unknown {
   return Object.fromEntries(Object.entries(v).filter(([, x]) => x !== null));
 }
 
-/** GraphQL input → the REST body the services validate. A schedule's unused fields may be sent as null. */
+/**
+ * A ScheduleInput (@oneOf: manual | interval | cron) → the REST API's schedule
+ * ({ type: "interval", everySeconds } …).
+ */
+function scheduleBody(s: Record<string, any>): unknown {
+  if (s.manual !== undefined && s.manual !== null) {
+    if (s.manual !== true) throw new ValidationError('schedule.manual must be true (or choose interval or cron).', [{ path: '/schedule/manual', message: 'must be true' }], 'invalid_schedule');
+    return { type: 'manual' };
+  }
+  if (s.interval) return { type: 'interval', ...(withoutNulls(s.interval) as object) };
+  if (s.cron) return { type: 'cron', ...(withoutNulls(s.cron) as object) };
+  return s;
+}
+
+/** GraphQL input → the REST body the services validate. */
 function body(input: unknown): any {
   const b = plain(input) as Record<string, unknown>;
-  if (b && typeof b === 'object' && b.schedule) b.schedule = withoutNulls(b.schedule);
+  if (b && typeof b === 'object' && b.schedule) b.schedule = scheduleBody(b.schedule as Record<string, any>);
   return b;
+}
+
+/** createOnly: true is REST's If-None-Match: *. */
+function putOptions(a: Args): { ifNoneMatch?: string } {
+  return a.createOnly ? { ifNoneMatch: '*' } : {};
+}
+
+/** The connector catalog as GraphQL shows it (id: ctr_ + type). */
+function connectorCatalog() {
+  return listConnectorTypes().map((t) => ({
+    id: `ctr_${t.type}`,
+    type: t.type,
+    label: t.label,
+    roles: t.roles,
+    configSchema: t.configSchema,
+    secrets: t.secrets,
+    capabilities: t.capabilities ?? null,
+  }));
 }
 
 const TYPE_BY_PREFIX: Record<string, string> = {
@@ -113,10 +197,11 @@ function prefixOf(id: string): string {
   return i > 0 ? id.slice(0, i) : '';
 }
 
-export function buildResolvers(services: Services) {
+export function buildResolvers(services: Services): Resolvers {
   const loadersOf = (ctx: GqlContext): Loaders => (ctx.loaders ??= createLoaders(services, actorOf(ctx)));
 
-  async function nodeById(ctx: GqlContext, id: string): Promise<unknown> {
+  // By id prefix, any type of Node: typed loosely here, checked by resolveType.
+  async function nodeById(ctx: GqlContext, id: string): Promise<any> {
     const actor = actorOf(ctx);
     const l = loadersOf(ctx);
     const found = async <V>(scope: 'read' | 'admin', p: () => Promise<V | undefined>) => {
@@ -161,14 +246,15 @@ export function buildResolvers(services: Services) {
   }
 
   return {
-    JSON: JSONScalar,
-    DateTime: DateTimeScalar,
+    // Scalars are plain {serialize, parseValue, parseLiteral} objects: mercurius copies them onto the schema's types.
+    JSON: JSONScalar as unknown as Resolvers['JSON'],
+    DateTime: DateTimeScalar as unknown as Resolvers['DateTime'],
 
     Node: {
-      resolveType: (obj: { id: string }) => TYPE_BY_PREFIX[prefixOf(obj.id)] ?? null,
+      resolveType: (obj: { id: string }) => (TYPE_BY_PREFIX[prefixOf(obj.id)] ?? null) as never,
     },
     Schedule: {
-      resolveType: (s: { type: string }) => ({ manual: 'ManualSchedule', interval: 'IntervalSchedule', cron: 'CronSchedule' })[s.type] ?? null,
+      resolveType: (s: { type: string }) => (({ manual: 'ManualSchedule', interval: 'IntervalSchedule', cron: 'CronSchedule' }) as const)[s.type as 'manual'] ?? null,
     },
     CronSchedule: {
       timezone: (s: { timezone?: string }) => s.timezone ?? 'UTC',
@@ -191,13 +277,17 @@ export function buildResolvers(services: Services) {
       },
       connectors: (_: unknown, _a: Args, ctx: GqlContext) => {
         requireScope(actorOf(ctx), 'read');
-        return listConnectorTypes().map((t) => ({ type: t.type, label: t.label, roles: t.roles, configSchema: t.configSchema, secrets: t.secrets, capabilities: t.capabilities ?? null }));
+        return connectorCatalog();
+      },
+      connectorConnection: (_: unknown, a: Args, ctx: GqlContext) => {
+        requireScope(actorOf(ctx), 'read');
+        return listAsConnection(connectorCatalog(), a, (c) => encodeCursor(c.id));
       },
       connections: async (_: unknown, a: Args, ctx: GqlContext) =>
-        connection(await services.connections.list(actorOf(ctx), { ...listParams(a), type: a.type ?? undefined }), a.orderBy?.field),
+        connection(await services.connections.list(actorOf(ctx), { ...listParams(a), type: a.type ?? undefined }), { orderBy: a.orderBy?.field, after: a.after }),
       connection: (_: unknown, a: Args, ctx: GqlContext) => orNull(services.connections.get(actorOf(ctx), a.ref)),
       models: async (_: unknown, a: Args, ctx: GqlContext) =>
-        connection(await services.models.listStored(actorOf(ctx), { ...listParams(a), connectionId: a.connectionId ?? undefined }), a.orderBy?.field),
+        connection(await services.models.listStored(actorOf(ctx), { ...listParams(a), connectionId: a.connectionId ?? undefined }), { orderBy: a.orderBy?.field, after: a.after }),
       model: (_: unknown, a: Args, ctx: GqlContext) => orNull(services.models.get(actorOf(ctx), a.ref)),
       syncs: async (_: unknown, a: Args, ctx: GqlContext) =>
         connection(
@@ -207,11 +297,11 @@ export function buildResolvers(services: Services) {
             destinationId: a.destinationId ?? undefined,
             enabled: a.enabled ?? undefined,
           }),
-          a.orderBy?.field,
+          { orderBy: a.orderBy?.field, after: a.after },
         ),
       sync: (_: unknown, a: Args, ctx: GqlContext) => orNull(services.syncs.get(actorOf(ctx), a.ref)),
       run: (_: unknown, a: Args, ctx: GqlContext) => orNull(services.runs.get(actorOf(ctx), a.id)),
-      apiKeys: async (_: unknown, a: Args, ctx: GqlContext) => connection(await services.apiKeys.list(actorOf(ctx), pageParams(a))),
+      apiKeys: async (_: unknown, a: Args, ctx: GqlContext) => connection(await services.apiKeys.list(actorOf(ctx), pageParams(a)), { after: a.after }),
       auditEvents: async (_: unknown, a: Args, ctx: GqlContext) =>
         connection(
           await listAuditEvents(services.deps.database.db, actorOf(ctx), {
@@ -221,20 +311,21 @@ export function buildResolvers(services: Services) {
             since: a.since ?? undefined,
             until: a.until ?? undefined,
           }),
+          { after: a.after },
         ),
-      workspaces: async (_: unknown, a: Args, ctx: GqlContext) => connection(await services.apiKeys.listWorkspaces(actorOf(ctx), pageParams(a))),
-      webhookEndpoints: async (_: unknown, a: Args, ctx: GqlContext) => connection(await services.webhooks.list(actorOf(ctx), pageParams(a))),
+      workspaces: async (_: unknown, a: Args, ctx: GqlContext) => connection(await services.apiKeys.listWorkspaces(actorOf(ctx), pageParams(a)), { after: a.after }),
+      webhookEndpoints: async (_: unknown, a: Args, ctx: GqlContext) => connection(await services.webhooks.list(actorOf(ctx), pageParams(a)), { after: a.after }),
       webhookEndpoint: (_: unknown, a: Args, ctx: GqlContext) => orNull(services.webhooks.get(actorOf(ctx), a.ref)),
       callbackSecret: (_: unknown, _a: Args, ctx: GqlContext) => services.webhooks.callbackSecret(actorOf(ctx)),
-      alertChannels: async (_: unknown, a: Args, ctx: GqlContext) => connection(await services.alertChannels.list(actorOf(ctx), pageParams(a))),
+      alertChannels: async (_: unknown, a: Args, ctx: GqlContext) => connection(await services.alertChannels.list(actorOf(ctx), pageParams(a)), { after: a.after }),
       alertChannel: (_: unknown, a: Args, ctx: GqlContext) => orNull(services.alertChannels.get(actorOf(ctx), a.ref)),
       alerts: async (_: unknown, a: Args, ctx: GqlContext) =>
-        connection(await services.alerts.list(actorOf(ctx), { ...pageParams(a), status: a.status ?? undefined, syncId: a.syncId ?? undefined })),
+        connection(await services.alerts.list(actorOf(ctx), { ...pageParams(a), status: a.status ?? undefined, syncId: a.syncId ?? undefined }), { after: a.after }),
     },
 
     WebhookEndpoint: {
       deliveries: async (e: WebhookEndpointViewT, a: Args, ctx: GqlContext) =>
-        connection(await services.webhooks.deliveries(actorOf(ctx), e.id, { ...pageParams(a), status: a.status ?? undefined, eventType: a.eventType ?? undefined })),
+        connection(await services.webhooks.deliveries(actorOf(ctx), e.id, { ...pageParams(a), status: a.status ?? undefined, eventType: a.eventType ?? undefined }), { after: a.after }),
     },
 
     WebhookDelivery: {
@@ -242,11 +333,11 @@ export function buildResolvers(services: Services) {
     },
 
     Alert: {
-      sync: async (al: AlertViewT, _a: Args, ctx: GqlContext) => (await loadersOf(ctx).sync.load(al.syncId)) ?? null,
+      sync: async (al: AlertViewT, _a: Args, ctx: GqlContext) => must(await loadersOf(ctx).sync.load(al.syncId), 'sync', al.syncId),
     },
 
     Viewer: {
-      workspace: (v: { workspace: () => Promise<unknown> }) => v.workspace(),
+      workspace: async (v: ViewerParent) => must(await v.workspace(), 'workspace', 'of this key'),
     },
 
     Connection: {
@@ -255,30 +346,33 @@ export function buildResolvers(services: Services) {
     },
 
     Model: {
-      connection: async (m: ModelViewT, _a: Args, ctx: GqlContext) => (await loadersOf(ctx).connection.load(m.connectionId)) ?? null,
+      connection: async (m: ModelViewT, _a: Args, ctx: GqlContext) => must(await loadersOf(ctx).connection.load(m.connectionId), 'connection', m.connectionId),
       columns: (m: ModelViewT, _a: Args, ctx: GqlContext) => services.models.columns(actorOf(ctx), m.id),
       preview: (m: ModelViewT, a: Args, ctx: GqlContext) => services.models.preview(actorOf(ctx), m.id, { limit: a.limit ?? undefined, timeoutMs: a.timeoutMs ?? undefined }),
-      syncs: async (m: ModelViewT, a: Args, ctx: GqlContext) => connection(await services.syncs.listStored(actorOf(ctx), { ...pageParams(a), modelId: m.id, enabled: a.enabled ?? undefined })),
+      syncs: async (m: ModelViewT, a: Args, ctx: GqlContext) => connection(await services.syncs.listStored(actorOf(ctx), { ...pageParams(a), modelId: m.id, enabled: a.enabled ?? undefined }), { after: a.after }),
     },
 
     Sync: {
-      model: async (s: SyncViewT, _a: Args, ctx: GqlContext) => (await loadersOf(ctx).model.load(s.modelId)) ?? null,
-      destination: async (s: SyncViewT, _a: Args, ctx: GqlContext) => (await loadersOf(ctx).connection.load(s.destinationId)) ?? null,
+      model: async (s: SyncViewT, _a: Args, ctx: GqlContext) => must(await loadersOf(ctx).model.load(s.modelId), 'model', s.modelId),
+      destination: async (s: SyncViewT, _a: Args, ctx: GqlContext) => must(await loadersOf(ctx).connection.load(s.destinationId), 'connection', s.destinationId),
       mappings: async (s: SyncViewT, _a: Args, ctx: GqlContext) => (await loadersOf(ctx).mappingsBySync.load(s.id)) ?? [],
       lastRun: async (s: SyncViewT, _a: Args, ctx: GqlContext) => (await loadersOf(ctx).lastRunBySync.load(s.id)) ?? null,
-      runs: async (s: SyncViewT, a: Args, ctx: GqlContext) => connection(await services.runs.listForSync(actorOf(ctx), s.id, { ...pageParams(a), status: a.status ?? undefined })),
-      recordHistory: async (s: SyncViewT, a: Args, ctx: GqlContext) => {
-        const p = await services.runs.history(actorOf(ctx), s.id, a.primaryKey, pageParams(a));
-        return { nodes: p.data, pageInfo: { hasNextPage: p.nextCursor !== null, endCursor: p.nextCursor } };
-      },
+      runs: async (s: SyncViewT, a: Args, ctx: GqlContext) => connection(await services.runs.listForSync(actorOf(ctx), s.id, { ...pageParams(a), status: a.status ?? undefined }), { after: a.after }),
+      recordHistory: async (s: SyncViewT, a: Args, ctx: GqlContext) =>
+        connection(await services.runs.history(actorOf(ctx), s.id, a.primaryKey, pageParams(a)), {
+          after: a.after,
+          cursorOf: (r) => encodeCursor(`${r.runId}\u0000${r.operation}`),
+        }),
+      mappingConnection: async (s: SyncViewT, a: Args, ctx: GqlContext) =>
+        listAsConnection((await loadersOf(ctx).mappingsBySync.load(s.id)) ?? [], a, (m) => encodeCursor(m.id)),
     },
 
     Mapping: {
-      sync: async (m: MappingViewT, _a: Args, ctx: GqlContext) => (await loadersOf(ctx).sync.load(m.syncId)) ?? null,
+      sync: async (m: MappingViewT, _a: Args, ctx: GqlContext) => must(await loadersOf(ctx).sync.load(m.syncId), 'sync', m.syncId),
     },
 
     Run: {
-      sync: async (r: RunViewT, _a: Args, ctx: GqlContext) => (await loadersOf(ctx).sync.load(r.syncId)) ?? null,
+      sync: async (r: RunViewT, _a: Args, ctx: GqlContext) => must(await loadersOf(ctx).sync.load(r.syncId), 'sync', r.syncId),
       records: async (r: RunViewT, a: Args, ctx: GqlContext) => {
         const p = await services.runs.records(actorOf(ctx), r.id, {
           ...pageParams(a),
@@ -286,19 +380,28 @@ export function buildResolvers(services: Services) {
           operation: a.operation ?? undefined,
           primaryKey: a.primaryKey ?? undefined,
         });
-        return { nodes: p.data, pageInfo: { hasNextPage: p.nextCursor !== null, endCursor: p.nextCursor } };
+        return connection(p, { after: a.after, cursorOf: (rec) => encodeCursor(`${rec.primaryKey}\u0000${rec.operation}`) });
       },
-      deliveries: async (r: RunViewT, a: Args, ctx: GqlContext) => connection(await services.webhooks.runDeliveries(actorOf(ctx), r.id, pageParams(a))),
+      deliveries: async (r: RunViewT, a: Args, ctx: GqlContext) => connection(await services.webhooks.runDeliveries(actorOf(ctx), r.id, pageParams(a)), { after: a.after }),
+    },
+
+    RunRecord: {
+      id: (r: RunRecordViewT) => runRecordId(r),
+    },
+
+    Connector: {
+      id: (c: { type: string }) => `ctr_${c.type}`,
     },
 
     RunUpdate: {
+      id: (u: RunNotification) => `upd_${u.runId}_${u.status}_${u.phase ?? 'none'}`,
       run: (u: RunNotification, _a: Args, ctx: GqlContext) => orNull(services.runs.get(actorOf(ctx), u.runId)),
     },
 
     Mutation: {
       createConnection: (_: unknown, a: Args, ctx: GqlContext) => services.connections.create(actorOf(ctx), body(a.input)),
       updateConnection: (_: unknown, a: Args, ctx: GqlContext) => services.connections.update(actorOf(ctx), a.ref, body(a.input), ifMatch(a.expectedVersion)),
-      replaceConnection: (_: unknown, a: Args, ctx: GqlContext) => services.connections.put(actorOf(ctx), a.ref, body(a.input), ifMatch(a.expectedVersion)),
+      replaceConnection: (_: unknown, a: Args, ctx: GqlContext) => services.connections.put(actorOf(ctx), a.ref, body(a.input), ifMatch(a.expectedVersion), putOptions(a)),
       deleteConnection: (_: unknown, a: Args, ctx: GqlContext) =>
         deleted(
           () => services.connections.get(actorOf(ctx), a.ref),
@@ -308,7 +411,7 @@ export function buildResolvers(services: Services) {
 
       createModel: (_: unknown, a: Args, ctx: GqlContext) => services.models.create(actorOf(ctx), body(a.input), { validate: a.validate !== false }),
       updateModel: (_: unknown, a: Args, ctx: GqlContext) => services.models.update(actorOf(ctx), a.ref, body(a.input), ifMatch(a.expectedVersion), { validate: a.validate !== false }),
-      replaceModel: (_: unknown, a: Args, ctx: GqlContext) => services.models.put(actorOf(ctx), a.ref, body(a.input), ifMatch(a.expectedVersion), { validate: a.validate !== false }),
+      replaceModel: (_: unknown, a: Args, ctx: GqlContext) => services.models.put(actorOf(ctx), a.ref, body(a.input), ifMatch(a.expectedVersion), { validate: a.validate !== false, ...putOptions(a) }),
       deleteModel: (_: unknown, a: Args, ctx: GqlContext) =>
         deleted(
           () => services.models.get(actorOf(ctx), a.ref),
@@ -317,7 +420,7 @@ export function buildResolvers(services: Services) {
 
       createSync: (_: unknown, a: Args, ctx: GqlContext) => services.syncs.create(actorOf(ctx), body(a.input)),
       updateSync: (_: unknown, a: Args, ctx: GqlContext) => services.syncs.update(actorOf(ctx), a.ref, body(a.input), ifMatch(a.expectedVersion)),
-      replaceSync: (_: unknown, a: Args, ctx: GqlContext) => services.syncs.put(actorOf(ctx), a.ref, body(a.input), ifMatch(a.expectedVersion)),
+      replaceSync: (_: unknown, a: Args, ctx: GqlContext) => services.syncs.put(actorOf(ctx), a.ref, body(a.input), ifMatch(a.expectedVersion), putOptions(a)),
       deleteSync: (_: unknown, a: Args, ctx: GqlContext) =>
         deleted(
           () => services.syncs.get(actorOf(ctx), a.ref),
@@ -358,11 +461,11 @@ export function buildResolvers(services: Services) {
       // the answers to a create or a rotation); the WebhookEndpoint type has no secret field.
       createWebhookEndpoint: async (_: unknown, a: Args, ctx: GqlContext) => {
         const created = await services.webhooks.create(actorOf(ctx), body(a.input));
-        return { webhookEndpoint: created, secret: created.secret };
+        return { webhookEndpoint: created, secret: must(created.secret, 'webhook secret', created.id) };
       },
       updateWebhookEndpoint: (_: unknown, a: Args, ctx: GqlContext) => services.webhooks.update(actorOf(ctx), a.ref, body(a.input), ifMatch(a.expectedVersion)),
       replaceWebhookEndpoint: async (_: unknown, a: Args, ctx: GqlContext) => {
-        const r = await services.webhooks.put(actorOf(ctx), a.ref, body(a.input), ifMatch(a.expectedVersion));
+        const r = await services.webhooks.put(actorOf(ctx), a.ref, body(a.input), ifMatch(a.expectedVersion), putOptions(a));
         return { created: r.created, webhookEndpoint: r.value, secret: r.value.secret ?? null };
       },
       deleteWebhookEndpoint: (_: unknown, a: Args, ctx: GqlContext) =>
@@ -372,18 +475,18 @@ export function buildResolvers(services: Services) {
         ),
       rotateWebhookSecret: async (_: unknown, a: Args, ctx: GqlContext) => {
         const r = await services.webhooks.rotateSecret(actorOf(ctx), a.ref, body(a.input ?? {}));
-        return { webhookEndpoint: r, secret: r.secret };
+        return { webhookEndpoint: r, secret: must(r.secret, 'webhook secret', r.id) };
       },
       redeliverWebhook: (_: unknown, a: Args, ctx: GqlContext) => services.webhooks.redeliver(actorOf(ctx), a.endpointRef, a.id),
       rotateCallbackSecret: async (_: unknown, a: Args, ctx: GqlContext) => {
         const { secret, ...callbackSecret } = await services.webhooks.rotateCallbackSecret(actorOf(ctx), body(a.input ?? {}));
-        return { callbackSecret, secret };
+        return { callbackSecret, secret: must(secret, 'callback secret', 'of this workspace') };
       },
 
       createAlertChannel: (_: unknown, a: Args, ctx: GqlContext) => services.alertChannels.create(actorOf(ctx), body(a.input)),
       updateAlertChannel: (_: unknown, a: Args, ctx: GqlContext) => services.alertChannels.update(actorOf(ctx), a.ref, body(a.input), ifMatch(a.expectedVersion)),
       replaceAlertChannel: async (_: unknown, a: Args, ctx: GqlContext) => {
-        const r = await services.alertChannels.put(actorOf(ctx), a.ref, body(a.input), ifMatch(a.expectedVersion));
+        const r = await services.alertChannels.put(actorOf(ctx), a.ref, body(a.input), ifMatch(a.expectedVersion), putOptions(a));
         return { created: r.created, alertChannel: r.value };
       },
       deleteAlertChannel: (_: unknown, a: Args, ctx: GqlContext) =>

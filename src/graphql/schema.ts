@@ -5,8 +5,12 @@ import { buildSchema, printSchema, type GraphQLSchema } from 'graphql';
 // mode reads the same in REST, GraphQL, webhooks and logs.
 //
 // Conventions:
-// - Lists are Relay-style connections (`edges { cursor node }`, `nodes`, `pageInfo`), paged with
-//   `first` (1..200, default 50) and `after`; cursors are the REST API's opaque cursors.
+// - Lists are Relay connections (`edges { cursor node }`, `pageInfo` with start/end cursors and
+//   hasPrevious/NextPage, plus `nodes` as a shortcut), paged forward with `first` (1..200, default
+//   50) and `after`; cursors are the REST API's opaque cursors. relay-compiler accepts
+//   `@connection` on every one (test/graphql/relay.test.ts).
+// - Resolvers are typed from this SDL (src/graphql/generated.ts, by graphql-codegen in
+//   npm run generate; check:drift keeps it current).
 // - `ref` arguments take an id or a slug, as REST paths do. Single lookups answer null when the
 //   resource does not exist in the caller's workspace (REST's 404).
 // - Writes take `expectedVersion` (REST's If-Match): a stale version fails with code
@@ -37,6 +41,10 @@ interface Node {
 
 type PageInfo {
   hasNextPage: Boolean!
+  "True when the page was asked \`after\` a cursor (pagination is forward only)."
+  hasPreviousPage: Boolean!
+  "The cursor of the first edge."
+  startCursor: String
   "Pass as \`after\` to get the next page."
   endCursor: String
 }
@@ -156,6 +164,8 @@ type ConnectorSecret {
 
 "One connector type of the catalog."
 type Connector {
+  "Stable: ctr_ and the type."
+  id: ID!
   type: String!
   label: String!
   roles: [ConnectorRole!]!
@@ -164,6 +174,18 @@ type Connector {
   secrets: [ConnectorSecret!]!
   "Destination capabilities (modes, batch limits…), null for sources."
   capabilities: JSON
+}
+
+type ConnectorEdge {
+  cursor: String!
+  node: Connector!
+}
+
+"The connector catalog (one page: it is small)."
+type ConnectorConnection {
+  edges: [ConnectorEdge!]!
+  nodes: [Connector!]!
+  pageInfo: PageInfo!
 }
 
 "A configured connector instance. Secrets are write-only: only their names are readable."
@@ -244,7 +266,7 @@ type Model implements Node {
   slug: String!
   name: String!
   connectionId: ID!
-  connection: Connection
+  connection: Connection!
   sql: String!
   primaryKey: String!
   createdAt: DateTime!
@@ -332,9 +354,9 @@ type Sync implements Node {
   slug: String!
   name: String!
   modelId: ID!
-  model: Model
+  model: Model!
   destinationId: ID!
-  destination: Connection
+  destination: Connection!
   object: String!
   mode: SyncMode!
   matchKey: MatchKey!
@@ -353,6 +375,8 @@ type Sync implements Node {
   runs(first: Int, after: String, status: RunStatus): RunConnection!
   "One row's outcomes across runs, newest first (by the model's primary key)."
   recordHistory(primaryKey: String!, first: Int, after: String): RunRecordList!
+  "The sync's mappings as a connection, oldest first (all of them unless first is given: a sync has at most 1000)."
+  mappingConnection(first: Int, after: String): MappingConnection!
 }
 
 type SyncEdge {
@@ -400,7 +424,7 @@ union MappingSource = ColumnSource | StaticSource | TemplateSource | LookupSourc
 type Mapping implements Node {
   id: ID!
   syncId: ID!
-  sync: Sync
+  sync: Sync!
   destinationField: String!
   source: MappingSource!
   createdAt: DateTime!
@@ -418,6 +442,21 @@ enum RunStatus {
   partially_succeeded
   failed
   cancelled
+}
+
+enum RunPhaseName {
+  querying
+  diffing
+  delivering
+  finalizing
+}
+
+"What a run did (or planned) with a row; none: nothing (an invalid row)."
+enum RunRecordOperation {
+  insert
+  update
+  delete
+  none
 }
 
 enum RunTrigger {
@@ -457,9 +496,10 @@ type RunError {
 type Run implements Node {
   id: ID!
   syncId: ID!
-  sync: Sync
+  sync: Sync!
   status: RunStatus!
-  phase: String
+  "Null while queued."
+  phase: RunPhaseName
   trigger: RunTrigger!
   fullResync: Boolean!
   queuedAt: DateTime!
@@ -469,7 +509,7 @@ type Run implements Node {
   counts: RunCounts!
   error: RunError
   "The outcome of each row, by primary key."
-  records(first: Int, after: String, status: RunRecordStatus, operation: String, primaryKey: String): RunRecordList!
+  records(first: Int, after: String, status: RunRecordStatus, operation: RunRecordOperation, primaryKey: String): RunRecordList!
   "Every webhook delivery about this run (endpoints' and the trigger's callbackUrl), newest first."
   deliveries(first: Int, after: String): WebhookDeliveryConnection!
 }
@@ -503,8 +543,10 @@ type RunRecordError {
 }
 
 type RunRecord {
+  "Stable: the run, the primary key and the operation."
+  id: ID!
   primaryKey: String!
-  operation: String!
+  operation: RunRecordOperation!
   status: RunRecordStatus!
   error: RunRecordError
   attempts: Int!
@@ -512,9 +554,26 @@ type RunRecord {
   createdAt: DateTime!
 }
 
-"Records are keyed by (primary key, operation), not by id: this list has no per-edge cursors."
+type RunRecordEdge {
+  cursor: String!
+  node: RunRecord!
+}
+
+"A connection of run records (by primary key and operation, or, in recordHistory, newest run first)."
 type RunRecordList {
+  edges: [RunRecordEdge!]!
   nodes: [RunRecord!]!
+  pageInfo: PageInfo!
+}
+
+type MappingEdge {
+  cursor: String!
+  node: Mapping!
+}
+
+type MappingConnection {
+  edges: [MappingEdge!]!
+  nodes: [Mapping!]!
   pageInfo: PageInfo!
 }
 
@@ -538,10 +597,12 @@ A change of a run (status or phase), from PostgreSQL NOTIFY: it reaches subscrib
 The fields of the notification are always there; \`run\` loads the run as it is now (null if it is gone).
 """
 type RunUpdate {
+  "Stable for one state of one run: the run, its status and its phase."
+  id: ID!
   runId: ID!
   syncId: ID!
   status: RunStatus!
-  phase: String
+  phase: RunPhaseName
   run: Run
 }
 
@@ -759,7 +820,7 @@ enum AlertStatus {
 type Alert implements Node {
   id: ID!
   syncId: ID!
-  sync: Sync
+  sync: Sync!
   kind: AlertKind!
   status: AlertStatus!
   summary: String!
@@ -857,12 +918,23 @@ input MatchKeyInput {
   destinationField: String!
 }
 
-"manual: no other field; interval: everySeconds; cron: expression (+ timezone, default UTC)."
-input ScheduleInput {
-  type: ScheduleType!
-  everySeconds: Int
-  expression: String
-  timezone: String
+input IntervalScheduleInput {
+  "10 to 31536000; runs stay on a grid anchored at the change."
+  everySeconds: Int!
+}
+
+input CronScheduleInput {
+  "Five fields, e.g. 0 6 * * 1-5."
+  expression: String!
+  "IANA time zone."
+  timezone: String = "UTC"
+}
+
+"Exactly one: manual (true: run on trigger only), interval or cron."
+input ScheduleInput @oneOf {
+  manual: Boolean
+  interval: IntervalScheduleInput
+  cron: CronScheduleInput
 }
 
 input DeliveryInput {
@@ -895,6 +967,8 @@ input CreateSyncInput {
   enabled: Boolean
   delivery: DeliveryInput
   alerts: AlertsInput
+  "The whole mapping set, written with the sync (one atomic write); absent: left as it is."
+  mappings: [MappingInput!]
 }
 
 input UpdateSyncInput {
@@ -911,6 +985,8 @@ input UpdateSyncInput {
   delivery: DeliveryInput
   "Merged over the current alert rules."
   alerts: AlertsInput
+  "Replaces the whole mapping set, with the sync (one atomic write)."
+  mappings: [MappingInput!]
 }
 
 "Optional groups not sent go back to their defaults."
@@ -926,6 +1002,8 @@ input ReplaceSyncInput {
   enabled: Boolean
   delivery: DeliveryInput
   alerts: AlertsInput
+  "The whole mapping set, written with the sync (one atomic write); absent: left as it is."
+  mappings: [MappingInput!]
 }
 
 input LookupInput {
@@ -1056,11 +1134,15 @@ type Query {
   viewer: Viewer!
   "The connector catalog."
   connectors: [Connector!]!
+  "The connector catalog as a connection (all of it unless first is given)."
+  connectorConnection(first: Int, after: String): ConnectorConnection!
   connections(first: Int, after: String, type: String, orderBy: ListOrder, search: String): ConnectionConnection!
   "By id or slug."
   connection(ref: String!): Connection
+  "connectionId: an id or a slug."
   models(first: Int, after: String, connectionId: ID, orderBy: ListOrder, search: String): ModelConnection!
   model(ref: String!): Model
+  "modelId and destinationId: ids or slugs."
   syncs(first: Int, after: String, modelId: ID, destinationId: ID, enabled: Boolean, orderBy: ListOrder, search: String): SyncConnection!
   sync(ref: String!): Sync
   run(id: ID!): Run
@@ -1078,7 +1160,7 @@ type Query {
   alertChannels(first: Int, after: String): AlertChannelConnection!
   "By id or slug."
   alertChannel(ref: String!): AlertChannel
-  "Alerts raised by syncs, newest first; syncId is a sync id."
+  "Alerts raised by syncs, newest first; syncId is a sync id or slug."
   alerts(first: Int, after: String, status: AlertStatus, syncId: ID): AlertConnection!
 }
 
@@ -1086,7 +1168,7 @@ type Mutation {
   createConnection(input: CreateConnectionInput!): Connection!
   updateConnection(ref: String!, input: UpdateConnectionInput!, expectedVersion: Int): Connection!
   "Replaces the connection, or creates it when \`ref\` is a slug that does not exist."
-  replaceConnection(ref: String!, input: ReplaceConnectionInput!, expectedVersion: Int): ReplaceConnectionPayload!
+  replaceConnection(ref: String!, input: ReplaceConnectionInput!, expectedVersion: Int, "True: create only; fails with code already_exists when it exists." createOnly: Boolean = false): ReplaceConnectionPayload!
   deleteConnection(ref: String!, expectedVersion: Int): DeletePayload!
   "Reaches the remote system; a failure is reported in the result, not as an error."
   testConnection(ref: String!): ConnectionTestResult!
@@ -1094,12 +1176,12 @@ type Mutation {
   "validate: check the SQL and primary key against the source before saving."
   createModel(input: CreateModelInput!, validate: Boolean = true): Model!
   updateModel(ref: String!, input: UpdateModelInput!, expectedVersion: Int, validate: Boolean = true): Model!
-  replaceModel(ref: String!, input: ReplaceModelInput!, expectedVersion: Int, validate: Boolean = true): ReplaceModelPayload!
+  replaceModel(ref: String!, input: ReplaceModelInput!, expectedVersion: Int, validate: Boolean = true, "True: create only; fails with code already_exists when it exists." createOnly: Boolean = false): ReplaceModelPayload!
   deleteModel(ref: String!, expectedVersion: Int): DeletePayload!
 
   createSync(input: CreateSyncInput!): Sync!
   updateSync(ref: String!, input: UpdateSyncInput!, expectedVersion: Int): Sync!
-  replaceSync(ref: String!, input: ReplaceSyncInput!, expectedVersion: Int): ReplaceSyncPayload!
+  replaceSync(ref: String!, input: ReplaceSyncInput!, expectedVersion: Int, "True: create only; fails with code already_exists when it exists." createOnly: Boolean = false): ReplaceSyncPayload!
   deleteSync(ref: String!, expectedVersion: Int): DeletePayload!
 
   createMapping(syncRef: String!, input: MappingInput!): Mapping!
@@ -1125,7 +1207,7 @@ type Mutation {
   createWebhookEndpoint(input: CreateWebhookEndpointInput!): CreateWebhookEndpointPayload!
   updateWebhookEndpoint(ref: String!, input: UpdateWebhookEndpointInput!, expectedVersion: Int): WebhookEndpoint!
   "Replaces the endpoint, or creates it when \`ref\` is a slug that does not exist."
-  replaceWebhookEndpoint(ref: String!, input: ReplaceWebhookEndpointInput!, expectedVersion: Int): ReplaceWebhookEndpointPayload!
+  replaceWebhookEndpoint(ref: String!, input: ReplaceWebhookEndpointInput!, expectedVersion: Int, "True: create only; fails with code already_exists when it exists." createOnly: Boolean = false): ReplaceWebhookEndpointPayload!
   "Its pending deliveries go with it."
   deleteWebhookEndpoint(ref: String!, expectedVersion: Int): DeletePayload!
   "New signing secret (given or generated), returned once; the previous one keeps signing during the grace period."
@@ -1138,7 +1220,7 @@ type Mutation {
   createAlertChannel(input: CreateAlertChannelInput!): AlertChannel!
   updateAlertChannel(ref: String!, input: UpdateAlertChannelInput!, expectedVersion: Int): AlertChannel!
   "Replaces the channel, or creates it when \`ref\` is a slug that does not exist."
-  replaceAlertChannel(ref: String!, input: ReplaceAlertChannelInput!, expectedVersion: Int): ReplaceAlertChannelPayload!
+  replaceAlertChannel(ref: String!, input: ReplaceAlertChannelInput!, expectedVersion: Int, "True: create only; fails with code already_exists when it exists." createOnly: Boolean = false): ReplaceAlertChannelPayload!
   "A channel named in a sync's alert rules cannot be deleted (code resource_in_use)."
   deleteAlertChannel(ref: String!, expectedVersion: Int): DeletePayload!
   "Sends a test message; a failure is reported in the result, not as an error."
