@@ -23,7 +23,7 @@ export interface Prepared {
  * and generic row mapper cost more than a short read itself. Rows are decoded by the table's own
  * columns, as drizzle decodes them. In a transaction: drizzle's prepared query.
  */
-export function prepareSelect(tx: Tx, table: PgTable, query: any, name: string): Prepared {
+export function prepareSelect(tx: Tx, table: PgTable, query: any, name: string, extra: string[] = []): Prepared {
   const client = (tx as { $client?: Sql }).$client;
   if (!client) return query.prepare(name);
   const { sql: text, params } = query.toSQL() as { sql: string; params: unknown[] };
@@ -34,6 +34,8 @@ export function prepareSelect(tx: Tx, table: PgTable, query: any, name: string):
       return rows.map((row) => {
         const out: Record<string, unknown> = {};
         for (let i = 0; i < columns.length; i++) out[columns[i][0]] = row[i] === null ? null : columns[i][1].mapFromDriverValue(row[i]);
+        // Columns selected after the table's own (e.g. a joined slug), as the driver gives them.
+        for (let k = 0; k < extra.length; k++) out[extra[k]] = row[columns.length + k];
         return out;
       });
     },

@@ -1,10 +1,10 @@
 import { Type, type Static } from '@sinclair/typebox';
 import { CronExpressionParser } from 'cron-parser';
-import { and, eq, sql } from 'drizzle-orm';
+import { and, eq, getTableColumns, sql } from 'drizzle-orm';
 import { connections, models, syncs } from '../db/schema.ts';
 import type { Tx } from '../db/client.ts';
 import { getConnectorType } from '../connectors/registry.ts';
-import { UnprocessableError, ValidationError } from '../errors.ts';
+import { NotFoundError, UnprocessableError, ValidationError } from '../errors.ts';
 import { newId } from '../lib/ids.ts';
 import { assertValid } from '../lib/validate.ts';
 import { recordAudit } from './audit.ts';
@@ -12,7 +12,7 @@ import type { Actor } from './context.ts';
 import { changedFields, checkVersion, isUniqueViolation, iso, requireScope, slugTaken, type Page } from './common.ts';
 import { Name, Slug, type ConnectionService } from './connections.ts';
 import type { ServiceDeps } from './deps.ts';
-import { checkRefSlugs, getByRef, getReferenced, idOfRef, putBySlug, slugsOf, type PutOptions } from './refs.ts';
+import { checkRefSlugs, getByRef, getReferenced, idOfRef, prepareSelect, putBySlug, slugsOf, type Prepared, type PutOptions } from './refs.ts';
 import { acceptingReadOnly, readOnlyFields } from './read-only.ts';
 import { listOrdered, type ListOptions } from './list.ts';
 import { withoutDefaults } from './defaults.ts';
@@ -248,7 +248,27 @@ export class SyncService {
 
   async get(actor: Actor, ref: string): Promise<SyncOutT> {
     requireScope(actor, 'read');
-    return (await this.withSlugs(this.db, actor.workspaceId, [syncView(await this.row(this.db, actor.workspaceId, ref))]))[0];
+    // One statement: the sync and its references' slugs (a GET is the hottest read of the API).
+    const rows = await this.getStatement(ref.includes('_')).execute({ workspaceId: actor.workspaceId, ref });
+    const row = rows[0] as (Row & RefSlugs) | undefined;
+    if (!row) throw new NotFoundError('sync', ref);
+    return { ...syncView(row), modelSlug: row.modelSlug, destinationSlug: row.destinationSlug };
+  }
+
+  private readonly getStatements: Prepared[] = [];
+  private getStatement(byId: boolean): Prepared {
+    const i = byId ? 1 : 0;
+    if (!this.getStatements[i]) {
+      const q = this.db
+        .select({ ...getTableColumns(syncs), modelSlug: models.slug, destinationSlug: connections.slug })
+        .from(syncs)
+        .innerJoin(models, eq(models.id, syncs.modelId))
+        .innerJoin(connections, eq(connections.id, syncs.destinationId))
+        .where(and(eq(syncs.workspaceId, sql.placeholder('workspaceId')), eq(byId ? syncs.id : syncs.slug, sql.placeholder('ref'))))
+        .limit(1);
+      this.getStatements[i] = prepareSelect(this.db, syncs, q, `sync_get_${byId ? 'id' : 'slug'}`, ['modelSlug', 'destinationSlug']);
+    }
+    return this.getStatements[i];
   }
 
   /** Adds the slugs of the syncs' models and destinations, in one query. */
