@@ -88,16 +88,18 @@ export class ModelService {
 
   /** connectionId takes an id or a slug (an unknown one matches nothing). */
   async list(actor: Actor, params: ListOptions & { connectionId?: string } = {}): Promise<Page<ModelOutT>> {
-    const page = await this.listStored(actor, params);
-    return { ...page, data: await this.withSlugs(this.db, actor.workspaceId, page.data) };
+    return this.listStored(actor, params, true) as Promise<Page<ModelOutT>>;
   }
 
-  /** list without the connection's slug (GraphQL loads the connection itself). */
-  async listStored(actor: Actor, params: ListOptions & { connectionId?: string } = {}): Promise<Page<ModelViewT>> {
+  /** list; with `slugs`, each model with its connection's slug (joined in the same statement). */
+  async listStored(actor: Actor, params: ListOptions & { connectionId?: string } = {}, slugs = false): Promise<Page<ModelViewT>> {
     requireScope(actor, 'read');
     const connectionId = params.connectionId ? await idOfRef(this.db, connections, actor.workspaceId, params.connectionId) : undefined;
     if (connectionId === null) return { data: [], nextCursor: null };
-    return listOrdered(this.db, models, actor.workspaceId, [connectionId ? eq(models.connectionId, connectionId) : undefined], params, modelView);
+    const filters = [connectionId ? eq(models.connectionId, connectionId) : undefined];
+    if (!slugs) return listOrdered(this.db, models, actor.workspaceId, filters, params, modelView);
+    const joined = { columns: { connectionSlug: connections.slug }, join: (q: any) => q.innerJoin(connections, eq(connections.id, models.connectionId)) };
+    return listOrdered(this.db, models, actor.workspaceId, filters, params, (r) => ({ ...modelView(r), connectionSlug: (r as Row & { connectionSlug: string }).connectionSlug }), joined);
   }
 
   async get(actor: Actor, ref: string): Promise<ModelOutT> {

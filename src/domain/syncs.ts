@@ -228,12 +228,11 @@ export class SyncService {
 
   /** Filters take ids or slugs (an unknown one matches nothing). */
   async list(actor: Actor, params: ListOptions & { modelId?: string; destinationId?: string; enabled?: boolean } = {}): Promise<Page<SyncOutT>> {
-    const page = await this.listStored(actor, params);
-    return { ...page, data: await this.withSlugs(this.db, actor.workspaceId, page.data) };
+    return this.listStored(actor, params, true) as Promise<Page<SyncOutT>>;
   }
 
-  /** list without the references' slugs (GraphQL loads the referenced objects themselves). */
-  async listStored(actor: Actor, params: ListOptions & { modelId?: string; destinationId?: string; enabled?: boolean } = {}): Promise<Page<SyncViewT>> {
+  /** list; with `slugs`, each sync with its references' slugs (joined in the same statement). */
+  async listStored(actor: Actor, params: ListOptions & { modelId?: string; destinationId?: string; enabled?: boolean } = {}, slugs = false): Promise<Page<SyncViewT>> {
     requireScope(actor, 'read');
     const modelId = params.modelId ? await idOfRef(this.db, models, actor.workspaceId, params.modelId) : undefined;
     const destinationId = params.destinationId ? await idOfRef(this.db, connections, actor.workspaceId, params.destinationId) : undefined;
@@ -243,7 +242,12 @@ export class SyncService {
       destinationId ? eq(syncs.destinationId, destinationId) : undefined,
       params.enabled !== undefined ? eq(syncs.enabled, params.enabled) : undefined,
     ];
-    return listOrdered(this.db, syncs, actor.workspaceId, filters, params, syncView);
+    if (!slugs) return listOrdered(this.db, syncs, actor.workspaceId, filters, params, syncView);
+    const joined = {
+      columns: { modelSlug: models.slug, destinationSlug: connections.slug },
+      join: (q: any) => q.innerJoin(models, eq(models.id, syncs.modelId)).innerJoin(connections, eq(connections.id, syncs.destinationId)),
+    };
+    return listOrdered(this.db, syncs, actor.workspaceId, filters, params, (r) => ({ ...syncView(r), modelSlug: (r as Row & RefSlugs).modelSlug, destinationSlug: (r as Row & RefSlugs).destinationSlug }), joined);
   }
 
   async get(actor: Actor, ref: string): Promise<SyncOutT> {
