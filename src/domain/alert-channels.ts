@@ -11,7 +11,9 @@ import type { Actor } from './context.ts';
 import { changedFields, checkVersion, decodeCursor, isUniqueViolation, iso, pageLimit, requireScope, slugTaken, toPage, type Page } from './common.ts';
 import { inUse, Name, Slug } from './connections.ts';
 import type { ServiceDeps } from './deps.ts';
-import { getByRef, putBySlug } from './refs.ts';
+import { getByRef, putBySlug, type PutOptions } from './refs.ts';
+import { acceptingReadOnly, readOnlyFields } from './read-only.ts';
+import { withoutDefaults } from './defaults.ts';
 import { checkWebhookUrl, WebhookUrl } from './webhooks.ts';
 import { nextSecretMeta, requireResentSecrets, sameSecrets, SecretsView, secretsView, type SecretMeta } from './secret-meta.ts';
 
@@ -28,8 +30,8 @@ const SEVERITIES = ['critical', 'error', 'warning', 'info'] as const;
 
 const ChannelConfig = Type.Object(
   {
-    eventsUrl: Type.Optional(WebhookUrl),
-    severity: Type.Optional(Type.Union(SEVERITIES.map((s) => Type.Literal(s)))),
+    eventsUrl: Type.Optional(Type.Unsafe<string>({ ...WebhookUrl, default: PAGERDUTY_EVENTS_URL, description: 'pagerduty: the Events API v2 URL' })),
+    severity: Type.Optional(Type.Union(SEVERITIES.map((s) => Type.Literal(s)), { default: 'error', description: 'pagerduty: the severity of the events sent' })),
     url: Type.Optional(WebhookUrl),
   },
   { additionalProperties: false, description: 'pagerduty: eventsUrl (default the public Events API v2), severity (default error); webhook: url (required)' },
@@ -48,14 +50,14 @@ export const AlertChannelCreate = Type.Object(
   { slug: Slug, name: Name, type: ChannelTypeT, config: Type.Optional(ChannelConfig), secrets: Type.Optional(ChannelSecrets) },
   { additionalProperties: false, $id: 'AlertChannelCreate' },
 );
-export const AlertChannelPut = Type.Object(
+const AlertChannelPutBase = Type.Object(
   { slug: Type.Optional(Slug), name: Name, type: ChannelTypeT, config: Type.Optional(ChannelConfig), secrets: Type.Optional(ChannelSecrets) },
-  { additionalProperties: false, $id: 'AlertChannelPut', description: 'secrets, when absent, keep their current values' },
+  { additionalProperties: false, description: 'secrets, when absent, keep their current values' },
 );
-export const AlertChannelPatch = Type.Object(
+export const AlertChannelPatch = withoutDefaults(Type.Object(
   { slug: Type.Optional(Slug), name: Type.Optional(Name), config: Type.Optional(ChannelConfig), secrets: Type.Optional(ChannelSecrets) },
   { additionalProperties: false, $id: 'AlertChannelPatch', description: 'config and secrets are merged field by field' },
-);
+));
 export const AlertChannelView = Type.Object(
   {
     id: Type.String(),
@@ -82,7 +84,8 @@ export const ChannelTestResult = Type.Object(
 );
 
 export type AlertChannelCreateInput = Static<typeof AlertChannelCreate>;
-export type AlertChannelPutInput = Static<typeof AlertChannelPut>;
+export const AlertChannelPut = acceptingReadOnly(AlertChannelPutBase, AlertChannelView, { $id: 'AlertChannelPut' });
+export type AlertChannelPutInput = Static<typeof AlertChannelPutBase>;
 export type AlertChannelPatchInput = Static<typeof AlertChannelPatch>;
 export type AlertChannelViewT = Static<typeof AlertChannelView>;
 export type ChannelTestResultT = Static<typeof ChannelTestResult>;
@@ -228,7 +231,7 @@ export class AlertChannelService {
     });
   }
 
-  async put(actor: Actor, ref: string, input: AlertChannelPutInput, ifMatch?: string): Promise<{ created: boolean; value: AlertChannelViewT }> {
+  async put(actor: Actor, ref: string, input: AlertChannelPutInput, ifMatch?: string, opts: PutOptions = {}): Promise<{ created: boolean; value: AlertChannelViewT }> {
     requireScope(actor, 'write');
     assertValid(AlertChannelPut, input);
     return this.db.transaction(async (tx) => {
@@ -239,7 +242,7 @@ export class AlertChannelService {
         const kept = input.secrets === undefined ? Object.keys(secrets) : [];
         const value = await this.save(tx, actor, cur, { slug: input.slug ?? cur.slug, name: input.name, type: input.type, config: input.config ?? {}, secrets }, kept, 'replace');
         return value;
-      });
+      }, { ...opts, readOnly: { view: channelView, fields: readOnlyFields(AlertChannelPutBase, AlertChannelView) } });
       return { created: r.created, value: r.value };
     });
   }

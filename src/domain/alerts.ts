@@ -1,9 +1,10 @@
 import { Type, type Static } from '@sinclair/typebox';
 import { and, desc, eq, lt } from 'drizzle-orm';
-import { alerts } from '../db/schema.ts';
+import { alerts, syncs } from '../db/schema.ts';
 import type { Actor } from './context.ts';
 import { decodeCursor, iso, pageLimit, requireScope, toPage, type Page } from './common.ts';
 import type { ServiceDeps } from './deps.ts';
+import { idOfRef } from './refs.ts';
 
 // Alerts raised by syncs' alert rules (src/notify/alerts.ts evaluates them after each run).
 // Kinds: run_failed, row_failures, slow_run, consecutive_failures. At most one open alert per
@@ -49,7 +50,7 @@ export class AlertService {
     this.deps = deps;
   }
 
-  /** Newest first; filter by status and sync id. */
+  /** Newest first; filter by status and sync (id or slug; an unknown one matches nothing). */
   async list(actor: Actor, params: { limit?: number; cursor?: string; status?: string; syncId?: string } = {}): Promise<Page<AlertViewT>> {
     requireScope(actor, 'read');
     const limit = pageLimit(params.limit);
@@ -57,7 +58,11 @@ export class AlertService {
     const conds = [eq(alerts.workspaceId, actor.workspaceId)];
     if (after) conds.push(lt(alerts.id, after));
     if (params.status) conds.push(eq(alerts.status, params.status));
-    if (params.syncId) conds.push(eq(alerts.syncId, params.syncId));
+    if (params.syncId) {
+      const syncId = await idOfRef(this.deps.database.db, syncs, actor.workspaceId, params.syncId);
+      if (syncId === null) return { data: [], nextCursor: null };
+      conds.push(eq(alerts.syncId, syncId));
+    }
     const rows = await this.deps.database.db.select().from(alerts).where(and(...conds)).orderBy(desc(alerts.id)).limit(limit + 1);
     return toPage(rows, limit, alertView);
   }

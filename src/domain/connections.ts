@@ -25,7 +25,8 @@ import {
   type Page,
 } from './common.ts';
 import type { ServiceDeps } from './deps.ts';
-import { getByRef, putBySlug } from './refs.ts';
+import { getByRef, putBySlug, type PutOptions } from './refs.ts';
+import { acceptingReadOnly, readOnlyFields } from './read-only.ts';
 import { listOrdered, type ListOptions } from './list.ts';
 import { nextSecretMeta, requireResentSecrets, sameSecrets, SecretsView, secretsView, type SecretMeta } from './secret-meta.ts';
 import { secretRedactor, type Redactor } from '../lib/redact.ts';
@@ -61,7 +62,7 @@ export const ConnectionPatch = Type.Object(
   },
   { additionalProperties: false, $id: 'ConnectionPatch' },
 );
-export const ConnectionPut = Type.Object(
+const ConnectionPutBase = Type.Object(
   {
     slug: Type.Optional(Slug),
     name: Name,
@@ -71,7 +72,7 @@ export const ConnectionPut = Type.Object(
       Type.Record(Type.String({ maxLength: 100 }), SecretValue, { description: 'Replaces the whole set; omit to keep the current secrets' }),
     ),
   },
-  { additionalProperties: false, $id: 'ConnectionPut' },
+  { additionalProperties: false },
 );
 export const ConnectionView = Type.Object(
   {
@@ -98,7 +99,8 @@ export const ConnectionView = Type.Object(
 
 export type ConnectionCreateInput = Static<typeof ConnectionCreate>;
 export type ConnectionPatchInput = Static<typeof ConnectionPatch>;
-export type ConnectionPutInput = Static<typeof ConnectionPut>;
+export const ConnectionPut = acceptingReadOnly(ConnectionPutBase, ConnectionView, { $id: 'ConnectionPut' });
+export type ConnectionPutInput = Static<typeof ConnectionPutBase>;
 export type ConnectionViewT = Static<typeof ConnectionView>;
 type Row = typeof connections.$inferSelect;
 
@@ -293,11 +295,14 @@ export class ConnectionService {
   }
 
   /** PUT: replace the whole resource, or create it when `ref` is a slug that does not exist yet. */
-  async put(actor: Actor, ref: string, input: ConnectionPutInput, ifMatch?: string): Promise<{ created: boolean; connection: ConnectionViewT }> {
+  async put(actor: Actor, ref: string, input: ConnectionPutInput, ifMatch?: string, opts: PutOptions = {}): Promise<{ created: boolean; connection: ConnectionViewT }> {
     requireScope(actor, 'write');
     assertValid(ConnectionPut, input);
     return this.db.transaction(async (tx) => {
-      const r = await putBySlug(tx, connections, actor.workspaceId, ref, input, ifMatch, (slug) => this.create(actor, { ...input, slug }, tx), () => this.replace(tx, actor, ref, input, ifMatch));
+      const r = await putBySlug(tx, connections, actor.workspaceId, ref, input, ifMatch, (slug) => this.create(actor, { ...input, slug }, tx), () => this.replace(tx, actor, ref, input, ifMatch), {
+        ...opts,
+        readOnly: { view: connectionView, fields: readOnlyFields(ConnectionPutBase, ConnectionView) },
+      });
       return { created: r.created, connection: r.value };
     });
   }

@@ -1,4 +1,4 @@
-import { and, asc, desc, eq, gt, ilike, lt, or, sql, type SQL } from 'drizzle-orm';
+import { and, asc, desc, eq, getTableColumns, gt, ilike, lt, or, sql, type SQL } from 'drizzle-orm';
 import type { PgColumn, PgTable } from 'drizzle-orm/pg-core';
 import type { Tx } from '../db/client.ts';
 import { ValidationError } from '../errors.ts';
@@ -72,7 +72,25 @@ function decode(cursor: string | undefined, orderBy: OrderField): { after: strin
  */
 const prepared = new WeakMap<object, Map<PgTable, Map<string, Prepared>>>();
 
-function listQuery(db: Tx, table: ListedTable, orderBy: OrderField, dir: Direction, cursor: 'id' | 'v' | undefined, search: boolean, filters: (SQL | undefined)[]): Prepared {
+/**
+ * Columns of other tables selected beside each row, by inner joins (the slugs shown beside a
+ * resource's references): in the same statement, so a page costs one query.
+ */
+export interface ListJoin {
+  columns: Record<string, PgColumn>;
+  join: (q: any) => any;
+}
+
+function listQuery(
+  db: Tx,
+  table: ListedTable,
+  orderBy: OrderField,
+  dir: Direction,
+  cursor: 'id' | 'v' | undefined,
+  search: boolean,
+  filters: (SQL | undefined)[],
+  joined?: ListJoin,
+): Prepared {
   const p = (name: string) => sql.placeholder(name);
   const key: SQL | PgColumn =
     orderBy === 'createdAt' ? table.id : orderBy === 'updatedAt' ? sql`date_trunc('milliseconds', ${table.updatedAt})` : table[orderBy];
@@ -84,8 +102,9 @@ function listQuery(db: Tx, table: ListedTable, orderBy: OrderField, dir: Directi
     conds.push(dir === 'asc' ? sql`(${key}, ${table.id}) > (${v}, ${p('after')})` : sql`(${key}, ${table.id}) < (${v}, ${p('after')})`);
   }
   const order = dir === 'asc' ? asc : desc;
-  const q = (db as any).select().from(table).where(and(...conds)).orderBy(order(key), order(table.id)).limit(p('limit'));
-  return prepareSelect(db, table, q, 'list_ordered');
+  const from = joined ? joined.join((db as any).select({ ...getTableColumns(table), ...joined.columns }).from(table)) : (db as any).select().from(table);
+  const q = from.where(and(...conds)).orderBy(order(key), order(table.id)).limit(p('limit'));
+  return prepareSelect(db, table, q, 'list_ordered', joined ? Object.keys(joined.columns) : []);
 }
 
 export async function listOrdered<T extends ListedTable, V extends Listed>(
@@ -95,6 +114,7 @@ export async function listOrdered<T extends ListedTable, V extends Listed>(
   filters: (SQL | undefined)[],
   opts: ListOptions,
   view: (row: T['$inferSelect']) => V,
+  joined?: ListJoin,
 ): Promise<Page<V>> {
   const limit = pageLimit(opts.limit);
   const orderBy = opts.orderBy ?? 'createdAt';
@@ -111,14 +131,14 @@ export async function listOrdered<T extends ListedTable, V extends Listed>(
   };
   const active = filters.filter((f) => f !== undefined);
   let q: Prepared;
-  if (active.length) q = listQuery(db, table, orderBy, dir, cursor, search, active);
+  if (active.length) q = listQuery(db, table, orderBy, dir, cursor, search, active, joined);
   else {
     let byTable = prepared.get(db);
     if (!byTable) prepared.set(db, (byTable = new Map()));
     let byShape = byTable.get(table);
     if (!byShape) byTable.set(table, (byShape = new Map()));
-    const shape = `${orderBy} ${dir} ${cursor} ${search}`;
-    q = byShape.get(shape) ?? byShape.set(shape, listQuery(db, table, orderBy, dir, cursor, search, [])).get(shape)!;
+    const shape = `${orderBy} ${dir} ${cursor} ${search} ${joined ? Object.keys(joined.columns).join(',') : ''}`;
+    q = byShape.get(shape) ?? byShape.set(shape, listQuery(db, table, orderBy, dir, cursor, search, [], joined)).get(shape)!;
   }
   const rows = (await q.execute(values)) as T['$inferSelect'][];
   const more = rows.length > limit;

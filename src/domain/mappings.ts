@@ -14,6 +14,8 @@ import type { ConnectionService } from './connections.ts';
 import type { ModelService } from './models.ts';
 import { suggestMappings, type MappingSuggestion } from '../connectors/automap.ts';
 import { getConnectorType } from '../connectors/registry.ts';
+import { acceptingReadOnly, readOnlyFields } from './read-only.ts';
+import { checkReadOnly } from './refs.ts';
 
 // Mappings: one destination field of a sync and where its value comes from. A child
 // collection of the sync; a destination field appears at most once per sync.
@@ -53,6 +55,8 @@ export const MappingSource = Type.Union(
 const DestinationField = Type.String({ minLength: 1, maxLength: 200 });
 
 export const MappingCreate = Type.Object({ destinationField: DestinationField, source: MappingSource }, { additionalProperties: false, $id: 'MappingCreate' });
+/** MappingCreate without its $id, to embed in other schemas (a validator registers an $id once). */
+export const MappingItem = Type.Object({ destinationField: DestinationField, source: MappingSource }, { additionalProperties: false });
 export const MappingPatch = Type.Object(
   { destinationField: Type.Optional(DestinationField), source: Type.Optional(MappingSource) },
   { additionalProperties: false, $id: 'MappingPatch' },
@@ -70,6 +74,9 @@ export const MappingView = Type.Object(
   },
   { $id: 'Mapping' },
 );
+/** PUT /mappings/{id}: a whole mapping; the GET body's read-only fields are accepted (see read-only.ts). */
+export const MappingPut = acceptingReadOnly(MappingItem, MappingView, { $id: 'MappingPut' });
+const mappingReadOnly = readOnlyFields(MappingItem, MappingView);
 export type MappingCreateInput = Static<typeof MappingCreate>;
 export type MappingPatchInput = Static<typeof MappingPatch>;
 export type MappingViewT = Static<typeof MappingView>;
@@ -137,6 +144,7 @@ export class MappingService {
     if (!opts.apply) return { data, applied: [] };
     const chosen = data.filter((d) => d.confidence >= (opts.minConfidence ?? 0.8));
     const applied = await this.db.transaction(async (tx) => {
+      await this.syncs.row(tx, actor.workspaceId, sync.id, { forUpdate: true });
       const out: MappingViewT[] = [];
       for (const m of chosen) {
         const id = newId('mapping');
@@ -149,6 +157,7 @@ export class MappingService {
         await recordAudit(tx, actor, 'create', 'mapping', id, ['destinationField', 'source']);
         out.push(mappingView(row));
       }
+      if (out.length) await this.syncs.touch(tx, actor, sync.id, ['mappings']);
       return out;
     });
     return { data, applied };
@@ -211,6 +220,7 @@ export class MappingService {
         const id = newId('mapping');
         const [row] = await tx.insert(mappings).values({ id, workspaceId: actor.workspaceId, syncId: sync.id, destinationField: input.destinationField, source: input.source }).returning();
         await recordAudit(tx, actor, 'create', 'mapping', id, ['destinationField', 'source']);
+        await this.syncs.touch(tx, actor, sync.id, ['mappings']);
         return mappingView(row);
       });
     } catch (e) {
@@ -221,19 +231,22 @@ export class MappingService {
 
   async update(actor: Actor, syncRef: string, id: string, input: MappingPatchInput, ifMatch?: string, replace = false): Promise<MappingViewT> {
     requireScope(actor, 'write');
-    assertValid(replace ? MappingCreate : MappingPatch, input);
+    assertValid(replace ? MappingPut : MappingPatch, input);
     if (input.source) this.checkSource(input.source, '/source');
     try {
       return await this.db.transaction(async (tx) => {
-        const sync = await this.syncs.row(tx, actor.workspaceId, syncRef);
+        // The sync first, as every mapping write locks it (one lock order: no deadlock with replaceAll).
+        const sync = await this.syncs.row(tx, actor.workspaceId, syncRef, { forUpdate: true });
         const cur = await this.rowOf(tx, actor, sync.id, id, true);
         checkVersion(ifMatch, cur.version);
         if (input.source) await this.checkLookups(tx, actor.workspaceId, sync.destinationId, [{ source: input.source, path: '/source' }]);
+        if (replace) checkReadOnly(input as Record<string, unknown>, cur, { view: mappingView, fields: mappingReadOnly });
         const next = { destinationField: input.destinationField ?? cur.destinationField, source: input.source ?? cur.source };
         const changed = changedFields(cur as unknown as Record<string, unknown>, next, ['destinationField', 'source']);
         if (!changed.length) return mappingView(cur);
         const [row] = await tx.update(mappings).set({ ...next, version: cur.version + 1, updatedAt: new Date() }).where(eq(mappings.id, cur.id)).returning();
         await recordAudit(tx, actor, replace ? 'replace' : 'update', 'mapping', cur.id, changed);
+        await this.syncs.touch(tx, actor, sync.id, ['mappings']);
         return mappingView(row);
       });
     } catch (e) {
@@ -245,58 +258,83 @@ export class MappingService {
   async delete(actor: Actor, syncRef: string, id: string, ifMatch?: string): Promise<void> {
     requireScope(actor, 'write');
     await this.db.transaction(async (tx) => {
-      const sync = await this.syncs.row(tx, actor.workspaceId, syncRef);
+      const sync = await this.syncs.row(tx, actor.workspaceId, syncRef, { forUpdate: true });
       const cur = await this.rowOf(tx, actor, sync.id, id, true);
       checkVersion(ifMatch, cur.version);
       await tx.delete(mappings).where(eq(mappings.id, cur.id));
       await recordAudit(tx, actor, 'delete', 'mapping', cur.id);
+      await this.syncs.touch(tx, actor, sync.id, ['mappings']);
     });
   }
 
   /**
-   * Replaces the whole set in one transaction. Mappings whose field survives keep their id
-   * (and bump their version when their source changed), so references to them stay valid.
+   * Checks a whole set before anything is written: each destination field once, each source
+   * acceptable (templates compile). Paths are JSON pointers under `prefix` (e.g. "/mappings").
    */
-  async replaceAll(actor: Actor, syncRef: string, input: MappingCreateInput[], ifMatch?: string): Promise<MappingViewT[]> {
-    requireScope(actor, 'write');
-    assertValid(MappingSet, input);
+  checkSet(input: MappingCreateInput[], prefix = ''): void {
     const seen = new Set<string>();
     const errors = [];
     for (const [i, m] of input.entries()) {
-      if (seen.has(m.destinationField)) errors.push({ path: `/${i}/destinationField`, message: `"${m.destinationField}" appears more than once` });
+      if (seen.has(m.destinationField)) errors.push({ path: `${prefix}/${i}/destinationField`, message: `"${m.destinationField}" appears more than once` });
       seen.add(m.destinationField);
-      this.checkSource(m.source, `/${i}/source`);
+      this.checkSource(m.source, `${prefix}/${i}/source`);
     }
     if (errors.length) throw new ValidationError('A destination field may be mapped once.', errors, 'duplicate_destination_field');
+  }
+
+  /**
+   * Makes a sync's mappings equal to `input`, in the caller's transaction (the sync row already
+   * locked). Mappings whose field survives keep their id (and bump their own version when their
+   * source changed), so references to them stay valid. Returns whether anything changed; the
+   * caller bumps the sync's version then (mappings are part of the sync's configuration).
+   */
+  async applySet(tx: Tx, actor: Actor, syncId: string, input: MappingCreateInput[]): Promise<boolean> {
+    const current = await tx.select().from(mappings).where(eq(mappings.syncId, syncId));
+    const byField = new Map(current.map((m) => [m.destinationField, m]));
+    const keep = new Set<string>();
+    let changed = false;
+    for (const m of input) {
+      const cur = byField.get(m.destinationField);
+      if (!cur) {
+        const id = newId('mapping');
+        await tx.insert(mappings).values({ id, workspaceId: actor.workspaceId, syncId, destinationField: m.destinationField, source: m.source });
+        await recordAudit(tx, actor, 'create', 'mapping', id, ['destinationField', 'source']);
+        changed = true;
+      } else {
+        keep.add(cur.id);
+        if (!sameJson(cur.source, m.source)) {
+          await tx.update(mappings).set({ source: m.source, version: cur.version + 1, updatedAt: new Date() }).where(eq(mappings.id, cur.id));
+          await recordAudit(tx, actor, 'replace', 'mapping', cur.id, ['source']);
+          changed = true;
+        }
+      }
+    }
+    for (const cur of current) {
+      if (!keep.has(cur.id)) {
+        await tx.delete(mappings).where(eq(mappings.id, cur.id));
+        await recordAudit(tx, actor, 'delete', 'mapping', cur.id);
+        changed = true;
+      }
+    }
+    return changed;
+  }
+
+  /**
+   * Replaces the whole set in one transaction (see applySet). If-Match guards it with the sync's
+   * version, and a change bumps that version: two writers holding the same ETag cannot both win.
+   * Returns the set and the sync's version after the write (the route's ETag).
+   */
+  async replaceAll(actor: Actor, syncRef: string, input: MappingCreateInput[], ifMatch?: string): Promise<{ data: MappingViewT[]; syncVersion: number }> {
+    requireScope(actor, 'write');
+    assertValid(MappingSet, input);
+    this.checkSet(input);
     return this.db.transaction(async (tx) => {
       const sync = await this.syncs.row(tx, actor.workspaceId, syncRef, { forUpdate: true });
-      // If-Match here guards the set with the sync's version: the set is part of the sync's configuration.
       checkVersion(ifMatch, sync.version);
       await this.checkLookups(tx, actor.workspaceId, sync.destinationId, input.map((m, i) => ({ source: m.source, path: `/${i}/source` })));
-      const current = await tx.select().from(mappings).where(eq(mappings.syncId, sync.id));
-      const byField = new Map(current.map((m) => [m.destinationField, m]));
-      const keep = new Set<string>();
-      for (const m of input) {
-        const cur = byField.get(m.destinationField);
-        if (!cur) {
-          const id = newId('mapping');
-          await tx.insert(mappings).values({ id, workspaceId: actor.workspaceId, syncId: sync.id, destinationField: m.destinationField, source: m.source });
-          await recordAudit(tx, actor, 'create', 'mapping', id, ['destinationField', 'source']);
-        } else {
-          keep.add(cur.id);
-          if (!sameJson(cur.source, m.source)) {
-            await tx.update(mappings).set({ source: m.source, version: cur.version + 1, updatedAt: new Date() }).where(eq(mappings.id, cur.id));
-            await recordAudit(tx, actor, 'replace', 'mapping', cur.id, ['source']);
-          }
-        }
-      }
-      for (const cur of current) {
-        if (!keep.has(cur.id)) {
-          await tx.delete(mappings).where(eq(mappings.id, cur.id));
-          await recordAudit(tx, actor, 'delete', 'mapping', cur.id);
-        }
-      }
-      return this.allForSync(tx, actor.workspaceId, sync.id);
+      const changed = await this.applySet(tx, actor, sync.id, input);
+      const syncVersion = changed ? await this.syncs.touch(tx, actor, sync.id, ['mappings']) : sync.version;
+      return { data: await this.allForSync(tx, actor.workspaceId, sync.id), syncVersion };
     });
   }
 }

@@ -11,7 +11,8 @@ import type { Actor } from './context.ts';
 import { changedFields, checkVersion, isUniqueViolation, iso, requireScope, slugTaken, type Page } from './common.ts';
 import { inUse, Name, Slug, type ConnectionService } from './connections.ts';
 import type { ServiceDeps } from './deps.ts';
-import { getByRef, getReferenced, putBySlug } from './refs.ts';
+import { checkRefSlugs, getByRef, getReferenced, idOfRef, putBySlug, slugsOf, type PutOptions } from './refs.ts';
+import { acceptingReadOnly, readOnlyFields } from './read-only.ts';
 import { listOrdered, type ListOptions } from './list.ts';
 
 // Models: a SQL query on a source connection plus the column that identifies a row.
@@ -28,16 +29,14 @@ export const ModelPatch = Type.Object(
   { slug: Type.Optional(Slug), name: Type.Optional(Name), connectionId: Type.Optional(ConnectionRef), sql: Type.Optional(Sql), primaryKey: Type.Optional(PrimaryKey) },
   { additionalProperties: false, $id: 'ModelPatch' },
 );
-export const ModelPut = Type.Object(
-  { slug: Type.Optional(Slug), name: Name, connectionId: ConnectionRef, sql: Sql, primaryKey: PrimaryKey },
-  { additionalProperties: false, $id: 'ModelPut' },
-);
+const ModelPutBase = Type.Object({ slug: Type.Optional(Slug), name: Name, connectionId: ConnectionRef, sql: Sql, primaryKey: PrimaryKey }, { additionalProperties: false });
 export const ModelView = Type.Object(
   {
     id: Type.String(),
     slug: Type.String(),
     name: Type.String(),
     connectionId: Type.String(),
+    connectionSlug: Type.String({ description: "The source connection's slug (follows a rename)" }),
     sql: Type.String(),
     primaryKey: Type.String(),
     createdAt: Type.String({ format: 'date-time' }),
@@ -48,8 +47,12 @@ export const ModelView = Type.Object(
 );
 export type ModelCreateInput = Static<typeof ModelCreate>;
 export type ModelPatchInput = Static<typeof ModelPatch>;
-export type ModelPutInput = Static<typeof ModelPut>;
-export type ModelViewT = Static<typeof ModelView>;
+export const ModelPut = acceptingReadOnly(ModelPutBase, ModelView, { $id: 'ModelPut' });
+export type ModelPutInput = Static<typeof ModelPutBase> & { connectionSlug?: string };
+/** A model as stored (what GraphQL uses); the API adds its connection's slug. */
+export type ModelViewT = Omit<Static<typeof ModelView>, 'connectionSlug'>;
+/** A model as the API shows it. */
+export type ModelOutT = ModelViewT & { connectionSlug: string };
 type Row = typeof models.$inferSelect;
 
 export function modelView(r: Row): ModelViewT {
@@ -83,14 +86,32 @@ export class ModelService {
     return this.deps.database.db;
   }
 
-  async list(actor: Actor, params: ListOptions & { connectionId?: string } = {}): Promise<Page<ModelViewT>> {
-    requireScope(actor, 'read');
-    return listOrdered(this.db, models, actor.workspaceId, [params.connectionId ? eq(models.connectionId, params.connectionId) : undefined], params, modelView);
+  /** connectionId takes an id or a slug (an unknown one matches nothing). */
+  async list(actor: Actor, params: ListOptions & { connectionId?: string } = {}): Promise<Page<ModelOutT>> {
+    return this.listStored(actor, params, true) as Promise<Page<ModelOutT>>;
   }
 
-  async get(actor: Actor, ref: string): Promise<ModelViewT> {
+  /** list; with `slugs`, each model with its connection's slug (joined in the same statement). */
+  async listStored(actor: Actor, params: ListOptions & { connectionId?: string } = {}, slugs = false): Promise<Page<ModelViewT>> {
     requireScope(actor, 'read');
-    return modelView(await this.row(this.db, actor.workspaceId, ref));
+    const connectionId = params.connectionId ? await idOfRef(this.db, connections, actor.workspaceId, params.connectionId) : undefined;
+    if (connectionId === null) return { data: [], nextCursor: null };
+    const filters = [connectionId ? eq(models.connectionId, connectionId) : undefined];
+    if (!slugs) return listOrdered(this.db, models, actor.workspaceId, filters, params, modelView);
+    const joined = { columns: { connectionSlug: connections.slug }, join: (q: any) => q.innerJoin(connections, eq(connections.id, models.connectionId)) };
+    return listOrdered(this.db, models, actor.workspaceId, filters, params, (r) => ({ ...modelView(r), connectionSlug: (r as Row & { connectionSlug: string }).connectionSlug }), joined);
+  }
+
+  async get(actor: Actor, ref: string): Promise<ModelOutT> {
+    requireScope(actor, 'read');
+    return (await this.withSlugs(this.db, actor.workspaceId, [modelView(await this.row(this.db, actor.workspaceId, ref))]))[0];
+  }
+
+  /** Adds the slugs of the models' connections, in one query. */
+  async withSlugs(tx: Tx, workspaceId: string, views: ModelViewT[]): Promise<ModelOutT[]> {
+    if (!views.length) return [];
+    const slugs = await slugsOf(tx, workspaceId, [[connections, views.map((v) => v.connectionId)]]);
+    return views.map((v) => ({ ...v, connectionSlug: slugs.get(v.connectionId) ?? '' }));
   }
 
   async row(tx: Tx, workspaceId: string, ref: string): Promise<Row> {
@@ -151,7 +172,7 @@ export class ModelService {
     }
   }
 
-  async create(actor: Actor, input: ModelCreateInput, opts: SaveOptions = {}, tx: Tx = this.db): Promise<ModelViewT> {
+  async create(actor: Actor, input: ModelCreateInput, opts: SaveOptions = {}, tx: Tx = this.db): Promise<ModelOutT> {
     requireScope(actor, 'write');
     assertValid(ModelCreate, input);
     const conn = await this.resolveConnection(tx, actor, input.connectionId);
@@ -166,35 +187,45 @@ export class ModelService {
         await recordAudit(tx2, actor, 'create', 'model', id, ['slug', 'name', 'connectionId', 'sql', 'primaryKey']);
         return r;
       });
-      return modelView(row);
+      return { ...modelView(row), connectionSlug: conn.slug };
     } catch (e) {
       if (isUniqueViolation(e, 'models_slug_uq')) throw slugTaken('model', input.slug);
       throw e;
     }
   }
 
-  async update(actor: Actor, ref: string, input: ModelPatchInput, ifMatch?: string, opts: SaveOptions = {}): Promise<ModelViewT> {
+  async update(actor: Actor, ref: string, input: ModelPatchInput, ifMatch?: string, opts: SaveOptions = {}): Promise<ModelOutT> {
     requireScope(actor, 'write');
     assertValid(ModelPatch, input);
     return this.replaceWith(actor, ref, input, ifMatch, opts, 'update');
   }
 
-  async put(actor: Actor, ref: string, input: ModelPutInput, ifMatch?: string, opts: SaveOptions = {}): Promise<{ created: boolean; model: ModelViewT }> {
+  async put(actor: Actor, ref: string, input: ModelPutInput, ifMatch?: string, opts: SaveOptions & PutOptions = {}): Promise<{ created: boolean; model: ModelOutT }> {
     requireScope(actor, 'write');
     assertValid(ModelPut, input);
     return this.db.transaction(async (tx) => {
       const r = await putBySlug(tx, models, actor.workspaceId, ref, input, ifMatch, (slug) => this.create(actor, { ...input, slug }, opts, tx), async () => {
         return await this.replaceWith(actor, ref, input, ifMatch, opts, 'replace', tx);
-      });
+      }, { ifNoneMatch: opts.ifNoneMatch, readOnly: { view: modelView, fields: readOnlyFields(ModelPutBase, ModelView) } });
       return { created: r.created, model: r.value };
     });
   }
 
-  private async replaceWith(actor: Actor, ref: string, input: ModelPatchInput, ifMatch: string | undefined, opts: SaveOptions, action: 'update' | 'replace', outer?: Tx): Promise<ModelViewT> {
+  private async replaceWith(
+    actor: Actor,
+    ref: string,
+    input: ModelPatchInput & { connectionSlug?: string },
+    ifMatch: string | undefined,
+    opts: SaveOptions,
+    action: 'update' | 'replace',
+    outer?: Tx,
+  ): Promise<ModelOutT> {
     const run = async (tx: Tx) => {
       const cur = await getByRef(tx, models, 'model', actor.workspaceId, ref, { forUpdate: true });
       checkVersion(ifMatch, cur.version);
       const conn = input.connectionId !== undefined ? await this.resolveConnection(tx, actor, input.connectionId) : undefined;
+      const connection = conn ?? (await this.connections.row(tx, actor.workspaceId, cur.connectionId));
+      checkRefSlugs([['connectionSlug', input.connectionSlug, connection.slug]]);
       const next = {
         slug: input.slug ?? cur.slug,
         name: input.name ?? cur.name,
@@ -203,9 +234,9 @@ export class ModelService {
         primaryKey: input.primaryKey ?? cur.primaryKey,
       };
       const changed = changedFields(cur as unknown as Record<string, unknown>, next, ['slug', 'name', 'connectionId', 'sql', 'primaryKey']);
-      if (changed.length === 0) return modelView(cur);
+      if (changed.length === 0) return { ...modelView(cur), connectionSlug: connection.slug };
       if (changed.some((f) => f === 'connectionId' || f === 'sql' || f === 'primaryKey')) {
-        await this.verify(conn ?? (await this.connections.row(tx, actor.workspaceId, cur.connectionId)), next.sql, next.primaryKey, opts);
+        await this.verify(connection, next.sql, next.primaryKey, opts);
       }
       try {
         const [row] = await tx.transaction(async (tx2) => {
@@ -213,7 +244,7 @@ export class ModelService {
           await recordAudit(tx2, actor, action, 'model', cur.id, changed);
           return r;
         });
-        return modelView(row);
+        return { ...modelView(row), connectionSlug: connection.slug };
       } catch (e) {
         if (isUniqueViolation(e, 'models_slug_uq')) throw slugTaken('model', next.slug);
         throw e;

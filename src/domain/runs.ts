@@ -5,7 +5,7 @@ import type { Tx } from '../db/client.ts';
 import { ConflictError, NotFoundError, ValidationError } from '../errors.ts';
 import { newId } from '../lib/ids.ts';
 import { assertValid } from '../lib/validate.ts';
-import { emptyCounts, RUN_STATUSES, TERMINAL, type RunCounts, type RunError, type RunStatus, type PhaseTiming } from '../engine/status.ts';
+import { emptyCounts, PHASES, RUN_STATUSES, TERMINAL, type Phase, type RunCounts, type RunError, type RunStatus, type PhaseTiming } from '../engine/status.ts';
 import { recordAudit } from './audit.ts';
 import type { Actor } from './context.ts';
 import { decodeCursor, iso, pageLimit, requireScope, toPage, type Page } from './common.ts';
@@ -16,13 +16,17 @@ import { exchangesForRecords } from './debugger.ts';
 // Runs: triggering, reading, cancelling, and the per-row records. The worker executes them
 // (src/engine); this service is what REST, GraphQL and the scheduler call.
 
+/** The operations a run record can name (insert/update/delete, or none for an invalid row). */
+export const RECORD_OPERATIONS = ['insert', 'update', 'delete', 'none'] as const;
+export type RecordOperation = (typeof RECORD_OPERATIONS)[number];
+
 const OpCountsT = Type.Object({ insert: Type.Integer(), update: Type.Integer(), delete: Type.Integer() });
 export const RunView = Type.Object(
   {
     id: Type.String(),
     syncId: Type.String(),
     status: Type.Union(RUN_STATUSES.map((s) => Type.Literal(s))),
-    phase: Type.Union([Type.String(), Type.Null()]),
+    phase: Type.Unsafe<Phase | null>({ type: ['string', 'null'], enum: [...PHASES, null], description: 'The phase the run is in; null while it is queued' }),
     trigger: Type.Union([Type.Literal('manual'), Type.Literal('schedule'), Type.Literal('api')]),
     fullResync: Type.Boolean(),
     dryRun: Type.Boolean({ description: 'Planned and reported only: nothing was sent and the snapshot was left untouched' }),
@@ -55,9 +59,9 @@ export const RunView = Type.Object(
 );
 export const RunTrigger = Type.Object(
   {
-    fullResync: Type.Optional(Type.Boolean({ description: 'Send every row, as if the destination held nothing' })),
-    dryRun: Type.Optional(Type.Boolean({ description: 'Plan and report counts and sample payloads; send nothing; leave the snapshot untouched' })),
-    allowDeletions: Type.Optional(Type.Boolean({ description: "Let this one run delete past the sync's deletion guard" })),
+    fullResync: Type.Optional(Type.Boolean({ default: false, description: 'Send every row, as if the destination held nothing' })),
+    dryRun: Type.Optional(Type.Boolean({ default: false, description: 'Plan and report counts and sample payloads; send nothing; leave the snapshot untouched' })),
+    allowDeletions: Type.Optional(Type.Boolean({ default: false, description: "Let this one run delete past the sync's deletion guard" })),
     callbackUrl: Type.Optional(Type.String({ format: 'uri', pattern: '^https?://', maxLength: 2000, description: 'Receives the signed run.completed event' })),
   },
   { additionalProperties: false, $id: 'RunTrigger' },
@@ -65,7 +69,7 @@ export const RunTrigger = Type.Object(
 export const RunRecordView = Type.Object(
   {
     primaryKey: Type.String(),
-    operation: Type.String(),
+    operation: Type.Unsafe<RecordOperation>({ type: 'string', enum: [...RECORD_OPERATIONS], description: 'What the run did (or planned) with the row; none: nothing (an invalid row)' }),
     status: Type.Union([Type.Literal('succeeded'), Type.Literal('rejected'), Type.Literal('invalid')]),
     error: Type.Union([Type.Object({ code: Type.String(), message: Type.String() }), Type.Null()]),
     attempts: Type.Integer(),
@@ -103,7 +107,7 @@ export function runView(r: RunRow): RunViewT {
     syncId: r.syncId,
     status: r.status as RunStatus,
     // A terminal run has no current phase (the engine may leave its last one in the row).
-    phase: TERMINAL.has(r.status as RunStatus) ? null : r.phase,
+    phase: TERMINAL.has(r.status as RunStatus) ? null : (r.phase as Phase | null),
     trigger: r.trigger as RunTriggerKind,
     fullResync: r.fullResync,
     dryRun: r.dryRun,
@@ -367,7 +371,7 @@ function splitCursor(c: string): [string, string] {
 function recordView(r: typeof runRecords.$inferSelect): RunRecordViewT {
   return {
     primaryKey: r.primaryKey,
-    operation: r.operation,
+    operation: r.operation as RecordOperation,
     status: r.status as RunRecordViewT['status'],
     error: r.errorCode ? { code: r.errorCode, message: r.errorMessage ?? '' } : null,
     attempts: r.attempts,

@@ -31,13 +31,15 @@ export function createServices(deps: ServiceDeps): Services {
   const connections = new ConnectionService(deps);
   const syncs = new SyncService(deps, connections);
   const models = new ModelService(deps, connections);
+  const mappings = new MappingService(deps, syncs, connections, models);
+  syncs.mappings = mappings;
   return {
     deps,
     apiKeys: new ApiKeyService(deps),
     connections,
     models,
     syncs,
-    mappings: new MappingService(deps, syncs, connections, models),
+    mappings,
     runs: new RunService(deps, syncs),
     webhooks: new WebhookService(deps),
     alertChannels: new AlertChannelService(deps),

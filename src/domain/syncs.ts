@@ -1,10 +1,10 @@
 import { Type, type Static } from '@sinclair/typebox';
 import { CronExpressionParser } from 'cron-parser';
-import { and, eq } from 'drizzle-orm';
+import { and, eq, getTableColumns, sql } from 'drizzle-orm';
 import { connections, models, syncSnapshots, syncs } from '../db/schema.ts';
 import type { Tx } from '../db/client.ts';
 import { getConnectorType } from '../connectors/registry.ts';
-import { UnprocessableError, ValidationError } from '../errors.ts';
+import { NotFoundError, UnprocessableError, ValidationError } from '../errors.ts';
 import { newId } from '../lib/ids.ts';
 import { assertValid } from '../lib/validate.ts';
 import { recordAudit } from './audit.ts';
@@ -12,13 +12,27 @@ import type { Actor } from './context.ts';
 import { changedFields, checkVersion, isUniqueViolation, iso, requireScope, slugTaken, type Page } from './common.ts';
 import { Name, Slug, type ConnectionService } from './connections.ts';
 import type { ServiceDeps } from './deps.ts';
-import { getByRef, getReferenced, putBySlug } from './refs.ts';
+import { checkRefSlugs, getByRef, getReferenced, idOfRef, prepareSelect, putBySlug, slugsOf, type Prepared, type PutOptions } from './refs.ts';
+import { acceptingReadOnly, readOnlyFields } from './read-only.ts';
 import { listOrdered, type ListOptions } from './list.ts';
+import { withoutDefaults } from './defaults.ts';
+import { MappingItem, type MappingService } from './mappings.ts';
 
 // Syncs: model → destination object, with a mode, a match key, a schedule and delivery settings.
 
 export const SYNC_MODES = ['insert', 'update', 'upsert', 'mirror'] as const;
 export type SyncModeT = (typeof SYNC_MODES)[number];
+
+/** What the server fills in for optional groups a create (or a PUT) leaves out; declared as `default`s below. */
+export const DEFAULT_DELIVERY = { batchSize: 500, concurrency: 4, maxRequestsPerSecond: null as number | null, maxRetries: 6 };
+export const DEFAULT_ALERTS = {
+  channelIds: [] as string[],
+  onFailure: true,
+  rowFailurePercent: null as number | null,
+  maxDurationSeconds: null as number | null,
+  consecutiveFailures: null as number | null,
+};
+export const DEFAULT_SCHEDULE = { type: 'manual' as const };
 
 const Schedule = Type.Union(
   [
@@ -41,30 +55,41 @@ const Schedule = Type.Union(
       {
         type: Type.Literal('cron'),
         expression: Type.String({ minLength: 1, maxLength: 200, description: 'Five-field cron expression, e.g. "0 6 * * 1-5"' }),
-        timezone: Type.Optional(Type.String({ minLength: 1, maxLength: 100, description: 'IANA time zone; default UTC' })),
+        timezone: Type.Optional(Type.String({ minLength: 1, maxLength: 100, default: 'UTC', description: 'IANA time zone, e.g. Europe/Paris' })),
       },
       { additionalProperties: false },
     ),
   ],
+  { default: DEFAULT_SCHEDULE, description: 'manual (run on trigger only), interval (every N seconds, on an anchored grid) or cron' },
 );
+const D = DEFAULT_DELIVERY;
 const Delivery = Type.Object(
   {
-    batchSize: Type.Optional(Type.Integer({ minimum: 1, maximum: 10_000 })),
-    concurrency: Type.Optional(Type.Integer({ minimum: 1, maximum: 32 })),
-    maxRequestsPerSecond: Type.Optional(Type.Union([Type.Number({ exclusiveMinimum: 0, maximum: 10_000 }), Type.Null()])),
-    maxRetries: Type.Optional(Type.Integer({ minimum: 0, maximum: 20 })),
+    batchSize: Type.Optional(Type.Integer({ minimum: 1, maximum: 10_000, default: D.batchSize, description: 'Rows per batch (capped by the destination\'s own limit)' })),
+    concurrency: Type.Optional(Type.Integer({ minimum: 1, maximum: 32, default: D.concurrency, description: 'Batches in flight at once' })),
+    maxRequestsPerSecond: Type.Optional(
+      Type.Union([Type.Number({ exclusiveMinimum: 0, maximum: 10_000 }), Type.Null()], { default: D.maxRequestsPerSecond, description: 'Rate limit towards the destination; null: none' }),
+    ),
+    maxRetries: Type.Optional(Type.Integer({ minimum: 0, maximum: 20, default: D.maxRetries, description: 'Retries of a retryable failure (429, 5xx, network) within a run' })),
   },
-  { additionalProperties: false },
+  { additionalProperties: false, default: DEFAULT_DELIVERY },
 );
+const A = DEFAULT_ALERTS;
 const Alerts = Type.Object(
   {
-    channelIds: Type.Optional(Type.Array(Type.String({ minLength: 1, maxLength: 100 }), { maxItems: 20, uniqueItems: true })),
-    onFailure: Type.Optional(Type.Boolean()),
-    rowFailurePercent: Type.Optional(Type.Union([Type.Number({ minimum: 0, maximum: 100 }), Type.Null()])),
-    maxDurationSeconds: Type.Optional(Type.Union([Type.Integer({ minimum: 1 }), Type.Null()])),
-    consecutiveFailures: Type.Optional(Type.Union([Type.Integer({ minimum: 1, maximum: 1000 }), Type.Null()])),
+    channelIds: Type.Optional(
+      Type.Array(Type.String({ minLength: 1, maxLength: 100 }), { maxItems: 20, uniqueItems: true, default: A.channelIds, description: 'Alert channels (ids or slugs)' }),
+    ),
+    onFailure: Type.Optional(Type.Boolean({ default: A.onFailure, description: 'Alert when a run fails' })),
+    rowFailurePercent: Type.Optional(
+      Type.Union([Type.Number({ minimum: 0, maximum: 100 }), Type.Null()], { default: A.rowFailurePercent, description: 'Alert when more rows than this percentage are rejected or invalid; null: never' }),
+    ),
+    maxDurationSeconds: Type.Optional(Type.Union([Type.Integer({ minimum: 1 }), Type.Null()], { default: A.maxDurationSeconds, description: 'Alert when a run takes longer; null: never' })),
+    consecutiveFailures: Type.Optional(
+      Type.Union([Type.Integer({ minimum: 1, maximum: 1000 }), Type.Null()], { default: A.consecutiveFailures, description: 'Alert after this many failed runs in a row; null: never' }),
+    ),
   },
-  { additionalProperties: false },
+  { additionalProperties: false, default: DEFAULT_ALERTS },
 );
 const ChangeThresholds = Type.Object(
   {
@@ -95,15 +120,28 @@ const syncFields = {
   mode: Mode,
   matchKey: MatchKey,
   schedule: Type.Optional(Schedule),
-  enabled: Type.Optional(Type.Boolean()),
+  enabled: Type.Optional(Type.Boolean({ default: true, description: 'A disabled sync is not scheduled and cannot be triggered' })),
   delivery: Type.Optional(Delivery),
   alerts: Type.Optional(Alerts),
   changeThresholds: Type.Optional(ChangeThresholds),
+  mappings: Type.Optional(
+    Type.Array(MappingItem, {
+      maxItems: 1000,
+      description:
+        "The whole set of the sync's mappings, written in the same transaction as the sync (one apply, one atomic write). Absent: the mappings are left as they are. Read them at /v1/syncs/{ref}/mappings.",
+    }),
+  ),
 };
 
 export const SyncCreate = Type.Object({ slug: Slug, ...syncFields }, { additionalProperties: false, $id: 'SyncCreate' });
-export const SyncPut = Type.Object({ slug: Type.Optional(Slug), ...syncFields }, { additionalProperties: false, $id: 'SyncPut' });
-export const SyncPatch = Type.Partial(Type.Object({ slug: Slug, ...syncFields }), { additionalProperties: false, $id: 'SyncPatch' });
+const SyncPutBase = Type.Object({ slug: Type.Optional(Slug), ...syncFields }, { additionalProperties: false });
+export const SyncPatch = withoutDefaults(
+  Type.Partial(Type.Object({ slug: Slug, ...syncFields }), {
+    additionalProperties: false,
+    $id: 'SyncPatch',
+    description: 'Only the fields sent change; delivery and alerts merge field by field over the current ones.',
+  }),
+);
 
 export const SyncView = Type.Object(
   {
@@ -111,7 +149,9 @@ export const SyncView = Type.Object(
     slug: Type.String(),
     name: Type.String(),
     modelId: Type.String(),
+    modelSlug: Type.String({ description: "The model's slug (follows a rename of the model)" }),
     destinationId: Type.String(),
+    destinationSlug: Type.String({ description: "The destination connection's slug (follows a rename)" }),
     object: Type.String(),
     mode: Mode,
     matchKey: MatchKey,
@@ -148,17 +188,24 @@ export const SyncView = Type.Object(
 );
 
 export type SyncCreateInput = Static<typeof SyncCreate>;
-export type SyncPutInput = Static<typeof SyncPut>;
+export const SyncPut = acceptingReadOnly(SyncPutBase, SyncView, { $id: 'SyncPut' });
+export type SyncPutInput = Static<typeof SyncPutBase> & RefSlugs;
 export type SyncPatchInput = Partial<SyncCreateInput>;
-export type SyncViewT = Static<typeof SyncView>;
+/** A sync as stored (what the engine and GraphQL use); the API adds the references' slugs. */
+export type SyncViewT = Omit<Static<typeof SyncView>, keyof RefSlugs>;
+/** The slugs shown beside a sync's references (read-only; see withSlugs). */
+export interface RefSlugs {
+  modelSlug: string;
+  destinationSlug: string;
+}
+/** A sync as the API shows it. */
+export type SyncOutT = SyncViewT & RefSlugs;
 export type ScheduleT = Static<typeof Schedule>;
 export type DeliveryT = SyncViewT['delivery'];
 export type AlertsT = SyncViewT['alerts'];
 export type ChangeThresholdsT = SyncViewT['changeThresholds'];
 type Row = typeof syncs.$inferSelect;
 
-export const DEFAULT_DELIVERY: DeliveryT = { batchSize: 500, concurrency: 4, maxRequestsPerSecond: null, maxRetries: 6 };
-export const DEFAULT_ALERTS: AlertsT = { channelIds: [], onFailure: true, rowFailurePercent: null, maxDurationSeconds: null, consecutiveFailures: null };
 export const DEFAULT_THRESHOLDS: ChangeThresholdsT = { maxDeletes: null, maxDeletePercent: null, maxChanges: null, maxChangePercent: null, allowEmptyModel: false };
 /** Fields whose change makes the snapshot describe another place: a new snapshot starts. */
 export const SNAPSHOT_FIELDS = ['destinationId', 'object', 'matchKey', 'mode'] as const;
@@ -222,6 +269,8 @@ export function validateSchedule(s: ScheduleT): ScheduleT {
 export class SyncService {
   private readonly deps: ServiceDeps;
   private readonly connections: ConnectionService;
+  /** Set by createServices (the mapping service is built after this one). */
+  mappings!: MappingService;
   constructor(deps: ServiceDeps, connections: ConnectionService) {
     this.deps = deps;
     this.connections = connections;
@@ -231,19 +280,63 @@ export class SyncService {
     return this.deps.database.db;
   }
 
-  async list(actor: Actor, params: ListOptions & { modelId?: string; destinationId?: string; enabled?: boolean } = {}): Promise<Page<SyncViewT>> {
-    requireScope(actor, 'read');
-    const filters = [
-      params.modelId ? eq(syncs.modelId, params.modelId) : undefined,
-      params.destinationId ? eq(syncs.destinationId, params.destinationId) : undefined,
-      params.enabled !== undefined ? eq(syncs.enabled, params.enabled) : undefined,
-    ];
-    return listOrdered(this.db, syncs, actor.workspaceId, filters, params, syncView);
+  /** Filters take ids or slugs (an unknown one matches nothing). */
+  async list(actor: Actor, params: ListOptions & { modelId?: string; destinationId?: string; enabled?: boolean } = {}): Promise<Page<SyncOutT>> {
+    return this.listStored(actor, params, true) as Promise<Page<SyncOutT>>;
   }
 
-  async get(actor: Actor, ref: string): Promise<SyncViewT> {
+  /** list; with `slugs`, each sync with its references' slugs (joined in the same statement). */
+  async listStored(actor: Actor, params: ListOptions & { modelId?: string; destinationId?: string; enabled?: boolean } = {}, slugs = false): Promise<Page<SyncViewT>> {
     requireScope(actor, 'read');
-    return syncView(await this.row(this.db, actor.workspaceId, ref));
+    const modelId = params.modelId ? await idOfRef(this.db, models, actor.workspaceId, params.modelId) : undefined;
+    const destinationId = params.destinationId ? await idOfRef(this.db, connections, actor.workspaceId, params.destinationId) : undefined;
+    if (modelId === null || destinationId === null) return { data: [], nextCursor: null };
+    const filters = [
+      modelId ? eq(syncs.modelId, modelId) : undefined,
+      destinationId ? eq(syncs.destinationId, destinationId) : undefined,
+      params.enabled !== undefined ? eq(syncs.enabled, params.enabled) : undefined,
+    ];
+    if (!slugs) return listOrdered(this.db, syncs, actor.workspaceId, filters, params, syncView);
+    const joined = {
+      columns: { modelSlug: models.slug, destinationSlug: connections.slug },
+      join: (q: any) => q.innerJoin(models, eq(models.id, syncs.modelId)).innerJoin(connections, eq(connections.id, syncs.destinationId)),
+    };
+    return listOrdered(this.db, syncs, actor.workspaceId, filters, params, (r) => ({ ...syncView(r), modelSlug: (r as Row & RefSlugs).modelSlug, destinationSlug: (r as Row & RefSlugs).destinationSlug }), joined);
+  }
+
+  async get(actor: Actor, ref: string): Promise<SyncOutT> {
+    requireScope(actor, 'read');
+    // One statement: the sync and its references' slugs (a GET is the hottest read of the API).
+    const rows = await this.getStatement(ref.includes('_')).execute({ workspaceId: actor.workspaceId, ref });
+    const row = rows[0] as (Row & RefSlugs) | undefined;
+    if (!row) throw new NotFoundError('sync', ref);
+    return { ...syncView(row), modelSlug: row.modelSlug, destinationSlug: row.destinationSlug };
+  }
+
+  private readonly getStatements: Prepared[] = [];
+  private getStatement(byId: boolean): Prepared {
+    const i = byId ? 1 : 0;
+    if (!this.getStatements[i]) {
+      const q = this.db
+        .select({ ...getTableColumns(syncs), modelSlug: models.slug, destinationSlug: connections.slug })
+        .from(syncs)
+        .innerJoin(models, eq(models.id, syncs.modelId))
+        .innerJoin(connections, eq(connections.id, syncs.destinationId))
+        .where(and(eq(syncs.workspaceId, sql.placeholder('workspaceId')), eq(byId ? syncs.id : syncs.slug, sql.placeholder('ref'))))
+        .limit(1);
+      this.getStatements[i] = prepareSelect(this.db, syncs, q, `sync_get_${byId ? 'id' : 'slug'}`, ['modelSlug', 'destinationSlug']);
+    }
+    return this.getStatements[i];
+  }
+
+  /** Adds the slugs of the syncs' models and destinations, in one query. */
+  async withSlugs(tx: Tx, workspaceId: string, views: SyncViewT[]): Promise<SyncOutT[]> {
+    if (!views.length) return [];
+    const slugs = await slugsOf(tx, workspaceId, [
+      [models, views.map((v) => v.modelId)],
+      [connections, views.map((v) => v.destinationId)],
+    ]);
+    return views.map((v) => ({ ...v, modelSlug: slugs.get(v.modelId) ?? '', destinationSlug: slugs.get(v.destinationId) ?? '' }));
   }
 
   async row(tx: Tx, workspaceId: string, ref: string, opts: { forUpdate?: boolean } = {}): Promise<Row> {
@@ -251,9 +344,13 @@ export class SyncService {
   }
 
   /** Resolves references and checks the sync against its destination's capabilities. */
-  private async normalise(tx: Tx, actor: Actor, input: SyncCreateInput, current?: Row) {
+  private async normalise(tx: Tx, actor: Actor, input: SyncCreateInput & Partial<RefSlugs>, current?: Row) {
     const model = await getReferenced(tx, models, 'model', actor.workspaceId, input.modelId, '/modelId');
     const dest = await getReferenced(tx, connections, 'connection', actor.workspaceId, input.destinationId, '/destinationId');
+    checkRefSlugs([
+      ['modelSlug', input.modelSlug, model.slug],
+      ['destinationSlug', input.destinationSlug, dest.slug],
+    ]);
     this.connections.requireRole(dest, 'destination', '/destinationId');
     const caps = getConnectorType(dest.type)?.capabilities;
     if (caps && !caps.modes.includes(input.mode)) {
@@ -297,48 +394,52 @@ export class SyncService {
     };
   }
 
-  async create(actor: Actor, input: SyncCreateInput, tx: Tx = this.db): Promise<SyncViewT> {
+  async create(actor: Actor, input: SyncCreateInput, tx: Tx = this.db): Promise<SyncOutT> {
     requireScope(actor, 'write');
     assertValid(SyncCreate, input);
+    if (input.mappings) this.mappings.checkSet(input.mappings, '/mappings');
     const id = newId('sync');
     try {
       const row = await tx.transaction(async (tx2) => {
         const values = await this.normalise(tx2, actor, input);
         const [r] = await tx2.insert(syncs).values({ id, workspaceId: actor.workspaceId, ...values }).returning();
-        await recordAudit(tx2, actor, 'create', 'sync', id, Object.keys(values));
+        await recordAudit(tx2, actor, 'create', 'sync', id, [...Object.keys(values), ...(input.mappings ? ['mappings'] : [])]);
+        if (input.mappings) await this.mappings.applySet(tx2, actor, id, input.mappings);
         await this.deps.hooks.syncChanged?.(tx2, id, actor.workspaceId);
         return r;
       });
-      return syncView(row);
+      return (await this.withSlugs(tx, actor.workspaceId, [syncView(row)]))[0];
     } catch (e) {
       if (isUniqueViolation(e, 'syncs_slug_uq')) throw slugTaken('sync', input.slug);
       throw e;
     }
   }
 
-  async update(actor: Actor, ref: string, input: SyncPatchInput, ifMatch?: string): Promise<SyncViewT> {
+  async update(actor: Actor, ref: string, input: SyncPatchInput, ifMatch?: string): Promise<SyncOutT> {
     requireScope(actor, 'write');
     assertValid(SyncPatch, input);
+    if (input.mappings) this.mappings.checkSet(input.mappings, '/mappings');
     return this.db.transaction((tx) => this.apply(tx, actor, ref, input, ifMatch, 'update'));
   }
 
-  async put(actor: Actor, ref: string, input: SyncPutInput, ifMatch?: string): Promise<{ created: boolean; sync: SyncViewT }> {
+  async put(actor: Actor, ref: string, input: SyncPutInput, ifMatch?: string, opts: PutOptions = {}): Promise<{ created: boolean; sync: SyncOutT }> {
     requireScope(actor, 'write');
     assertValid(SyncPut, input);
+    if (input.mappings) this.mappings.checkSet(input.mappings, '/mappings');
     return this.db.transaction(async (tx) => {
       const r = await putBySlug(tx, syncs, actor.workspaceId, ref, input, ifMatch, (slug) => this.create(actor, { ...input, slug }, tx), async () => {
         // PUT replaces: optional groups not sent go back to their defaults.
         const whole = { schedule: { type: 'manual' as const }, enabled: true, delivery: DEFAULT_DELIVERY, alerts: DEFAULT_ALERTS, changeThresholds: DEFAULT_THRESHOLDS, ...input };
         return await this.apply(tx, actor, ref, whole, ifMatch, 'replace');
-      });
+      }, { ...opts, readOnly: { view: syncView, fields: readOnlyFields(SyncPutBase, SyncView) } });
       return { created: r.created, sync: r.value };
     });
   }
 
-  private async apply(tx: Tx, actor: Actor, ref: string, input: SyncPatchInput, ifMatch: string | undefined, action: 'update' | 'replace'): Promise<SyncViewT> {
+  private async apply(tx: Tx, actor: Actor, ref: string, input: SyncPatchInput & Partial<RefSlugs>, ifMatch: string | undefined, action: 'update' | 'replace'): Promise<SyncOutT> {
     const cur = await this.row(tx, actor.workspaceId, ref, { forUpdate: true });
     checkVersion(ifMatch, cur.version);
-    const merged: SyncCreateInput = {
+    const merged: SyncCreateInput & Partial<RefSlugs> = {
       slug: input.slug ?? cur.slug,
       name: input.name ?? cur.name,
       modelId: input.modelId ?? cur.modelId,
@@ -351,10 +452,11 @@ export class SyncService {
       delivery: input.delivery,
       alerts: input.alerts,
       changeThresholds: input.changeThresholds,
+      modelSlug: input.modelSlug,
+      destinationSlug: input.destinationSlug,
     };
     const next = await this.normalise(tx, actor, merged, action === 'replace' ? undefined : cur);
     const changed = changedFields(cur as unknown as Record<string, unknown>, next, Object.keys(next));
-    if (changed.length === 0) return syncView(cur);
     // The snapshot describes what one destination object holds, matched by one key, under one
     // mode's rules: pointing the sync elsewhere starts a new one (the next run writes every row,
     // and deletes nothing it did not write there). Runs planned against the old one stop at
@@ -363,17 +465,36 @@ export class SyncService {
     const reset = repointed ? { snapshotVersion: cur.snapshotVersion + 1, snapshotResetAt: new Date() } : {};
     try {
       const [row] = await tx.transaction(async (tx2) => {
+        // Mappings sent with the sync are part of the same write, and of the same version bump.
+        const mappingsChanged = input.mappings !== undefined && (await this.mappings.applySet(tx2, actor, cur.id, input.mappings));
+        if (changed.length === 0 && !mappingsChanged) return [cur] as const;
         const r = await tx2.update(syncs).set({ ...next, ...reset, version: cur.version + 1, updatedAt: new Date() }).where(eq(syncs.id, cur.id)).returning();
         if (repointed) await tx2.delete(syncSnapshots).where(eq(syncSnapshots.syncId, cur.id));
-        await recordAudit(tx2, actor, action, 'sync', cur.id, repointed ? [...changed, 'snapshot'] : changed);
-        await this.deps.hooks.syncChanged?.(tx2, cur.id, actor.workspaceId);
+        const fields = [...changed, ...(mappingsChanged ? ['mappings'] : []), ...(repointed ? ['snapshot'] : [])];
+        await recordAudit(tx2, actor, action, 'sync', cur.id, fields);
+        if (changed.length) await this.deps.hooks.syncChanged?.(tx2, cur.id, actor.workspaceId);
         return r;
       });
-      return syncView(row);
+      return (await this.withSlugs(tx, actor.workspaceId, [syncView(row)]))[0];
     } catch (e) {
       if (isUniqueViolation(e, 'syncs_slug_uq')) throw slugTaken('sync', next.slug);
       throw e;
     }
+  }
+
+  /**
+   * Bumps a sync's version (and updatedAt) for a change made to what belongs to it (its
+   * mappings), in the caller's transaction, with an audit event naming `changed`. Returns the new
+   * version (the sync's next ETag).
+   */
+  async touch(tx: Tx, actor: Actor, syncId: string, changed: string[]): Promise<number> {
+    const [r] = await tx
+      .update(syncs)
+      .set({ version: sql`${syncs.version} + 1`, updatedAt: new Date() })
+      .where(eq(syncs.id, syncId))
+      .returning({ version: syncs.version });
+    await recordAudit(tx, actor, 'update', 'sync', syncId, changed);
+    return r.version;
   }
 
   async delete(actor: Actor, ref: string, ifMatch?: string): Promise<void> {

@@ -13,7 +13,9 @@ import type { Actor } from './context.ts';
 import { changedFields, checkVersion, decodeCursor, isUniqueViolation, iso, pageLimit, requireScope, slugTaken, toPage, type Page } from './common.ts';
 import { Name, Slug } from './connections.ts';
 import type { ServiceDeps } from './deps.ts';
-import { getByRef, putBySlug } from './refs.ts';
+import { getByRef, putBySlug, type PutOptions } from './refs.ts';
+import { acceptingReadOnly, readOnlyFields } from './read-only.ts';
+import { withoutDefaults } from './defaults.ts';
 
 // Webhook endpoints (subscriptions with a signing secret), their deliveries, and the
 // workspace's callback secret (signs the run.completed sent to a trigger's callbackUrl).
@@ -23,14 +25,18 @@ import { getByRef, putBySlug } from './refs.ts';
 export const EVENT_TYPES = ['run.started', 'run.completed', 'alert.raised', 'alert.resolved'] as const;
 export type EventType = (typeof EVENT_TYPES)[number];
 
+/** Event types as a plain string enum (cheap to serialize, an enum for client generators). */
+const EventTypeEnum = Type.Unsafe<EventType>({ type: 'string', enum: [...EVENT_TYPES] });
 const EventList = Type.Array(Type.Union(EVENT_TYPES.map((e) => Type.Literal(e))), {
   uniqueItems: true,
   maxItems: EVENT_TYPES.length,
+  default: [],
   description: 'Event types to deliver; empty or absent = all',
 });
 const SyncFilter = Type.Array(Type.String({ minLength: 1, maxLength: 100 }), {
   uniqueItems: true,
   maxItems: 100,
+  default: [],
   description: 'Only events about these syncs (ids or slugs); empty or absent = all syncs',
 });
 export const WebhookUrl = Type.String({ format: 'uri', pattern: '^https?://', maxLength: 2000 });
@@ -40,21 +46,21 @@ const Description = Type.String({ maxLength: 1000 });
 const endpointFields = {
   name: Name,
   url: WebhookUrl,
-  description: Type.Optional(Type.Union([Description, Type.Null()])),
+  description: Type.Optional(Type.Union([Description, Type.Null()], { default: null })),
   events: Type.Optional(EventList),
   syncIds: Type.Optional(SyncFilter),
-  enabled: Type.Optional(Type.Boolean()),
+  enabled: Type.Optional(Type.Boolean({ default: true })),
 };
 export const WebhookEndpointCreate = Type.Object({ slug: Slug, ...endpointFields, secret: Type.Optional(Secret) }, { additionalProperties: false, $id: 'WebhookEndpointCreate' });
-export const WebhookEndpointPut = Type.Object(
+const WebhookEndpointPutBase = Type.Object(
   { slug: Type.Optional(Slug), ...endpointFields, secret: Type.Optional(Secret) },
-  { additionalProperties: false, $id: 'WebhookEndpointPut', description: 'A secret different from the current one rotates it (default grace period)' },
+  { additionalProperties: false, description: 'A secret different from the current one rotates it (default grace period)' },
 );
-export const WebhookEndpointPatch = Type.Partial(Type.Object({ slug: Slug, ...endpointFields }), { additionalProperties: false, $id: 'WebhookEndpointPatch' });
+export const WebhookEndpointPatch = withoutDefaults(Type.Partial(Type.Object({ slug: Slug, ...endpointFields }), { additionalProperties: false, $id: 'WebhookEndpointPatch' }));
 export const SecretRotation = Type.Object(
   {
     secret: Type.Optional(Secret),
-    gracePeriodSeconds: Type.Optional(Type.Integer({ minimum: 0, maximum: 7 * 86400, description: 'How long the previous secret keeps signing too (default 86400)' })),
+    gracePeriodSeconds: Type.Optional(Type.Integer({ minimum: 0, maximum: 7 * 86400, default: 86_400, description: 'How long the previous secret keeps signing too, in seconds' })),
   },
   { additionalProperties: false, $id: 'SecretRotation' },
 );
@@ -65,7 +71,7 @@ export const WebhookEndpointView = Type.Object(
     name: Type.String(),
     url: Type.String(),
     description: Type.Union([Type.String(), Type.Null()]),
-    events: Type.Array(Type.String()),
+    events: Type.Array(EventTypeEnum, { description: 'Event types delivered; empty = all' }),
     syncIds: Type.Array(Type.String()),
     enabled: Type.Boolean(),
     disabledReason: Type.Union([Type.String(), Type.Null()]),
@@ -92,7 +98,7 @@ export const WebhookDeliveryView = Type.Object(
     target: Type.Union([Type.Literal('endpoint'), Type.Literal('callback')]),
     url: Type.String(),
     messageId: Type.String({ description: 'The webhook-id header (same across retries and redeliveries)' }),
-    eventType: Type.String(),
+    eventType: EventTypeEnum,
     runId: Type.Union([Type.String(), Type.Null()]),
     status: Type.Union([Type.Literal('pending'), Type.Literal('succeeded'), Type.Literal('failed')]),
     attempts: Type.Array(WebhookAttempt),
@@ -114,7 +120,8 @@ export const CallbackSecretView = Type.Object(
 );
 
 export type WebhookEndpointCreateInput = Static<typeof WebhookEndpointCreate>;
-export type WebhookEndpointPutInput = Static<typeof WebhookEndpointPut>;
+export const WebhookEndpointPut = acceptingReadOnly(WebhookEndpointPutBase, WebhookEndpointView, { $id: 'WebhookEndpointPut' });
+export type WebhookEndpointPutInput = Static<typeof WebhookEndpointPutBase>;
 export type WebhookEndpointPatchInput = Static<typeof WebhookEndpointPatch>;
 export type WebhookEndpointViewT = Static<typeof WebhookEndpointView>;
 export type WebhookDeliveryViewT = Static<typeof WebhookDeliveryView>;
@@ -134,7 +141,7 @@ export function endpointView(r: EndpointRow, secret?: string): WebhookEndpointVi
     name: r.name,
     url: r.url,
     description: r.description,
-    events: r.events,
+    events: r.events as EventType[],
     syncIds: r.syncIds,
     enabled: r.enabled,
     disabledReason: r.disabledReason,
@@ -159,7 +166,7 @@ export function deliveryView(r: DeliveryRow): WebhookDeliveryViewT {
     target: r.endpointId ? 'endpoint' : 'callback',
     url: r.url,
     messageId: r.messageId,
-    eventType: r.eventType,
+    eventType: r.eventType as EventType,
     runId: r.runId,
     status: r.status as WebhookDeliveryViewT['status'],
     attempts: r.attempts as WebhookAttemptT[],
@@ -295,7 +302,7 @@ export class WebhookService {
     return this.db.transaction((tx) => this.replaceWith(tx, actor, ref, input, ifMatch, 'update'));
   }
 
-  async put(actor: Actor, ref: string, input: WebhookEndpointPutInput, ifMatch?: string): Promise<{ created: boolean; value: WebhookEndpointViewT }> {
+  async put(actor: Actor, ref: string, input: WebhookEndpointPutInput, ifMatch?: string, opts: PutOptions = {}): Promise<{ created: boolean; value: WebhookEndpointViewT }> {
     requireScope(actor, 'write');
     assertValid(WebhookEndpointPut, input);
     return this.db.transaction(async (tx) => {
@@ -309,7 +316,7 @@ export class WebhookService {
           if ((this.deps.secrets.open(cur.secretSealed).secret as string) !== secret) value = await this.rotateIn(tx, actor, cur, { secret });
         }
         return value;
-      });
+      }, { ...opts, readOnly: { view: (r) => endpointView(r), fields: readOnlyFields(WebhookEndpointPutBase, WebhookEndpointView) } });
       return { created: r.created, value: r.value };
     });
   }

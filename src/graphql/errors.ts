@@ -26,11 +26,39 @@ export function appErrorExtensions(e: AppError): ErrorExtensions {
   };
 }
 
+/**
+ * The services word some errors in REST terms (If-Match, If-None-Match, limit, cursor): say them
+ * in the GraphQL arguments that carry them (expectedVersion, createOnly, first, after). Same code.
+ */
+export function inGraphqlTerms(e: AppError): AppError {
+  const current = (e.extra as { currentVersion?: number } | undefined)?.currentVersion;
+  if (e.code === 'version_mismatch') {
+    return new AppError(e.status, e.code, e.title, {
+      detail: `expectedVersion is not the current version${current === undefined ? '' : ` (${current})`}.`,
+      hint: 'Query the object again (its version field) and retry with that expectedVersion.',
+      extra: e.extra,
+    });
+  }
+  if (e.code === 'already_exists') {
+    return new AppError(e.status, e.code, e.title, { detail: 'createOnly is true, and the object exists.', hint: 'Leave createOnly out to replace it (with expectedVersion to make that conditional).', extra: e.extra });
+  }
+  const renames: Record<string, string> = { '/limit': '/first', '/cursor': '/after' };
+  if (e.errors?.some((x) => x.path in renames)) {
+    const errors = e.errors.map((x) => ({ ...x, path: renames[x.path] ?? x.path }));
+    const detail = e.message.replace(/^limit\b/, 'first').replace(/^The cursor\b/, 'The after cursor');
+    return new AppError(e.status, e.code, e.title, { detail, hint: e.hint, errors, extra: e.extra });
+  }
+  return e;
+}
+
 /** For places that send errors without the formatter (subscriptions over WebSocket). */
 export function toGraphqlError(e: unknown): GraphQLError {
   if (e instanceof GraphQLError && typeof e.extensions?.code === 'string') return e;
   const app = e instanceof GraphQLError ? (e.originalError ?? e) : e;
-  if (isAppError(app)) return new GraphQLError(app.message, { originalError: app, extensions: appErrorExtensions(app) });
+  if (isAppError(app)) {
+    const g = inGraphqlTerms(app);
+    return new GraphQLError(g.message, { originalError: app, extensions: appErrorExtensions(g) });
+  }
   if (e instanceof GraphQLError && !e.originalError) return new GraphQLError(e.message, { nodes: e.nodes, extensions: { code: 'graphql_validation_failed', status: 400 } });
   return new GraphQLError('An unexpected error occurred.', { extensions: { code: 'internal_error', status: 500 } });
 }
@@ -89,7 +117,8 @@ function describe(e: unknown, log: FastifyBaseLogger | undefined, out: Described
     describe(orig, log, out);
     return;
   }
-  const app = orig instanceof Error ? toAppError(orig) : undefined;
+  const found = orig instanceof Error ? toAppError(orig) : undefined;
+  const app = found && inGraphqlTerms(found);
   if (app) {
     if (app.status >= 500) log?.error({ err: orig }, 'graphql request failed');
     out.push({ message: app.message, ...where, extensions: appErrorExtensions(app) });

@@ -1,26 +1,27 @@
 import type { Readable } from 'node:stream';
 import { listConnectorTypes } from '../connectors/registry.ts';
 import { listAuditEvents } from '../domain/audit.ts';
-import { encodeCursor, requireScope, type Page } from '../domain/common.ts';
+import { encodeCursor, pageLimit, requireScope, type Page } from '../domain/common.ts';
 import { cursorAfter, type ListOptions, type OrderField } from '../domain/list.ts';
-import type { AlertViewT } from '../domain/alerts.ts';
 import type { Actor } from '../domain/context.ts';
 import type { AlertChannelViewT } from '../domain/alert-channels.ts';
 import type { ConnectionViewT } from '../domain/connections.ts';
 import type { MappingViewT } from '../domain/mappings.ts';
 import type { ModelViewT } from '../domain/models.ts';
 import type { RunViewT } from '../domain/runs.ts';
+import type { RunRecordViewT } from '../domain/runs.ts';
+import type { WorkspaceViewT } from '../domain/api-keys.ts';
 import type { Services } from '../domain/services.ts';
-import type { SyncViewT } from '../domain/syncs.ts';
-import type { WebhookDeliveryViewT, WebhookEndpointViewT } from '../domain/webhooks.ts';
-import { isAppError, UnauthorizedError, ValidationError } from '../errors.ts';
+import { isAppError, NotFoundError, UnauthorizedError, ValidationError } from '../errors.ts';
 import { toGraphqlError } from './errors.ts';
+import type { Resolvers } from './generated.ts';
 import { createLoaders, type Loaders } from './loaders.ts';
 import { runUpdates, type RunNotification, type RunUpdateEvent } from './run-updates.ts';
 import { DateTimeScalar, JSONScalar, plain } from './scalars.ts';
 
 // Resolvers: thin adapters from GraphQL arguments to the domain services, the same calls the REST
-// routes make. Nested relations go through the per-request loaders (src/graphql/loaders.ts).
+// routes make. Typed by the Resolvers type generated from the SDL (src/graphql/generated.ts):
+// parents are the services' views, arguments and results are checked against the schema. Nested relations go through the per-request loaders (src/graphql/loaders.ts).
 
 export interface GqlContext {
   actor: Actor | null;
@@ -29,6 +30,14 @@ export interface GqlContext {
 }
 
 export type { RunNotification } from './run-updates.ts';
+
+/** The Viewer's parent: the caller, and its workspace loaded on demand. */
+export interface ViewerParent {
+  keyId: string | null;
+  scopes: Actor['scopes'];
+  owner: boolean;
+  workspace: () => Promise<WorkspaceViewT | undefined>;
+}
 
 export function runTopic(workspaceId: string, syncId: string): string {
   return `run:${workspaceId}:${syncId}`;
@@ -60,17 +69,59 @@ function listParams(a: Args): ListOptions {
   return { ...pageParams(a), orderBy: a.orderBy?.field ?? undefined, direction: a.orderBy?.direction ?? undefined, search: a.search ?? undefined };
 }
 
-/** A service page as a Relay connection; every cursor is the REST API's cursor after that node. */
-function connection<T extends { id: string }>(p: Page<T>, orderBy?: OrderField) {
-  const edges = p.data.map((node) => ({
-    cursor: orderBy && orderBy !== 'createdAt' ? cursorAfter(node as unknown as Parameters<typeof cursorAfter>[0], orderBy) : encodeCursor(node.id),
-    node,
-  }));
+/**
+ * A service page as a Relay connection; every cursor is the REST API's cursor after that node
+ * (`cursorOf` for lists not keyed by id). Pagination is forward only: hasPreviousPage says whether
+ * the page was asked after a cursor.
+ */
+function connection<T>(p: Page<T>, opts: { orderBy?: OrderField | null; after?: string | null; cursorOf?: (node: T) => string } = {}) {
+  const cursorOf =
+    opts.cursorOf ??
+    ((node: T) =>
+      opts.orderBy && opts.orderBy !== 'createdAt'
+        ? cursorAfter(node as unknown as Parameters<typeof cursorAfter>[0], opts.orderBy)
+        : encodeCursor((node as unknown as { id: string }).id));
+  const edges = p.data.map((node) => ({ cursor: cursorOf(node), node }));
   return {
     edges,
     nodes: p.data,
-    pageInfo: { hasNextPage: p.nextCursor !== null, endCursor: p.nextCursor ?? edges.at(-1)?.cursor ?? null },
+    pageInfo: {
+      hasNextPage: p.nextCursor !== null,
+      hasPreviousPage: Boolean(opts.after),
+      startCursor: edges[0]?.cursor ?? null,
+      endCursor: p.nextCursor ?? edges.at(-1)?.cursor ?? null,
+    },
   };
+}
+
+/**
+ * A small list held whole (the connector catalog, a sync's mappings) as a connection: all of it,
+ * or `first` items after the `after` cursor.
+ */
+function listAsConnection<T>(items: T[], a: Args, cursorOf: (node: T) => string) {
+  let start = 0;
+  if (a.after) {
+    start = items.findIndex((x) => cursorOf(x) === a.after) + 1;
+    if (start === 0) throw new ValidationError('The after cursor is not one this API returned.', [{ path: '/after', message: 'is not a valid cursor' }], 'invalid_cursor');
+  }
+  if (a.first !== undefined && a.first !== null) pageLimit(a.first);
+  const end = a.first ? start + a.first : items.length;
+  const data = items.slice(start, end);
+  return connection({ data, nextCursor: end < items.length && data.length ? cursorOf(data[data.length - 1]) : null }, { after: a.after, cursorOf });
+}
+
+/** Run records are keyed by (run, primary key, operation): a stable id for clients' caches. */
+export function runRecordId(r: { runId: string; primaryKey: string; operation: string }): string {
+  return `rec_${Buffer.from(`${r.runId}\u0000${r.operation}\u0000${r.primaryKey}`).toString('base64url')}`;
+}
+
+/**
+ * A relation the schema declares non-null (its foreign key is NOT NULL): the loaded object, or a
+ * not_found error if it vanished between the two reads (a concurrent delete).
+ */
+function must<T>(v: T | undefined | null, resource: string, id: string): T {
+  if (v === undefined || v === null) throw new NotFoundError(resource, id);
+  return v;
 }
 
 async function orNull<T>(p: Promise<T>): Promise<T | null> {
@@ -87,11 +138,43 @@ function withoutNulls(v: unknown): unknown {
   return Object.fromEntries(Object.entries(v).filter(([, x]) => x !== null));
 }
 
-/** GraphQL input → the REST body the services validate. A schedule's unused fields may be sent as null. */
+/**
+ * A ScheduleInput (@oneOf: manual | interval | cron) → the REST API's schedule
+ * ({ type: "interval", everySeconds } …).
+ */
+function scheduleBody(s: Record<string, any>): unknown {
+  if (s.manual !== undefined && s.manual !== null) {
+    if (s.manual !== true) throw new ValidationError('schedule.manual must be true (or choose interval or cron).', [{ path: '/schedule/manual', message: 'must be true' }], 'invalid_schedule');
+    return { type: 'manual' };
+  }
+  if (s.interval) return { type: 'interval', ...(withoutNulls(s.interval) as object) };
+  if (s.cron) return { type: 'cron', ...(withoutNulls(s.cron) as object) };
+  return s;
+}
+
+/** GraphQL input → the REST body the services validate. */
 function body(input: unknown): any {
   const b = plain(input) as Record<string, unknown>;
-  if (b && typeof b === 'object' && b.schedule) b.schedule = withoutNulls(b.schedule);
+  if (b && typeof b === 'object' && b.schedule) b.schedule = scheduleBody(b.schedule as Record<string, any>);
   return b;
+}
+
+/** createOnly: true is REST's If-None-Match: *. */
+function putOptions(a: Args): { ifNoneMatch?: string } {
+  return a.createOnly ? { ifNoneMatch: '*' } : {};
+}
+
+/** The connector catalog as GraphQL shows it (id: ctr_ + type). */
+function connectorCatalog() {
+  return listConnectorTypes().map((t) => ({
+    id: `ctr_${t.type}`,
+    type: t.type,
+    label: t.label,
+    roles: t.roles,
+    configSchema: t.configSchema,
+    secrets: t.secrets,
+    capabilities: t.capabilities ?? null,
+  }));
 }
 
 const TYPE_BY_PREFIX: Record<string, string> = {
@@ -114,10 +197,11 @@ function prefixOf(id: string): string {
   return i > 0 ? id.slice(0, i) : '';
 }
 
-export function buildResolvers(services: Services) {
+export function buildResolvers(services: Services): Resolvers {
   const loadersOf = (ctx: GqlContext): Loaders => (ctx.loaders ??= createLoaders(services, actorOf(ctx)));
 
-  async function nodeById(ctx: GqlContext, id: string): Promise<unknown> {
+  // By id prefix, any type of Node: typed loosely here, checked by resolveType.
+  async function nodeById(ctx: GqlContext, id: string): Promise<any> {
     const actor = actorOf(ctx);
     const l = loadersOf(ctx);
     const found = async <V>(scope: 'read' | 'admin', p: () => Promise<V | undefined>) => {
@@ -162,14 +246,15 @@ export function buildResolvers(services: Services) {
   }
 
   return {
-    JSON: JSONScalar,
-    DateTime: DateTimeScalar,
+    // Scalars are plain {serialize, parseValue, parseLiteral} objects: mercurius copies them onto the schema's types.
+    JSON: JSONScalar as unknown as Resolvers['JSON'],
+    DateTime: DateTimeScalar as unknown as Resolvers['DateTime'],
 
     Node: {
-      resolveType: (obj: { id: string }) => TYPE_BY_PREFIX[prefixOf(obj.id)] ?? null,
+      resolveType: (obj: { id: string }) => (TYPE_BY_PREFIX[prefixOf(obj.id)] ?? null) as never,
     },
     Schedule: {
-      resolveType: (s: { type: string }) => ({ manual: 'ManualSchedule', interval: 'IntervalSchedule', cron: 'CronSchedule' })[s.type] ?? null,
+      resolveType: (s: { type: string }) => (({ manual: 'ManualSchedule', interval: 'IntervalSchedule', cron: 'CronSchedule' }) as const)[s.type as 'manual'] ?? null,
     },
     CronSchedule: {
       timezone: (s: { timezone?: string }) => s.timezone ?? 'UTC',
@@ -180,40 +265,44 @@ export function buildResolvers(services: Services) {
     },
 
     Query: {
-      node: (_: unknown, a: Args, ctx: GqlContext) => nodeById(ctx, a.id),
-      nodes: (_: unknown, a: Args, ctx: GqlContext) => {
+      node: (_, a, ctx) => nodeById(ctx, a.id),
+      nodes: (_, a, ctx) => {
         const ids = a.ids as string[];
         if (ids.length > 100) throw new ValidationError('nodes takes at most 100 ids.', [{ path: '/ids', message: 'must have at most 100 items' }]);
         return Promise.all(ids.map((id) => nodeById(ctx, id)));
       },
-      viewer: (_: unknown, _a: Args, ctx: GqlContext) => {
+      viewer: (_, _a, ctx) => {
         const actor = actorOf(ctx);
         return { keyId: actor.keyId, scopes: actor.scopes, owner: actor.owner, workspace: () => loadersOf(ctx).workspace.load(actor.workspaceId) };
       },
-      connectors: (_: unknown, _a: Args, ctx: GqlContext) => {
+      connectors: (_, _a, ctx) => {
         requireScope(actorOf(ctx), 'read');
-        return listConnectorTypes().map((t) => ({ type: t.type, label: t.label, roles: t.roles, configSchema: t.configSchema, secrets: t.secrets, capabilities: t.capabilities ?? null }));
+        return connectorCatalog();
       },
-      connections: async (_: unknown, a: Args, ctx: GqlContext) =>
-        connection(await services.connections.list(actorOf(ctx), { ...listParams(a), type: a.type ?? undefined }), a.orderBy?.field),
-      connection: (_: unknown, a: Args, ctx: GqlContext) => orNull(services.connections.get(actorOf(ctx), a.ref)),
-      models: async (_: unknown, a: Args, ctx: GqlContext) =>
-        connection(await services.models.list(actorOf(ctx), { ...listParams(a), connectionId: a.connectionId ?? undefined }), a.orderBy?.field),
-      model: (_: unknown, a: Args, ctx: GqlContext) => orNull(services.models.get(actorOf(ctx), a.ref)),
-      syncs: async (_: unknown, a: Args, ctx: GqlContext) =>
+      connectorConnection: (_, a, ctx) => {
+        requireScope(actorOf(ctx), 'read');
+        return listAsConnection(connectorCatalog(), a, (c) => encodeCursor(c.id));
+      },
+      connections: async (_, a, ctx) =>
+        connection(await services.connections.list(actorOf(ctx), { ...listParams(a), type: a.type ?? undefined }), { orderBy: a.orderBy?.field, after: a.after }),
+      connection: (_, a, ctx) => orNull(services.connections.get(actorOf(ctx), a.ref)),
+      models: async (_, a, ctx) =>
+        connection(await services.models.listStored(actorOf(ctx), { ...listParams(a), connectionId: a.connectionId ?? undefined }), { orderBy: a.orderBy?.field, after: a.after }),
+      model: (_, a, ctx) => orNull(services.models.get(actorOf(ctx), a.ref)),
+      syncs: async (_, a, ctx) =>
         connection(
-          await services.syncs.list(actorOf(ctx), {
+          await services.syncs.listStored(actorOf(ctx), {
             ...listParams(a),
             modelId: a.modelId ?? undefined,
             destinationId: a.destinationId ?? undefined,
             enabled: a.enabled ?? undefined,
           }),
-          a.orderBy?.field,
+          { orderBy: a.orderBy?.field, after: a.after },
         ),
-      sync: (_: unknown, a: Args, ctx: GqlContext) => orNull(services.syncs.get(actorOf(ctx), a.ref)),
-      run: (_: unknown, a: Args, ctx: GqlContext) => orNull(services.runs.get(actorOf(ctx), a.id)),
-      apiKeys: async (_: unknown, a: Args, ctx: GqlContext) => connection(await services.apiKeys.list(actorOf(ctx), pageParams(a))),
-      auditEvents: async (_: unknown, a: Args, ctx: GqlContext) =>
+      sync: (_, a, ctx) => orNull(services.syncs.get(actorOf(ctx), a.ref)),
+      run: (_, a, ctx) => orNull(services.runs.get(actorOf(ctx), a.id)),
+      apiKeys: async (_, a, ctx) => connection(await services.apiKeys.list(actorOf(ctx), pageParams(a)), { after: a.after }),
+      auditEvents: async (_, a, ctx) =>
         connection(
           await listAuditEvents(services.deps.database.db, actorOf(ctx), {
             ...pageParams(a),
@@ -222,28 +311,29 @@ export function buildResolvers(services: Services) {
             since: a.since ?? undefined,
             until: a.until ?? undefined,
           }),
+          { after: a.after },
         ),
-      workspaces: async (_: unknown, a: Args, ctx: GqlContext) => connection(await services.apiKeys.listWorkspaces(actorOf(ctx), pageParams(a))),
-      webhookEndpoints: async (_: unknown, a: Args, ctx: GqlContext) => connection(await services.webhooks.list(actorOf(ctx), pageParams(a))),
-      webhookEndpoint: (_: unknown, a: Args, ctx: GqlContext) => orNull(services.webhooks.get(actorOf(ctx), a.ref)),
-      callbackSecret: (_: unknown, _a: Args, ctx: GqlContext) => services.webhooks.callbackSecret(actorOf(ctx)),
-      alertChannels: async (_: unknown, a: Args, ctx: GqlContext) => connection(await services.alertChannels.list(actorOf(ctx), pageParams(a))),
-      alertChannel: (_: unknown, a: Args, ctx: GqlContext) => orNull(services.alertChannels.get(actorOf(ctx), a.ref)),
-      alerts: async (_: unknown, a: Args, ctx: GqlContext) =>
-        connection(await services.alerts.list(actorOf(ctx), { ...pageParams(a), status: a.status ?? undefined, syncId: a.syncId ?? undefined })),
+      workspaces: async (_, a, ctx) => connection(await services.apiKeys.listWorkspaces(actorOf(ctx), pageParams(a)), { after: a.after }),
+      webhookEndpoints: async (_, a, ctx) => connection(await services.webhooks.list(actorOf(ctx), pageParams(a)), { after: a.after }),
+      webhookEndpoint: (_, a, ctx) => orNull(services.webhooks.get(actorOf(ctx), a.ref)),
+      callbackSecret: (_, _a, ctx) => services.webhooks.callbackSecret(actorOf(ctx)),
+      alertChannels: async (_, a, ctx) => connection(await services.alertChannels.list(actorOf(ctx), pageParams(a)), { after: a.after }),
+      alertChannel: (_, a, ctx) => orNull(services.alertChannels.get(actorOf(ctx), a.ref)),
+      alerts: async (_, a, ctx) =>
+        connection(await services.alerts.list(actorOf(ctx), { ...pageParams(a), status: a.status ?? undefined, syncId: a.syncId ?? undefined }), { after: a.after }),
     },
 
     WebhookEndpoint: {
-      deliveries: async (e: WebhookEndpointViewT, a: Args, ctx: GqlContext) =>
-        connection(await services.webhooks.deliveries(actorOf(ctx), e.id, { ...pageParams(a), status: a.status ?? undefined, eventType: a.eventType ?? undefined })),
+      deliveries: async (e, a, ctx) =>
+        connection(await services.webhooks.deliveries(actorOf(ctx), e.id, { ...pageParams(a), status: a.status ?? undefined, eventType: a.eventType ?? undefined }), { after: a.after }),
     },
 
     WebhookDelivery: {
-      endpoint: async (d: WebhookDeliveryViewT, _a: Args, ctx: GqlContext) => (d.endpointId ? ((await loadersOf(ctx).webhookEndpoint.load(d.endpointId)) ?? null) : null),
+      endpoint: async (d, _a, ctx) => (d.endpointId ? ((await loadersOf(ctx).webhookEndpoint.load(d.endpointId)) ?? null) : null),
     },
 
     Alert: {
-      sync: async (al: AlertViewT, _a: Args, ctx: GqlContext) => (await loadersOf(ctx).sync.load(al.syncId)) ?? null,
+      sync: async (al, _a, ctx) => must(await loadersOf(ctx).sync.load(al.syncId), 'sync', al.syncId),
     },
 
     AlertChannel: {
@@ -251,161 +341,172 @@ export function buildResolvers(services: Services) {
     },
 
     Viewer: {
-      workspace: (v: { workspace: () => Promise<unknown> }) => v.workspace(),
+      workspace: async (v: ViewerParent) => must(await v.workspace(), 'workspace', 'of this key'),
     },
 
     Connection: {
       secretFingerprints: (c: ConnectionViewT) => fingerprintList(c.secretFingerprints),
-      destinationObjects: (c: ConnectionViewT, _a: Args, ctx: GqlContext) => services.connections.objects(actorOf(ctx), c.id),
-      destinationFields: (c: ConnectionViewT, a: Args, ctx: GqlContext) => services.connections.fields(actorOf(ctx), c.id, a.object),
+      destinationObjects: (c, _a, ctx) => services.connections.objects(actorOf(ctx), c.id),
+      destinationFields: (c, a, ctx) => services.connections.fields(actorOf(ctx), c.id, a.object),
     },
 
     Model: {
-      connection: async (m: ModelViewT, _a: Args, ctx: GqlContext) => (await loadersOf(ctx).connection.load(m.connectionId)) ?? null,
-      columns: (m: ModelViewT, _a: Args, ctx: GqlContext) => services.models.columns(actorOf(ctx), m.id),
-      preview: (m: ModelViewT, a: Args, ctx: GqlContext) => services.models.preview(actorOf(ctx), m.id, { limit: a.limit ?? undefined, timeoutMs: a.timeoutMs ?? undefined }),
-      syncs: async (m: ModelViewT, a: Args, ctx: GqlContext) => connection(await services.syncs.list(actorOf(ctx), { ...pageParams(a), modelId: m.id, enabled: a.enabled ?? undefined })),
+      connection: async (m, _a, ctx) => must(await loadersOf(ctx).connection.load(m.connectionId), 'connection', m.connectionId),
+      columns: (m, _a, ctx) => services.models.columns(actorOf(ctx), m.id),
+      preview: (m, a, ctx) => services.models.preview(actorOf(ctx), m.id, { limit: a.limit ?? undefined, timeoutMs: a.timeoutMs ?? undefined }),
+      syncs: async (m, a, ctx) => connection(await services.syncs.listStored(actorOf(ctx), { ...pageParams(a), modelId: m.id, enabled: a.enabled ?? undefined }), { after: a.after }),
     },
 
     Sync: {
-      model: async (s: SyncViewT, _a: Args, ctx: GqlContext) => (await loadersOf(ctx).model.load(s.modelId)) ?? null,
-      destination: async (s: SyncViewT, _a: Args, ctx: GqlContext) => (await loadersOf(ctx).connection.load(s.destinationId)) ?? null,
-      mappings: async (s: SyncViewT, _a: Args, ctx: GqlContext) => (await loadersOf(ctx).mappingsBySync.load(s.id)) ?? [],
-      lastRun: async (s: SyncViewT, _a: Args, ctx: GqlContext) => (await loadersOf(ctx).lastRunBySync.load(s.id)) ?? null,
-      runs: async (s: SyncViewT, a: Args, ctx: GqlContext) => connection(await services.runs.listForSync(actorOf(ctx), s.id, { ...pageParams(a), status: a.status ?? undefined })),
-      recordHistory: async (s: SyncViewT, a: Args, ctx: GqlContext) => {
-        const p = await services.runs.history(actorOf(ctx), s.id, a.primaryKey, pageParams(a));
-        return { nodes: p.data, pageInfo: { hasNextPage: p.nextCursor !== null, endCursor: p.nextCursor } };
-      },
+      model: async (s, _a, ctx) => must(await loadersOf(ctx).model.load(s.modelId), 'model', s.modelId),
+      destination: async (s, _a, ctx) => must(await loadersOf(ctx).connection.load(s.destinationId), 'connection', s.destinationId),
+      mappings: async (s, _a, ctx) => (await loadersOf(ctx).mappingsBySync.load(s.id)) ?? [],
+      lastRun: async (s, _a, ctx) => (await loadersOf(ctx).lastRunBySync.load(s.id)) ?? null,
+      runs: async (s, a, ctx) => connection(await services.runs.listForSync(actorOf(ctx), s.id, { ...pageParams(a), status: a.status ?? undefined }), { after: a.after }),
+      recordHistory: async (s, a, ctx) =>
+        connection(await services.runs.history(actorOf(ctx), s.id, a.primaryKey, pageParams(a)), {
+          after: a.after,
+          cursorOf: (r) => encodeCursor(`${r.runId}\u0000${r.operation}`),
+        }),
+      mappingConnection: async (s, a, ctx) =>
+        listAsConnection((await loadersOf(ctx).mappingsBySync.load(s.id)) ?? [], a, (m) => encodeCursor(m.id)),
     },
 
     Mapping: {
-      sync: async (m: MappingViewT, _a: Args, ctx: GqlContext) => (await loadersOf(ctx).sync.load(m.syncId)) ?? null,
+      sync: async (m, _a, ctx) => must(await loadersOf(ctx).sync.load(m.syncId), 'sync', m.syncId),
     },
 
     Run: {
-      sync: async (r: RunViewT, _a: Args, ctx: GqlContext) => (await loadersOf(ctx).sync.load(r.syncId)) ?? null,
-      records: async (r: RunViewT, a: Args, ctx: GqlContext) => {
+      sync: async (r, _a, ctx) => must(await loadersOf(ctx).sync.load(r.syncId), 'sync', r.syncId),
+      records: async (r, a, ctx) => {
         const p = await services.runs.records(actorOf(ctx), r.id, {
           ...pageParams(a),
           status: a.status ?? undefined,
           operation: a.operation ?? undefined,
           primaryKey: a.primaryKey ?? undefined,
         });
-        return { nodes: p.data, pageInfo: { hasNextPage: p.nextCursor !== null, endCursor: p.nextCursor } };
+        return connection(p, { after: a.after, cursorOf: (rec) => encodeCursor(`${rec.primaryKey}\u0000${rec.operation}`) });
       },
-      deliveries: async (r: RunViewT, a: Args, ctx: GqlContext) => connection(await services.webhooks.runDeliveries(actorOf(ctx), r.id, pageParams(a))),
+      deliveries: async (r, a, ctx) => connection(await services.webhooks.runDeliveries(actorOf(ctx), r.id, pageParams(a)), { after: a.after }),
+    },
+
+    RunRecord: {
+      id: (r: RunRecordViewT) => runRecordId(r),
+    },
+
+    Connector: {
+      id: (c: { type: string }) => `ctr_${c.type}`,
     },
 
     RunUpdate: {
-      // Subscription events carry the run they were aligned on (see run-updates.ts).
-      run: (u: RunNotification & { run?: RunViewT | null }, _a: Args, ctx: GqlContext) => (u.run !== undefined ? u.run : orNull(services.runs.get(actorOf(ctx), u.runId))),
+      id: (u: RunNotification) => `upd_${u.runId}_${u.status}_${u.phase ?? 'none'}`,
+      run: (u: RunNotification & { run?: RunViewT | null }, _a: unknown, ctx: GqlContext) => (u.run !== undefined ? u.run : orNull(services.runs.get(actorOf(ctx), u.runId))),
     },
 
     Mutation: {
-      createConnection: (_: unknown, a: Args, ctx: GqlContext) => services.connections.create(actorOf(ctx), body(a.input)),
-      updateConnection: (_: unknown, a: Args, ctx: GqlContext) => services.connections.update(actorOf(ctx), a.ref, body(a.input), ifMatch(a.expectedVersion)),
-      replaceConnection: (_: unknown, a: Args, ctx: GqlContext) => services.connections.put(actorOf(ctx), a.ref, body(a.input), ifMatch(a.expectedVersion)),
-      deleteConnection: (_: unknown, a: Args, ctx: GqlContext) =>
+      createConnection: (_, a, ctx) => services.connections.create(actorOf(ctx), body(a.input)),
+      updateConnection: (_, a, ctx) => services.connections.update(actorOf(ctx), a.ref, body(a.input), ifMatch(a.expectedVersion)),
+      replaceConnection: (_, a, ctx) => services.connections.put(actorOf(ctx), a.ref, body(a.input), ifMatch(a.expectedVersion), putOptions(a)),
+      deleteConnection: (_, a, ctx) =>
         deleted(
           () => services.connections.get(actorOf(ctx), a.ref),
           (id) => services.connections.delete(actorOf(ctx), id, ifMatch(a.expectedVersion)),
         ),
-      testConnection: (_: unknown, a: Args, ctx: GqlContext) => services.connections.test(actorOf(ctx), a.ref),
+      testConnection: (_, a, ctx) => services.connections.test(actorOf(ctx), a.ref),
 
-      createModel: (_: unknown, a: Args, ctx: GqlContext) => services.models.create(actorOf(ctx), body(a.input), { validate: a.validate !== false }),
-      updateModel: (_: unknown, a: Args, ctx: GqlContext) => services.models.update(actorOf(ctx), a.ref, body(a.input), ifMatch(a.expectedVersion), { validate: a.validate !== false }),
-      replaceModel: (_: unknown, a: Args, ctx: GqlContext) => services.models.put(actorOf(ctx), a.ref, body(a.input), ifMatch(a.expectedVersion), { validate: a.validate !== false }),
-      deleteModel: (_: unknown, a: Args, ctx: GqlContext) =>
+      createModel: (_, a, ctx) => services.models.create(actorOf(ctx), body(a.input), { validate: a.validate !== false }),
+      updateModel: (_, a, ctx) => services.models.update(actorOf(ctx), a.ref, body(a.input), ifMatch(a.expectedVersion), { validate: a.validate !== false }),
+      replaceModel: (_, a, ctx) => services.models.put(actorOf(ctx), a.ref, body(a.input), ifMatch(a.expectedVersion), { validate: a.validate !== false, ...putOptions(a) }),
+      deleteModel: (_, a, ctx) =>
         deleted(
           () => services.models.get(actorOf(ctx), a.ref),
           (id) => services.models.delete(actorOf(ctx), id, ifMatch(a.expectedVersion)),
         ),
 
-      createSync: (_: unknown, a: Args, ctx: GqlContext) => services.syncs.create(actorOf(ctx), body(a.input)),
-      updateSync: (_: unknown, a: Args, ctx: GqlContext) => services.syncs.update(actorOf(ctx), a.ref, body(a.input), ifMatch(a.expectedVersion)),
-      replaceSync: (_: unknown, a: Args, ctx: GqlContext) => services.syncs.put(actorOf(ctx), a.ref, body(a.input), ifMatch(a.expectedVersion)),
-      deleteSync: (_: unknown, a: Args, ctx: GqlContext) =>
+      createSync: (_, a, ctx) => services.syncs.create(actorOf(ctx), body(a.input)),
+      updateSync: (_, a, ctx) => services.syncs.update(actorOf(ctx), a.ref, body(a.input), ifMatch(a.expectedVersion)),
+      replaceSync: (_, a, ctx) => services.syncs.put(actorOf(ctx), a.ref, body(a.input), ifMatch(a.expectedVersion), putOptions(a)),
+      deleteSync: (_, a, ctx) =>
         deleted(
           () => services.syncs.get(actorOf(ctx), a.ref),
           (id) => services.syncs.delete(actorOf(ctx), id, ifMatch(a.expectedVersion)),
         ),
 
-      createMapping: (_: unknown, a: Args, ctx: GqlContext) => services.mappings.create(actorOf(ctx), a.syncRef, body(a.input)),
-      updateMapping: (_: unknown, a: Args, ctx: GqlContext) => services.mappings.update(actorOf(ctx), a.syncRef, a.id, body(a.input), ifMatch(a.expectedVersion)),
-      replaceMapping: (_: unknown, a: Args, ctx: GqlContext) => services.mappings.update(actorOf(ctx), a.syncRef, a.id, body(a.input), ifMatch(a.expectedVersion), true),
-      deleteMapping: async (_: unknown, a: Args, ctx: GqlContext) => {
+      createMapping: (_, a, ctx) => services.mappings.create(actorOf(ctx), a.syncRef, body(a.input)),
+      updateMapping: (_, a, ctx) => services.mappings.update(actorOf(ctx), a.syncRef, a.id, body(a.input), ifMatch(a.expectedVersion)),
+      replaceMapping: (_, a, ctx) => services.mappings.update(actorOf(ctx), a.syncRef, a.id, body(a.input), ifMatch(a.expectedVersion), true),
+      deleteMapping: async (_, a, ctx) => {
         await services.mappings.delete(actorOf(ctx), a.syncRef, a.id, ifMatch(a.expectedVersion));
         return { deletedId: a.id };
       },
-      setMappings: (_: unknown, a: Args, ctx: GqlContext) => services.mappings.replaceAll(actorOf(ctx), a.syncRef, body(a.mappings), ifMatch(a.expectedSyncVersion)),
+      setMappings: async (_, a, ctx) => (await services.mappings.replaceAll(actorOf(ctx), a.syncRef, body(a.mappings), ifMatch(a.expectedSyncVersion))).data,
 
-      createApiKey: async (_: unknown, a: Args, ctx: GqlContext) => {
+      createApiKey: async (_, a, ctx) => {
         const created = await services.apiKeys.create(actorOf(ctx), body(a.input));
         return { apiKey: created, token: created.token };
       },
-      revokeApiKey: async (_: unknown, a: Args, ctx: GqlContext) => {
+      revokeApiKey: async (_, a, ctx) => {
         await services.apiKeys.revoke(actorOf(ctx), a.id);
         return { deletedId: a.id };
       },
-      createWorkspace: async (_: unknown, a: Args, ctx: GqlContext) => {
+      createWorkspace: async (_, a, ctx) => {
         const r = await services.apiKeys.createWorkspace(actorOf(ctx), body(a.input));
         return { workspace: r.workspace, apiKey: r.apiKey, token: r.apiKey.token };
       },
 
-      triggerRun: (_: unknown, a: Args, ctx: GqlContext) =>
+      triggerRun: (_, a, ctx) =>
         services.runs.trigger(actorOf(ctx), a.syncRef, body({ fullResync: a.fullResync ?? undefined, dryRun: a.dryRun ?? undefined, allowDeletions: a.allowDeletions ?? undefined, callbackUrl: a.callbackUrl ?? undefined })),
-      cancelRun: (_: unknown, a: Args, ctx: GqlContext) => services.runs.cancel(actorOf(ctx), a.id),
-      suggestMappings: async (_: unknown, a: Args, ctx: GqlContext) => {
+      cancelRun: (_, a, ctx) => services.runs.cancel(actorOf(ctx), a.id),
+      suggestMappings: async (_, a, ctx) => {
         const r = await services.mappings.suggest(actorOf(ctx), a.syncRef, { apply: a.apply ?? false, minConfidence: a.minConfidence ?? undefined });
         return { suggestions: r.data.map((d) => ({ ...d, sourceColumn: d.source.column })), applied: r.applied };
       },
 
       // Webhook endpoints: the secret is only ever in these payloads (as REST shows it only in
       // the answers to a create or a rotation); the WebhookEndpoint type has no secret field.
-      createWebhookEndpoint: async (_: unknown, a: Args, ctx: GqlContext) => {
+      createWebhookEndpoint: async (_, a, ctx) => {
         const created = await services.webhooks.create(actorOf(ctx), body(a.input));
-        return { webhookEndpoint: created, secret: created.secret };
+        return { webhookEndpoint: created, secret: must(created.secret, 'webhook secret', created.id) };
       },
-      updateWebhookEndpoint: (_: unknown, a: Args, ctx: GqlContext) => services.webhooks.update(actorOf(ctx), a.ref, body(a.input), ifMatch(a.expectedVersion)),
-      replaceWebhookEndpoint: async (_: unknown, a: Args, ctx: GqlContext) => {
-        const r = await services.webhooks.put(actorOf(ctx), a.ref, body(a.input), ifMatch(a.expectedVersion));
+      updateWebhookEndpoint: (_, a, ctx) => services.webhooks.update(actorOf(ctx), a.ref, body(a.input), ifMatch(a.expectedVersion)),
+      replaceWebhookEndpoint: async (_, a, ctx) => {
+        const r = await services.webhooks.put(actorOf(ctx), a.ref, body(a.input), ifMatch(a.expectedVersion), putOptions(a));
         return { created: r.created, webhookEndpoint: r.value, secret: r.value.secret ?? null };
       },
-      deleteWebhookEndpoint: (_: unknown, a: Args, ctx: GqlContext) =>
+      deleteWebhookEndpoint: (_, a, ctx) =>
         deleted(
           () => services.webhooks.get(actorOf(ctx), a.ref),
           (id) => services.webhooks.delete(actorOf(ctx), id, ifMatch(a.expectedVersion)),
         ),
-      rotateWebhookSecret: async (_: unknown, a: Args, ctx: GqlContext) => {
+      rotateWebhookSecret: async (_, a, ctx) => {
         const r = await services.webhooks.rotateSecret(actorOf(ctx), a.ref, body(a.input ?? {}));
-        return { webhookEndpoint: r, secret: r.secret };
+        return { webhookEndpoint: r, secret: must(r.secret, 'webhook secret', r.id) };
       },
-      redeliverWebhook: (_: unknown, a: Args, ctx: GqlContext) => services.webhooks.redeliver(actorOf(ctx), a.endpointRef, a.id),
-      rotateCallbackSecret: async (_: unknown, a: Args, ctx: GqlContext) => {
+      redeliverWebhook: (_, a, ctx) => services.webhooks.redeliver(actorOf(ctx), a.endpointRef, a.id),
+      rotateCallbackSecret: async (_, a, ctx) => {
         const { secret, ...callbackSecret } = await services.webhooks.rotateCallbackSecret(actorOf(ctx), body(a.input ?? {}));
-        return { callbackSecret, secret };
+        return { callbackSecret, secret: must(secret, 'callback secret', 'of this workspace') };
       },
 
-      createAlertChannel: (_: unknown, a: Args, ctx: GqlContext) => services.alertChannels.create(actorOf(ctx), body(a.input)),
-      updateAlertChannel: (_: unknown, a: Args, ctx: GqlContext) => services.alertChannels.update(actorOf(ctx), a.ref, body(a.input), ifMatch(a.expectedVersion)),
-      replaceAlertChannel: async (_: unknown, a: Args, ctx: GqlContext) => {
-        const r = await services.alertChannels.put(actorOf(ctx), a.ref, body(a.input), ifMatch(a.expectedVersion));
+      createAlertChannel: (_, a, ctx) => services.alertChannels.create(actorOf(ctx), body(a.input)),
+      updateAlertChannel: (_, a, ctx) => services.alertChannels.update(actorOf(ctx), a.ref, body(a.input), ifMatch(a.expectedVersion)),
+      replaceAlertChannel: async (_, a, ctx) => {
+        const r = await services.alertChannels.put(actorOf(ctx), a.ref, body(a.input), ifMatch(a.expectedVersion), putOptions(a));
         return { created: r.created, alertChannel: r.value };
       },
-      deleteAlertChannel: (_: unknown, a: Args, ctx: GqlContext) =>
+      deleteAlertChannel: (_, a, ctx) =>
         deleted(
           () => services.alertChannels.get(actorOf(ctx), a.ref),
           (id) => services.alertChannels.delete(actorOf(ctx), id, ifMatch(a.expectedVersion)),
         ),
-      testAlertChannel: (_: unknown, a: Args, ctx: GqlContext) => services.alertChannels.test(actorOf(ctx), a.ref),
+      testAlertChannel: (_, a, ctx) => services.alertChannels.test(actorOf(ctx), a.ref),
     },
 
     Subscription: {
       runUpdated: {
         // Resolves the sync (id or slug) in the caller's workspace, then listens on a topic that
         // names both: notifications of other workspaces never reach this subscriber.
-        subscribe: async (_: unknown, a: Args, ctx: GqlContext) => {
+        subscribe: async (_, a, ctx) => {
           try {
             const actor = actorOf(ctx);
             const sync = await services.syncs.get(actor, a.syncId);

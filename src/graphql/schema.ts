@@ -5,8 +5,12 @@ import { buildSchema, printSchema, type GraphQLSchema } from 'graphql';
 // mode reads the same in REST, GraphQL, webhooks and logs.
 //
 // Conventions:
-// - Lists are Relay-style connections (`edges { cursor node }`, `nodes`, `pageInfo`), paged with
-//   `first` (1..200, default 50) and `after`; cursors are the REST API's opaque cursors.
+// - Lists are Relay connections (`edges { cursor node }`, `pageInfo` with start/end cursors and
+//   hasPrevious/NextPage, plus `nodes` as a shortcut), paged forward with `first` (1..200, default
+//   50) and `after`; cursors are the REST API's opaque cursors. relay-compiler accepts
+//   `@connection` on every one (test/graphql/relay.test.ts).
+// - Resolvers are typed from this SDL (src/graphql/generated.ts, by graphql-codegen in
+//   npm run generate; check:drift keeps it current).
 // - `ref` arguments take an id or a slug, as REST paths do. Single lookups answer null when the
 //   resource does not exist in the caller's workspace (REST's 404).
 // - Writes take `expectedVersion` (REST's If-Match): a stale version fails with code
@@ -37,6 +41,10 @@ interface Node {
 
 type PageInfo {
   hasNextPage: Boolean!
+  "True when the page was asked \`after\` a cursor (pagination is forward only)."
+  hasPreviousPage: Boolean!
+  "The cursor of the first edge."
+  startCursor: String
   "Pass as \`after\` to get the next page."
   endCursor: String
 }
@@ -156,6 +164,8 @@ type ConnectorSecret {
 
 "One connector type of the catalog."
 type Connector {
+  "Stable: ctr_ and the type."
+  id: ID!
   type: String!
   label: String!
   roles: [ConnectorRole!]!
@@ -173,6 +183,19 @@ type SecretFingerprint {
   fingerprint: String!
   "When the value last changed."
   updatedAt: DateTime!
+}
+
+
+type ConnectorEdge {
+  cursor: String!
+  node: Connector!
+}
+
+"The connector catalog (one page: it is small)."
+type ConnectorConnection {
+  edges: [ConnectorEdge!]!
+  nodes: [Connector!]!
+  pageInfo: PageInfo!
 }
 
 "A configured connector instance. Secrets are write-only: only their names and fingerprints are readable."
@@ -263,7 +286,7 @@ type Model implements Node {
   slug: String!
   name: String!
   connectionId: ID!
-  connection: Connection
+  connection: Connection!
   sql: String!
   primaryKey: String!
   createdAt: DateTime!
@@ -371,9 +394,9 @@ type Sync implements Node {
   slug: String!
   name: String!
   modelId: ID!
-  model: Model
+  model: Model!
   destinationId: ID!
-  destination: Connection
+  destination: Connection!
   object: String!
   mode: SyncMode!
   matchKey: MatchKey!
@@ -395,6 +418,8 @@ type Sync implements Node {
   runs(first: Int, after: String, status: RunStatus): RunConnection!
   "One row's outcomes across runs, newest first (by the model's primary key)."
   recordHistory(primaryKey: String!, first: Int, after: String): RunRecordList!
+  "The sync's mappings as a connection, oldest first (all of them unless first is given: a sync has at most 1000)."
+  mappingConnection(first: Int, after: String): MappingConnection!
 }
 
 type SyncEdge {
@@ -442,7 +467,7 @@ union MappingSource = ColumnSource | StaticSource | TemplateSource | LookupSourc
 type Mapping implements Node {
   id: ID!
   syncId: ID!
-  sync: Sync
+  sync: Sync!
   destinationField: String!
   source: MappingSource!
   createdAt: DateTime!
@@ -460,6 +485,21 @@ enum RunStatus {
   partially_succeeded
   failed
   cancelled
+}
+
+enum RunPhaseName {
+  querying
+  diffing
+  delivering
+  finalizing
+}
+
+"What a run did (or planned) with a row; none: nothing (an invalid row)."
+enum RunRecordOperation {
+  insert
+  update
+  delete
+  none
 }
 
 enum RunTrigger {
@@ -507,9 +547,10 @@ type PlannedOperation {
 type Run implements Node {
   id: ID!
   syncId: ID!
-  sync: Sync
+  sync: Sync!
   status: RunStatus!
-  phase: String
+  "Null while queued."
+  phase: RunPhaseName
   trigger: RunTrigger!
   fullResync: Boolean!
   "Planned and reported only: nothing was sent and the snapshot was left untouched."
@@ -525,7 +566,7 @@ type Run implements Node {
   counts: RunCounts!
   error: RunError
   "The outcome of each row, by primary key."
-  records(first: Int, after: String, status: RunRecordStatus, operation: String, primaryKey: String): RunRecordList!
+  records(first: Int, after: String, status: RunRecordStatus, operation: RunRecordOperation, primaryKey: String): RunRecordList!
   "Every webhook delivery about this run (endpoints' and the trigger's callbackUrl), newest first."
   deliveries(first: Int, after: String): WebhookDeliveryConnection!
 }
@@ -559,8 +600,10 @@ type RunRecordError {
 }
 
 type RunRecord {
+  "Stable: the run, the primary key and the operation."
+  id: ID!
   primaryKey: String!
-  operation: String!
+  operation: RunRecordOperation!
   status: RunRecordStatus!
   error: RunRecordError
   attempts: Int!
@@ -568,9 +611,26 @@ type RunRecord {
   createdAt: DateTime!
 }
 
-"Records are keyed by (primary key, operation), not by id: this list has no per-edge cursors."
+type RunRecordEdge {
+  cursor: String!
+  node: RunRecord!
+}
+
+"A connection of run records (by primary key and operation, or, in recordHistory, newest run first)."
 type RunRecordList {
+  edges: [RunRecordEdge!]!
   nodes: [RunRecord!]!
+  pageInfo: PageInfo!
+}
+
+type MappingEdge {
+  cursor: String!
+  node: Mapping!
+}
+
+type MappingConnection {
+  edges: [MappingEdge!]!
+  nodes: [Mapping!]!
   pageInfo: PageInfo!
 }
 
@@ -594,10 +654,12 @@ A change of a run (status or phase), from PostgreSQL NOTIFY: it reaches subscrib
 The fields of the notification are always there; \`run\` loads the run as it is now (null if it is gone).
 """
 type RunUpdate {
+  "Stable for one state of one run: the run, its status and its phase."
+  id: ID!
   runId: ID!
   syncId: ID!
   status: RunStatus!
-  phase: String
+  phase: RunPhaseName
   run: Run
 }
 
@@ -817,7 +879,7 @@ enum AlertStatus {
 type Alert implements Node {
   id: ID!
   syncId: ID!
-  sync: Sync
+  sync: Sync!
   kind: AlertKind!
   status: AlertStatus!
   summary: String!
@@ -915,14 +977,25 @@ input MatchKeyInput {
   destinationField: String!
 }
 
-"manual: no other field; interval: everySeconds (+ anchor); cron: expression (+ timezone, default UTC)."
-input ScheduleInput {
-  type: ScheduleType!
-  everySeconds: Int
-  "Interval only: an ISO 8601 timestamp with an offset on the grid of slots (anchor + k × everySeconds). Default: the sync's creation."
+input IntervalScheduleInput {
+  "10 to 31536000."
+  everySeconds: Int!
+  "An ISO 8601 timestamp with an offset on the grid of slots (anchor + k × everySeconds). Default: the sync's creation."
   anchor: String
-  expression: String
-  timezone: String
+}
+
+input CronScheduleInput {
+  "Five fields, e.g. 0 6 * * 1-5."
+  expression: String!
+  "IANA time zone."
+  timezone: String = "UTC"
+}
+
+"Exactly one: manual (true: run on trigger only), interval or cron."
+input ScheduleInput @oneOf {
+  manual: Boolean
+  interval: IntervalScheduleInput
+  cron: CronScheduleInput
 }
 
 input DeliveryInput {
@@ -956,6 +1029,8 @@ input CreateSyncInput {
   delivery: DeliveryInput
   alerts: AlertsInput
   changeThresholds: ChangeThresholdsInput
+  "The whole mapping set, written with the sync (one atomic write); absent: left as it is."
+  mappings: [MappingInput!]
 }
 
 input UpdateSyncInput {
@@ -974,6 +1049,8 @@ input UpdateSyncInput {
   alerts: AlertsInput
   "Merged over the current thresholds."
   changeThresholds: ChangeThresholdsInput
+  "Replaces the whole mapping set, with the sync (one atomic write)."
+  mappings: [MappingInput!]
 }
 
 "Optional groups not sent go back to their defaults."
@@ -990,6 +1067,8 @@ input ReplaceSyncInput {
   delivery: DeliveryInput
   alerts: AlertsInput
   changeThresholds: ChangeThresholdsInput
+  "The whole mapping set, written with the sync (one atomic write); absent: left as it is."
+  mappings: [MappingInput!]
 }
 
 input LookupInput {
@@ -1120,11 +1199,15 @@ type Query {
   viewer: Viewer!
   "The connector catalog."
   connectors: [Connector!]!
+  "The connector catalog as a connection (all of it unless first is given)."
+  connectorConnection(first: Int, after: String): ConnectorConnection!
   connections(first: Int, after: String, type: String, orderBy: ListOrder, search: String): ConnectionConnection!
   "By id or slug."
   connection(ref: String!): Connection
+  "connectionId: an id or a slug."
   models(first: Int, after: String, connectionId: ID, orderBy: ListOrder, search: String): ModelConnection!
   model(ref: String!): Model
+  "modelId and destinationId: ids or slugs."
   syncs(first: Int, after: String, modelId: ID, destinationId: ID, enabled: Boolean, orderBy: ListOrder, search: String): SyncConnection!
   sync(ref: String!): Sync
   run(id: ID!): Run
@@ -1142,7 +1225,7 @@ type Query {
   alertChannels(first: Int, after: String): AlertChannelConnection!
   "By id or slug."
   alertChannel(ref: String!): AlertChannel
-  "Alerts raised by syncs, newest first; syncId is a sync id."
+  "Alerts raised by syncs, newest first; syncId is a sync id or slug."
   alerts(first: Int, after: String, status: AlertStatus, syncId: ID): AlertConnection!
 }
 
@@ -1150,7 +1233,7 @@ type Mutation {
   createConnection(input: CreateConnectionInput!): Connection!
   updateConnection(ref: String!, input: UpdateConnectionInput!, expectedVersion: Int): Connection!
   "Replaces the connection, or creates it when \`ref\` is a slug that does not exist."
-  replaceConnection(ref: String!, input: ReplaceConnectionInput!, expectedVersion: Int): ReplaceConnectionPayload!
+  replaceConnection(ref: String!, input: ReplaceConnectionInput!, expectedVersion: Int, "True: create only; fails with code already_exists when it exists." createOnly: Boolean = false): ReplaceConnectionPayload!
   deleteConnection(ref: String!, expectedVersion: Int): DeletePayload!
   "Reaches the remote system; a failure is reported in the result, not as an error."
   testConnection(ref: String!): ConnectionTestResult!
@@ -1158,12 +1241,12 @@ type Mutation {
   "validate: check the SQL and primary key against the source before saving."
   createModel(input: CreateModelInput!, validate: Boolean = true): Model!
   updateModel(ref: String!, input: UpdateModelInput!, expectedVersion: Int, validate: Boolean = true): Model!
-  replaceModel(ref: String!, input: ReplaceModelInput!, expectedVersion: Int, validate: Boolean = true): ReplaceModelPayload!
+  replaceModel(ref: String!, input: ReplaceModelInput!, expectedVersion: Int, validate: Boolean = true, "True: create only; fails with code already_exists when it exists." createOnly: Boolean = false): ReplaceModelPayload!
   deleteModel(ref: String!, expectedVersion: Int): DeletePayload!
 
   createSync(input: CreateSyncInput!): Sync!
   updateSync(ref: String!, input: UpdateSyncInput!, expectedVersion: Int): Sync!
-  replaceSync(ref: String!, input: ReplaceSyncInput!, expectedVersion: Int): ReplaceSyncPayload!
+  replaceSync(ref: String!, input: ReplaceSyncInput!, expectedVersion: Int, "True: create only; fails with code already_exists when it exists." createOnly: Boolean = false): ReplaceSyncPayload!
   deleteSync(ref: String!, expectedVersion: Int): DeletePayload!
 
   createMapping(syncRef: String!, input: MappingInput!): Mapping!
@@ -1189,7 +1272,7 @@ type Mutation {
   createWebhookEndpoint(input: CreateWebhookEndpointInput!): CreateWebhookEndpointPayload!
   updateWebhookEndpoint(ref: String!, input: UpdateWebhookEndpointInput!, expectedVersion: Int): WebhookEndpoint!
   "Replaces the endpoint, or creates it when \`ref\` is a slug that does not exist."
-  replaceWebhookEndpoint(ref: String!, input: ReplaceWebhookEndpointInput!, expectedVersion: Int): ReplaceWebhookEndpointPayload!
+  replaceWebhookEndpoint(ref: String!, input: ReplaceWebhookEndpointInput!, expectedVersion: Int, "True: create only; fails with code already_exists when it exists." createOnly: Boolean = false): ReplaceWebhookEndpointPayload!
   "Its pending deliveries go with it."
   deleteWebhookEndpoint(ref: String!, expectedVersion: Int): DeletePayload!
   "New signing secret (given or generated), returned once; the previous one keeps signing during the grace period."
@@ -1202,7 +1285,7 @@ type Mutation {
   createAlertChannel(input: CreateAlertChannelInput!): AlertChannel!
   updateAlertChannel(ref: String!, input: UpdateAlertChannelInput!, expectedVersion: Int): AlertChannel!
   "Replaces the channel, or creates it when \`ref\` is a slug that does not exist."
-  replaceAlertChannel(ref: String!, input: ReplaceAlertChannelInput!, expectedVersion: Int): ReplaceAlertChannelPayload!
+  replaceAlertChannel(ref: String!, input: ReplaceAlertChannelInput!, expectedVersion: Int, "True: create only; fails with code already_exists when it exists." createOnly: Boolean = false): ReplaceAlertChannelPayload!
   "A channel named in a sync's alert rules cannot be deleted (code resource_in_use)."
   deleteAlertChannel(ref: String!, expectedVersion: Int): DeletePayload!
   "Sends a test message; a failure is reported in the result, not as an error."

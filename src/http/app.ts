@@ -18,7 +18,8 @@ import { bodyAjv, bodyTooDeep, jsonTooDeep, paramsAjv } from '../lib/validate.ts
 import { registerAuth } from './auth.ts';
 import { registerIdempotency } from './idempotency.ts';
 import { errorHandler, problemOf, sendProblem } from './problem.ts';
-import { ProblemSchema } from './schemas.ts';
+import { CONTRACT_SCHEMAS, ProblemSchema } from './schemas.ts';
+import { finishOpenapi } from './openapi.ts';
 import { adminRoutes } from './routes/admin.ts';
 import { connectionRoutes } from './routes/connections.ts';
 import { oauthRoutes } from './routes/oauth.ts';
@@ -73,6 +74,7 @@ export const SHARED_SCHEMAS: TSchema[] = [
   AlertChannelView,
   ChannelTestResult,
   AlertView,
+  ...CONTRACT_SCHEMAS,
 ];
 
 for (const s of SHARED_SCHEMAS) {
@@ -211,6 +213,7 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
       security: [{ bearer: [] }],
     },
     refResolver: { buildLocalReference: (json, _base, _frag, i) => String(json.$id ?? `def-${i}`) },
+    transformObject: finishOpenapi as never,
   });
   await app.register(swaggerUi, { routePrefix: '/docs', uiConfig: { deepLinking: true } });
 

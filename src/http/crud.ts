@@ -3,7 +3,8 @@ import type { FastifyInstance, FastifyReply } from 'fastify';
 import type { Actor } from '../domain/context.ts';
 import { etag, type Page } from '../domain/common.ts';
 import { actorOf } from './auth.ts';
-import { IdempotencyHeader, IfMatchHeader, PageQuery, pageOf, problems, ref, RefParams } from './schemas.ts';
+import type { PutOptions } from '../domain/refs.ts';
+import { IdempotencyHeader, IfMatchHeader, PageQuery, pageOf, problems, PutHeaders, ref, RefParams } from './schemas.ts';
 
 // The uniform REST surface of a top-level resource addressed by id or slug:
 // GET list, POST, GET/PATCH/PUT/DELETE by ref, ETag/If-Match, 201 + Location on create.
@@ -13,7 +14,7 @@ export interface CrudHandlers<V extends { id: string; version: number }> {
   get(actor: Actor, ref: string): Promise<V>;
   create(actor: Actor, body: any, query: Record<string, unknown>): Promise<V>;
   update(actor: Actor, ref: string, body: any, ifMatch: string | undefined, query: Record<string, unknown>): Promise<V>;
-  put(actor: Actor, ref: string, body: any, ifMatch: string | undefined, query: Record<string, unknown>): Promise<{ created: boolean; value: V }>;
+  put(actor: Actor, ref: string, body: any, ifMatch: string | undefined, query: Record<string, unknown>, opts: PutOptions): Promise<{ created: boolean; value: V }>;
   delete(actor: Actor, ref: string, ifMatch: string | undefined): Promise<void>;
 }
 
@@ -21,6 +22,8 @@ export interface CrudOptions {
   path: string;
   tag: string;
   noun: string;
+  /** The noun in operationIds (listSyncs, createSync…): PascalCase singular and plural. */
+  op: { one: string; many: string };
   view: TSchema;
   create: TSchema;
   patch: TSchema;
@@ -42,12 +45,12 @@ export function registerCrud<V extends { id: string; version: number }>(app: Fas
   const tags = [o.tag];
 
   app.get(o.path, {
-    schema: { tags, summary: `List ${o.noun}s`, querystring: Type.Object({ ...PageQuery, ...(o.listFilters ?? {}) }), response: { 200: pageOf(o.view), ...problems } },
+    schema: { operationId: `list${o.op.many}`, tags, summary: `List ${o.noun}s`, querystring: Type.Object({ ...PageQuery, ...(o.listFilters ?? {}) }), response: { 200: pageOf(o.view), ...problems } },
     handler: async (req) => h.list(actorOf(req), req.query as Record<string, unknown>),
   });
 
   app.post(o.path, {
-    schema: { tags, summary: `Create a ${o.noun}`, body: ref(o.create), querystring: writeQuery, headers: IdempotencyHeader, response: { 201: ref(o.view), ...problems } },
+    schema: { operationId: `create${o.op.one}`, tags, summary: `Create a ${o.noun}`, body: ref(o.create), querystring: writeQuery, headers: IdempotencyHeader, response: { 201: ref(o.view), ...problems } },
     handler: async (req, reply) => {
       const v = await h.create(actorOf(req), req.body, req.query as Record<string, unknown>);
       return sendResource(reply, v, 201, `${o.path}/${v.id}`);
@@ -55,34 +58,37 @@ export function registerCrud<V extends { id: string; version: number }>(app: Fas
   });
 
   app.get(`${o.path}/:ref`, {
-    schema: { tags, summary: `Get a ${o.noun} by id or slug`, params: RefParams, response: one },
+    schema: { operationId: `get${o.op.one}`, tags, summary: `Get a ${o.noun} by id or slug`, params: RefParams, response: one },
     handler: async (req, reply) => sendResource(reply, await h.get(actorOf(req), (req.params as { ref: string }).ref)),
   });
 
   app.patch(`${o.path}/:ref`, {
-    schema: { tags, summary: `Update some fields of a ${o.noun}`, params: RefParams, headers: IfMatchHeader, querystring: writeQuery, body: ref(o.patch), response: one },
+    schema: { operationId: `update${o.op.one}`, tags, summary: `Update some fields of a ${o.noun}`, params: RefParams, headers: IfMatchHeader, querystring: writeQuery, body: ref(o.patch), response: one },
     handler: async (req, reply) =>
       sendResource(reply, await h.update(actorOf(req), (req.params as { ref: string }).ref, req.body, req.headers['if-match'], req.query as Record<string, unknown>)),
   });
 
   app.put(`${o.path}/:ref`, {
     schema: {
+      operationId: `replace${o.op.one}`,
       tags,
       summary: `Replace a ${o.noun}, or create it when the slug does not exist`,
       params: RefParams,
-      headers: IfMatchHeader,
+      headers: PutHeaders,
       querystring: writeQuery,
       body: ref(o.replace),
       response: { ...one, 201: ref(o.view) },
     },
     handler: async (req, reply) => {
-      const { created, value } = await h.put(actorOf(req), (req.params as { ref: string }).ref, req.body, req.headers['if-match'], req.query as Record<string, unknown>);
+      const { created, value } = await h.put(actorOf(req), (req.params as { ref: string }).ref, req.body, req.headers['if-match'], req.query as Record<string, unknown>, {
+        ifNoneMatch: req.headers['if-none-match'],
+      });
       return sendResource(reply, value, created ? 201 : 200, created ? `${o.path}/${value.id}` : undefined);
     },
   });
 
   app.delete(`${o.path}/:ref`, {
-    schema: { tags, summary: `Delete a ${o.noun}`, params: RefParams, headers: IfMatchHeader, response: { 204: Type.Null(), ...problems } },
+    schema: { operationId: `delete${o.op.one}`, tags, summary: `Delete a ${o.noun}`, params: RefParams, headers: IfMatchHeader, response: { 204: Type.Null(), ...problems } },
     handler: async (req, reply) => {
       await h.delete(actorOf(req), (req.params as { ref: string }).ref, req.headers['if-match']);
       return reply.code(204).send();

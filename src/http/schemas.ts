@@ -1,6 +1,12 @@
 import { Type, type TSchema } from '@sinclair/typebox';
 
+import { MappingPut } from '../domain/mappings.ts';
+import { ProblemCodeSchema } from './problem-codes.ts';
+
 // Schemas shared by the routes (OpenAPI components).
+
+/** Components added by the API contract work (issue 16); app.ts registers them with the others. */
+export const CONTRACT_SCHEMAS: TSchema[] = [ProblemCodeSchema, MappingPut];
 
 export const ProblemSchema = Type.Object(
   {
@@ -8,7 +14,7 @@ export const ProblemSchema = Type.Object(
     title: Type.String(),
     status: Type.Integer(),
     detail: Type.String(),
-    code: Type.String({ description: 'Stable machine-readable error code' }),
+    code: Type.Unsafe<string>({ $ref: 'ProblemCode#' }),
     errors: Type.Optional(Type.Array(Type.Object({ path: Type.String(), message: Type.String() }))),
     hint: Type.Optional(Type.String()),
     requestId: Type.Optional(Type.String()),
@@ -30,6 +36,12 @@ export const RefParams = Type.Object({ ref: Type.String({ minLength: 1, maxLengt
 
 export const IfMatchHeader = Type.Object({
   'if-match': Type.Optional(Type.String({ description: 'ETag (version) the change applies to; 412 when it is not current' })),
+});
+export const PutHeaders = Type.Object({
+  ...IfMatchHeader.properties,
+  'if-none-match': Type.Optional(
+    Type.String({ description: '`*`: create only (412 already_exists when the resource exists); ETags: 412 version_matches when one is the current version (RFC 9110 §13.1.2)' }),
+  ),
 });
 export const IdempotencyHeader = Type.Object({
   'idempotency-key': Type.Optional(Type.String({ maxLength: 255, description: 'Retries with the same key and body return the first response (24 h)' })),

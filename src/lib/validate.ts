@@ -13,6 +13,8 @@ function makeAjv(opts: { coerceTypes: boolean | 'array'; useDefaults: boolean })
     allErrors: true,
     strict: false,
     removeAdditional: false,
+    // Errors carry the failing schema, so a union's failure can be reduced to its relevant branch.
+    verbose: true,
     coerceTypes: opts.coerceTypes,
     useDefaults: opts.useDefaults,
   });
@@ -105,8 +107,85 @@ export const paramsAjv = makeAjv({ coerceTypes: 'array', useDefaults: true });
 /** Connector configs: strict, with the connector's documented defaults filled in. */
 export const configAjv = makeAjv({ coerceTypes: false, useDefaults: true });
 
+const isUnion = (e: ErrorObject) => e.keyword === 'anyOf' || e.keyword === 'oneOf';
+const within = (inner: string, outer: string) => inner === outer || inner.startsWith(`${outer}/`);
+const depth = (p: string) => (p === '' ? 0 : p.split('/').length);
+
+/** One error standing for a whole union's failure, at the union's own path. */
+function unionError(u: ErrorObject, message: string, params: Record<string, unknown> = {}): ErrorObject {
+  return { keyword: 'union', instancePath: u.instancePath, schemaPath: u.schemaPath, params, message };
+}
+
+/**
+ * The errors of the branch a value was meant for, in place of every branch's errors (ajv reports
+ * all of them: a mapping source with a typo gave five errors, four of them about other shapes).
+ * Outermost unions first; per union:
+ * - every branch failed on its type, or on the same discriminating const: one error listing the
+ *   types or values allowed;
+ * - else the branches that did not fail on a discriminating const (or on the value's type);
+ *   of those, one whose errors all lie below the union's value (its shape matched) wins;
+ * - a value whose shape matches no branch of an object union ({}, or keys of two branches): one
+ *   error naming each branch's required key ("must have exactly one of: column, static…");
+ * - else the branch with the fewest errors.
+ */
+export function relevantErrors(errors: ErrorObject[]): ErrorObject[] {
+  let list = [...errors];
+  const done = new Set<ErrorObject>();
+  for (;;) {
+    const unions = list.filter((e) => isUnion(e) && !done.has(e));
+    const u = unions.sort((a, b) => depth(a.instancePath) - depth(b.instancePath) || a.schemaPath.length - b.schemaPath.length)[0];
+    if (!u) break;
+    done.add(u);
+    const prefix = `${u.schemaPath}/`;
+    const inBranch = (e: ErrorObject) => e !== u && e.schemaPath.startsWith(prefix) && within(e.instancePath, u.instancePath);
+    const branches = new Map<string, ErrorObject[]>();
+    for (const e of list.filter(inBranch)) {
+      const b = e.schemaPath.slice(prefix.length).split('/')[0];
+      branches.set(b, [...(branches.get(b) ?? []), e]);
+    }
+    const chosen = chooseBranch(u, [...branches.values()]) ?? [u];
+    for (const c of chosen) if (c !== u && isUnion(c)) done.delete(c);
+    // The chosen errors take the union's place; the other branches' errors go.
+    list = list.flatMap((e) => (e === u ? chosen : inBranch(e) ? [] : [e]));
+  }
+  return list;
+}
+
+function chooseBranch(u: ErrorObject, branches: ErrorObject[][]): ErrorObject[] | undefined {
+  if (!branches.length) return undefined;
+  const here = (e: ErrorObject) => e.instancePath === u.instancePath;
+  // Wrong type for every branch: "must be number or null".
+  const typeOnly = branches.every((b) => b.length === 1 && b[0].keyword === 'type' && here(b[0]));
+  if (typeOnly) {
+    const types = [...new Set(branches.map((b) => String((b[0].params as { type: unknown }).type)))];
+    return [unionError(u, `must be ${types.join(' or ')}`, { types })];
+  }
+  // Every branch refused the same discriminating field: "must be one of: …" at that field.
+  const constOf = (b: ErrorObject[]) => b.find((e) => e.keyword === 'const');
+  if (branches.every((b) => constOf(b))) {
+    const paths = new Set(branches.map((b) => constOf(b)!.instancePath));
+    if (paths.size === 1) {
+      const allowed = branches.map((b) => (constOf(b)!.params as { allowedValue: unknown }).allowedValue);
+      const at = constOf(branches[0])!;
+      return [{ ...unionError(u, `must be one of: ${allowed.map((v) => JSON.stringify(v)).join(', ')}`, { allowedValues: allowed }), instancePath: at.instancePath }];
+    }
+  }
+  const wrongKind = (b: ErrorObject[]) => b.some((e) => e.keyword === 'const' || (e.keyword === 'type' && here(e)));
+  const candidates = branches.filter((b) => !wrongKind(b));
+  const pool = candidates.length ? candidates : branches;
+  const shapeMatched = pool.find((b) => b.every((e) => !here(e)));
+  if (shapeMatched) return shapeMatched;
+  // No branch's shape fits an object: name the key each branch requires, when each has one.
+  const variants = Array.isArray(u.schema) ? (u.schema as { required?: string[]; type?: string }[]) : [];
+  const keys = variants.map((v) => (v.type === 'object' && v.required?.length === 1 ? v.required[0] : undefined));
+  if (variants.length === branches.length && keys.every((k) => k !== undefined)) {
+    return [unionError(u, `must have exactly one of: ${keys.join(', ')}`, { oneOf: keys })];
+  }
+  return pool.reduce((best, b) => (b.length < best.length ? b : best));
+}
+
 export function toFieldErrors(errors: ErrorObject[] | null | undefined, prefix = ''): FieldError[] {
-  return (errors ?? []).map((e) => {
+  return relevantErrors(errors ?? []).map((e) => {
     let path = prefix + e.instancePath;
     let message = e.message ?? 'is invalid';
     if (e.keyword === 'additionalProperties') {

@@ -59,7 +59,7 @@ t.test('configuration flow through GraphQL alone', async (t) => {
         object: 'contacts',
         mode: 'upsert',
         matchKey: { sourceColumn: 'email', destinationField: 'email' },
-        schedule: { type: 'interval', everySeconds: 900, expression: null },
+        schedule: { interval: { everySeconds: 900 } },
         delivery: { batchSize: 100 },
       },
     })
@@ -141,7 +141,7 @@ t.test('configuration flow through GraphQL alone', async (t) => {
   t.equal(stale.body.errors[0].extensions.currentVersion, read.version);
   t.same(stale.body.errors[0].path, ['updateSync']);
   const renamed = (
-    await g.data(`mutation($v: Int) { updateSync(ref: "users-to-crm", input: { name: "Renamed", enabled: false, schedule: { type: manual } }, expectedVersion: $v) { name version enabled schedule { __typename } } }`, {
+    await g.data(`mutation($v: Int) { updateSync(ref: "users-to-crm", input: { name: "Renamed", enabled: false, schedule: { manual: true } }, expectedVersion: $v) { name version enabled schedule { __typename } } }`, {
       v: read.version,
     })
   ).updateSync;
@@ -192,7 +192,7 @@ t.test('configuration flow through GraphQL alone', async (t) => {
   const notSource = await g.gql(`mutation { createModel(input: { slug: "m3", name: "M", connectionId: "crm", sql: "select 1", primaryKey: "id" }) { id } }`);
   t.equal(notSource.body.errors[0].extensions.code, 'invalid_reference');
   t.match(notSource.body.errors[0].extensions.errors, [{ path: '/connectionId' }]);
-  const badCron = await g.gql(`mutation { updateSync(ref: "users-to-crm", input: { schedule: { type: cron, expression: "nope" } }) { id } }`);
+  const badCron = await g.gql(`mutation { updateSync(ref: "users-to-crm", input: { schedule: { cron: { expression: "nope" } } }) { id } }`);
   t.equal(badCron.body.errors[0].extensions.code, 'invalid_schedule');
   const inUse = await g.gql(`mutation { deleteConnection(ref: "warehouse") { deletedId } }`);
   t.equal(inUse.body.errors[0].extensions.code, 'resource_in_use');

@@ -35,6 +35,24 @@ t.test('trigger a run, read it nested under the sync, a row history, and mapping
   t.same(data.sync.lastRun.records.nodes, [{ primaryKey: '3', error: { message: 'blocked address' } }]);
   t.same(data.sync.recordHistory.nodes, [{ runId, status: 'rejected' }]);
 
+  // Records are a full Relay connection: edges with cursors, stable ids, an enum operation.
+  const page = async (after?: string) =>
+    (
+      await gql(
+        `query ($r: ID!, $a: String) { run(id: $r) { records(first: 4, after: $a) { edges { cursor node { id primaryKey operation } } pageInfo { hasNextPage hasPreviousPage startCursor endCursor } } } }`,
+        { r: runId, a: after },
+      )
+    ).run.records;
+  const p1 = await page();
+  t.equal(p1.edges.length, 4);
+  t.same(p1.pageInfo, { hasNextPage: true, hasPreviousPage: false, startCursor: p1.edges[0].cursor, endCursor: p1.edges[3].cursor });
+  t.ok(p1.edges.every((e: any) => e.node.operation === 'insert' && /^rec_/.test(e.node.id)));
+  const p2 = await page(p1.pageInfo.endCursor);
+  t.equal(p2.pageInfo.hasPreviousPage, true);
+  const ids = [...p1.edges, ...p2.edges].map((e: any) => e.node.id);
+  t.equal(new Set(ids).size, 8, 'the second page continues after the first');
+  t.same((await page()).edges.map((e: any) => e.node.id), p1.edges.map((e: any) => e.node.id), 'ids are stable');
+
   await gql('mutation ($s: String!) { setMappings(syncRef: $s, mappings: [{ destinationField: "email", source: { column: "email" } }]) { id } }', { s: syncId });
   const sug = await gql('mutation ($s: String!) { suggestMappings(syncRef: $s, apply: true) { suggestions { destinationField sourceColumn confidence } applied { destinationField } } }', { s: syncId });
   t.same(sug.suggestMappings.suggestions.map((x: any) => x.destinationField).sort(), ['age', 'name']);

@@ -31,6 +31,7 @@ t.test('audit', async (t) => {
     [
       `delete sync ${sync.id}`,
       `update connection ${conn.id}`,
+      `update sync ${sync.id}`, // a mapping change bumps its sync's version, audited as ['mappings']
       `create mapping ${map.id}`,
       `create sync ${sync.id}`,
       `replace model ${model.id}`,
@@ -60,7 +61,8 @@ t.test('audit', async (t) => {
     const f2 = await ok(h.request('GET', '/v1/audit-events?resourceType=connection'), 200);
     t.ok(f2.data.length === 3 && f2.data.every((e: { resourceType: string }) => e.resourceType === 'connection'));
     const f3 = await ok(h.request('GET', `/v1/audit-events?resourceId=${sync.id}`), 200);
-    t.same(f3.data.map((e: { action: string }) => e.action), ['delete', 'create']);
+    t.same(f3.data.map((e: { action: string; changedFields: string[] }) => `${e.action} ${e.changedFields.join(',')}`).slice(0, 2), ['delete ', 'update mappings']);
+    t.same(f3.data.map((e: { action: string }) => e.action), ['delete', 'update', 'create']);
 
     const future = new Date(Date.now() + 60_000).toISOString();
     t.same((await ok(h.request('GET', `/v1/audit-events?since=${encodeURIComponent(future)}`), 200)).data, [], 'since in the future: nothing');

@@ -218,7 +218,8 @@ t.test('resources', async (t) => {
         t.equal(u.body.code, 'not_found_for_put');
 
         const mismatch = await h.request('PUT', `${k.base}/another${k.query}`, { body: { ...k.replace(), slug: 'different' } });
-        t.equal(mismatch.status, 400, 'body slug must equal the URL slug on create');
+        t.equal(mismatch.status, 422, 'body slug must equal the URL slug on create');
+        t.equal(mismatch.body.code, 'slug_mismatch');
         t.equal((await h.request('GET', `${k.base}/another`)).status, 404);
         t.equal((await h.request('GET', `${k.base}/different`)).status, 404);
 

@@ -11,13 +11,13 @@ import { requireScope } from '../../domain/common.ts';
 // Workspaces, API keys, the connector catalog and the audit log.
 export function adminRoutes(app: FastifyInstance, s: Services): void {
   app.get('/v1/workspaces', {
-    schema: { tags: ['workspaces'], summary: 'List workspaces (owner key)', querystring: Type.Object(PageQuery), response: { 200: pageOf(WorkspaceView), ...problems } },
+    schema: { tags: ['workspaces'], operationId: 'listWorkspaces', summary: 'List workspaces (owner key)', querystring: Type.Object(PageQuery), response: { 200: pageOf(WorkspaceView), ...problems } },
     handler: async (req) => s.apiKeys.listWorkspaces(actorOf(req), req.query as { limit?: number }),
   });
   app.post('/v1/workspaces', {
     schema: {
       tags: ['workspaces'],
-      summary: 'Create a workspace and its first admin key (owner key)',
+      operationId: 'createWorkspace', summary: 'Create a workspace and its first admin key (owner key)',
       headers: IdempotencyHeader,
       body: ref(WorkspaceCreate),
       response: { 201: Type.Object({ workspace: ref(WorkspaceView), apiKey: ref(ApiKeyCreated) }), ...problems },
@@ -26,15 +26,15 @@ export function adminRoutes(app: FastifyInstance, s: Services): void {
   });
 
   app.get('/v1/api-keys', {
-    schema: { tags: ['api-keys'], summary: 'List API keys (admin)', querystring: Type.Object(PageQuery), response: { 200: pageOf(ApiKeyView), ...problems } },
+    schema: { tags: ['api-keys'], operationId: 'listApiKeys', summary: 'List API keys (admin)', querystring: Type.Object(PageQuery), response: { 200: pageOf(ApiKeyView), ...problems } },
     handler: async (req) => s.apiKeys.list(actorOf(req), req.query as { limit?: number }),
   });
   app.post('/v1/api-keys', {
-    schema: { tags: ['api-keys'], summary: 'Create an API key (admin); the token is returned once', headers: IdempotencyHeader, body: ref(ApiKeyCreate), response: { 201: ref(ApiKeyCreated), ...problems } },
+    schema: { tags: ['api-keys'], operationId: 'createApiKey', summary: 'Create an API key (admin); the token is returned once', headers: IdempotencyHeader, body: ref(ApiKeyCreate), response: { 201: ref(ApiKeyCreated), ...problems } },
     handler: async (req, reply) => reply.code(201).send(await s.apiKeys.create(actorOf(req), req.body as never)),
   });
   app.delete('/v1/api-keys/:id', {
-    schema: { tags: ['api-keys'], summary: 'Revoke an API key (admin)', params: Type.Object({ id: Type.String({ maxLength: 100 }) }), response: { 204: Type.Null(), ...problems } },
+    schema: { tags: ['api-keys'], operationId: 'revokeApiKey', summary: 'Revoke an API key (admin)', params: Type.Object({ id: Type.String({ maxLength: 100 }) }), response: { 204: Type.Null(), ...problems } },
     handler: async (req, reply) => {
       await s.apiKeys.revoke(actorOf(req), (req.params as { id: string }).id);
       return reply.code(204).send();
@@ -44,7 +44,7 @@ export function adminRoutes(app: FastifyInstance, s: Services): void {
   app.get('/v1/connectors', {
     schema: {
       tags: ['connectors'],
-      summary: 'The connector catalog: types, roles, config JSON Schemas, secrets and capabilities',
+      operationId: 'listConnectors', summary: 'The connector catalog: types, roles, config JSON Schemas, secrets and capabilities',
       response: {
         200: Type.Object({
           data: Type.Array(
@@ -89,7 +89,7 @@ export function adminRoutes(app: FastifyInstance, s: Services): void {
   app.get('/v1/audit-events', {
     schema: {
       tags: ['audit'],
-      summary: 'Who changed what, newest first',
+      operationId: 'listAuditEvents', summary: 'Who changed what, newest first',
       querystring: Type.Object({
         ...PageQuery,
         resourceType: Type.Optional(Type.String({ maxLength: 50 })),

@@ -10,20 +10,20 @@ import { PageQuery, pageOf, problems, ref, RefParams } from '../schemas.ts';
 export function alertRoutes(app: FastifyInstance, s: Services): void {
   registerCrud(
     app,
-    { path: '/v1/alert-channels', tag: 'alerts', noun: 'alert channel', view: AlertChannelView, create: AlertChannelCreate, patch: AlertChannelPatch, replace: AlertChannelPut },
+    { path: '/v1/alert-channels', tag: 'alerts', noun: 'alert channel', op: { one: 'AlertChannel', many: 'AlertChannels' }, view: AlertChannelView, create: AlertChannelCreate, patch: AlertChannelPatch, replace: AlertChannelPut },
     {
       list: (a, q) => s.alertChannels.list(a, q),
       get: (a, r) => s.alertChannels.get(a, r),
       create: (a, body) => s.alertChannels.create(a, body),
       update: (a, r, body, ifMatch) => s.alertChannels.update(a, r, body, ifMatch),
-      put: (a, r, body, ifMatch) => s.alertChannels.put(a, r, body, ifMatch),
+      put: (a, r, body, ifMatch, _q, opts) => s.alertChannels.put(a, r, body, ifMatch, opts),
       delete: (a, r, ifMatch) => s.alertChannels.delete(a, r, ifMatch),
     },
   );
   app.post('/v1/alert-channels/:ref/test', {
     schema: {
       tags: ['alerts'],
-      summary: 'Send a test message; 200 with ok true, or ok false and the error',
+      operationId: 'testAlertChannel', summary: 'Send a test message; 200 with ok true, or ok false and the error',
       params: RefParams,
       response: { 200: ref(ChannelTestResult), ...problems },
     },
@@ -32,7 +32,7 @@ export function alertRoutes(app: FastifyInstance, s: Services): void {
   app.get('/v1/alerts', {
     schema: {
       tags: ['alerts'],
-      summary: 'Alerts raised by syncs, newest first',
+      operationId: 'listAlerts', summary: 'Alerts raised by syncs, newest first',
       querystring: Type.Object({
         ...PageQuery,
         status: Type.Optional(Type.Union([Type.Literal('open'), Type.Literal('resolved')])),

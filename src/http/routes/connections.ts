@@ -9,14 +9,14 @@ import { problems, RefParams, ListOrderQuery } from '../schemas.ts';
 export function connectionRoutes(app: FastifyInstance, s: Services): void {
   registerCrud(
     app,
-    { path: '/v1/connections', tag: 'connections', noun: 'connection', view: ConnectionView, create: ConnectionCreate, patch: ConnectionPatch, replace: ConnectionPut, listFilters: { ...ListOrderQuery, type: Type.Optional(Type.String({ maxLength: 100 })) } },
+    { path: '/v1/connections', tag: 'connections', noun: 'connection', op: { one: 'Connection', many: 'Connections' }, view: ConnectionView, create: ConnectionCreate, patch: ConnectionPatch, replace: ConnectionPut, listFilters: { ...ListOrderQuery, type: Type.Optional(Type.String({ maxLength: 100 })) } },
     {
       list: (a, q) => s.connections.list(a, q),
       get: (a, ref) => s.connections.get(a, ref),
       create: (a, body) => s.connections.create(a, body),
       update: (a, ref, body, ifMatch) => s.connections.update(a, ref, body, ifMatch),
-      put: async (a, ref, body, ifMatch) => {
-        const r = await s.connections.put(a, ref, body, ifMatch);
+      put: async (a, ref, body, ifMatch, _q, opts) => {
+        const r = await s.connections.put(a, ref, body, ifMatch, opts);
         return { created: r.created, value: r.connection };
       },
       delete: (a, ref, ifMatch) => s.connections.delete(a, ref, ifMatch),
@@ -27,7 +27,7 @@ export function connectionRoutes(app: FastifyInstance, s: Services): void {
   app.post('/v1/connections/:ref/test', {
     schema: {
       tags,
-      summary: 'Test that Backhaul can reach and authenticate to the connection',
+      operationId: 'testConnection', summary: 'Test that Backhaul can reach and authenticate to the connection',
       params: RefParams,
       response: {
         200: Type.Object({
@@ -49,7 +49,7 @@ export function connectionRoutes(app: FastifyInstance, s: Services): void {
   app.get('/v1/connections/:ref/objects', {
     schema: {
       tags,
-      summary: "List a destination connection's objects",
+      operationId: 'listConnectionObjects', summary: "List a destination connection's objects",
       params: RefParams,
       response: { 200: Type.Object({ data: Type.Array(Type.Object({ name: Type.String(), label: Type.Optional(Type.String()) })) }), ...problems },
     },
@@ -59,7 +59,7 @@ export function connectionRoutes(app: FastifyInstance, s: Services): void {
   app.get('/v1/connections/:ref/objects/:object/fields', {
     schema: {
       tags,
-      summary: 'List the fields of a destination object',
+      operationId: 'listObjectFields', summary: 'List the fields of a destination object',
       params: Type.Object({ ref: Type.String({ maxLength: 100 }), object: Type.String({ minLength: 1, maxLength: 200 }) }),
       response: {
         200: Type.Object({

@@ -1,20 +1,51 @@
+import { Type } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
+import { problems } from '../schemas.ts';
 
 export interface Readiness {
   /** Each check answers true or a reason it is not ready. */
   checks: Record<string, () => Promise<true | string>>;
 }
 
+const Health = Type.Object({ status: Type.Literal('ok') }, { description: 'The process is alive.' });
+const ReadinessView = Type.Object(
+  {
+    status: Type.Union([Type.Literal('ok'), Type.Literal('unavailable')]),
+    checks: Type.Record(Type.String(), Type.String(), { description: 'Per check (database, migrations, worker…): "ok", or why it is not ready' }),
+  },
+  { additionalProperties: false },
+);
+
 export function healthRoutes(app: FastifyInstance, readiness: Readiness): void {
-  app.get('/healthz', { config: { public: true }, schema: { tags: ['health'], summary: 'The process is alive' } }, async () => ({ status: 'ok' }));
-  app.get('/readyz', { config: { public: true }, schema: { tags: ['health'], summary: 'Database reachable, migrations applied, worker running where enabled' } }, async (_req, reply) => {
-    const results: Record<string, string> = {};
-    let ok = true;
-    for (const [name, check] of Object.entries(readiness.checks)) {
-      const r = await check().catch((e: Error) => e.message);
-      results[name] = r === true ? 'ok' : r;
-      if (r !== true) ok = false;
-    }
-    return reply.code(ok ? 200 : 503).send({ status: ok ? 'ok' : 'unavailable', checks: results });
-  });
+  app.get(
+    '/healthz',
+    { config: { public: true }, schema: { operationId: 'getHealth', tags: ['health'], summary: 'The process is alive', response: { 200: Health, ...problems } } },
+    async () => ({ status: 'ok' }),
+  );
+  app.get(
+    '/readyz',
+    {
+      config: { public: true },
+      schema: {
+        operationId: 'getReadiness',
+        tags: ['health'],
+        summary: 'Database reachable, migrations applied, worker running where enabled',
+        response: {
+          200: { ...ReadinessView, description: 'Ready: every check is ok.' },
+          503: { ...ReadinessView, description: 'Not ready: the checks that failed say why.' },
+          ...problems,
+        },
+      },
+    },
+    async (_req, reply) => {
+      const results: Record<string, string> = {};
+      let ok = true;
+      for (const [name, check] of Object.entries(readiness.checks)) {
+        const r = await check().catch((e: Error) => e.message);
+        results[name] = r === true ? 'ok' : r;
+        if (r !== true) ok = false;
+      }
+      return reply.code(ok ? 200 : 503).send({ status: ok ? 'ok' : 'unavailable', checks: results });
+    },
+  );
 }

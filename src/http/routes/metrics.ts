@@ -2,6 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import type { Services } from '../../domain/services.ts';
 import { constantTimeEqual } from '../../lib/crypto.ts';
 import { AppError, UnauthorizedError } from '../../errors.ts';
+import { problems } from '../schemas.ts';
 
 export interface MetricsAccess {
   /** BACKHAUL_METRICS_TOKEN: when set, a scraper sends "Authorization: Bearer <token>". */
@@ -15,7 +16,21 @@ export interface MetricsAccess {
 // (BACKHAUL_METRICS_PUBLIC=true) or when the API listens on loopback only, and answers 403
 // `metrics_not_public` otherwise. API keys do not open it: it spans every workspace.
 export function metricsRoutes(app: FastifyInstance, s: Services, access: MetricsAccess): void {
-  app.get('/metrics', { config: { public: true }, schema: { tags: ['health'], summary: 'Prometheus metrics (text exposition format)' } }, async (req, reply) => {
+  const schema = {
+    operationId: 'getMetrics',
+    tags: ['health'],
+    summary: 'Prometheus metrics (text exposition format)',
+    description:
+      'With BACKHAUL_METRICS_TOKEN set it takes "Authorization: Bearer <that token>" (401 without it); without a token it answers only when the API listens on loopback or BACKHAUL_METRICS_PUBLIC=true (403 metrics_not_public otherwise).',
+    response: {
+      200: {
+        description: 'The metrics, in the Prometheus text exposition format 0.0.4.',
+        content: { 'text/plain; version=0.0.4; charset=utf-8': { schema: { type: 'string' } } },
+      },
+      ...problems,
+    },
+  };
+  app.get('/metrics', { config: { public: true }, schema }, async (req, reply) => {
     if (access.token) {
       const m = /^Bearer\s+(\S+)$/i.exec(req.headers.authorization ?? '');
       if (!m || !constantTimeEqual(m[1], access.token)) throw new UnauthorizedError('GET /metrics requires "Authorization: Bearer <BACKHAUL_METRICS_TOKEN>".');

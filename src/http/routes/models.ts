@@ -16,6 +16,7 @@ export function modelRoutes(app: FastifyInstance, s: Services): void {
       path: '/v1/models',
       tag: 'models',
       noun: 'model',
+      op: { one: 'Model', many: 'Models' },
       view: ModelView,
       create: ModelCreate,
       patch: ModelPatch,
@@ -28,8 +29,8 @@ export function modelRoutes(app: FastifyInstance, s: Services): void {
       get: (a, ref) => s.models.get(a, ref),
       create: (a, body, q) => s.models.create(a, body, validateOpt(q)),
       update: (a, ref, body, ifMatch, q) => s.models.update(a, ref, body, ifMatch, validateOpt(q)),
-      put: async (a, ref, body, ifMatch, q) => {
-        const r = await s.models.put(a, ref, body, ifMatch, validateOpt(q));
+      put: async (a, ref, body, ifMatch, q, opts) => {
+        const r = await s.models.put(a, ref, body, ifMatch, { ...validateOpt(q), ...opts });
         return { created: r.created, value: r.model };
       },
       delete: (a, ref, ifMatch) => s.models.delete(a, ref, ifMatch),
@@ -39,7 +40,7 @@ export function modelRoutes(app: FastifyInstance, s: Services): void {
   app.post('/v1/models/:ref/preview', {
     schema: {
       tags: ['models'],
-      summary: "Run the model's query and return its first rows",
+      operationId: 'previewModel', summary: "Run the model's query and return its first rows",
       params: RefParams,
       body: Type.Optional(
         Type.Object(
@@ -70,7 +71,7 @@ export function modelRoutes(app: FastifyInstance, s: Services): void {
   });
 
   app.get('/v1/models/:ref/columns', {
-    schema: { tags: ['models'], summary: "The columns of the model's result", params: RefParams, response: { 200: Type.Object({ data: Type.Array(ColumnSchema) }), ...problems } },
+    schema: { tags: ['models'], operationId: 'listModelColumns', summary: "The columns of the model's result", params: RefParams, response: { 200: Type.Object({ data: Type.Array(ColumnSchema) }), ...problems } },
     handler: async (req) => ({ data: await s.models.columns(actorOf(req), (req.params as { ref: string }).ref) }),
   });
 }

@@ -30,6 +30,7 @@ function requestOrigin(req: FastifyRequest): string {
 export function oauthRoutes(app: FastifyInstance, s: Services): void {
   app.post('/v1/connections/:ref/oauth/start', {
     schema: {
+      operationId: 'startConnectionOAuth',
       tags: ['connections'],
       summary: 'Start connecting a connection through OAuth 2.0 (authorization code with PKCE)',
       description:
@@ -45,6 +46,7 @@ export function oauthRoutes(app: FastifyInstance, s: Services): void {
   app.get('/v1/oauth/callback', {
     config: { public: true },
     schema: {
+      operationId: 'completeOAuth',
       tags: ['connections'],
       summary: "The OAuth provider's redirect: completes a flow started with POST /v1/connections/{ref}/oauth/start",
       querystring: Type.Object({

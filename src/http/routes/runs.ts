@@ -11,23 +11,23 @@ export function runRoutes(app: FastifyInstance, s: Services): void {
   app.post('/v1/syncs/:ref/runs', {
     schema: {
       tags,
-      summary: 'Trigger a run (202). A sync that already has a queued run returns that run.',
+      operationId: 'triggerRun', summary: 'Trigger a run: 202 and the new run, or 200 and the queued run the sync already has (Backhaul-Existing-Run: true)',
       params: RefParams,
       headers: IdempotencyHeader,
       body: Type.Optional(ref(RunTrigger)),
-      response: { 202: ref(RunView), ...problems },
+      response: { 202: ref(RunView), 200: ref(RunView), ...problems },
     },
     handler: async (req, reply) => {
       const { run, created } = await s.runs.trigger(actorOf(req), (req.params as { ref: string }).ref, (req.body ?? {}) as never, 'api');
       reply.header('location', `/v1/runs/${run.id}`);
       if (!created) reply.header('backhaul-existing-run', 'true');
-      return reply.code(202).send(run);
+      return reply.code(created ? 202 : 200).send(run);
     },
   });
   app.get('/v1/syncs/:ref/runs', {
     schema: {
       tags,
-      summary: "A sync's runs, newest first",
+      operationId: 'listSyncRuns', summary: "A sync's runs, newest first",
       params: RefParams,
       querystring: Type.Object({ ...PageQuery, status: Type.Optional(Type.Union(RUN_STATUSES.map((x) => Type.Literal(x)))) }),
       response: { 200: pageOf(RunView), ...problems },
@@ -36,17 +36,17 @@ export function runRoutes(app: FastifyInstance, s: Services): void {
   });
   const RunParams = Type.Object({ id: Type.String({ maxLength: 100 }) });
   app.get('/v1/runs/:id', {
-    schema: { tags, summary: 'Get a run', params: RunParams, response: { 200: ref(RunView), ...problems } },
+    schema: { tags, operationId: 'getRun', summary: 'Get a run', params: RunParams, response: { 200: ref(RunView), ...problems } },
     handler: async (req) => s.runs.get(actorOf(req), (req.params as { id: string }).id),
   });
   app.post('/v1/runs/:id/cancel', {
-    schema: { tags, summary: 'Cancel a run: a queued run at once, a running one between batches', params: RunParams, response: { 200: ref(RunView), ...problems } },
+    schema: { tags, operationId: 'cancelRun', summary: 'Cancel a run: a queued run at once, a running one between batches', params: RunParams, response: { 200: ref(RunView), ...problems } },
     handler: async (req) => s.runs.cancel(actorOf(req), (req.params as { id: string }).id),
   });
   app.get('/v1/runs/:id/records', {
     schema: {
       tags,
-      summary: 'The outcome of every row of a run',
+      operationId: 'listRunRecords', summary: 'The outcome of every row of a run',
       params: RunParams,
       querystring: Type.Object({
         ...PageQuery,
@@ -61,7 +61,7 @@ export function runRoutes(app: FastifyInstance, s: Services): void {
   app.get('/v1/syncs/:ref/records/:primaryKey', {
     schema: {
       tags,
-      summary: "One row's history across runs, newest first",
+      operationId: 'getRecordHistory', summary: "One row's history across runs, newest first",
       params: Type.Object({ ref: Type.String({ maxLength: 100 }), primaryKey: Type.String({ maxLength: 1000 }) }),
       querystring: Type.Object(PageQuery),
       response: { 200: pageOf(RunRecordView), ...problems },

@@ -19,13 +19,13 @@ export function webhookRoutes(app: FastifyInstance, s: Services): void {
   const tags = ['webhooks'];
   registerCrud(
     app,
-    { path: '/v1/webhook-endpoints', tag: 'webhooks', noun: 'webhook endpoint', view: WebhookEndpointView, create: WebhookEndpointCreate, patch: WebhookEndpointPatch, replace: WebhookEndpointPut },
+    { path: '/v1/webhook-endpoints', tag: 'webhooks', noun: 'webhook endpoint', op: { one: 'WebhookEndpoint', many: 'WebhookEndpoints' }, view: WebhookEndpointView, create: WebhookEndpointCreate, patch: WebhookEndpointPatch, replace: WebhookEndpointPut },
     {
       list: (a, q) => s.webhooks.list(a, q),
       get: (a, r) => s.webhooks.get(a, r),
       create: (a, body) => s.webhooks.create(a, body),
       update: (a, r, body, ifMatch) => s.webhooks.update(a, r, body, ifMatch),
-      put: (a, r, body, ifMatch) => s.webhooks.put(a, r, body, ifMatch),
+      put: (a, r, body, ifMatch, _q, opts) => s.webhooks.put(a, r, body, ifMatch, opts),
       delete: (a, r, ifMatch) => s.webhooks.delete(a, r, ifMatch),
     },
   );
@@ -33,7 +33,7 @@ export function webhookRoutes(app: FastifyInstance, s: Services): void {
   app.post('/v1/webhook-endpoints/:ref/rotate-secret', {
     schema: {
       tags,
-      summary: 'Rotate the signing secret (given or generated); the previous one keeps signing during the grace period. Returns the new secret once.',
+      operationId: 'rotateWebhookSecret', summary: 'Rotate the signing secret (given or generated); the previous one keeps signing during the grace period. Returns the new secret once.',
       params: RefParams,
       headers: IdempotencyHeader,
       body: Type.Optional(ref(SecretRotation)),
@@ -46,7 +46,7 @@ export function webhookRoutes(app: FastifyInstance, s: Services): void {
   app.get('/v1/webhook-endpoints/:ref/deliveries', {
     schema: {
       tags,
-      summary: "An endpoint's deliveries, newest first, each with its attempts",
+      operationId: 'listWebhookDeliveries', summary: "An endpoint's deliveries, newest first, each with its attempts",
       params: RefParams,
       querystring: Type.Object({
         ...PageQuery,
@@ -58,7 +58,7 @@ export function webhookRoutes(app: FastifyInstance, s: Services): void {
     handler: async (req) => s.webhooks.deliveries(actorOf(req), (req.params as { ref: string }).ref, req.query as never),
   });
   app.get('/v1/webhook-endpoints/:ref/deliveries/:id', {
-    schema: { tags, summary: 'One delivery with its attempts', params: DeliveryParams, response: { 200: ref(WebhookDeliveryView), ...problems } },
+    schema: { tags, operationId: 'getWebhookDelivery', summary: 'One delivery with its attempts', params: DeliveryParams, response: { 200: ref(WebhookDeliveryView), ...problems } },
     handler: async (req) => {
       const p = req.params as { ref: string; id: string };
       return s.webhooks.delivery(actorOf(req), p.ref, p.id);
@@ -67,7 +67,7 @@ export function webhookRoutes(app: FastifyInstance, s: Services): void {
   app.post('/v1/webhook-endpoints/:ref/deliveries/:id/redeliver', {
     schema: {
       tags,
-      summary: 'Send a delivered (or failed) message again, as a new delivery with the same webhook-id and body (202)',
+      operationId: 'redeliverWebhookDelivery', summary: 'Send a delivered (or failed) message again, as a new delivery with the same webhook-id and body (202)',
       params: DeliveryParams,
       headers: IdempotencyHeader,
       response: { 202: ref(WebhookDeliveryView), ...problems },
@@ -83,7 +83,7 @@ export function webhookRoutes(app: FastifyInstance, s: Services): void {
   app.get('/v1/runs/:id/deliveries', {
     schema: {
       tags,
-      summary: "Every webhook delivery about a run (endpoints' and the trigger's callbackUrl)",
+      operationId: 'listRunDeliveries', summary: "Every webhook delivery about a run (endpoints' and the trigger's callbackUrl)",
       params: Type.Object({ id: Type.String({ maxLength: 100 }) }),
       querystring: Type.Object(PageQuery),
       response: { 200: pageOf(WebhookDeliveryView), ...problems },
@@ -97,13 +97,13 @@ export function webhookRoutes(app: FastifyInstance, s: Services): void {
   });
 
   app.get('/v1/callback-secret', {
-    schema: { tags, summary: "Whether the workspace's callback secret is set (the value is never shown again)", response: { 200: ref(CallbackSecretView), ...problems } },
+    schema: { tags, operationId: 'getCallbackSecret', summary: "Whether the workspace's callback secret is set (the value is never shown again)", response: { 200: ref(CallbackSecretView), ...problems } },
     handler: async (req) => s.webhooks.callbackSecret(actorOf(req)),
   });
   app.post('/v1/callback-secret', {
     schema: {
       tags,
-      summary: "Rotate (or create) the secret signing triggers' callbackUrl deliveries; returns it once. The previous one keeps signing during the grace period.",
+      operationId: 'rotateCallbackSecret', summary: "Rotate (or create) the secret signing triggers' callbackUrl deliveries; returns it once. The previous one keeps signing during the grace period.",
       headers: IdempotencyHeader,
       body: Type.Optional(ref(SecretRotation)),
       response: { 200: ref(CallbackSecretView), ...problems },
