@@ -277,7 +277,7 @@ export class GraphqlApiDestination implements DestinationConnector {
     const body = parseJson(res.body) as { data?: Record<string, unknown> | null; errors?: GqlError[] } | undefined;
     const isGql = !!body && typeof body === 'object' && ('data' in body || Array.isArray(body.errors));
     if (!isGql) {
-      if (res.status >= 400) throw new ConnectorError(`http_${res.status}`, `${this.#config.url} answered ${res.status}: ${errorMessage(res.status, res.body)}`, { classification: 'fatal', hint: 'The server refused the request before GraphQL saw it (size limit, gateway rule?).' });
+      if (res.status >= 400) throw new ConnectorError('http_request_refused', `${this.#config.url} answered ${res.status}: ${errorMessage(res.status, res.body)}`, { classification: 'fatal', hint: 'The server refused the request before GraphQL saw it (size limit, gateway rule?).' });
       throw new ConnectorError('invalid_response', `${this.#config.url} answered ${res.status} without a GraphQL response body.`, { classification: 'fatal', hint: 'Point url at the GraphQL endpoint.' });
     }
     const errors = Array.isArray(body.errors) ? body.errors : [];
