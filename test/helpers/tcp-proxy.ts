@@ -21,6 +21,15 @@ export interface TcpProxy {
   /** Stops forwarding in both directions (open and new connections) until resume(); nothing is lost. */
   pause(): void;
   resume(): void;
+  /**
+   * Resets every open connection the moment a chunk travelling `dir` ('up': client to server) for
+   * which `match(chunk)` holds arrives: before it is forwarded (`when: 'before'`, the default: the
+   * server never sees it) or right after (`'after'`: the server got it, its answer is lost).
+   * `only: 'this'` resets just the connection that carried the chunk. Fires once; resolves when it fired.
+   */
+  cutOn(dir: 'up' | 'down', match: (chunk: Buffer) => boolean, opts?: { when?: 'before' | 'after'; only?: 'all' | 'this' }): Promise<void>;
+  /** Resolves once a chunk travelling `dir` for which `match(chunk)` holds has been forwarded. */
+  sees(dir: 'up' | 'down', match: (chunk: Buffer) => boolean): Promise<void>;
   /** Resolves when `predicate()` holds, checked after every forwarded chunk and connection change. */
   waitFor(predicate: () => boolean, timeoutMs?: number): Promise<void>;
   close(): Promise<void>;
@@ -45,7 +54,27 @@ export async function startTcpProxy(target: { host: string; port: number }): Pro
     for (const w of [...waiters]) w();
   };
 
+  let trigger: { dir: 'up' | 'down'; match: (c: Buffer) => boolean; when: 'before' | 'after'; only: 'all' | 'this'; fired: () => void } | undefined;
+  const watchers = new Set<{ dir: 'up' | 'down'; match: (c: Buffer) => boolean; seen: () => void }>();
+  const cutAll = (which: Iterable<Pair> = [...pairs]) => {
+    for (const p of which) {
+      pairs.delete(p);
+      p.client.resetAndDestroy();
+      if (p.upstream && !p.upstream.destroyed) p.upstream.resetAndDestroy();
+    }
+    notify();
+  };
+
   const forward = (p: Pair, dir: 'up' | 'down', chunk: Buffer) => {
+    const t = trigger && trigger.dir === dir && trigger.match(chunk) ? trigger : undefined;
+    if (t) {
+      trigger = undefined;
+      if (t.when === 'after') forward(p, dir, chunk);
+      cutAll(t.only === 'this' ? [p] : undefined);
+      t.fired();
+      return;
+    }
+    if (!pairs.has(p)) return; // cut: nothing more crosses
     if (paused) {
       p[dir].push(chunk);
       return;
@@ -56,6 +85,11 @@ export async function startTcpProxy(target: { host: string; port: number }): Pro
       return;
     }
     to.write(chunk);
+    for (const w of [...watchers]) {
+      if (w.dir !== dir || !w.match(chunk)) continue;
+      watchers.delete(w);
+      w.seen();
+    }
     if (dir === 'up') bytesUp += chunk.length;
     else bytesDown += chunk.length;
     notify();
@@ -117,12 +151,17 @@ export async function startTcpProxy(target: { host: string; port: number }): Pro
       return bytesUp;
     },
     cutAll() {
-      for (const p of [...pairs]) {
-        pairs.delete(p);
-        p.client.resetAndDestroy();
-        if (p.upstream && !p.upstream.destroyed) p.upstream.resetAndDestroy();
-      }
-      notify();
+      cutAll();
+    },
+    sees(dir, match) {
+      return new Promise<void>((resolve) => {
+        watchers.add({ dir, match, seen: resolve });
+      });
+    },
+    cutOn(dir, match, { when = 'before', only = 'all' } = {}) {
+      return new Promise<void>((resolve) => {
+        trigger = { dir, match, when, only, fired: resolve };
+      });
     },
     pause() {
       paused = true;

@@ -50,6 +50,13 @@ export interface PgOpenOptions {
   mayConnect?: () => boolean;
   /** TCP keepalive idle time, seconds (then 10 probes 1 s apart, libuv's defaults): a dead peer is found in ~idle + 10 s. */
   keepAliveSeconds?: number;
+  /**
+   * false: postgres.js does not run its own array-type query after connecting. That query's
+   * promise is not held by anyone (postgres.js 3.4, connection.js fetchArrayTypes), so a
+   * connection that dies while it runs leaves an unhandled rejection in the process. A client
+   * opened with false reads the array types itself (ARRAY_TYPES_SQL, installArrayTypes).
+   */
+  fetchTypes?: boolean;
 }
 
 /**
@@ -86,10 +93,83 @@ export function openPg(config: SqlDatabaseConfig, password: string | undefined, 
     keep_alive: opts.keepAliveSeconds ?? 60,
     // Arbitrary user SQL: no named prepared statements (also keeps PgBouncer in transaction mode working).
     prepare: false,
+    fetch_types: opts.fetchTypes ?? true,
     onnotice: () => {},
     connection: { TimeZone: 'UTC', application_name: 'backhaul', ...(opts.params ?? {}) },
     types: PG_TYPES,
   }) as unknown as PgClient;
+}
+
+/** Every array type of the database: its element type and the element delimiter of its text form. */
+export const ARRAY_TYPES_SQL = `select a.oid::int as arr, e.oid::int as elem, e.typdelim as delim
+from pg_catalog.pg_type a join pg_catalog.pg_type e on e.oid = a.typelem
+where a.typcategory = 'A'`;
+
+export interface PgArrayType {
+  arr: number;
+  elem: number;
+  delim: string;
+}
+
+/**
+ * Makes `sql` read every array type in `types` (rows of ARRAY_TYPES_SQL) as a JS array whose
+ * elements go through the element type's parser, as postgres.js's own type fetch would.
+ */
+export function installArrayTypes(sql: PgClient, types: readonly PgArrayType[]): void {
+  const parsers = sql.options.parsers as Record<number, ((x: string) => unknown) | undefined>;
+  for (const t of types) {
+    if (parsers[t.arr]) continue;
+    const elem = parsers[t.elem];
+    const parse = elem ? (x: string) => elem(x) : (x: string) => x;
+    parsers[t.arr] = (x: string) => parsePgArray(x, parse, t.delim || ',');
+  }
+}
+
+/**
+ * Parses PostgreSQL's text form of an array (PostgreSQL docs, "Arrays", Array Input and Output
+ * Syntax): `{a,"b c",NULL,{1,2}}`, optionally led by dimensions `[0:1]=`. Unquoted NULL is null,
+ * quoted elements have `\` escapes; other elements go through `parse`. A text that is not an
+ * array literal is returned as it is.
+ */
+export function parsePgArray(text: string, parse: (x: string) => unknown, delimiter = ','): unknown[] | string {
+  let i = 0;
+  if (text[0] === '[') i = text.indexOf('=') + 1;
+  if (text[i] !== '{') return text;
+  const malformed = new Error('malformed array');
+  const read = (): unknown[] => {
+    i++; // '{'
+    const out: unknown[] = [];
+    if (text[i] === '}') {
+      i++;
+      return out;
+    }
+    for (;;) {
+      if (text[i] === '{') out.push(read());
+      else if (text[i] === '"') {
+        let v = '';
+        for (i++; i < text.length && text[i] !== '"'; i++) v += text[i] === '\\' ? text[++i] : text[i];
+        if (text[i++] !== '"') throw malformed;
+        out.push(parse(v));
+      } else {
+        let j = i;
+        while (j < text.length && text[j] !== delimiter && text[j] !== '}') j++;
+        const raw = text.slice(i, j);
+        i = j;
+        out.push(raw.toUpperCase() === 'NULL' ? null : parse(raw));
+      }
+      if (text[i] === delimiter) i++;
+      else if (text[i] === '}') {
+        i++;
+        return out;
+      } else throw malformed;
+    }
+  };
+  try {
+    const out = read();
+    return i === text.length ? out : text;
+  } catch {
+    return text;
+  }
 }
 
 export function cleartextRefusedError(): ConnectorError {

@@ -2,7 +2,7 @@ import type { Socket } from 'node:net';
 import type { Column, ConnectionTestReport, ConnectionWarning, ConnectorContext, PreviewResult, ResolvedSecrets, Row, SourceConnector, StreamOptions } from '../types.ts';
 import type { SqlDatabaseConfig } from '../sql-config.ts';
 import { ConnectorError } from '../../errors.ts';
-import { openPg, pgColumnType, type PgClient } from './pg-client.ts';
+import { ARRAY_TYPES_SQL, installArrayTypes, openPg, pgColumnType, type PgArrayType, type PgClient } from './pg-client.ts';
 import { pgError } from './sql-errors.ts';
 import { DEFAULT_STATEMENT_TIMEOUT_MS, PREVIEW_TIMEOUT_MS, cancelled, prepareModelSql } from './read-only.ts';
 import { CANCEL_TIMEOUT_MS, CONTROL_TIMEOUT_MS, DATA_GRACE_MS, DeadlineExceeded, bounded, duringSession } from './bounded.ts';
@@ -28,6 +28,9 @@ class PgSession {
       mayConnect: () => !this.#closed,
       // A peer that vanished (host down, route black-holed) is noticed by TCP in ~15 s of silence.
       keepAliveSeconds: 5,
+      // Its own type query would run outside every bound and reject unhandled when the
+      // connection dies under it: PostgresSource#ready reads the array types instead.
+      fetchTypes: false,
       onSocket: (s) => {
         this.#sockets.add(s);
         s.once('close', () => this.#sockets.delete(s));
@@ -99,6 +102,8 @@ export class PostgresSource implements SourceConnector {
   readonly #deny: boolean;
   readonly #timeoutMs: number;
   readonly #sessions = new Set<PgSession>();
+  /** The database's array types, read once by the first session that reads rows. */
+  #arrayTypes: PgArrayType[] | undefined;
 
   constructor(config: SqlDatabaseConfig, secrets: ResolvedSecrets, ctx: ConnectorContext = { denyPrivateNetworks: false }) {
     this.#config = config;
@@ -211,13 +216,15 @@ export class PostgresSource implements SourceConnector {
     let next: Promise<IteratorResult<unknown>> | undefined;
     let clean = false;
     // Stops the server-side work too (a dropped connection alone leaves a long query running):
-    // postgres.js sends a cancel request, and the pending read settles once the server stopped.
+    // a cancel request goes out on its own connection, and the pending read settles once the
+    // server stopped.
     const cancelServerSide = async () => {
       if (!query || !next) return;
-      query.cancel();
+      requestCancel(query);
       await bounded(next, CANCEL_TIMEOUT_MS, 'cancelling the query').catch(() => {});
     };
     try {
+      await this.#ready(s, signal);
       await bounded(s.sql.unsafe('begin read only'), CONTROL_TIMEOUT_MS, 'starting a read-only transaction', signal);
       query = s.sql.unsafe(q, [], { prepare: false });
       // One batch of read-ahead: PostgreSQL produces the next batch while the caller maps this
@@ -272,6 +279,12 @@ export class PostgresSource implements SourceConnector {
     s.destroy();
   }
 
+  /** Makes the session read arrays as arrays (the first session of this source reads which types are arrays). */
+  async #ready(s: PgSession, signal?: AbortSignal): Promise<void> {
+    this.#arrayTypes ??= await bounded(s.sql.unsafe<PgArrayType[]>(ARRAY_TYPES_SQL), CONTROL_TIMEOUT_MS, 'reading array types', signal);
+    installArrayTypes(s.sql, this.#arrayTypes);
+  }
+
   #step<T>(p: PromiseLike<T>, ms: number, what: string): Promise<T> {
     return bounded(p, ms, what);
   }
@@ -280,6 +293,7 @@ export class PostgresSource implements SourceConnector {
   async #once<T>(timeoutMs: number, fn: (s: PgSession) => Promise<T>): Promise<T> {
     const s = this.#open(timeoutMs);
     try {
+      await this.#ready(s);
       await this.#step(s.sql.unsafe('begin read only'), CONTROL_TIMEOUT_MS, 'starting a read-only transaction');
       const out = await fn(s);
       await this.#close(s);
@@ -308,6 +322,34 @@ export class PostgresSource implements SourceConnector {
       const t = byOid.get(c.type);
       return { name: c.name, type: pgColumnType(c.type, t?.category), nativeType: t?.name ?? String(c.type) };
     });
+  }
+}
+
+/**
+ * Sends a CancelRequest for `query` (PostgreSQL protocol, "Canceling Requests in Progress": a new
+ * connection carrying the backend's pid and secret) and never lets its outcome escape: the cancel
+ * is best effort, the caller bounds its wait on the query itself.
+ *
+ * Not `query.cancel()`: postgres.js (3.4, src/query.js) returns `null` from it and drops the
+ * promise of the cancel connection, which rejects when that connection fails (reset or refused,
+ * `write ECONNRESET` while sending the request, or no socket at all once the session was
+ * destroyed): an unhandled rejection in the server process. The query's own canceller returns
+ * that promise, so it is called here, once, and its rejection handled.
+ */
+export function requestCancel(query: ReturnType<PgClient['unsafe']>): void {
+  const q = query as unknown as { canceller?: ((q: unknown) => Promise<unknown> | unknown) | null };
+  if (!('canceller' in q)) {
+    // A driver without the field: fall back to its public call (the resilience tests catch a leak).
+    void Promise.resolve(query.cancel()).catch(() => {});
+    return;
+  }
+  const canceller = q.canceller;
+  if (typeof canceller !== 'function') return; // already cancelled
+  q.canceller = null;
+  try {
+    void Promise.resolve(canceller(query)).catch(() => {});
+  } catch {
+    // a cancel that cannot even start changes nothing: the caller drops the session anyway
   }
 }
 
