@@ -4,6 +4,7 @@ import type { ServiceDeps } from './deps.ts';
 import { MappingService } from './mappings.ts';
 import { ModelService } from './models.ts';
 import { RunService } from './runs.ts';
+import { RunWaiter } from './run-waiter.ts';
 import { SyncService } from './syncs.ts';
 import { AlertChannelService } from './alert-channels.ts';
 import { AlertService } from './alerts.ts';
@@ -19,6 +20,8 @@ export interface Services {
   syncs: SyncService;
   mappings: MappingService;
   runs: RunService;
+  /** Long-polls runs until terminal (one LISTEN per process). */
+  runWaiter: RunWaiter;
   webhooks: WebhookService;
   alertChannels: AlertChannelService;
   alerts: AlertService;
@@ -29,6 +32,7 @@ export function createServices(deps: ServiceDeps): Services {
   const connections = new ConnectionService(deps);
   const syncs = new SyncService(deps, connections);
   const models = new ModelService(deps, connections);
+  const runs = new RunService(deps, syncs);
   return {
     deps,
     apiKeys: new ApiKeyService(deps),
@@ -36,7 +40,8 @@ export function createServices(deps: ServiceDeps): Services {
     models,
     syncs,
     mappings: new MappingService(deps, syncs, connections, models),
-    runs: new RunService(deps, syncs),
+    runs,
+    runWaiter: new RunWaiter(deps, runs),
     webhooks: new WebhookService(deps),
     alertChannels: new AlertChannelService(deps),
     alerts: new AlertService(deps),

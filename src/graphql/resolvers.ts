@@ -25,6 +25,8 @@ export interface GqlContext {
   actor: Actor | null;
   loaders?: Loaders;
   pubsub: { subscribe(topic: string): Promise<Readable> };
+  /** Aborted when the HTTP client goes away (ends long-polls such as run(wait:)). */
+  signal?: AbortSignal;
 }
 
 export interface RunNotification {
@@ -216,7 +218,8 @@ export function buildResolvers(services: Services) {
           a.orderBy?.field,
         ),
       sync: (_: unknown, a: Args, ctx: GqlContext) => orNull(services.syncs.get(actorOf(ctx), a.ref)),
-      run: (_: unknown, a: Args, ctx: GqlContext) => orNull(services.runs.get(actorOf(ctx), a.id)),
+      run: (_: unknown, a: Args, ctx: GqlContext) =>
+        orNull(a.wait == null ? services.runs.get(actorOf(ctx), a.id) : services.runWaiter.wait(actorOf(ctx), a.id, a.wait, ctx.signal).then((w) => w.run)),
       apiKeys: async (_: unknown, a: Args, ctx: GqlContext) => connection(await services.apiKeys.list(actorOf(ctx), pageParams(a))),
       auditEvents: async (_: unknown, a: Args, ctx: GqlContext) =>
         connection(
