@@ -19,10 +19,16 @@ export interface WaitResult {
   run: RunViewT;
   /** Whether the run is in a terminal status (false: the wait timed out or the caller went away). */
   terminal: boolean;
+  /**
+   * What ended the wait: `read` (terminal when first read, or on the read after subscribing),
+   * `notification` (a run notification, then a re-read), `timeout`, `released` (the caller went
+   * away or the process is stopping).
+   */
+  endedBy: 'read' | 'notification' | 'timeout' | 'released';
 }
 
 interface Waiter {
-  done(row: RunRow | undefined, err?: unknown): void;
+  done(row: RunRow | undefined, by: WaitResult['endedBy']): void;
   /** Answers the run as last read (the caller went away, or the process is stopping). */
   release(): void;
 }
@@ -32,6 +38,8 @@ interface Group {
   waiters: Set<Waiter>;
   reading: boolean;
   again: boolean;
+  /** Why the next read happens. */
+  by: WaitResult['endedBy'];
 }
 
 const isTerminal = (r: RunRow) => TERMINAL.has(r.status as RunStatus);
@@ -69,12 +77,12 @@ export class RunWaiter {
       throw new ValidationError(`wait must be a whole number of seconds from 1 to ${MAX_WAIT_SECONDS}.`, [{ path: '/wait', message: `must be an integer from 1 to ${MAX_WAIT_SECONDS}` }], 'invalid_wait');
     }
     let last = await this.runs.row(this.deps.database.db, actor.workspaceId, id);
-    if (isTerminal(last) || signal?.aborted || this.closed) return { run: runView(last), terminal: isTerminal(last) };
+    if (isTerminal(last) || signal?.aborted || this.closed) return { run: runView(last), terminal: isTerminal(last), endedBy: isTerminal(last) ? 'read' : 'released' };
     await this.subscribe();
 
     return new Promise<WaitResult>((resolve, reject) => {
       let group = this.groups.get(id);
-      if (!group) this.groups.set(id, (group = { waiters: new Set(), reading: false, again: false }));
+      if (!group) this.groups.set(id, (group = { waiters: new Set(), reading: false, again: false, by: 'read' }));
       const g = group;
       const finish = () => {
         clearTimeout(timer);
@@ -83,11 +91,7 @@ export class RunWaiter {
         if (!g.waiters.size && this.groups.get(id) === g) this.groups.delete(id);
       };
       const waiter: Waiter = {
-        done: (row, err) => {
-          if (err !== undefined) {
-            finish();
-            return reject(err);
-          }
+        done: (row, by) => {
           if (!row) {
             finish();
             return reject(new NotFoundError('run', id));
@@ -95,40 +99,43 @@ export class RunWaiter {
           last = row;
           if (!isTerminal(row)) return;
           finish();
-          resolve({ run: runView(row), terminal: true });
+          resolve({ run: runView(row), terminal: true, endedBy: by });
         },
         release: () => {
           finish();
-          resolve({ run: runView(last), terminal: isTerminal(last) });
+          resolve({ run: runView(last), terminal: isTerminal(last), endedBy: 'released' });
         },
       };
       const onAbort = () => waiter.release();
       const timer = setTimeout(() => {
         finish();
         // One last read: the answer is the run as it is now, terminal or not.
-        this.runs.row(this.deps.database.db, actor.workspaceId, id).then((row) => resolve({ run: runView(row), terminal: isTerminal(row) }), reject);
+        this.runs.row(this.deps.database.db, actor.workspaceId, id).then((row) => resolve({ run: runView(row), terminal: isTerminal(row), endedBy: 'timeout' }), reject);
       }, seconds * 1000);
       signal?.addEventListener('abort', onAbort, { once: true });
       g.waiters.add(waiter);
       if (signal?.aborted) return onAbort();
       // Re-read after subscribing: closes the race with a change committed before the LISTEN.
-      this.refresh(id);
+      this.refresh(id, 'read');
     });
   }
 
   /** Re-reads run `id` for its waiters; reads requested meanwhile coalesce into one more. */
-  private refresh(id: string): void {
+  private refresh(id: string, by: WaitResult['endedBy']): void {
     const g = this.groups.get(id);
     if (!g) return;
     if (g.reading) {
       g.again = true;
+      g.by = by;
       return;
     }
+    g.by = by;
     g.reading = true;
     void (async () => {
       try {
         do {
           g.again = false;
+          const by = g.by;
           let row: RunRow | undefined;
           try {
             [row] = await this.deps.database.db.select().from(runs).where(eq(runs.id, id));
@@ -136,7 +143,7 @@ export class RunWaiter {
             // The database is unreachable for now: keep waiting (the timeout reads once more).
             continue;
           }
-          for (const w of [...g.waiters]) w.done(row);
+          for (const w of [...g.waiters]) w.done(row, by);
         } while (g.again && g.waiters.size);
       } finally {
         g.reading = false;
@@ -156,12 +163,12 @@ export class RunWaiter {
           } catch {
             return;
           }
-          if (typeof runId === 'string') this.refresh(runId);
+          if (typeof runId === 'string') this.refresh(runId, 'notification');
         },
         () => {
           // postgres.js re-subscribes after a lost connection and calls this again: what was
           // notified meanwhile was missed, so every waited run is read again.
-          if (this.subscribed) for (const id of this.groups.keys()) this.refresh(id);
+          if (this.subscribed) for (const id of this.groups.keys()) this.refresh(id, 'notification');
           this.subscribed = true;
         },
       )

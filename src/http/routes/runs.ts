@@ -69,7 +69,8 @@ export function runRoutes(app: FastifyInstance, s: Services): void {
       };
       reply.raw.once('close', onClose);
       try {
-        const { run, terminal } = await s.runWaiter.wait(actorOf(req), id, wait, gone.signal);
+        const { run, terminal, endedBy } = await s.runWaiter.wait(actorOf(req), id, wait, gone.signal);
+        req.log.debug({ runId: id, terminal, endedBy }, 'run wait ended');
         reply.header('backhaul-run-terminal', String(terminal));
         return run;
       } finally {
