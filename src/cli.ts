@@ -17,6 +17,12 @@ Commands:
   migrate               apply database migrations and exit
   keys create --workspace <slug|id> --scope <read|write|admin> [--name <name>]
                         create an API key and print its token once
+  run <sync> [--wait] [--full-resync] [--dry-run] [--timeout <seconds>]
+                        trigger a run of a sync (id or slug) on a running server (BACKHAUL_URL,
+                        default http://127.0.0.1:3000, key in BACKHAUL_API_KEY) and print it as
+                        JSON; --wait waits until it ends (at most --timeout seconds) and exits
+                        0 succeeded, 2 partially_succeeded, 1 failed or cancelled, 3 still
+                        running at the timeout, 4 the server refused or could not be reached
 
 Beside a running \`backhaul serve\` with the embedded database, migrate and keys create use the
 running database.
@@ -134,12 +140,95 @@ async function databaseCommand(command: string, rest: string[], argv: string[], 
   }
 }
 
+/** `backhaul run`: an API client (no database, no server code): trigger, then long-poll the run. */
+async function runCommand(rest: string[]): Promise<void> {
+  // Usage errors exit 4 too: 2 means partially_succeeded here.
+  const usage = 'usage: backhaul run <sync> [--wait] [--full-resync] [--dry-run] [--timeout <seconds>]';
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: rest,
+      allowPositionals: true,
+      options: { wait: { type: 'boolean', default: false }, 'full-resync': { type: 'boolean', default: false }, 'dry-run': { type: 'boolean', default: false }, timeout: { type: 'string' } },
+    });
+  } catch (e) {
+    throw new RunCliError(`${(e as Error).message}\n${usage}`, false);
+  }
+  const { values, positionals } = parsed;
+  if (positionals.length !== 1) throw new RunCliError(usage, false);
+  const timeoutS = values.timeout === undefined ? Infinity : Number(values.timeout);
+  if (!(timeoutS > 0)) throw new RunCliError(`--timeout ${values.timeout}: expected a number of seconds above 0`, false);
+  const base = (process.env.BACKHAUL_URL || 'http://127.0.0.1:3000').replace(/\/+$/, '');
+  const key = process.env.BACKHAUL_API_KEY;
+  if (!key) throw new RunCliError('BACKHAUL_API_KEY is not set: `backhaul run` needs an API key with the write scope.', false);
+  const deadline = Date.now() + timeoutS * 1000;
+
+  /** One bounded API call; a problem answer or an unreachable server is a RunCliError. */
+  const call = async (method: string, path: string, body?: unknown, waitS = 0): Promise<{ id: string; status: string }> => {
+    let res: Response;
+    try {
+      res = await fetch(base + path, {
+        method,
+        headers: { authorization: `Bearer ${key}`, ...(body ? { 'content-type': 'application/json' } : {}) },
+        body: body ? JSON.stringify(body) : undefined,
+        // The long-poll's own length, plus time for a loaded server to answer.
+        signal: AbortSignal.timeout((waitS + 30) * 1000),
+      });
+    } catch (e) {
+      throw new RunCliError(`cannot reach ${base} (BACKHAUL_URL): ${(e as Error).message}`, true);
+    }
+    const text = await res.text();
+    let json: any;
+    try {
+      json = JSON.parse(text);
+    } catch {
+      json = undefined;
+    }
+    if (!res.ok) throw new RunCliError(`${method} ${path}: ${res.status} ${json?.detail ?? json?.title ?? text.slice(0, 200)}${json?.code ? ` (${json.code})` : ''}`, res.status >= 500 || res.status === 429);
+    return json;
+  };
+
+  const trigger: Record<string, boolean> = {};
+  if (values['full-resync']) trigger.fullResync = true;
+  if (values['dry-run']) trigger.dryRun = true;
+  let run = await call('POST', `/v1/syncs/${encodeURIComponent(positionals[0])}/runs`, trigger);
+  const terminal = ['succeeded', 'partially_succeeded', 'failed', 'cancelled'];
+  let failures = 0;
+  while (values.wait && !terminal.includes(run.status)) {
+    const left = Math.ceil((deadline - Date.now()) / 1000);
+    if (left <= 0) break;
+    const waitS = Math.min(60, left);
+    try {
+      run = await call('GET', `/v1/runs/${encodeURIComponent(run.id)}?wait=${waitS}`, undefined, waitS);
+      failures = 0;
+    } catch (e) {
+      // A restarting server or a dropped connection: try again a few times, backing off.
+      if (!(e instanceof RunCliError) || !e.transient || ++failures > 5) throw e;
+      process.stderr.write(`backhaul: ${e.message}; retrying\n`);
+      await new Promise((r) => setTimeout(r, Math.min(deadline - Date.now(), 500 * 2 ** failures)));
+    }
+  }
+  process.stdout.write(`${JSON.stringify(run, null, 2)}\n`);
+  if (!values.wait) return;
+  process.exitCode = run.status === 'succeeded' ? 0 : run.status === 'partially_succeeded' ? 2 : terminal.includes(run.status) ? 1 : 3;
+}
+
+/** `backhaul run` could not trigger or follow the run (exit 4); transient: worth retrying. */
+class RunCliError extends Error {
+  readonly transient: boolean;
+  constructor(message: string, transient: boolean) {
+    super(message);
+    this.transient = transient;
+  }
+}
+
 async function main(argv: string[]): Promise<void> {
   const [command, ...rest] = argv;
   if (!command || command === '--help' || command === '-h' || command === 'help') {
     process.stdout.write(HELP);
     return;
   }
+  if (command === 'run') return runCommand(rest);
   const config = loadConfig();
   if (command === 'serve' || command === 'worker') return serveOrWork(command, rest, config);
   return databaseCommand(command, rest, argv, config);
@@ -148,6 +237,10 @@ async function main(argv: string[]): Promise<void> {
 main(process.argv.slice(2)).catch(async (e: unknown) => {
   const { EmbeddedDatabaseError } = await import('./db/embedded.ts');
   const err = e as NodeJS.ErrnoException;
+  if (e instanceof RunCliError) {
+    process.stderr.write(`backhaul: ${err.message}\n`);
+    process.exit(4);
+  }
   if (e instanceof ConfigError) {
     process.stderr.write(`${err.message}\n`);
     process.exit(2);

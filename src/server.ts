@@ -204,6 +204,8 @@ export async function startBackhaul(opts: StartOptions): Promise<Backhaul> {
     // the database (embedded: PostgreSQL itself) closes last.
     if (worker) closers.push(() => worker!.stop());
     if (app) closers.push(() => app!.close());
+    // First of all: long-polling run waiters answer now instead of holding the API's close.
+    closers.push(() => services.runWaiter.close());
 
     let closing: Promise<void> | undefined;
     return {

@@ -4,6 +4,7 @@ import type { ServiceDeps } from './deps.ts';
 import { MappingService } from './mappings.ts';
 import { ModelService } from './models.ts';
 import { RunService } from './runs.ts';
+import { RunWaiter } from './run-waiter.ts';
 import { SyncService } from './syncs.ts';
 import { AlertChannelService } from './alert-channels.ts';
 import { AlertService } from './alerts.ts';
@@ -20,6 +21,8 @@ export interface Services {
   syncs: SyncService;
   mappings: MappingService;
   runs: RunService;
+  /** Long-polls runs until terminal (one LISTEN per process). */
+  runWaiter: RunWaiter;
   webhooks: WebhookService;
   alertChannels: AlertChannelService;
   alerts: AlertService;
@@ -33,6 +36,7 @@ export function createServices(deps: ServiceDeps): Services {
   const models = new ModelService(deps, connections);
   const mappings = new MappingService(deps, syncs, connections, models);
   syncs.mappings = mappings;
+  const runs = new RunService(deps, syncs);
   return {
     deps,
     apiKeys: new ApiKeyService(deps),
@@ -40,7 +44,8 @@ export function createServices(deps: ServiceDeps): Services {
     models,
     syncs,
     mappings,
-    runs: new RunService(deps, syncs),
+    runs,
+    runWaiter: new RunWaiter(deps, runs),
     webhooks: new WebhookService(deps),
     alertChannels: new AlertChannelService(deps),
     alerts: new AlertService(deps),

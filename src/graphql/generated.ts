@@ -1335,6 +1335,7 @@ export type Query = {
   /** modelId and destinationId: ids or slugs. */
   syncs: SyncConnection;
   sync?: Maybe<Sync>;
+  /** With wait (seconds, 1 to 60): answers once the run is terminal, or the run as it is after that long (no polling: run notifications). */
   run?: Maybe<Run>;
   /** Admin scope. */
   apiKeys: ApiKeyConnection;
@@ -1417,6 +1418,7 @@ export type QuerySyncArgs = {
 
 export type QueryRunArgs = {
   id: Scalars['ID']['input'];
+  wait?: InputMaybe<Scalars['Int']['input']>;
 };
 
 

@@ -1,4 +1,4 @@
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import websocket from '@fastify/websocket';
 import mercurius, { type IResolvers } from 'mercurius';
 import { specifiedRules, validate, type DocumentNode, type GraphQLSchema } from 'graphql';
@@ -54,6 +54,15 @@ function bearerFrom(payload: unknown): string | undefined {
   const headers = (p.headers && typeof p.headers === 'object' ? p.headers : {}) as Record<string, unknown>;
   const v = p.authorization ?? p.Authorization ?? headers.authorization ?? headers.Authorization;
   return typeof v === 'string' ? v : undefined;
+}
+
+/** Aborted when the response closes unsent (the client went away). */
+function goneSignal(reply: FastifyReply): AbortSignal {
+  const gone = new AbortController();
+  reply.raw.once('close', () => {
+    if (!reply.raw.writableFinished) gone.abort();
+  });
+  return gone.signal;
 }
 
 function parseNotification(raw: string): RunNotification | undefined {
@@ -122,7 +131,7 @@ export async function registerGraphql(app: FastifyInstance, services: Services, 
       graphql: { parseOptions: { maxTokens: limits.maxTokens } },
       validationRules: ({ variables }) => [limitsRule(limits, variables as Record<string, unknown> | undefined)],
       errorFormatter: errorFormatter as never,
-      context: (request: FastifyRequest) => ({ actor: request.actor ?? null }) as never,
+      context: (request: FastifyRequest, reply: FastifyReply) => ({ actor: request.actor ?? null, signal: goneSignal(reply) }) as never,
       subscription: {
         // Server pings keep idle sockets alive through proxies.
         keepAlive: 30_000,

@@ -27,6 +27,8 @@ export interface GqlContext {
   actor: Actor | null;
   loaders?: Loaders;
   pubsub: { subscribe(topic: string): Promise<Readable> };
+  /** Aborted when the HTTP client goes away (ends long-polls such as run(wait:)). */
+  signal?: AbortSignal;
 }
 
 export type { RunNotification } from './run-updates.ts';
@@ -300,7 +302,8 @@ export function buildResolvers(services: Services): Resolvers {
           { orderBy: a.orderBy?.field, after: a.after },
         ),
       sync: (_, a, ctx) => orNull(services.syncs.get(actorOf(ctx), a.ref)),
-      run: (_, a, ctx) => orNull(services.runs.get(actorOf(ctx), a.id)),
+      run: (_, a, ctx) =>
+        orNull(a.wait == null ? services.runs.get(actorOf(ctx), a.id) : services.runWaiter.wait(actorOf(ctx), a.id, a.wait, ctx.signal).then((w) => w.run)),
       apiKeys: async (_, a, ctx) => connection(await services.apiKeys.list(actorOf(ctx), pageParams(a)), { after: a.after }),
       auditEvents: async (_, a, ctx) =>
         connection(

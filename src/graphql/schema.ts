@@ -1210,7 +1210,8 @@ type Query {
   "modelId and destinationId: ids or slugs."
   syncs(first: Int, after: String, modelId: ID, destinationId: ID, enabled: Boolean, orderBy: ListOrder, search: String): SyncConnection!
   sync(ref: String!): Sync
-  run(id: ID!): Run
+  "With wait (seconds, 1 to 60): answers once the run is terminal, or the run as it is after that long (no polling: run notifications)."
+  run(id: ID!, wait: Int): Run
   "Admin scope."
   apiKeys(first: Int, after: String): ApiKeyConnection!
   "Newest first."

@@ -1,6 +1,7 @@
 import { Type } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
 import { RunRecordView, RunTrigger, RunView } from '../../domain/runs.ts';
+import { MAX_WAIT_SECONDS } from '../../domain/run-waiter.ts';
 import type { Services } from '../../domain/services.ts';
 import { RUN_STATUSES } from '../../engine/status.ts';
 import { actorOf } from '../auth.ts';
@@ -36,8 +37,47 @@ export function runRoutes(app: FastifyInstance, s: Services): void {
   });
   const RunParams = Type.Object({ id: Type.String({ maxLength: 100 }) });
   app.get('/v1/runs/:id', {
-    schema: { tags, operationId: 'getRun', summary: 'Get a run', params: RunParams, response: { 200: ref(RunView), ...problems } },
-    handler: async (req) => s.runs.get(actorOf(req), (req.params as { id: string }).id),
+    schema: {
+      tags,
+      operationId: 'getRun',
+      summary: 'Get a run; with ?wait=S, long-poll until it is terminal or S seconds passed',
+      description:
+        'With `wait`, the answer comes as soon as the run reaches a terminal status (`succeeded`, `partially_succeeded`, `failed`, `cancelled`), ' +
+        'or after `wait` seconds with the run as it is then: 200 either way; `Backhaul-Run-Terminal` says which. Waiting costs the server no polling.',
+      params: RunParams,
+      querystring: Type.Object({
+        wait: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_WAIT_SECONDS, description: `Seconds to wait for a terminal status (1 to ${MAX_WAIT_SECONDS})` })),
+      }),
+      response: {
+        200: {
+          description: 'The run',
+          headers: {
+            'backhaul-run-terminal': { type: 'string', enum: ['true', 'false'], description: 'With ?wait: whether the run is terminal (false: the wait timed out)' },
+          },
+          content: { 'application/json': { schema: ref(RunView) } },
+        },
+        ...problems,
+      },
+    },
+    handler: async (req, reply) => {
+      const { id } = req.params as { id: string };
+      const { wait } = req.query as { wait?: number };
+      if (wait === undefined) return s.runs.get(actorOf(req), id);
+      // The client going away (the response closes unsent) removes its waiter.
+      const gone = new AbortController();
+      const onClose = () => {
+        if (!reply.raw.writableFinished) gone.abort();
+      };
+      reply.raw.once('close', onClose);
+      try {
+        const { run, terminal, endedBy } = await s.runWaiter.wait(actorOf(req), id, wait, gone.signal);
+        req.log.debug({ runId: id, terminal, endedBy }, 'run wait ended');
+        reply.header('backhaul-run-terminal', String(terminal));
+        return run;
+      } finally {
+        reply.raw.off('close', onClose);
+      }
+    },
   });
   app.post('/v1/runs/:id/cancel', {
     schema: { tags, operationId: 'cancelRun', summary: 'Cancel a run: a queued run at once, a running one between batches', params: RunParams, response: { 200: ref(RunView), ...problems } },
