@@ -36,7 +36,7 @@ t.test('a sync to HubSpot connected through OAuth', async (t) => {
   await src`create table src.people (id int primary key, email text, first_name text, employees int)`;
   await src`insert into src.people select i, case when i in (13, 77) then 'not-an-email-' || i else 'user' || i || '@example.com' end, 'User ' || i, i from generate_series(1, 1000) i`;
   const u = new URL(h.databaseUrl);
-  const db = ok(await h.request('PUT', '/v1/connections/warehouse', { body: { name: 'Warehouse', type: 'postgres', config: { host: u.hostname, port: Number(u.port), database: u.pathname.slice(1), user: decodeURIComponent(u.username) } } }));
+  const db = ok(await h.request('PUT', '/v1/connections/warehouse', { body: { name: 'Warehouse', type: 'postgres', config: { host: u.hostname, port: Number(u.port), database: u.pathname.slice(1), user: decodeURIComponent(u.username) }, ...(u.password ? { secrets: { password: decodeURIComponent(u.password) } } : {}) } }));
   const model = ok(await h.request('PUT', '/v1/models/people', { body: { name: 'People', connectionId: db.id, sql: 'select id, email, first_name, employees from src.people', primaryKey: 'id' } }));
   const sync = ok(
     await h.request('PUT', '/v1/syncs/people-to-hubspot', {

@@ -31,7 +31,7 @@ t.test('owner looked up by email: found, case-insensitive, not found, ambiguous'
   await src`create table src.people (id int primary key, email text, manager text)`;
   await src`insert into src.people values (1, 'c1@example.com', 'ada@corp.example'), (2, 'c2@example.com', 'ALAN@corp.example'), (3, 'c3@example.com', 'nobody@corp.example'), (4, 'c4@example.com', 'twin@corp.example'), (5, 'c5@example.com', 'ada@corp.example')`;
   const u = new URL(h.databaseUrl);
-  const db = ok(await h.request('PUT', '/v1/connections/warehouse', { body: { name: 'Warehouse', type: 'postgres', config: { host: u.hostname, port: Number(u.port), database: u.pathname.slice(1), user: decodeURIComponent(u.username) } } }));
+  const db = ok(await h.request('PUT', '/v1/connections/warehouse', { body: { name: 'Warehouse', type: 'postgres', config: { host: u.hostname, port: Number(u.port), database: u.pathname.slice(1), user: decodeURIComponent(u.username) }, ...(u.password ? { secrets: { password: decodeURIComponent(u.password) } } : {}) } }));
   ok(await h.request('PUT', '/v1/models/people', { body: { name: 'People', connectionId: db.id, sql: 'select id, email, manager from src.people', primaryKey: 'id' } }));
   const sync = ok(
     await h.request('PUT', '/v1/syncs/people', {

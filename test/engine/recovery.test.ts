@@ -81,7 +81,7 @@ t.test('two workers and twenty concurrent triggers: runs of one sync never overl
   t.teardown(() => crm.close());
   const { syncId, src } = await setupSync(t, h, crm.url, { rows: 300, delivery: { batchSize: 20, concurrency: 2 } });
   const triggers = await Promise.all(Array.from({ length: 20 }, () => h.request('POST', `/v1/syncs/${syncId}/runs`, { body: {} })));
-  t.ok(triggers.every((r) => r.status === 202));
+  t.ok(triggers.every((r) => r.status === 202 || r.status === 200), "a new run answers 202, the queued one it joined 200");
   const ids = [...new Set(triggers.map((r) => r.body.id as string))];
   t.ok(ids.length < 20, `triggers joined the queued run (${ids.length} runs for 20 triggers)`);
   const runs = [];
