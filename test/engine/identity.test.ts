@@ -1,28 +1,11 @@
-import t, { type Test } from 'tap';
-import postgres from 'postgres';
+import t from 'tap';
 import { startFakeCrm } from '../fakes/crm.ts';
 import { startTestBackhaul } from '../helpers/backhaul.ts';
+import { crmOpts, engine, identityFixture as fixture, setRows } from '../helpers/identity-fixture.ts';
 import { runToEnd, setupSync } from '../helpers/sync-setup.ts';
 
 // Destination identity, deletion guards and re-pointing (issue 12): a CRM keyed by email,
 // compared case-insensitively, fed by a PostgreSQL table. Each case is one that failed before.
-
-const engine = { retryBaseMs: 5, retryMaxMs: 50, heartbeatMs: 200 };
-const crmOpts = { caseInsensitive: true };
-
-async function fixture(t: Test, mode: string, rows: [number, string, string][], extra: Record<string, unknown> = {}) {
-  const h = await startTestBackhaul(t, { start: { worker: true, engine } });
-  const crm = await startFakeCrm({}, crmOpts);
-  t.teardown(() => crm.close());
-  const s = await setupSync(t, h, crm.url, { mode, crm: crmOpts, ...extra });
-  await setRows(s.src, rows);
-  return { h, crm, ...s };
-}
-
-async function setRows(src: postgres.Sql, rows: [number, string | null, string][]) {
-  await src`delete from src.people`;
-  for (const [id, email, name] of rows) await src`insert into src.people (id, email, name, age) values (${id}, ${email}, ${name}, 30)`;
-}
 
 t.test('a row re-created under a new primary key keeps its destination record (mirror)', async (t) => {
   const f = await fixture(t, 'mirror', [
