@@ -206,7 +206,8 @@ export class RunService {
 
   /**
    * A scheduled slot, in one statement (the scheduler's trigger; system actor): reads the sync
-   * (locking its row, as trigger() does) and whether it has a run queued or running, and when it
+   * (locking its row against triggers and changes, which lock it FOR UPDATE; NO KEY UPDATE does not
+   * wait for the key-share locks of a run's writes) and whether it has a run queued or running, and when it
    * is enabled and has none, creates the queued run with what trigger() writes with it: its job,
    * audit event and notification. A run triggered while this statement waited for the row is not
    * in its snapshot; runs_one_queued_uq makes the insert do nothing then.
@@ -217,7 +218,7 @@ export class RunService {
     const id = newId('run');
     const rows = await this.deps.database.sql<ScheduledFireRow[]>`
       with s as materialized (
-        select id, workspace_id, enabled, schedule, version, created_at from syncs where id = ${syncId} for update
+        select id, workspace_id, enabled, schedule, version, created_at from syncs where id = ${syncId} for no key update
       ), active as materialized (
         select r.id from runs r where r.sync_id = ${syncId} and r.status in ('queued', 'running') limit 1
       ), created as (

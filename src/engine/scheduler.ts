@@ -80,7 +80,8 @@ export interface FiredSync extends SchedulableSync {
 
 /**
  * Plans the slot after a fired one (`firedAt`: the job's run_at) in a single statement, from the
- * sync as the firing task read it (`version`): the row lock waits for a concurrent change to
+ * sync as the firing task read it (`version`): the row lock (NO KEY UPDATE: it waits for a change,
+ * which locks the row FOR UPDATE, not for a run's key-share locks) waits for a concurrent change to
  * commit, and the plan is made only if the sync is still that version, so a plan from a stale
  * read never replaces the one the change made in its own transaction. When the sync changed, is
  * gone or is no longer scheduled, planSchedule re-reads it (the general path: replace or remove
@@ -91,7 +92,7 @@ export async function planNextSlot(db: Db, sync: FiredSync, now: Date, firedAt: 
   const next = sync.enabled ? nextFireTime(sync, after) : null;
   if (next) {
     const planned = (await db.execute(
-      dsql`with s as materialized (select id from syncs where id = ${sync.id} and version = ${sync.version} and enabled for update)
+      dsql`with s as materialized (select id from syncs where id = ${sync.id} and version = ${sync.version} and enabled for no key update)
            select graphile_worker.add_job('backhaul_schedule', json_build_object('syncId', s.id), run_at => ${next.toISOString()}::timestamptz,
                   job_key => ${scheduleJobKey(sync.id)}::text, job_key_mode => 'replace', max_attempts => 5)
            from s`,

@@ -212,6 +212,13 @@ t.test('schedule.anchor: any timestamp with an offset, stored as UTC; others are
   }
   const cron = await h.request('PATCH', `/v1/syncs/${syncId}`, { body: { schedule: { type: 'cron', expression: '0 6 * * *', anchor: '2026-03-01T06:30:00Z' } } });
   t.equal(cron.status, 400, 'a cron schedule has no anchor');
+  // GraphQL: the same field, through the same service.
+  const query = `mutation($ref: String!, $anchor: String) {
+    updateSync(ref: $ref, input: { schedule: { type: interval, everySeconds: 600, anchor: $anchor } }) { schedule { ... on IntervalSchedule { everySeconds anchor } } } }`;
+  const gql = await h.request('POST', '/graphql', { body: { query, variables: { ref: syncId, anchor: '2026-03-01T08:00:00+02:00' } } });
+  t.same(gql.body.data?.updateSync.schedule, { everySeconds: 600, anchor: '2026-03-01T06:00:00.000Z' }, 'GraphQL sets and shows the anchor');
+  const gqlBad = await h.request('POST', '/graphql', { body: { query, variables: { ref: syncId, anchor: '2026-03-01T08:00:00' } } });
+  t.ok(gqlBad.body.errors?.length, 'GraphQL refuses an anchor without an offset');
 });
 
 t.test('a scheduled fire costs two statements (the trigger does not repeat the read), and its run is the same as a triggered one', async (t) => {
