@@ -41,6 +41,7 @@ async function main(argv: string[]): Promise<void> {
       logger,
       api: command === 'serve',
       worker: command === 'worker' || !values['no-worker'],
+      handleProcessErrors: true,
       printBootstrapKey: (token) => {
         process.stdout.write(
           `\n  Backhaul created workspace "default" and its owner API key:\n\n    ${token}\n\n  It is shown only this once: store it now.\n\n`,

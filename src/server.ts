@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import pino from 'pino';
 import type { Config } from './config.ts';
-import { connectDatabase, type Database } from './db/client.ts';
+import { connectDatabase, isConnectionError, postgresGuarded, type Database } from './db/client.ts';
 import { startEmbeddedPostgres, type EmbeddedDatabase } from './db/embedded.ts';
 import { migrate, migrationsApplied } from './db/migrate.ts';
 import { bootstrap } from './domain/bootstrap.ts';
@@ -37,6 +37,8 @@ export interface StartOptions {
   sweepEveryMs?: number;
   /** Authenticated-key cache of the API (default: 30 s, 10,000 keys; ttlMs 0 turns it off). */
   apiKeyCache?: ApiKeyCacheOptions;
+  /** Handle errors nothing caught, for the whole process (see installProcessHandlers); the CLI does. */
+  handleProcessErrors?: boolean;
 }
 
 export interface Backhaul {
@@ -64,6 +66,9 @@ export async function startBackhaul(opts: StartOptions): Promise<Backhaul> {
   const key = loadEncryptionKey(config, (m) => logger.warn(m));
   const { url: dbUrl, embedded } = await startDatabase(config, logger);
   const database = connectDatabase(dbUrl);
+  if (!postgresGuarded()) {
+    logger.warn('postgres.js is installed without its connection-loss guards (scripts/patch-postgres.mjs; did `npm install` run with --ignore-scripts?): losing the control database during a transaction can end the process');
+  }
   const closers: (() => Promise<void>)[] = [];
   let stopping = false;
   try {
@@ -132,7 +137,14 @@ export async function startBackhaul(opts: StartOptions): Promise<Backhaul> {
         plugins: [(app) => registerGraphql(app, services, { production: config.production, database })],
         readiness: {
           checks: {
-            database: async () => ((await database.sql`select 1 as ok`)[0]?.ok === 1 ? true : 'no answer'),
+            database: async () => {
+              try {
+                return (await database.sql`select 1 as ok`)[0]?.ok === 1 ? true : 'no answer';
+              } catch (e) {
+                if (isConnectionError(e)) return `unreachable (${(e as { code?: string }).code ?? (e as Error).message})`;
+                throw e;
+              }
+            },
             migrations: async () => ((await migrationsApplied(database.sql)) ? true : 'pending migrations'),
             ...(worker ? { worker: async () => (stopping ? 'stopping' : true) } : {}),
           },
@@ -146,7 +158,7 @@ export async function startBackhaul(opts: StartOptions): Promise<Backhaul> {
     if (app) closers.push(() => app!.close());
 
     let closing: Promise<void> | undefined;
-    return {
+    const bh: Backhaul = {
       config,
       database,
       services,
@@ -165,10 +177,66 @@ export async function startBackhaul(opts: StartOptions): Promise<Backhaul> {
         return closing;
       },
     };
+    // Kept through shutdown (an error while closing is handled the same way); removed at its end.
+    const uninstall = opts.handleProcessErrors ? installProcessHandlers(bh) : undefined;
+    const close = bh.close;
+    bh.close = () => close().finally(() => uninstall?.());
+    return bh;
   } catch (e) {
     for (const c of closers.reverse()) await c().catch(() => {});
     await database.close().catch(() => {});
     await embedded?.stop().catch(() => {});
     throw e;
   }
+}
+
+/**
+ * What the process does with an error nothing caught (installed by the CLI; returns the uninstaller):
+ *  - A rejection caused by a lost control-database connection (isConnectionError) is logged and
+ *    the process keeps serving. Its one known source is graphile-worker, which completes and
+ *    fails jobs without awaiting the statement; the job left locked is released by the worker's
+ *    sweep (releaseLostCompletions), so the state it leaves is known and repaired.
+ *  - Anything else — every uncaught exception, and any other unhandled rejection — comes from
+ *    code in a state nothing knows: it is logged, the process shuts down gracefully (no new
+ *    requests or jobs; running batches finish and checkpoint; the worker's jobs are released)
+ *    and exits 1, for its supervisor to start it again. A second fatal error, or a shutdown that
+ *    outlasts BACKHAUL_SHUTDOWN_TIMEOUT_MS + 5 s, exits 1 at once.
+ */
+export function installProcessHandlers(bh: Backhaul): () => Promise<void> {
+  const log = bh.logger;
+  let suppressed = 0;
+  let lastWarn = 0;
+  let failing = false;
+  const fatal = (kind: string, e: unknown) => {
+    log.fatal({ err: e }, `${kind}: shutting down`);
+    if (failing) process.exit(1);
+    failing = true;
+    const force = setTimeout(() => {
+      log.fatal('shutdown after an unhandled error timed out; exiting');
+      process.exit(1);
+    }, bh.config.shutdownTimeoutMs + 5000);
+    force.unref();
+    void bh.close().finally(() => process.exit(1));
+  };
+  const onRejection = (reason: unknown) => {
+    if (isConnectionError(reason)) {
+      const now = Date.now();
+      if (now - lastWarn < 5000) {
+        suppressed++;
+        return;
+      }
+      log.warn({ err: { message: (reason as Error)?.message, code: (reason as { code?: string })?.code }, alike: suppressed }, 'unhandled rejection: control database connection lost (the worker repairs what it left)');
+      lastWarn = now;
+      suppressed = 0;
+      return;
+    }
+    fatal('unhandled rejection', reason);
+  };
+  const onException = (e: unknown) => fatal('uncaught exception', e);
+  process.on('unhandledRejection', onRejection);
+  process.on('uncaughtException', onException);
+  return async () => {
+    process.off('unhandledRejection', onRejection);
+    process.off('uncaughtException', onException);
+  };
 }

@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import type { MappingSpec } from '../connectors/mapping.ts';
 import type { DestinationConnector, SourceConnector } from '../connectors/types.ts';
-import type { Database } from '../db/client.ts';
+import { isConnectionError, type Database } from '../db/client.ts';
 import type { RunRow } from '../domain/runs.ts';
 import type { Services } from '../domain/services.ts';
 import { syncView } from '../domain/syncs.ts';
@@ -249,8 +249,16 @@ export class RunExecutor {
       // delivery means the same signal fired.
       const e = e0 instanceof AbortedError && stopped.signal.aborted ? stopped.signal.reason : e0;
       if (e instanceof LeaseLostError) {
+        // Thrown, not returned: the job is then released only if this process still holds it
+        // (graphile-worker fails a job WHERE locked_by is this worker; it completes one by id alone).
         log.warn('run taken over by another execution; this one stops without writing');
-        return;
+        throw e;
+      }
+      if (isConnectionError(e)) {
+        // The control database went away outside delivery (which waits for it): nothing can be
+        // written now. The worker waits for it and executes the run again from its last marker.
+        log.warn({ err: { message: (e as Error).message, code: (e as { code?: string }).code } }, 'control database unavailable: the run resumes from its last checkpoint once it is back');
+        throw e;
       }
       if (e instanceof AbortedError) {
         // Shutting down: what was acknowledged is checkpointed; the job is released and resumed.
