@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import pino from 'pino';
 import type { Config } from './config.ts';
-import { connectDatabase, isConnectionError, postgresGuarded, type Database } from './db/client.ts';
+import { connectDatabase, errorSummary, isConnectionError, postgresGuarded, type Database } from './db/client.ts';
 import { startEmbeddedPostgres, type EmbeddedDatabase } from './db/embedded.ts';
 import { migrate, migrationsApplied } from './db/migrate.ts';
 import { bootstrap } from './domain/bootstrap.ts';
@@ -225,7 +225,7 @@ export function installProcessHandlers(bh: Backhaul): () => Promise<void> {
         suppressed++;
         return;
       }
-      log.warn({ err: { message: (reason as Error)?.message, code: (reason as { code?: string })?.code }, alike: suppressed }, 'unhandled rejection: control database connection lost (the worker repairs what it left)');
+      log.warn({ cause: errorSummary(reason), alike: suppressed }, 'unhandled rejection: control database connection lost (the worker repairs what it left)');
       lastWarn = now;
       suppressed = 0;
       return;

@@ -37,6 +37,9 @@ export function connectDatabase(url: string, opts: ConnectOptions = {}): Databas
     // A database that does not answer a new connection is reported as unavailable within 10 s
     // (postgres.js waits 30 s by default), so API requests fail with 503 instead of hanging.
     connect_timeout: 10,
+    // Reconnect delay after a lost connection, in seconds: 0.1 doubling to 2 (postgres.js's own
+    // grows to 20 s, and every query queued meanwhile waits for it — an API request included).
+    backoff: (retries: number) => (0.5 + Math.random() / 2) * Math.min(0.1 * 2 ** retries, 2),
   });
   const db = drizzle(sql, { schema });
   return {
@@ -67,6 +70,13 @@ export function isConnectionError(e: unknown): boolean {
     if (typeof message === 'string' && /^(Connection terminated( unexpectedly| due to connection timeout)?|Client has encountered a connection error and is not queryable)$/.test(message)) return true;
   }
   return false;
+}
+
+/** One short line for a log: the error's code and message (not the query or the client object it may carry). */
+export function errorSummary(e: unknown): string {
+  const code = (e as { code?: unknown })?.code;
+  const message = (e as { cause?: { message?: unknown } })?.cause?.message ?? (e as { message?: unknown })?.message ?? String(e);
+  return typeof code === 'string' && !String(message).includes(code) ? `${code}: ${String(message)}` : String(message).slice(0, 300);
 }
 
 const CONNECTION_CODES = new Set([

@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import type { DestinationConnector } from '../connectors/types.ts';
-import type { Sql } from '../db/client.ts';
+import { errorSummary, type Sql } from '../db/client.ts';
 import type { SyncViewT } from '../domain/syncs.ts';
 import { ConnectorError } from '../errors.ts';
 import { AbortedError, deliverBatch, splitBatches, type BatchResult, type RowOutcome } from './batch.ts';
@@ -77,7 +77,7 @@ export async function deliverPhase(d: DeliverInput): Promise<void> {
     whileDatabaseDown(fn, {
       signal: d.signal,
       onWait: (e, attempt) => {
-        if (attempt === 1 && !away) d.log.warn({ err: { message: (e as Error).message, code: (e as { code?: string }).code } }, `control database unavailable (${what}): delivery paused until it is back`);
+        if (attempt === 1 && !away) d.log.warn({ cause: errorSummary(e) }, `control database unavailable (${what}): delivery paused until it is back`);
         away = true;
       },
       onBack: () => {

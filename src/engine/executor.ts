@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import type { MappingSpec } from '../connectors/mapping.ts';
 import type { DestinationConnector, SourceConnector } from '../connectors/types.ts';
-import { isConnectionError, type Database } from '../db/client.ts';
+import { errorSummary, isConnectionError, type Database } from '../db/client.ts';
 import type { RunRow } from '../domain/runs.ts';
 import type { Services } from '../domain/services.ts';
 import { syncView } from '../domain/syncs.ts';
@@ -257,7 +257,7 @@ export class RunExecutor {
       if (isConnectionError(e)) {
         // The control database went away outside delivery (which waits for it): nothing can be
         // written now. The worker waits for it and executes the run again from its last marker.
-        log.warn({ err: { message: (e as Error).message, code: (e as { code?: string }).code } }, 'control database unavailable: the run resumes from its last checkpoint once it is back');
+        log.warn({ cause: errorSummary(e) }, 'control database unavailable: the run resumes from its last checkpoint once it is back');
         throw e;
       }
       if (e instanceof AbortedError) {
@@ -288,7 +288,9 @@ async function hook(log: Logger, fn: () => Promise<void> | undefined): Promise<v
   try {
     await fn();
   } catch (e) {
-    log.error({ err: e }, 'run hook failed');
+    // While the control database is away, one short line (not the failed statement and its parameters).
+    if (isConnectionError(e)) log.warn({ cause: errorSummary(e) }, 'run hook failed: control database unavailable');
+    else log.error({ err: e }, 'run hook failed');
   }
 }
 

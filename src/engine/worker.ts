@@ -1,6 +1,6 @@
 import { run as runGraphileWorker, runMigrations, Logger as GraphileLogger, type Runner, type Task } from 'graphile-worker';
 import type { Logger } from 'pino';
-import { isConnectionError, type Database } from '../db/client.ts';
+import { errorSummary, isConnectionError, type Database } from '../db/client.ts';
 import { patientPool } from '../db/patient-pool.ts';
 import { systemActor } from '../domain/context.ts';
 import type { Services } from '../domain/services.ts';
@@ -75,8 +75,7 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
   // task ended lost its completion to a dropped connection (graphile-worker does not await it).
   const tasksEnded = new Map<string, number>();
   const tasksRunning = new Set<string>();
-  const dbLog = { message: '', code: '' as string | undefined };
-  const brief = (e: unknown) => ({ message: (e as Error)?.message ?? String(e), code: (e as { code?: string })?.code });
+  let lastPoolError = '';
 
   const backhaul_run: Task = async (payload, helpers) => {
     const { runId } = payload as { runId: string };
@@ -90,7 +89,7 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
           if (e instanceof LeaseLostError || !isConnectionError(e) || helpers.abortSignal.aborted) throw e;
           // The control database went away: wait for it, then execute again from the last marker
           // (a new lease; what was checkpointed is not sent again).
-          logger.warn({ runId, err: brief(e) }, 'control database unavailable during a run: waiting for it');
+          logger.warn({ runId, cause: errorSummary(e) }, 'control database unavailable during a run: waiting for it');
           await waitForDatabase(database.sql, { signal: helpers.abortSignal });
           if (helpers.abortSignal.aborted) throw e;
           logger.info({ runId }, 'control database back: resuming the run');
@@ -139,20 +138,20 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
   const pgPool = patientPool(
     { connectionString: database.url, max: o.concurrency + 2 },
     {
-      onWait: (e) => logger.warn({ err: brief(e) }, 'control database unavailable: the worker waits for it'),
+      onWait: (e) => logger.warn({ cause: errorSummary(e) }, 'control database unavailable: the worker waits for it'),
       onBack: () => logger.info('control database back: the worker resumes'),
     },
   );
   const onError = (e: Error) => {
     // One line per distinct error, not one per pooled connection.
-    if (dbLog.message === e.message && dbLog.code === (e as { code?: string }).code) return;
-    Object.assign(dbLog, brief(e));
-    logger.warn({ err: brief(e) }, 'worker database connection error');
+    if (lastPoolError === errorSummary(e)) return;
+    lastPoolError = errorSummary(e);
+    logger.warn({ cause: errorSummary(e) }, 'worker database connection error');
   };
   pgPool.on('error', onError);
   pgPool.on('connect', (client) => {
     client.on('error', onError);
-    dbLog.message = '';
+    lastPoolError = '';
   });
   // Every task notes when it ran (see tasksEnded).
   const tracked = (task: Task): Task => async (payload, helpers) => {
@@ -317,7 +316,7 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
   const sweepTimer = setInterval(
     () =>
       void sweep().catch((e) => {
-        if (isConnectionError(e)) logger.debug({ err: brief(e) }, 'stale-run sweep skipped: control database unavailable');
+        if (isConnectionError(e)) logger.debug({ cause: errorSummary(e) }, 'stale-run sweep skipped: control database unavailable');
         else logger.error({ err: e }, 'stale-run sweep failed');
       }),
     o.sweepEveryMs ?? 5000,

@@ -3,9 +3,10 @@ import { createServer, connect, type Server, type Socket } from 'node:net';
 // A TCP proxy between Backhaul and the shared PostgreSQL, so a test can take the control
 // database away without stopping it (the server is shared by every test on the machine).
 //
-// cut(): every connection through the proxy is reset (RST, as when PostgreSQL restarts or
-// fails over and its connections die), and every new connection is reset at once until
-// restore() — a client sees ECONNRESET on its queries and on each reconnect attempt.
+// cut(): every connection through the proxy is dropped — reset (RST, a failover or a crashed
+// server) or closed (FIN, as a PostgreSQL shutting down closes its sessions) — and every new
+// connection is reset at once until restore(): a client sees its queries fail and each
+// reconnect attempt refused.
 
 export interface PgProxy {
   /** DATABASE_URL through the proxy. */
@@ -15,7 +16,7 @@ export interface PgProxy {
   /** Connections refused while cut. */
   refused: number;
   readonly isCut: boolean;
-  cut(): void;
+  cut(how?: 'reset' | 'close'): void;
   restore(): void;
   close(): Promise<void>;
 }
@@ -33,11 +34,16 @@ export async function startPgProxy(targetUrl: string): Promise<PgProxy> {
     get isCut() {
       return cut;
     },
-    cut() {
+    cut(how = 'reset') {
       cut = true;
       for (const [a, b] of pairs) {
-        a.resetAndDestroy();
-        b.resetAndDestroy();
+        if (how === 'reset') {
+          a.resetAndDestroy();
+          b.resetAndDestroy();
+        } else {
+          a.destroy();
+          b.destroy();
+        }
       }
       pairs.clear();
     },
