@@ -26,10 +26,10 @@ export interface Spawned {
 export async function spawnBackhaul(
   h: TestBackhaul,
   command: 'serve' | 'worker',
-  opts: { databaseUrl?: string; env?: Record<string, string>; logLevel?: string } = {},
+  opts: { databaseUrl?: string; env?: Record<string, string>; logLevel?: string; nodeArgs?: string[] } = {},
 ): Promise<Spawned> {
   const port = command === 'serve' ? await freePort() : 0;
-  const child = spawn(process.execPath, ['src/cli.ts', command], {
+  const child = spawn(process.execPath, [...(opts.nodeArgs ?? []), 'src/cli.ts', command], {
     env: {
       ...process.env,
       DATABASE_URL: opts.databaseUrl ?? h.databaseUrl,
