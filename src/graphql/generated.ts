@@ -703,7 +703,10 @@ export type RunRecord = {
   operation: RunRecordOperation;
   status: RunRecordStatus;
   error?: Maybe<RunRecordError>;
+  /** Requests that carried this row in this run, across its executions. */
   attempts: Scalars['Int']['output'];
+  /** The row may have reached the destination more than once in this run (sent by an execution that ended before recording it, then sent again). */
+  redelivered: Scalars['Boolean']['output'];
   runId: Scalars['ID']['output'];
   createdAt: Scalars['DateTime']['output'];
 };
@@ -2636,6 +2639,7 @@ export type RunRecordResolvers<ContextType = GqlContext, ParentType extends Reso
   status?: Resolver<ResolversTypes['RunRecordStatus'], ParentType, ContextType>;
   error?: Resolver<Maybe<ResolversTypes['RunRecordError']>, ParentType, ContextType>;
   attempts?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
+  redelivered?: Resolver<ResolversTypes['Boolean'], ParentType, ContextType>;
   runId?: Resolver<ResolversTypes['ID'], ParentType, ContextType>;
   createdAt?: Resolver<ResolversTypes['DateTime'], ParentType, ContextType>;
 };

@@ -606,7 +606,10 @@ type RunRecord {
   operation: RunRecordOperation!
   status: RunRecordStatus!
   error: RunRecordError
+  "Requests that carried this row in this run, across its executions."
   attempts: Int!
+  "The row may have reached the destination more than once in this run (sent by an execution that ended before recording it, then sent again)."
+  redelivered: Boolean!
   runId: ID!
   createdAt: DateTime!
 }

@@ -5,6 +5,8 @@ import { problems } from '../schemas.ts';
 export interface Readiness {
   /** Each check answers true or a reason it is not ready. */
   checks: Record<string, () => Promise<true | string>>;
+  /** How long one check may take before it counts as failed (default 3000 ms). */
+  timeoutMs?: number;
 }
 
 const Health = Type.Object({ status: Type.Literal('ok') }, { description: 'The process is alive.' });
@@ -22,6 +24,7 @@ export function healthRoutes(app: FastifyInstance, readiness: Readiness): void {
     { config: { public: true }, schema: { operationId: 'getHealth', tags: ['health'], summary: 'The process is alive', response: { 200: Health, ...problems } } },
     async () => ({ status: 'ok' }),
   );
+  const timeoutMs = readiness.timeoutMs ?? 3000;
   app.get(
     '/readyz',
     {
@@ -38,10 +41,20 @@ export function healthRoutes(app: FastifyInstance, readiness: Readiness): void {
       },
     },
     async (_req, reply) => {
+      // Checks run side by side, each bounded: a database that does not answer fails the probe in
+      // timeoutMs instead of holding it until the prober gives up.
+      const entries = await Promise.all(
+        Object.entries(readiness.checks).map(async ([name, check]) => {
+          let timer: NodeJS.Timeout | undefined;
+          const timedOut = new Promise<string>((resolve) => (timer = setTimeout(() => resolve(`no answer within ${timeoutMs} ms`), timeoutMs)));
+          const r = await Promise.race([check().catch((e: Error) => e.message || String(e)), timedOut]);
+          clearTimeout(timer);
+          return [name, r] as const;
+        }),
+      );
       const results: Record<string, string> = {};
       let ok = true;
-      for (const [name, check] of Object.entries(readiness.checks)) {
-        const r = await check().catch((e: Error) => e.message);
+      for (const [name, r] of entries) {
         results[name] = r === true ? 'ok' : r;
         if (r !== true) ok = false;
       }
