@@ -4,6 +4,8 @@
 FROM node:24-bookworm-slim AS deps
 WORKDIR /app
 COPY package.json package-lock.json ./
+# postinstall: connection-loss guards for postgres.js (see the script)
+COPY scripts/patch-postgres.mjs ./scripts/
 # Production dependencies only; install scripts are those approved in package.json (allowScripts).
 RUN npm ci --omit=dev --no-audit --no-fund
 

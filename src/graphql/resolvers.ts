@@ -285,6 +285,7 @@ export function buildResolvers(services: Services) {
           status: a.status ?? undefined,
           operation: a.operation ?? undefined,
           primaryKey: a.primaryKey ?? undefined,
+          redelivered: a.redelivered ?? undefined,
         });
         return { nodes: p.data, pageInfo: { hasNextPage: p.nextCursor !== null, endCursor: p.nextCursor } };
       },
