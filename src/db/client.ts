@@ -63,7 +63,8 @@ export function isConnectionError(e: unknown): boolean {
   for (let x = e, depth = 0; x && typeof x === 'object' && depth < 5; x = (x as { cause?: unknown }).cause, depth++) {
     const code = (x as { code?: unknown }).code;
     if (typeof code === 'string') {
-      if (CONNECTION_CODES.has(code) || code.startsWith('08')) return true;
+      // Class 08 but 08P01 protocol_violation (a client defect, not a transient outage).
+      if (CONNECTION_CODES.has(code) || (code.startsWith('08') && code !== '08P01')) return true;
     }
     const message = (x as { message?: unknown }).message;
     // node-postgres (graphile-worker's pool) reports a dropped session by message only.
@@ -78,6 +79,24 @@ export function errorSummary(e: unknown): string {
   const message = (e as { cause?: { message?: unknown } })?.cause?.message ?? (e as { message?: unknown })?.message ?? String(e);
   return typeof code === 'string' && !String(message).includes(code) ? `${code}: ${String(message)}` : String(message).slice(0, 300);
 }
+
+/**
+ * A connection error from a PostgreSQL client, as opposed to the same socket error from anything
+ * else (a destination, a source being tested): what the API reports as `database_unavailable`.
+ * postgres.js's own codes (CONNECTION_CLOSED…) and PostgreSQL's SQLSTATEs come from a database;
+ * a socket error does when the client attached its statement to it (`query`, as postgres.js and
+ * drizzle do).
+ */
+export function isDatabaseConnectionError(e: unknown): boolean {
+  if (!isConnectionError(e)) return false;
+  for (let x = e, depth = 0; x && typeof x === 'object' && depth < 5; x = (x as { cause?: unknown }).cause, depth++) {
+    const code = (x as { code?: unknown }).code;
+    if ('query' in x || (typeof code === 'string' && (DATABASE_CODES.has(code) || /^(08|57P0)/.test(code)))) return true;
+  }
+  return false;
+}
+
+const DATABASE_CODES = new Set(['CONNECTION_CLOSED', 'CONNECTION_DESTROYED', 'CONNECT_TIMEOUT']);
 
 const CONNECTION_CODES = new Set([
   // sockets (Node's net / libuv)

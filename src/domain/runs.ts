@@ -314,7 +314,7 @@ export class RunService {
   async records(
     actor: Actor,
     runId: string,
-    params: { status?: string; operation?: string; primaryKey?: string; limit?: number; cursor?: string },
+    params: { status?: string; operation?: string; primaryKey?: string; redelivered?: boolean; limit?: number; cursor?: string },
   ): Promise<Page<RunRecordViewT>> {
     requireScope(actor, 'read');
     await this.row(this.db, actor.workspaceId, runId);
@@ -324,6 +324,7 @@ export class RunService {
     if (params.status) conds.push(eq(runRecords.status, params.status));
     if (params.operation) conds.push(eq(runRecords.operation, params.operation));
     if (params.primaryKey !== undefined) conds.push(eq(runRecords.primaryKey, params.primaryKey));
+    if (params.redelivered !== undefined) conds.push(eq(runRecords.redelivered, params.redelivered));
     if (after) {
       const [pk, op] = splitCursor(after);
       conds.push(sql`(${runRecords.primaryKey}, ${runRecords.operation}) > (${pk}, ${op})`);

@@ -80,16 +80,19 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
     const { runId } = payload as { runId: string };
     activeRuns.add(runId);
     try {
-      for (;;) {
+      for (let again = 0; ; again++) {
         try {
           await executor.execute(runId, { workerId: helpers.job.locked_by ?? 'unknown', signal: helpers.abortSignal, logger });
           return;
         } catch (e) {
-          if (e instanceof LeaseLostError || !isConnectionError(e) || helpers.abortSignal.aborted) throw e;
+          // After 10 executions in a row cut short this way, the job fails and graphile-worker
+          // retries it later (a connection error that is not an outage must not spin).
+          if (e instanceof LeaseLostError || !isConnectionError(e) || helpers.abortSignal.aborted || again >= 10) throw e;
           // The control database went away: wait for it, then execute again from the last marker
           // (a new lease; what was checkpointed is not sent again).
           logger.warn({ runId, cause: errorSummary(e) }, 'control database unavailable during a run: waiting for it');
           await waitForDatabase(database.sql, { signal: helpers.abortSignal });
+          if (again > 0) await new Promise((r) => setTimeout(r, Math.min(60_000, 500 * 2 ** again)));
           if (helpers.abortSignal.aborted) throw e;
           logger.info({ runId }, 'control database back: resuming the run');
         }

@@ -655,6 +655,7 @@ export type RunRecordsArgs = {
   status?: InputMaybe<RunRecordStatus>;
   operation?: InputMaybe<RunRecordOperation>;
   primaryKey?: InputMaybe<Scalars['String']['input']>;
+  redelivered?: InputMaybe<Scalars['Boolean']['input']>;
 };
 
 

@@ -566,7 +566,7 @@ type Run implements Node {
   counts: RunCounts!
   error: RunError
   "The outcome of each row, by primary key."
-  records(first: Int, after: String, status: RunRecordStatus, operation: RunRecordOperation, primaryKey: String): RunRecordList!
+  records(first: Int, after: String, status: RunRecordStatus, operation: RunRecordOperation, primaryKey: String, redelivered: Boolean): RunRecordList!
   "Every webhook delivery about this run (endpoints' and the trigger's callbackUrl), newest first."
   deliveries(first: Int, after: String): WebhookDeliveryConnection!
 }

@@ -1,5 +1,5 @@
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
-import { isConnectionError } from '../db/client.ts';
+import { isDatabaseConnectionError } from '../db/client.ts';
 import { AppError, DatabaseUnavailableError, type FieldError } from '../errors.ts';
 import { toFieldErrors } from '../lib/validate.ts';
 
@@ -42,7 +42,7 @@ function simple(status: number, code: string, title: string, detail: string, err
 export function toAppError(err: FastifyError | Error): AppError | undefined {
   if (err instanceof AppError) return err;
   // The control database went away (restart, failover, network): 503, retry later.
-  if (isConnectionError(err)) return new DatabaseUnavailableError({ cause: err });
+  if (isDatabaseConnectionError(err)) return new DatabaseUnavailableError({ cause: err });
   const fe = err as FastifyError & { validation?: unknown[]; validationContext?: string };
   if (fe.validation) {
     const part = fe.validationContext ?? 'body';

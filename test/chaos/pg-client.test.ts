@@ -1,6 +1,6 @@
 import t from 'tap';
 import postgres from 'postgres';
-import { connectDatabase, isConnectionError, postgresGuarded } from '../../src/db/client.ts';
+import { connectDatabase, isConnectionError, isDatabaseConnectionError, postgresGuarded } from '../../src/db/client.ts';
 import { freshDatabase } from '../helpers/backhaul.ts';
 import { startPgProxy } from './pg-proxy.ts';
 
@@ -49,6 +49,7 @@ t.test('postgres.js rides out a lost connection', async (t) => {
       );
     await ticks();
     t.ok(err && isConnectionError(err), `round ${round}: the interrupted transaction rejects with a connection error (${(err as Error)?.message})`);
+    t.ok(isDatabaseConnectionError(err), 'which the API reports as database_unavailable');
     t.same(uncaught, [], `round ${round}: nothing was thrown outside the caller`);
     const lost = await sql`select 1`.then(
       () => 'answered',
@@ -71,4 +72,21 @@ t.test('postgres.js rides out a lost connection', async (t) => {
   await ticks();
   t.same(uncaught, [], 'nothing was thrown outside the callers');
   t.same(await sql`select 1 as x`, [{ x: 1 }], 'and the pool answers again');
+});
+
+t.test('what counts as the control database being unavailable', async (t) => {
+  const sock = (code: string) => Object.assign(new Error(`read ${code}`), { code });
+  const fromQuery = (e: Error) => Object.defineProperty(e, 'query', { value: 'select 1', enumerable: false });
+  t.ok(isConnectionError(sock('ECONNRESET')) && isConnectionError(sock('ECONNREFUSED')) && isConnectionError(sock('CONNECTION_CLOSED')));
+  t.ok(isConnectionError(sock('57P01')), 'admin_shutdown (PostgreSQL stopping)');
+  t.ok(isConnectionError(sock('57P03')), 'cannot_connect_now (PostgreSQL starting)');
+  t.ok(isConnectionError(sock('08006')), 'class 08: connection_failure');
+  t.notOk(isConnectionError(sock('08P01')), 'but not protocol_violation');
+  t.notOk(isConnectionError(sock('23505')), 'a statement error is not');
+  t.ok(isConnectionError(new Error('Connection terminated unexpectedly')), "node-postgres's dropped session");
+  t.ok(isConnectionError(new Error('Failed query', { cause: sock('ECONNRESET') })), 'through a wrapper (drizzle)');
+  t.notOk(isDatabaseConnectionError(sock('ECONNREFUSED')), 'a socket error from elsewhere (a destination, a source) is not the control database');
+  t.ok(isDatabaseConnectionError(fromQuery(sock('ECONNREFUSED'))), 'one a database client attached its statement to is');
+  t.ok(isDatabaseConnectionError(new Error('Failed query', { cause: fromQuery(sock('ECONNRESET')) })));
+  t.ok(isDatabaseConnectionError(sock('CONNECTION_CLOSED')) && isDatabaseConnectionError(sock('57P01')), "postgres.js's and PostgreSQL's own codes are");
 });

@@ -90,6 +90,8 @@ t.test('rows re-sent after kill -9 mid-batch are marked redelivered', async (t) 
       const api = await h.request('GET', `/v1/runs/${runId}/records?primaryKey=${encodeURIComponent(held[0].replace(/^user(\d+)@.*$/, '$1'))}`);
       t.equal(api.body?.data?.[0]?.redelivered, true, 'the API shows the mark');
       t.ok(api.body?.data?.[0]?.attempts >= 2, 'and the attempts');
+      const listed = await h.request('GET', `/v1/runs/${runId}/records?redelivered=true&limit=200`);
+      t.equal(listed.body?.data?.length, marked.length, 'the API lists exactly the marked rows with ?redelivered=true');
       const [{ n }] = await db`select count(*)::int as n from run_inflight where run_id = ${runId}`;
       t.equal(n, 0, 'nothing is left registered once the run finished');
     });
