@@ -182,7 +182,7 @@ export async function startBackhaul(opts: StartOptions): Promise<Backhaul> {
               try {
                 return (await database.sql`select 1 as ok`)[0]?.ok === 1 ? true : 'no answer';
               } catch (e) {
-                if (isConnectionError(e)) return `unreachable (${(e as { code?: string }).code ?? (e as Error).message})`;
+                if (isConnectionError(e)) return `unreachable (${errorSummary(e)})`;
                 throw e;
               }
             },

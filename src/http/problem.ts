@@ -1,5 +1,5 @@
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
-import { isDatabaseConnectionError } from '../db/client.ts';
+import { errorSummary, isDatabaseConnectionError } from '../db/client.ts';
 import { AppError, DatabaseUnavailableError, type FieldError } from '../errors.ts';
 import { toFieldErrors } from '../lib/validate.ts';
 
@@ -81,7 +81,7 @@ export function errorHandler(err: FastifyError, request: FastifyRequest, reply: 
   if (app) {
     if (app instanceof DatabaseUnavailableError) {
       // Expected while the database is away (one line per request, not the failed query).
-      request.log.warn({ code: app.code, cause: (err as { code?: string }).code ?? err.message }, 'request failed: database unavailable');
+      request.log.warn({ code: app.code, cause: errorSummary(err) }, 'request failed: database unavailable');
       reply.header('retry-after', String(DatabaseUnavailableError.retryAfterSeconds));
       return sendProblem(reply, problemOf(app, request.id));
     }
