@@ -9,6 +9,10 @@ COPY package.json package-lock.json ./
 # (~60 MB; a container uses DATABASE_URL) and no pg-cloudflare. No dependency left needs an
 # install script.
 RUN npm ci --omit=dev --omit=optional --ignore-scripts --no-audit --no-fund && npm cache clean --force
+# The postgres.js connection-loss guards (npm's postinstall, skipped by --ignore-scripts): applied
+# here because the runtime image's node_modules belongs to root and the server runs as node.
+COPY scripts/patch-postgres.mjs ./scripts/
+RUN node scripts/patch-postgres.mjs && grep -q 'backhaul-guard' node_modules/postgres/src/connection.js
 
 FROM node:24-bookworm-slim AS runtime
 ENV NODE_ENV=production \

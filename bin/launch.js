@@ -93,12 +93,31 @@ export function supportedNode() {
 }
 
 /**
+ * Applies scripts/patch-postgres.mjs (postgres.js connection-loss guards) before anything loads
+ * postgres.js: npm's postinstall does it, but an install with --ignore-scripts skips it (as the
+ * embedded PostgreSQL's symlinks are made in src/db/embedded.ts for the same reason). A no-op when
+ * already patched; where node_modules is read-only or the script is absent (the Docker image, which
+ * patches at build), the server's start-up warning (postgresGuarded) says what is missing.
+ */
+async function guardPostgres() {
+  const script = join(root, 'scripts', 'patch-postgres.mjs');
+  if (!existsSync(script)) return;
+  try {
+    const { applyGuards } = await import(pathToFileURL(script).href);
+    applyGuards(root);
+  } catch {
+    // reported by the server at start (postgresGuarded in src/db/client.ts)
+  }
+}
+
+/**
  * Runs `file` (a path) with `args`: here when this Node strips types, else under supportedNode() as a
  * child with this process's Node flags. The child gets the terminal's signals itself (same process
  * group); signals sent to this process alone are passed on. Its exit status or signal becomes ours.
  */
 export async function run(file, args) {
   const entry = resolve(file);
+  await guardPostgres();
   if (stripsTypes(process.versions.node)) {
     process.argv = [process.argv[0], entry, ...args];
     await import(pathToFileURL(entry).href);

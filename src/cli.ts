@@ -67,6 +67,7 @@ async function serveOrWork(command: 'serve' | 'worker', rest: string[], config: 
     api: command === 'serve',
     worker: command === 'worker' || !values['no-worker'],
     metricsPort: command === 'worker' ? metricsPort : undefined,
+    handleProcessErrors: true,
     printBootstrapKey: (token) => {
       process.stdout.write(`\n  Backhaul created workspace "default" and its owner API key:\n\n    ${token}\n\n  It is shown only this once: store it now.\n\n`);
     },

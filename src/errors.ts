@@ -94,6 +94,21 @@ export class UnprocessableError extends AppError {
   }
 }
 
+/**
+ * The control database cannot be reached (restart, failover, network): 503, and the request can
+ * be retried as is once it is back (`Retry-After` says when to try).
+ */
+export class DatabaseUnavailableError extends AppError {
+  static readonly retryAfterSeconds = 5;
+  constructor(opts: { cause?: unknown } = {}) {
+    super(503, 'database_unavailable', 'Service unavailable', {
+      detail: 'The control database cannot be reached right now; nothing was changed by this request.',
+      hint: `Retry in a few seconds (Retry-After: ${DatabaseUnavailableError.retryAfterSeconds}).`,
+      cause: opts.cause,
+    });
+  }
+}
+
 /** How the engine treats a failure: retry it inside the run, fail the run, or fail one row. */
 export type ErrorClass = 'retryable' | 'fatal' | 'row';
 

@@ -2,7 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import { createServer, type Server } from 'node:http';
 import pino from 'pino';
 import type { Config } from './config.ts';
-import { connectDatabase, type Database } from './db/client.ts';
+import { connectDatabase, errorSummary, isConnectionError, postgresGuarded, type Database } from './db/client.ts';
 import { startDatabase } from './db/embedded.ts';
 import { migrate, migrationsApplied } from './db/migrate.ts';
 import { bootstrap } from './domain/bootstrap.ts';
@@ -44,6 +44,8 @@ export interface StartOptions {
    * config.host (0: a free one, see Backhaul.metricsUrl). Unset: no listener.
    */
   metricsPort?: number;
+  /** Handle errors nothing caught, for the whole process (see installProcessHandlers); the CLI does. */
+  handleProcessErrors?: boolean;
 }
 
 export interface Backhaul {
@@ -94,6 +96,9 @@ export async function startBackhaul(opts: StartOptions): Promise<Backhaul> {
   const key = loadEncryptionKey(config, (m) => logger.warn(m));
   const { url: dbUrl, embedded } = await startDatabase(config, logger);
   const database = connectDatabase(dbUrl);
+  if (!postgresGuarded()) {
+    logger.warn('postgres.js is installed without its connection-loss guards (scripts/patch-postgres.mjs; did `npm install` run with --ignore-scripts?): losing the control database during a transaction can end the process');
+  }
   const closers: (() => Promise<void>)[] = [];
   let stopping = false;
   try {
@@ -173,7 +178,14 @@ export async function startBackhaul(opts: StartOptions): Promise<Backhaul> {
         plugins: [(app) => registerGraphql(app, services, { production: config.production, database })],
         readiness: {
           checks: {
-            database: async () => ((await database.sql`select 1 as ok`)[0]?.ok === 1 ? true : 'no answer'),
+            database: async () => {
+              try {
+                return (await database.sql`select 1 as ok`)[0]?.ok === 1 ? true : 'no answer';
+              } catch (e) {
+                if (isConnectionError(e)) return `unreachable (${errorSummary(e)})`;
+                throw e;
+              }
+            },
             migrations: async () => ((await migrationsApplied(database.sql)) ? true : 'pending migrations'),
             ...(worker ? { worker: async () => (stopping ? 'stopping' : true) } : {}),
           },
@@ -191,10 +203,18 @@ export async function startBackhaul(opts: StartOptions): Promise<Backhaul> {
         token: config.metricsToken,
         metrics: () => services.metrics.text(),
         contentType: services.metrics.registry.contentType,
-        ready: async () => ({
-          database: await database.sql`select 1 as ok`.then((r) => (r[0]?.ok === 1 ? true : 'no answer'), (e: Error) => e.message),
-          ...(worker ? { worker: stopping ? 'stopping' : true } : {}),
-        }),
+        ready: async () => {
+          // Bounded like the API's /readyz: a database that does not answer fails the probe in 3 s.
+          let timer: NodeJS.Timeout | undefined;
+          const timedOut = new Promise<string>((resolve) => (timer = setTimeout(() => resolve('no answer within 3000 ms'), 3000)));
+          const probe = database.sql`select 1 as ok`.then(
+            (r) => (r[0]?.ok === 1 ? (true as const) : 'no answer'),
+            (e: Error) => (isConnectionError(e) ? `unreachable (${(e as { code?: string }).code ?? e.message})` : e.message),
+          );
+          const db = await Promise.race([probe, timedOut]);
+          clearTimeout(timer);
+          return { database: db, ...(worker ? { worker: stopping ? 'stopping' : (true as const) } : {}) };
+        },
       });
       metricsUrl = listener.url;
       logger.info({ url: metricsUrl }, 'Metrics listening (GET /metrics, /healthz, /readyz)');
@@ -208,7 +228,7 @@ export async function startBackhaul(opts: StartOptions): Promise<Backhaul> {
     closers.push(() => services.runWaiter.close());
 
     let closing: Promise<void> | undefined;
-    return {
+    const bh: Backhaul = {
       config,
       database,
       services,
@@ -228,6 +248,11 @@ export async function startBackhaul(opts: StartOptions): Promise<Backhaul> {
         return closing;
       },
     };
+    // Kept through shutdown (an error while closing is handled the same way); removed at its end.
+    const uninstall = opts.handleProcessErrors ? installProcessHandlers(bh) : undefined;
+    const close = bh.close;
+    bh.close = () => close().finally(() => uninstall?.());
+    return bh;
   } catch (e) {
     for (const c of closers.reverse()) await c().catch(() => {});
     await database.close().catch(() => {});
@@ -296,5 +321,56 @@ async function metricsListener(o: {
         server.closeAllConnections();
         server.close(() => resolve());
       }),
+    };
+}
+
+/**
+ * What the process does with an error nothing caught (installed by the CLI; returns the uninstaller):
+ *  - A rejection caused by a lost control-database connection (isConnectionError) is logged and
+ *    the process keeps serving. Its one known source is graphile-worker, which completes and
+ *    fails jobs without awaiting the statement; the job left locked is released by the worker's
+ *    sweep (releaseLostCompletions), so the state it leaves is known and repaired.
+ *  - Anything else — every uncaught exception, and any other unhandled rejection — comes from
+ *    code in a state nothing knows: it is logged, the process shuts down gracefully (no new
+ *    requests or jobs; running batches finish and checkpoint; the worker's jobs are released)
+ *    and exits 1, for its supervisor to start it again. A second fatal error, or a shutdown that
+ *    outlasts BACKHAUL_SHUTDOWN_TIMEOUT_MS + 5 s, exits 1 at once.
+ */
+export function installProcessHandlers(bh: Backhaul): () => Promise<void> {
+  const log = bh.logger;
+  let suppressed = 0;
+  let lastWarn = 0;
+  let failing = false;
+  const fatal = (kind: string, e: unknown) => {
+    log.fatal({ err: e }, `${kind}: shutting down`);
+    if (failing) process.exit(1);
+    failing = true;
+    const force = setTimeout(() => {
+      log.fatal('shutdown after an unhandled error timed out; exiting');
+      process.exit(1);
+    }, bh.config.shutdownTimeoutMs + 5000);
+    force.unref();
+    void bh.close().finally(() => process.exit(1));
+  };
+  const onRejection = (reason: unknown) => {
+    if (isConnectionError(reason)) {
+      const now = Date.now();
+      if (now - lastWarn < 5000) {
+        suppressed++;
+        return;
+      }
+      log.warn({ cause: errorSummary(reason), alike: suppressed }, 'unhandled rejection: control database connection lost (the worker repairs what it left)');
+      lastWarn = now;
+      suppressed = 0;
+      return;
+    }
+    fatal('unhandled rejection', reason);
+  };
+  const onException = (e: unknown) => fatal('uncaught exception', e);
+  process.on('unhandledRejection', onRejection);
+  process.on('uncaughtException', onException);
+  return async () => {
+    process.off('unhandledRejection', onRejection);
+    process.off('uncaughtException', onException);
   };
 }

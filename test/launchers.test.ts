@@ -1,7 +1,7 @@
 import t from 'tap';
 import { spawn, spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { delimiter, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -44,7 +44,41 @@ t.test('--help loads nothing but the CLI and its configuration (no server, no da
   t.match(r.stdout, /Usage: backhaul <command>/);
   const loaded = r.stderr.split('\n').filter((l) => l.startsWith('LOADED file:')).map((l) => l.slice('LOADED file://'.length).replace(root, ''));
   t.ok(loaded.includes('src/cli.ts'), 'the CLI ran');
-  t.same(loaded.filter((f) => !['bin/backhaul.js', 'bin/launch.js', 'src/cli.ts', 'src/config.ts'].includes(f)), [], 'and nothing else');
+  t.same(loaded.filter((f) => !['bin/backhaul.js', 'bin/launch.js', 'scripts/patch-postgres.mjs', 'src/cli.ts', 'src/config.ts'].includes(f)), [], 'and nothing else (the launcher checks the postgres.js guards: a file read)');
+});
+
+// npm's postinstall applies the postgres.js connection-loss guards (scripts/patch-postgres.mjs);
+// an install with --ignore-scripts skips it, so the launcher applies them before the entry point
+// loads anything. A stand-in package holding the three spots the guards patch, in a copy of the
+// launcher's layout (bin/, scripts/, node_modules/postgres).
+t.test('the launcher applies the postgres.js guards that an --ignore-scripts install skipped', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'bh-guards-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  for (const f of ['bin/launch.js', 'scripts/patch-postgres.mjs']) {
+    mkdirSync(join(dir, dirname(f)), { recursive: true });
+    writeFileSync(join(dir, f), readFileSync(join(root, f)));
+  }
+  const MARK = '/* backhaul-guard */'; // scripts/patch-postgres.mjs
+  const pkg = join(dir, 'node_modules', 'postgres');
+  const unpatched = [
+    "    if (terminated)\n      return queryError(q, Errors.connection('CONNECTION_DESTROYED', options))\n",
+    '  function nextWrite(fn) {\n    const x = socket.write(chunk, fn)\n',
+    "    incomings = null\n    clearImmediate(nextWriteTimer)\n    socket.removeListener('data', data)\n",
+  ].join('\n');
+  for (const rel of ['src', 'cjs/src']) {
+    mkdirSync(join(pkg, rel), { recursive: true });
+    writeFileSync(join(pkg, rel, 'connection.js'), unpatched);
+  }
+  writeFileSync(join(pkg, 'package.json'), JSON.stringify({ name: 'postgres', version: '3.4.9' }));
+  // The entry point sees the guards already in place when it runs.
+  writeFileSync(join(dir, 'entry.mjs'), `import { readFileSync } from 'node:fs';\nprocess.stdout.write(String(readFileSync(${JSON.stringify(join(pkg, 'src', 'connection.js'))}, 'utf8').split(${JSON.stringify(MARK)}).length - 1));\n`);
+  const r = spawnSync(process.execPath, [join(dir, 'bin', 'launch.js'), join(dir, 'entry.mjs')], { cwd: dir, encoding: 'utf8' });
+  t.equal(r.status, 0, r.stderr);
+  t.equal(r.stdout, '3', 'all three guards were in place before the entry point ran');
+  t.equal(readFileSync(join(pkg, 'cjs', 'src', 'connection.js'), 'utf8').split(MARK).length - 1, 3, 'the CommonJS build too');
+  // And again: already patched, nothing changes.
+  const again = spawnSync(process.execPath, [join(dir, 'bin', 'launch.js'), join(dir, 'entry.mjs')], { cwd: dir, encoding: 'utf8' });
+  t.equal(again.stdout, '3', 'idempotent');
 });
 
 // ---- On a machine whose own Node is older than 22.18 (many servers have Node 20) ----
@@ -198,6 +232,7 @@ t.test('the image: production dependencies only, a build context without local s
   for (const p of ['.backhaul', 'node_modules', '.git', 'coverage', '.tap', 'bench', 'test', '.env']) t.ok(ignore.includes(p), `.dockerignore leaves out ${p}`);
   t.match(dockerfile, /npm ci --omit=dev --omit=optional /, 'no devDependencies (TypeScript, tap) and no embedded PostgreSQL');
   t.match(dockerfile, /BACKHAUL_REQUIRE_DATABASE_URL=true/, 'the container refuses the embedded database');
+  t.match(dockerfile, /RUN node scripts\/patch-postgres\.mjs/, 'the postgres.js guards are applied at build (--ignore-scripts skips postinstall; the image runs as node)');
   const copied = [...dockerfile.matchAll(/^COPY (?!--from)(.+) \S+$/gm)].flatMap((m) => m[1].split(/\s+/));
   t.ok(copied.length > 0);
   for (const src of copied) {

@@ -325,6 +325,11 @@ export const runRecords = pgTable(
     batch: integer('batch'),
     /** The destination's id of the record this row wrote, when it returned one. */
     recordId: text('record_id'),
+    /**
+     * The row may have reached the destination more than once in this run: an execution that
+     * ended before recording its outcome (crash, takeover, lost plan) had sent it (see run_inflight).
+     */
+    redelivered: boolean('redelivered').notNull().default(false),
     createdAt: created(),
   },
   (t) => [
@@ -333,6 +338,28 @@ export const runRecords = pgTable(
     // Rejected and invalid rows: what callbacks and UIs filter on; succeeded rows stay out of it.
     index('run_records_problems_idx').on(t.runId, t.status, t.primaryKey, t.operation).where(sql`status <> 'succeeded'`),
   ],
+);
+
+/**
+ * Batches handed to a destination whose outcome is not recorded yet: one row per batch, written
+ * (fenced by the run's lease) before its request leaves and deleted by the checkpoint that records
+ * it. What an execution leaves behind (it crashed, lost its lease, or PostgreSQL lost the plan)
+ * names the rows a later execution may send again: their records get `redelivered` and count
+ * these sends in `attempts`. Few rows at any time (concurrency × executions).
+ */
+export const runInflight = pgTable(
+  'run_inflight',
+  {
+    runId: text('run_id')
+      .notNull()
+      .references(() => runs.id, { onDelete: 'cascade' }),
+    /** runs.attempts of the execution that sent it. */
+    lease: integer('lease').notNull(),
+    batch: integer('batch').notNull(),
+    primaryKeys: text('primary_keys').array().notNull(),
+    createdAt: created(),
+  },
+  (t) => [primaryKey({ columns: [t.runId, t.lease, t.batch] })],
 );
 
 /**

@@ -72,7 +72,11 @@ export const RunRecordView = Type.Object(
     operation: Type.Unsafe<RecordOperation>({ type: 'string', enum: [...RECORD_OPERATIONS], description: 'What the run did (or planned) with the row; none: nothing (an invalid row)' }),
     status: Type.Union([Type.Literal('succeeded'), Type.Literal('rejected'), Type.Literal('invalid')]),
     error: Type.Union([Type.Object({ code: Type.String(), message: Type.String() }), Type.Null()]),
-    attempts: Type.Integer(),
+    attempts: Type.Integer({ description: 'Requests that carried this row in this run, across its executions (a send whose outcome an earlier execution never recorded counts once)' }),
+    redelivered: Type.Boolean({
+      description:
+        'The row may have reached the destination more than once in this run: an execution that ended before recording its outcome (a crash, a takeover by another worker, a plan lost with PostgreSQL) had sent it, and it was sent again',
+    }),
     recordId: Type.Optional(Type.Union([Type.String(), Type.Null()], { description: "The destination's id of the record this row wrote, when it returned one" })),
     runId: Type.String(),
     createdAt: Type.String({ format: 'date-time' }),
@@ -311,7 +315,7 @@ export class RunService {
   async records(
     actor: Actor,
     runId: string,
-    params: { status?: string; operation?: string; primaryKey?: string; limit?: number; cursor?: string },
+    params: { status?: string; operation?: string; primaryKey?: string; redelivered?: boolean; limit?: number; cursor?: string },
   ): Promise<Page<RunRecordViewT>> {
     requireScope(actor, 'read');
     await this.row(this.db, actor.workspaceId, runId);
@@ -321,6 +325,7 @@ export class RunService {
     if (params.status) conds.push(eq(runRecords.status, params.status));
     if (params.operation) conds.push(eq(runRecords.operation, params.operation));
     if (params.primaryKey !== undefined) conds.push(eq(runRecords.primaryKey, params.primaryKey));
+    if (params.redelivered !== undefined) conds.push(eq(runRecords.redelivered, params.redelivered));
     if (after) {
       const [pk, op] = splitCursor(after);
       conds.push(sql`(${runRecords.primaryKey}, ${runRecords.operation}) > (${pk}, ${op})`);
@@ -376,6 +381,7 @@ function recordView(r: typeof runRecords.$inferSelect): RunRecordViewT {
     status: r.status as RunRecordViewT['status'],
     error: r.errorCode ? { code: r.errorCode, message: r.errorMessage ?? '' } : null,
     attempts: r.attempts,
+    redelivered: r.redelivered,
     recordId: r.recordId,
     runId: r.runId,
     createdAt: iso(r.createdAt)!,

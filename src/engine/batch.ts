@@ -17,6 +17,13 @@ export interface RowOutcome {
   attempts: number;
   /** The destination's id for the record (succeeded rows, when it returned one). */
   externalId?: string;
+  /**
+   * Sends of this row by earlier executions of the run whose outcome was never recorded (they
+   * crashed, lost the run to another worker, or PostgreSQL lost the plan): the row may have
+   * reached the destination that many more times. Its record counts them in `attempts` and is
+   * marked `redelivered`.
+   */
+  priorSends?: number;
 }
 
 export interface DeliveryContext {

@@ -16,12 +16,20 @@ import type { RunCounts } from './status.ts';
 // a checkpoint lost to a crash of PostgreSQL itself loses the unlogged plan with it, and the run
 // then re-plans from the snapshot and sends those rows again — at-least-once, never a row
 // reported that was not delivered. A killed worker loses nothing: its commits are in the server.
+//
+// Each batch was registered in run_inflight before it was sent (registerInflight); the checkpoint
+// deletes those rows. That makes a checkpoint safe to retry when the connection dropped before
+// its commit was acknowledged: finding its batches already gone, it knows it committed. Rows an
+// earlier execution sent without recording them are marked `redelivered` (RowOutcome.priorSends).
 
 export class LeaseLostError extends Error {
   constructor(runId: string) {
     super(`Run ${runId} is now executed elsewhere: this execution stops without writing.`);
   }
 }
+
+/** Thrown inside the transaction to roll it back: an earlier attempt of this checkpoint committed. */
+class AlreadyCheckpointed extends Error {}
 
 export interface CheckpointInput {
   sql: Sql;
@@ -45,8 +53,16 @@ export async function checkpoint(c: CheckpointInput): Promise<void> {
   const okNew = { seqs: [] as number[], ids: [] as (string | null)[] };
   const okWrites = { seqs: [] as number[], ids: [] as (string | null)[] };
   const okDeletes: number[] = [];
-  const ok = { seqs: [] as number[], attempts: [] as number[], batches: [] as number[], ids: [] as (string | null)[] };
-  const bad = { pks: [] as string[], ops: [] as string[], codes: [] as (string | null)[], messages: [] as (string | null)[], attempts: [] as number[], batches: [] as number[] };
+  const ok = { seqs: [] as number[], attempts: [] as number[], batches: [] as number[], ids: [] as (string | null)[], again: [] as number[] };
+  const bad = {
+    pks: [] as string[],
+    ops: [] as string[],
+    codes: [] as (string | null)[],
+    messages: [] as (string | null)[],
+    attempts: [] as number[],
+    batches: [] as number[],
+    again: [] as number[],
+  };
   const counts: RunCounts = structuredClone(c.counts);
   for (const { batch, outcomes } of c.group) {
     for (const o of outcomes) {
@@ -57,17 +73,19 @@ export async function checkpoint(c: CheckpointInput): Promise<void> {
         else if (o.op.op === 'insert' && c.insertsAreNew) (okNew.seqs.push(o.op.seq), okNew.ids.push(id));
         else (okWrites.seqs.push(o.op.seq), okWrites.ids.push(id));
         ok.seqs.push(o.op.seq);
-        ok.attempts.push(o.attempts);
+        ok.attempts.push(o.attempts + (o.priorSends ?? 0));
         ok.batches.push(batch);
         ok.ids.push(id);
+        ok.again.push((o.priorSends ?? 0) > 0 ? 1 : 0);
       } else {
         counts.rejected[o.op.op]++;
         bad.pks.push(o.op.pk);
         bad.ops.push(o.op.op);
         bad.codes.push(o.code ?? null);
         bad.messages.push(o.message ? recordable(o.message.slice(0, 2000)) : null);
-        bad.attempts.push(o.attempts);
+        bad.attempts.push(o.attempts + (o.priorSends ?? 0));
         bad.batches.push(batch);
+        bad.again.push((o.priorSends ?? 0) > 0 ? 1 : 0);
       }
     }
   }
@@ -75,61 +93,104 @@ export async function checkpoint(c: CheckpointInput): Promise<void> {
     ? sql``
     : sql`on conflict (run_id, primary_key, operation) do update
         set status = excluded.status, error_code = excluded.error_code, error_message = excluded.error_message,
-            attempts = run_records.attempts + excluded.attempts, batch = excluded.batch, record_id = excluded.record_id`;
-  await sql.begin(async (tx) => {
-    await tx`set local synchronous_commit = off`;
-    // The fence, and the counts (the row lock also orders this against a competing execution).
-    const fence = await tx<{ v: number | null }[]>`
-      update runs r set counts = ${JSON.stringify(counts)}::jsonb, heartbeat_at = now()
-      where r.id = ${run.id} and r.attempts = ${c.lease}
-      returning (select s.snapshot_version from syncs s where s.id = r.sync_id) as v`;
-    if (!fence.length) throw new LeaseLostError(run.id);
-    if (fence[0].v !== c.snapshotVersion) {
-      throw new ConnectorError('sync_repointed', "The sync's destination, object, match key or mode changed during the run; what was sent before the change is not recorded in the new snapshot.", {
-        classification: 'fatal',
-        hint: 'The next run writes every row to the new place.',
-      });
-    }
-    // New records (the plan found no snapshot entry for their match key; only this run writes the sync's snapshot).
-    if (okNew.seqs.length) {
-      await tx`
-        insert into sync_snapshots (sync_id, match_key, primary_key, hash, match_value, record_id, updated_at)
-        select ${run.syncId}, pl.mkey, pl.pk, pl.hash, pl.match::jsonb, coalesce(u.id, pl.record_id), now()
-        from unnest(${okNew.seqs}::bigint[], ${okNew.ids as string[]}::text[]) as u(seq, id) join ${p} pl on pl.seq = u.seq`;
-    }
-    if (okWrites.seqs.length) {
-      await tx`
-        insert into sync_snapshots (sync_id, match_key, primary_key, hash, match_value, record_id, updated_at)
-        select ${run.syncId}, pl.mkey, pl.pk, pl.hash, pl.match::jsonb, coalesce(u.id, pl.record_id), now()
-        from unnest(${okWrites.seqs}::bigint[], ${okWrites.ids as string[]}::text[]) as u(seq, id) join ${p} pl on pl.seq = u.seq
-        on conflict (sync_id, match_key) do update
-          set primary_key = excluded.primary_key, hash = excluded.hash, match_value = excluded.match_value,
-              record_id = coalesce(excluded.record_id, sync_snapshots.record_id), updated_at = now()`;
-    }
-    if (okDeletes.length) {
-      await tx`
-        delete from sync_snapshots n using ${p} pl
-        where pl.seq = any(${okDeletes}::bigint[]) and n.sync_id = ${run.syncId} and n.match_key = pl.mkey`;
-    }
-    if (ok.seqs.length) {
-      await tx`
-        insert into run_records (run_id, workspace_id, sync_id, primary_key, operation, status, attempts, batch, record_id)
-        select ${run.id}, ${run.workspaceId}, ${run.syncId}, pl.pk, pl.op, 'succeeded', u.attempts, u.batch, coalesce(u.id, pl.record_id)
-        from unnest(${ok.seqs}::bigint[], ${ok.attempts}::int[], ${ok.batches}::int[], ${ok.ids as string[]}::text[]) as u(seq, attempts, batch, id)
-        join ${p} pl on pl.seq = u.seq
-        ${onConflict}`;
-    }
-    if (bad.pks.length) {
-      await tx`
-        insert into run_records (run_id, workspace_id, sync_id, primary_key, operation, status, error_code, error_message, attempts, batch)
-        select ${run.id}, ${run.workspaceId}, ${run.syncId}, r.pk, r.op, 'rejected', r.code, r.message, r.attempts, r.batch
-        from unnest(${bad.pks}::text[], ${bad.ops}::text[], ${bad.codes as string[]}::text[], ${bad.messages as string[]}::text[],
-                    ${bad.attempts}::int[], ${bad.batches}::int[]) as r(pk, op, code, message, attempts, batch)
-        ${onConflict}`;
-    }
-  });
+            attempts = run_records.attempts + excluded.attempts, batch = excluded.batch, record_id = excluded.record_id,
+            redelivered = run_records.redelivered or excluded.redelivered`;
+  const batches = c.group.map((g) => g.batch);
+  try {
+    await sql.begin(async (tx) => {
+      await tx`set local synchronous_commit = off`;
+      // The fence, and the counts (the row lock also orders this against a competing execution).
+      const fence = await tx<{ v: number | null }[]>`
+        update runs r set counts = ${JSON.stringify(counts)}::jsonb, heartbeat_at = now()
+        where r.id = ${run.id} and r.attempts = ${c.lease}
+        returning (select s.snapshot_version from syncs s where s.id = r.sync_id) as v`;
+      if (!fence.length) throw new LeaseLostError(run.id);
+      if (fence[0].v !== c.snapshotVersion) {
+        throw new ConnectorError('sync_repointed', "The sync's destination, object, match key or mode changed during the run; what was sent before the change is not recorded in the new snapshot.", {
+          classification: 'fatal',
+          hint: 'The next run writes every row to the new place.',
+        });
+      }
+      // The batches' registrations go with their outcomes. None left: an earlier attempt of this
+      // checkpoint committed and only its answer was lost (the connection dropped).
+      const sent = await tx`delete from run_inflight where run_id = ${run.id} and lease = ${c.lease} and batch = any(${batches}::int[])`;
+      if (sent.count === 0) throw new AlreadyCheckpointed();
+      if (sent.count !== batches.length) throw new Error(`checkpoint of run ${run.id}: ${sent.count} of ${batches.length} batches were registered as sent`);
+      // New records (the plan found no snapshot entry for their match key; only this run writes the sync's snapshot).
+      if (okNew.seqs.length) {
+        await tx`
+          insert into sync_snapshots (sync_id, match_key, primary_key, hash, match_value, record_id, updated_at)
+          select ${run.syncId}, pl.mkey, pl.pk, pl.hash, pl.match::jsonb, coalesce(u.id, pl.record_id), now()
+          from unnest(${okNew.seqs}::bigint[], ${okNew.ids as string[]}::text[]) as u(seq, id) join ${p} pl on pl.seq = u.seq`;
+      }
+      if (okWrites.seqs.length) {
+        await tx`
+          insert into sync_snapshots (sync_id, match_key, primary_key, hash, match_value, record_id, updated_at)
+          select ${run.syncId}, pl.mkey, pl.pk, pl.hash, pl.match::jsonb, coalesce(u.id, pl.record_id), now()
+          from unnest(${okWrites.seqs}::bigint[], ${okWrites.ids as string[]}::text[]) as u(seq, id) join ${p} pl on pl.seq = u.seq
+          on conflict (sync_id, match_key) do update
+            set primary_key = excluded.primary_key, hash = excluded.hash, match_value = excluded.match_value,
+                record_id = coalesce(excluded.record_id, sync_snapshots.record_id), updated_at = now()`;
+      }
+      if (okDeletes.length) {
+        await tx`
+          delete from sync_snapshots n using ${p} pl
+          where pl.seq = any(${okDeletes}::bigint[]) and n.sync_id = ${run.syncId} and n.match_key = pl.mkey`;
+      }
+      if (ok.seqs.length) {
+        await tx`
+          insert into run_records (run_id, workspace_id, sync_id, primary_key, operation, status, attempts, batch, record_id, redelivered)
+          select ${run.id}, ${run.workspaceId}, ${run.syncId}, pl.pk, pl.op, 'succeeded', u.attempts, u.batch, coalesce(u.id, pl.record_id), u.again <> 0
+          from unnest(${ok.seqs}::bigint[], ${ok.attempts}::int[], ${ok.batches}::int[], ${ok.ids as string[]}::text[], ${ok.again}::int[])
+               as u(seq, attempts, batch, id, again)
+          join ${p} pl on pl.seq = u.seq
+          ${onConflict}`;
+      }
+      if (bad.pks.length) {
+        await tx`
+          insert into run_records (run_id, workspace_id, sync_id, primary_key, operation, status, error_code, error_message, attempts, batch, redelivered)
+          select ${run.id}, ${run.workspaceId}, ${run.syncId}, r.pk, r.op, 'rejected', r.code, r.message, r.attempts, r.batch, r.again <> 0
+          from unnest(${bad.pks}::text[], ${bad.ops}::text[], ${bad.codes as string[]}::text[], ${bad.messages as string[]}::text[],
+                      ${bad.attempts}::int[], ${bad.batches}::int[], ${bad.again}::int[]) as r(pk, op, code, message, attempts, batch, again)
+          ${onConflict}`;
+      }
+    });
+  } catch (e) {
+    if (!(e instanceof AlreadyCheckpointed)) throw e;
+  }
   // Counts change only once the transaction committed.
   Object.assign(c.counts, counts);
+}
+
+/**
+ * Registers a batch as sent before its request leaves (see run_inflight), if this execution
+ * still holds the run: the insert takes the run row's share lock where `attempts` still equals
+ * the lease, so it is ordered against a takeover's claim — either the claim sees this batch, or
+ * this execution sees it lost the run and sends nothing (LeaseLostError). Safe to repeat.
+ */
+export async function registerInflight(sql: Sql, runId: string, lease: number, batch: number, primaryKeys: string[]): Promise<void> {
+  const rows = await sql`
+    insert into run_inflight (run_id, lease, batch, primary_keys)
+    select r.id, ${lease}, ${batch}, ${primaryKeys}::text[] from runs r where r.id = ${runId} and r.attempts = ${lease} for share
+    on conflict do nothing
+    returning 1`;
+  if (rows.length) return;
+  const [cur] = await sql<{ attempts: number }[]>`select attempts from runs where id = ${runId}`;
+  if (!cur) throw new ConnectorError('sync_deleted', 'The sync was deleted during the run.', { classification: 'fatal' });
+  if (cur.attempts !== lease) throw new LeaseLostError(runId);
+  // Registered already: an earlier attempt of this statement committed.
+}
+
+/**
+ * Rows that earlier executions of the run sent without recording their outcome, with how many
+ * times: primary key → sends.
+ */
+export async function priorSends(sql: Sql, runId: string, lease: number): Promise<Map<string, number>> {
+  const rows = await sql<{ pk: string; n: number }[]>`
+    select pk, count(*)::int as n from run_inflight i, unnest(i.primary_keys) as pk
+    where i.run_id = ${runId} and i.lease <> ${lease}
+    group by pk`;
+  return new Map(rows.map((r) => [r.pk, r.n]));
 }
 
 /** A destination's message as the control database can store it (no NUL, no lone surrogates). */

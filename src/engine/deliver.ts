@@ -1,11 +1,12 @@
 import type { Logger } from 'pino';
 import type { DestinationConnector, WriteCheckpoint } from '../connectors/types.ts';
-import type { Sql } from '../db/client.ts';
+import { errorSummary, type Sql } from '../db/client.ts';
 import type { Redactor } from '../lib/redact.ts';
 import type { SyncViewT } from '../domain/syncs.ts';
 import { ConnectorError } from '../errors.ts';
 import { AbortedError, deliverBatch, splitBatches, type BatchResult, type RowOutcome } from './batch.ts';
-import { checkpoint, LeaseLostError } from './checkpoint.ts';
+import { checkpoint, LeaseLostError, priorSends, registerInflight } from './checkpoint.ts';
+import { whileDatabaseDown } from './db-wait.ts';
 import { readPending } from './plan.ts';
 import { limiterFor, type Clock } from './rate-limiter.ts';
 
@@ -15,6 +16,11 @@ import { limiterFor, type Clock } from './rate-limiter.ts';
 // the records). Deletes come last in the plan and wait at a barrier until every write before them
 // was acknowledged and checkpointed: a delete never runs before a write that could re-claim its
 // record, and none runs at all when a write failed the run.
+//
+// The control database going away pauses delivery instead of failing the run: registering a
+// batch, reading the plan and checkpointing are retried with backoff until it is back (or the
+// run is stopped); batches acknowledged meanwhile wait in memory for their checkpoint, and the
+// concurrency slots they hold keep new batches from being sent.
 
 export class CancelledError extends Error {}
 
@@ -75,14 +81,31 @@ export async function deliverPhase(d: DeliverInput): Promise<void> {
     ...(bulk ? { bulkThreshold: bulk.threshold, checkpoint: runWriteState(sql, run.id, d.lease) } : {}),
   };
 
-  let batchNo = (await sql<{ n: number }[]>`select count(distinct batch)::int as n from run_records where run_id = ${run.id} and batch is not null`)[0].n;
+  let away = false;
+  const patiently = <T>(what: string, fn: () => Promise<T>) =>
+    whileDatabaseDown(fn, {
+      signal: d.signal,
+      onWait: (e, attempt) => {
+        if (attempt === 1 && !away) d.log.warn({ cause: errorSummary(e) }, `control database unavailable (${what}): delivery paused until it is back`);
+        away = true;
+      },
+      onBack: () => {
+        if (away) d.log.info('control database back: delivery resumes');
+        away = false;
+      },
+    });
+  // Rows earlier executions sent without recording them: re-sent now, their records say so.
+  const prior = await patiently('reading the run', () => priorSends(sql, run.id, d.lease));
+  let batchNo = await patiently('reading the run', async () => (await sql<{ n: number }[]>`select coalesce(max(batch), 0)::int as n from (select batch from run_records where run_id = ${run.id} union all select batch from run_inflight where run_id = ${run.id}) b`)[0].n);
   const queued: { batch: number; outcomes: RowOutcome[]; resolve: () => void; reject: (e: unknown) => void }[] = [];
   let draining: Promise<void> | undefined;
   const drain = async () => {
     while (queued.length) {
       const group = queued.splice(0);
       try {
-        await checkpoint({ sql, run, lease: d.lease, snapshotVersion: d.snapshotVersion, insertsAreNew: d.insertsAreNew, recordsFresh: d.recordsFresh, group, counts: d.counts });
+        await patiently('checkpointing', () =>
+          checkpoint({ sql, run, lease: d.lease, snapshotVersion: d.snapshotVersion, insertsAreNew: d.insertsAreNew, recordsFresh: d.recordsFresh, group, counts: d.counts }),
+        );
         for (const g of group) g.resolve();
       } catch (e) {
         for (const g of group) g.reject(e);
@@ -114,11 +137,11 @@ export async function deliverPhase(d: DeliverInput): Promise<void> {
   const stop = () => isCancelled() || failure !== undefined || d.signal.aborted;
 
   outer: for (;;) {
-    const [flag] = await sql`select cancel_requested_at from runs where id = ${run.id}`;
+    const [flag] = await patiently('reading the run', () => sql`select cancel_requested_at from runs where id = ${run.id}`);
     if (!flag) throw new ConnectorError('sync_deleted', 'The sync was deleted during the run.', { classification: 'fatal' });
     if (flag.cancel_requested_at) cancelled = true;
     if (stop()) break;
-    const page = await readPending(sql, run.id, lastSeq, batchSize * concurrency, d.resumeAfterBatch);
+    const page = await patiently('reading the plan', () => readPending(sql, run.id, lastSeq, batchSize * concurrency, d.resumeAfterBatch));
     if (!page.length) break;
     lastSeq = page[page.length - 1].seq;
     for (const batch of splitBatches(page, batchSize, sync.mode)) {
@@ -132,8 +155,19 @@ export async function deliverPhase(d: DeliverInput): Promise<void> {
       if (stop()) break outer;
       const n = ++batchNo;
       const perWrite = rowMode(batch.operation) ? (k: number) => k : () => 1;
-      const p = deliverBatch({ ...deliveryCtx, requestsFor: perWrite }, batch.operation, batch.ops)
-        .then((result) => checkpointed(n, result.outcomes).then(() => afterCheckpoint(n, result)))
+      const p = (async () => {
+        // Registered before it leaves: a later execution knows these rows may have been delivered.
+        await patiently('registering a batch', () => registerInflight(sql, run.id, d.lease, n, batch.ops.map((o) => o.pk)));
+        const result = await deliverBatch({ ...deliveryCtx, requestsFor: perWrite }, batch.operation, batch.ops);
+        if (prior.size) {
+          for (const o of result.outcomes) {
+            const k = prior.get(o.op.pk);
+            if (k) o.priorSends = k;
+          }
+        }
+        await checkpointed(n, result.outcomes);
+        await afterCheckpoint(n, result);
+      })()
         .catch((e) => {
           failure ??= e;
         })

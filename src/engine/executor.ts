@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import type { MappingSpec } from '../connectors/mapping.ts';
 import type { DestinationConnector, SourceConnector } from '../connectors/types.ts';
-import type { Database } from '../db/client.ts';
+import { errorSummary, isConnectionError, type Database } from '../db/client.ts';
 import type { RunRow } from '../domain/runs.ts';
 import type { Services } from '../domain/services.ts';
 import type { Redactor } from '../lib/redact.ts';
@@ -258,8 +258,16 @@ export class RunExecutor {
       const e1 = e0 instanceof AbortedError && stopped.signal.aborted ? stopped.signal.reason : e0 instanceof ConnectorError && e0.code === 'cancelled' && cancelled.signal.aborted ? new CancelledError() : e0;
       const e = redact && e1 instanceof Error ? redact.error(e1) : e1;
       if (e instanceof LeaseLostError) {
+        // Thrown, not returned: the job is then released only if this process still holds it
+        // (graphile-worker fails a job WHERE locked_by is this worker; it completes one by id alone).
         log.warn('run taken over by another execution; this one stops without writing');
-        return;
+        throw e;
+      }
+      if (isConnectionError(e)) {
+        // The control database went away outside delivery (which waits for it): nothing can be
+        // written now. The worker waits for it and executes the run again from its last marker.
+        log.warn({ cause: errorSummary(e) }, 'control database unavailable: the run resumes from its last checkpoint once it is back');
+        throw e;
       }
       if (e instanceof AbortedError) {
         // Shutting down: what was acknowledged is checkpointed; the job is released and resumed.
@@ -289,7 +297,9 @@ async function hook(log: Logger, fn: () => Promise<void> | undefined): Promise<v
   try {
     await fn();
   } catch (e) {
-    log.error({ err: e }, 'run hook failed');
+    // While the control database is away, one short line (not the failed statement and its parameters).
+    if (isConnectionError(e)) log.warn({ cause: errorSummary(e) }, 'run hook failed: control database unavailable');
+    else log.error({ err: e }, 'run hook failed');
   }
 }
 

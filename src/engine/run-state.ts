@@ -1,6 +1,6 @@
 import { and, eq, sql as dsql } from 'drizzle-orm';
 import type { Database } from '../db/client.ts';
-import { runs } from '../db/schema.ts';
+import { runInflight, runs } from '../db/schema.ts';
 import { enqueueRunFinished, publishRun, type RunRow } from '../domain/runs.ts';
 import { ConnectorError } from '../errors.ts';
 import { LeaseLostError } from './checkpoint.ts';
@@ -83,6 +83,7 @@ export class RunState {
    * hook (process-local: metrics, the row debugger's buffer).
    */
   async finish(status: RunStatus, error: RunError | null, counts?: RunCounts): Promise<void> {
+    killPoint('run-finished:before'); // after the last checkpoint, before the terminal update
     const now = new Date().toISOString();
     const phases = (this.run.phases as PhaseTiming[]).map((p) => (p.finishedAt === null ? { ...p, finishedAt: now } : p));
     const set = { status, error, finishedAt: new Date(now), phases, ...(counts ? { counts } : {}) };
@@ -91,6 +92,9 @@ export class RunState {
       if (!row) return undefined; // taken over, or deleted: not ours to finish
       await enqueueRunFinished(tx, row.id);
       await publishRun(tx, row);
+      // Batches registered as sent are settled: what was not recorded is not retried any more.
+      await tx.delete(runInflight).where(eq(runInflight.runId, row.id));
+      killPoint('run-finished:uncommitted');
       return row;
     });
     killPoint('run-finished:committed');
@@ -107,7 +111,14 @@ export class RunState {
 
 /**
  * Fault injection for the reliability suite: when BACKHAUL_KILL_POINT names this point, the
- * process dies here at once (as kill -9 would). Never set outside tests.
+ * process dies here at once (as kill -9 would). Never set outside tests. The points of finishing
+ * a run, in order:
+ *   run-finished:before               the last batch is checkpointed; the run is not terminal yet
+ *   run-finished:uncommitted          inside the terminal transaction (outbox job enqueued), before COMMIT
+ *   run-finished:committed            the run is terminal and its outbox job committed
+ *   run-finished:emitted-uncommitted  the outbox task emitted run.completed, before its COMMIT
+ *   run-finished:emitted              run.completed emitted and marked; alerts not evaluated yet
+ *   run-finished:alerts-evaluated     alert rules evaluated (alerts raised), not marked evaluated yet
  */
 export function killPoint(name: string): void {
   if (process.env.BACKHAUL_KILL_POINT === name) process.kill(process.pid, 'SIGKILL');

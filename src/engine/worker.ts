@@ -1,11 +1,11 @@
 import { run as runGraphileWorker, runMigrations, Logger as GraphileLogger, type Runner, type Task } from 'graphile-worker';
 import type { Logger } from 'pino';
-import pg from 'pg';
-import { inArray } from 'drizzle-orm';
-import type { Database } from '../db/client.ts';
-import { runs } from '../db/schema.ts';
+import { errorSummary, isConnectionError, type Database } from '../db/client.ts';
+import { patientPool } from '../db/patient-pool.ts';
 import type { Services } from '../domain/services.ts';
 import { purgeIdempotencyKeys } from '../http/idempotency.ts';
+import { LeaseLostError } from './checkpoint.ts';
+import { waitForDatabase } from './db-wait.ts';
 import { RunExecutor, type EngineOptions, type RunHooks } from './executor.ts';
 import { gcJobQueues } from './job-queues.ts';
 import { realClock } from './rate-limiter.ts';
@@ -16,9 +16,15 @@ import { STAGING_SCHEMA } from './staging.ts';
 //   backhaul_run         {runId}   execute (or resume) a run
 //   backhaul_schedule    {syncId}  a sync's scheduled slot: trigger unless one is active; plan the next
 //   backhaul_maintenance           retention of run records and idempotency keys
-// A sweep every few seconds frees runs whose worker died (kill -9): their heartbeat stops, and
-// graphile-worker would otherwise keep the job locked for hours. It also deletes job queues that
-// have no job left (see gcJobQueues).
+// A sweep every few seconds frees runs whose worker died (kill -9) or stalled: their heartbeat
+// stops, and graphile-worker would otherwise keep the job locked for hours. It releases the run's
+// own job only — never every job of that worker — and the run's lease stops the old execution
+// at its next write. It also deletes job queues that have no job left (see gcJobQueues).
+//
+// The control database going away pauses the worker instead of ending the process: connections
+// are awaited (patient-pool.ts), a run waits for the database and resumes from its checkpoint,
+// and the sweep releases nothing until the database has been back for the stale interval (a
+// heartbeat it could not write is no sign that a worker died).
 
 export async function migrateWorkerSchema(connectionString: string): Promise<void> {
   await runMigrations({ connectionString, logger: quietLogger() });
@@ -62,11 +68,38 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
 
   // Worker-pool ids that held jobs in this process (graphile-worker's locked_by), for release at stop.
   const poolIds = new Set<string>();
+  // Runs executing in this process (the sweep never releases them: they are alive here).
+  const activeRuns = new Set<string>();
+  // Jobs whose task ended here, by when (ms): a job still locked by this process well after its
+  // task ended lost its completion to a dropped connection (graphile-worker does not await it).
+  const tasksEnded = new Map<string, number>();
+  const tasksRunning = new Set<string>();
+  let lastPoolError = '';
 
   const backhaul_run: Task = async (payload, helpers) => {
     const { runId } = payload as { runId: string };
-    if (helpers.job.locked_by) poolIds.add(helpers.job.locked_by);
-    await executor.execute(runId, { workerId: helpers.job.locked_by ?? 'unknown', signal: helpers.abortSignal, logger });
+    activeRuns.add(runId);
+    try {
+      for (let again = 0; ; again++) {
+        try {
+          await executor.execute(runId, { workerId: helpers.job.locked_by ?? 'unknown', signal: helpers.abortSignal, logger });
+          return;
+        } catch (e) {
+          // After 10 executions in a row cut short this way, the job fails and graphile-worker
+          // retries it later (a connection error that is not an outage must not spin).
+          if (e instanceof LeaseLostError || !isConnectionError(e) || helpers.abortSignal.aborted || again >= 10) throw e;
+          // The control database went away: wait for it, then execute again from the last marker
+          // (a new lease; what was checkpointed is not sent again).
+          logger.warn({ runId, cause: errorSummary(e) }, 'control database unavailable during a run: waiting for it');
+          await waitForDatabase(database.sql, { signal: helpers.abortSignal });
+          if (again > 0) await new Promise((r) => setTimeout(r, Math.min(60_000, 500 * 2 ** again)));
+          if (helpers.abortSignal.aborted) throw e;
+          logger.info({ runId }, 'control database back: resuming the run');
+        }
+      }
+    } finally {
+      activeRuns.delete(runId);
+    }
   };
 
   const backhaul_schedule: Task = async (payload, helpers) => {
@@ -90,11 +123,42 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
   };
 
   // Our own pool, so that its errors (e.g. the database stopping first at shutdown) are logged
-  // instead of crashing the process, and so that we end it after the runner has stopped.
-  const pgPool = new pg.Pool({ connectionString: database.url, max: o.concurrency + 2 });
-  const onError = (e: Error) => logger.warn({ err: e }, 'worker database connection error');
+  // instead of crashing the process, so that it waits for a database that went away, and so that
+  // we end it after the runner has stopped. Errors are logged as one short line (a pg error
+  // carries its whole client object).
+  const pgPool = patientPool(
+    { connectionString: database.url, max: o.concurrency + 2 },
+    {
+      onWait: (e) => logger.warn({ cause: errorSummary(e) }, 'control database unavailable: the worker waits for it'),
+      onBack: () => logger.info('control database back: the worker resumes'),
+    },
+  );
+  const onError = (e: Error) => {
+    // One line per distinct error, not one per pooled connection.
+    if (lastPoolError === errorSummary(e)) return;
+    lastPoolError = errorSummary(e);
+    logger.warn({ cause: errorSummary(e) }, 'worker database connection error');
+  };
   pgPool.on('error', onError);
-  pgPool.on('connect', (client) => client.on('error', onError));
+  pgPool.on('connect', (client) => {
+    client.on('error', onError);
+    lastPoolError = '';
+  });
+  // Every task notes when it ran (see tasksEnded).
+  const tracked = (task: Task): Task => async (payload, helpers) => {
+    if (helpers.job.locked_by) poolIds.add(helpers.job.locked_by);
+    tasksRunning.add(helpers.job.id);
+    tasksEnded.delete(helpers.job.id);
+    try {
+      return await task(payload, helpers);
+    } finally {
+      tasksRunning.delete(helpers.job.id);
+      tasksEnded.set(helpers.job.id, Date.now());
+    }
+  };
+  const taskList: Record<string, Task> = Object.fromEntries(
+    Object.entries({ ...o.tasks, backhaul_run, backhaul_schedule, backhaul_maintenance }).map(([name, task]) => [name, tracked(task)]),
+  );
   const runner = await runGraphileWorker({
     pgPool,
     concurrency: o.concurrency,
@@ -102,25 +166,94 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
     pollInterval: 1000,
     // Stop taking work at once on shutdown; in-flight batches still finish and checkpoint.
     gracefulShutdownAbortTimeout: 100,
-    taskList: { ...o.tasks, backhaul_run, backhaul_schedule, backhaul_maintenance },
+    taskList,
     crontab: ['*/10 * * * * backhaul_maintenance', ...(o.crontab ?? [])].join('\n'),
     logger: quietLogger(logger),
   });
 
   const staleAfter = o.staleAfterMs ?? 15_000;
+  // Since when the sweep has reached the database without interruption (undefined: it has not
+  // since it last failed to). At start the database just answered (migrations): taken as up.
+  let dbUpSince: number | undefined = Date.now() - staleAfter;
   async function sweep(): Promise<number> {
+    try {
+      const released = await sweepOnce();
+      dbUpSince ??= Date.now();
+      return released;
+    } catch (e) {
+      if (isConnectionError(e)) dbUpSince = undefined;
+      throw e;
+    }
+  }
+  async function sweepOnce(): Promise<number> {
+    await database.sql`select 1`;
+    // Heartbeats could not be written while the database was away: judge them only once it has
+    // been back for the stale interval.
+    if (dbUpSince === undefined || Date.now() - dbUpSince < staleAfter) return 0;
     await releaseOrphanedJobs();
+    await releaseLostCompletions();
     await gcJobQueues(database.sql).catch((e) => logger.debug({ err: e }, 'job queue cleanup skipped'));
-    const stale = await database.sql<{ id: string; worker_id: string }[]>`
-      select id, worker_id from runs
-      where status = 'running' and worker_id is not null and heartbeat_at < now() - ${`${staleAfter} milliseconds`}::interval`;
-    if (!stale.length) return 0;
-    const workerIds = [...new Set(stale.map((s) => s.worker_id))];
-    await database.sql`select graphile_worker.force_unlock_workers(${workerIds}::text[])`;
-    // Clear worker_id so the sweep does not repeat until a new worker takes the run.
-    await database.db.update(runs).set({ workerId: null }).where(inArray(runs.id, stale.map((s) => s.id)));
-    logger.warn({ runs: stale.map((s) => s.id), workerIds }, 'released runs of unresponsive workers');
-    return stale.length;
+    return releaseStaleRuns();
+  }
+  /**
+   * Runs whose execution shows no heartbeat for the stale interval (its worker died, or stalls):
+   * release exactly each run's job (job key `run:<id>`) and its queue, where the silent worker
+   * still holds them, so that another worker takes the run over — with a new lease, which stops
+   * the old execution at its next write if it wakes up. The silent worker's other jobs are left
+   * alone (a stalled worker keeps them; a dead one's come back through graphile-worker's own
+   * lock expiry or releaseOrphanedJobs). Runs executing in this process are alive by definition.
+   */
+  async function releaseStaleRuns(): Promise<number> {
+    const released = await database.sql<{ id: string; worker_id: string; job_id: string | null }[]>`
+      with stale as (
+        select r.id, r.worker_id from runs r
+        where r.status = 'running' and r.worker_id is not null
+          and r.heartbeat_at < now() - ${`${staleAfter} milliseconds`}::interval
+          and r.id <> all(${[...activeRuns]}::text[])
+        for update skip locked
+      ), held as (
+        select j.id, j.job_queue_id, s.worker_id, s.id as run_id
+        from stale s join graphile_worker._private_jobs j on j.key = 'run:' || s.id and j.locked_by = s.worker_id
+      ), queues as (
+        update graphile_worker._private_job_queues q set locked_at = null, locked_by = null
+        from held h where q.id = h.job_queue_id and q.locked_by = h.worker_id
+      ), jobs as (
+        update graphile_worker._private_jobs j set locked_at = null, locked_by = null
+        from held h where j.id = h.id
+        returning j.id, h.run_id
+      ), cleared as (
+        -- worker_id cleared so that the sweep does not repeat until a worker takes the run again
+        update runs r set worker_id = null from stale s where r.id = s.id
+      )
+      select s.id, s.worker_id, (select jobs.id::text from jobs where jobs.run_id = s.id) as job_id from stale s`;
+    if (!released.length) return 0;
+    logger.warn({ runs: released.map((r) => ({ runId: r.id, workerId: r.worker_id, jobId: r.job_id })) }, 'released runs whose worker stopped answering');
+    return released.length;
+  }
+  /**
+   * A job whose task ended in this process a while ago but that this process still holds lost
+   * its completion (graphile-worker completes and fails jobs without awaiting it; a dropped
+   * connection loses the statement): release it so that it runs again (tasks are idempotent), as
+   * graphile-worker would after its 4-hour lock expiry.
+   */
+  async function releaseLostCompletions(): Promise<void> {
+    const cutoff = Date.now() - Math.max(30_000, staleAfter);
+    const due = [...tasksEnded].filter(([id, at]) => at < cutoff && !tasksRunning.has(id)).map(([id]) => id);
+    if (!due.length || !poolIds.size) return;
+    const released = await database.sql<{ id: string }[]>`
+      with lost as (
+        select id, job_queue_id, locked_by from graphile_worker._private_jobs
+        where id = any(${due}::bigint[]) and locked_by = any(${[...poolIds]}::text[])
+        for update skip locked
+      ), queues as (
+        update graphile_worker._private_job_queues q set locked_at = null, locked_by = null
+        from lost l where q.id = l.job_queue_id and q.locked_by = l.locked_by
+      )
+      update graphile_worker._private_jobs j set locked_at = null, locked_by = null
+      from lost l where j.id = l.id
+      returning j.id::text as id`;
+    for (const id of due) tasksEnded.delete(id);
+    if (released.length) logger.warn({ jobs: released.map((r) => r.id) }, 'released jobs whose completion was lost with the database connection');
   }
   /**
    * A worker that died after its run became terminal (while finishing hooks ran) leaves a locked
@@ -137,8 +270,12 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
         left join runs r on r.id = j.payload->>'runId'
         where j.locked_by is not null
           and j.locked_at < now() - ${`${Math.max(staleAfter * 4, 60_000)} milliseconds`}::interval
-          and (r.id is null or (r.status in ('succeeded', 'partially_succeeded', 'failed', 'cancelled')
-                                and r.finished_at < now() - ${`${staleAfter * 4} milliseconds`}::interval))
+          and (r.id is null
+               -- a worker claims its run as soon as it takes the job: a run still queued under a
+               -- job locked this long was never started (the fetch's answer was lost)
+               or r.status = 'queued'
+               or (r.status in ('succeeded', 'partially_succeeded', 'failed', 'cancelled')
+                   and r.finished_at < now() - ${`${staleAfter * 4} milliseconds`}::interval))
       ), queues as (
         update graphile_worker._private_job_queues q set locked_at = null, locked_by = null
         from orphaned o where q.id = o.job_queue_id and q.locked_by = o.locked_by
@@ -149,7 +286,14 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
     if (released.length) logger.warn({ jobs: released.map((r) => r.id) }, 'released jobs of finished runs left locked by a dead worker');
   }
 
-  const sweepTimer = setInterval(() => void sweep().catch((e) => logger.error({ err: e }, 'stale-run sweep failed')), o.sweepEveryMs ?? 5000);
+  const sweepTimer = setInterval(
+    () =>
+      void sweep().catch((e) => {
+        if (isConnectionError(e)) logger.debug({ cause: errorSummary(e) }, 'stale-run sweep skipped: control database unavailable');
+        else logger.error({ err: e }, 'stale-run sweep failed');
+      }),
+    o.sweepEveryMs ?? 5000,
+  );
   sweepTimer.unref();
   void sweep().catch(() => {});
 
@@ -159,6 +303,8 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
     sweep,
     async stop() {
       clearInterval(sweepTimer);
+      // Nothing waits for a database that is away any more: stopping must not hang on it.
+      pgPool.stopWaiting();
       await runner.stop();
       // graphile-worker fails interrupted jobs without waiting for it (and would delay their retry):
       // unlock what this process held so that another worker resumes its runs at once.

@@ -655,6 +655,7 @@ export type RunRecordsArgs = {
   status?: InputMaybe<RunRecordStatus>;
   operation?: InputMaybe<RunRecordOperation>;
   primaryKey?: InputMaybe<Scalars['String']['input']>;
+  redelivered?: InputMaybe<Scalars['Boolean']['input']>;
 };
 
 
@@ -703,7 +704,10 @@ export type RunRecord = {
   operation: RunRecordOperation;
   status: RunRecordStatus;
   error?: Maybe<RunRecordError>;
+  /** Requests that carried this row in this run, across its executions. */
   attempts: Scalars['Int']['output'];
+  /** The row may have reached the destination more than once in this run (sent by an execution that ended before recording it, then sent again). */
+  redelivered: Scalars['Boolean']['output'];
   runId: Scalars['ID']['output'];
   createdAt: Scalars['DateTime']['output'];
 };
@@ -2638,6 +2642,7 @@ export type RunRecordResolvers<ContextType = GqlContext, ParentType extends Reso
   status?: Resolver<ResolversTypes['RunRecordStatus'], ParentType, ContextType>;
   error?: Resolver<Maybe<ResolversTypes['RunRecordError']>, ParentType, ContextType>;
   attempts?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
+  redelivered?: Resolver<ResolversTypes['Boolean'], ParentType, ContextType>;
   runId?: Resolver<ResolversTypes['ID'], ParentType, ContextType>;
   createdAt?: Resolver<ResolversTypes['DateTime'], ParentType, ContextType>;
 };

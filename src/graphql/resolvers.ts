@@ -387,6 +387,7 @@ export function buildResolvers(services: Services): Resolvers {
           status: a.status ?? undefined,
           operation: a.operation ?? undefined,
           primaryKey: a.primaryKey ?? undefined,
+          redelivered: a.redelivered ?? undefined,
         });
         return connection(p, { after: a.after, cursorOf: (rec) => encodeCursor(`${rec.primaryKey}\u0000${rec.operation}`) });
       },

@@ -566,7 +566,7 @@ type Run implements Node {
   counts: RunCounts!
   error: RunError
   "The outcome of each row, by primary key."
-  records(first: Int, after: String, status: RunRecordStatus, operation: RunRecordOperation, primaryKey: String): RunRecordList!
+  records(first: Int, after: String, status: RunRecordStatus, operation: RunRecordOperation, primaryKey: String, redelivered: Boolean): RunRecordList!
   "Every webhook delivery about this run (endpoints' and the trigger's callbackUrl), newest first."
   deliveries(first: Int, after: String): WebhookDeliveryConnection!
 }
@@ -606,7 +606,10 @@ type RunRecord {
   operation: RunRecordOperation!
   status: RunRecordStatus!
   error: RunRecordError
+  "Requests that carried this row in this run, across its executions."
   attempts: Int!
+  "The row may have reached the destination more than once in this run (sent by an execution that ended before recording it, then sent again)."
+  redelivered: Boolean!
   runId: ID!
   createdAt: DateTime!
 }

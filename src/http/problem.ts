@@ -1,5 +1,6 @@
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
-import { AppError, type FieldError } from '../errors.ts';
+import { errorSummary, isDatabaseConnectionError } from '../db/client.ts';
+import { AppError, DatabaseUnavailableError, type FieldError } from '../errors.ts';
 import { toFieldErrors } from '../lib/validate.ts';
 
 // Every error answer is RFC 9457 problem+json with a stable `code`. Unknown errors are 500s
@@ -40,6 +41,8 @@ function simple(status: number, code: string, title: string, detail: string, err
 /** Maps fastify's own errors (parsing, validation, limits) onto our codes. */
 export function toAppError(err: FastifyError | Error): AppError | undefined {
   if (err instanceof AppError) return err;
+  // The control database went away (restart, failover, network): 503, retry later.
+  if (isDatabaseConnectionError(err)) return new DatabaseUnavailableError({ cause: err });
   const fe = err as FastifyError & { validation?: unknown[]; validationContext?: string };
   if (fe.validation) {
     const part = fe.validationContext ?? 'body';
@@ -76,6 +79,12 @@ export function sendProblem(reply: FastifyReply, problem: Problem): FastifyReply
 export function errorHandler(err: FastifyError, request: FastifyRequest, reply: FastifyReply): FastifyReply {
   const app = toAppError(err);
   if (app) {
+    if (app instanceof DatabaseUnavailableError) {
+      // Expected while the database is away (one line per request, not the failed query).
+      request.log.warn({ code: app.code, cause: errorSummary(err) }, 'request failed: database unavailable');
+      reply.header('retry-after', String(DatabaseUnavailableError.retryAfterSeconds));
+      return sendProblem(reply, problemOf(app, request.id));
+    }
     if (app.status >= 500) request.log.error({ err }, 'request failed');
     else request.log.info({ code: app.code, status: app.status }, 'request rejected');
     return sendProblem(reply, problemOf(app, request.id));

@@ -189,6 +189,7 @@ export function createNotifier(o: NotifierOptions): Notifier {
     }
     if (!run.alertsEvaluatedAt) {
       await alerting.evaluate(run);
+      killPoint('run-finished:alerts-evaluated');
       await database.db.update(runs).set({ alertsEvaluatedAt: new Date() }).where(eq(runs.id, runId));
     }
     redactors.delete(run.id);

@@ -38,14 +38,29 @@ export function healthRoutes(app: FastifyInstance, readiness: Readiness): void {
       },
     },
     async (_req, reply) => {
+      // Checks run side by side, each bounded (see bounded).
+      const entries = await Promise.all(Object.entries(readiness.checks).map(async ([name, check]) => [name, await bounded(check)] as const));
       const results: Record<string, string> = {};
       let ok = true;
-      for (const [name, check] of Object.entries(readiness.checks)) {
-        const r = await check().catch((e: Error) => e.message);
+      for (const [name, r] of entries) {
         results[name] = r === true ? 'ok' : r;
         if (r !== true) ok = false;
       }
       return reply.code(ok ? 200 : 503).send({ status: ok ? 'ok' : 'unavailable', checks: results });
     },
   );
+}
+
+/**
+ * A check's answer, or its failure, within 3 s: a database that does not answer fails the probe
+ * instead of holding it until the prober gives up.
+ */
+async function bounded(check: () => Promise<true | string>, timeoutMs = 3000): Promise<true | string> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<string>((resolve) => (timer = setTimeout(() => resolve(`no answer within ${timeoutMs} ms`), timeoutMs)));
+  try {
+    return await Promise.race([check().catch((e: Error) => e.message || String(e)), late]);
+  } finally {
+    clearTimeout(timer);
+  }
 }

@@ -93,6 +93,7 @@ export function runRoutes(app: FastifyInstance, s: Services): void {
         status: Type.Optional(Type.Union([Type.Literal('succeeded'), Type.Literal('rejected'), Type.Literal('invalid')])),
         operation: Type.Optional(Type.Union([Type.Literal('insert'), Type.Literal('update'), Type.Literal('delete'), Type.Literal('none')])),
         primaryKey: Type.Optional(Type.String({ maxLength: 1000 })),
+        redelivered: Type.Optional(Type.Boolean({ description: 'Only rows that may have reached the destination more than once (true), or only the others (false)' })),
       }),
       response: { 200: pageOf(RunRecordView), ...problems },
     },
