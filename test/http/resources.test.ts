@@ -286,7 +286,7 @@ t.test('resources', async (t) => {
     const samePlace = { host: 'h2', port: 6543, database: 'postgres', user: 'postgres' };
     const put1 = await ok(h.request('PUT', '/v1/connections/merge', { body: pgConnection('merge', { slug: undefined, config: samePlace }) }), 200);
     t.same(put1.secretNames, ['password'], 'PUT without secrets keeps them');
-    t.same(put1.config, { ...samePlace, ssl: 'disable', statementTimeoutMs: 300000 }, 'PUT replaces the whole config');
+    t.same(put1.config, { ...samePlace, ssl: 'disable', statementTimeoutMs: 300000, allowCleartextPassword: false }, 'PUT replaces the whole config');
     const moved = await h.request('PUT', '/v1/connections/merge', { body: pgConnection('merge', { slug: undefined }) });
     t.equal(moved.body.code, 'secrets_required', 'a PUT that moves the secrets must send them');
     const put2 = await ok(h.request('PUT', '/v1/connections/merge', { body: pgConnection('merge', { slug: undefined, secrets: {} }) }), 200);

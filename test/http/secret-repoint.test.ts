@@ -75,7 +75,8 @@ t.test('re-pointing secrets', async (t) => {
     // A database-side change that keeps host and port: no secrets needed.
     t.equal((await asWriter('PATCH', `/v1/connections/${conn.id}`, { config: { statementTimeoutMs: 10_000 } })).status, 200);
     // The owner of the password may move it.
-    const moved = await h.request('PATCH', `/v1/connections/${conn.id}`, { body: { config: { port: pgCap.port }, secrets: { password: 'throwaway-pw-1' } } });
+    // (The capture server asks for the password in clear: the owner allows that explicitly here.)
+    const moved = await h.request('PATCH', `/v1/connections/${conn.id}`, { body: { config: { port: pgCap.port, allowCleartextPassword: true }, secrets: { password: 'throwaway-pw-1' } } });
     t.equal(moved.status, 200);
     const probe = await h.request('POST', `/v1/connections/${conn.id}/test`, { token: reader.token });
     t.equal(probe.body.ok, false);
