@@ -137,7 +137,10 @@ t.test(`with Node ${oldVersion || '< 22.18'} first on the PATH`, { skip: oldNode
       const r = run(cmd, [...args], env);
       t.equal(r.status, 0, `${cmd} ${args.join(' ')}: exit 0 ${r.stderr}`);
       t.match(r.stdout, /Usage: backhaul <command>/, `${cmd} ${args.join(' ')}`);
-      t.equal(r.stderr, '', 'nothing on stderr: the cached Node is used silently');
+      // npm itself may warn that the old Node is below package.json's engines (npx checks it
+      // before our launcher runs): that is npm's line, not the launcher's.
+      const ours = r.stderr.split('\n').filter((l) => l.trim() && !/^npm warn EBADENGINE/.test(l));
+      t.same(ours, [], 'nothing else on stderr: the cached Node is used silently');
     }
   });
 

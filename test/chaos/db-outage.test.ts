@@ -84,7 +84,13 @@ t.test('the control database is cut and restored mid-run', async (t) => {
       const [{ n }] = await db`select count(*)::int as n from run_records where run_id = ${runId} and status = 'succeeded'`;
       t.equal(n, run.counts.succeeded.insert + run.counts.succeeded.update, 'the counts equal the records');
       t.equal(bh.exit, undefined, 'the process never exited');
-      const crashes = bh.lines.slice(linesBefore).filter((l) => /TypeError|unhandled|uncaught/i.test(l));
+      // A rejection nothing awaits inside a library (graphile-worker completes jobs without
+      // awaiting it) is classified by the process handler as a lost control-database connection,
+      // logged at warn and survived — that path is what this test proves (the process never
+      // exited, the counts equal the records). Anything else unhandled is a failure.
+      const crashes = bh.lines
+        .slice(linesBefore)
+        .filter((l) => /TypeError|unhandled|uncaught/i.test(l) && !/"level":40,.*unhandled rejection: control database connection lost/.test(l));
       t.same(crashes.slice(0, 3), [], 'nothing unhandled was logged');
     });
   }
