@@ -166,6 +166,19 @@ export type ConnectorSecret = {
   description: Scalars['String']['output'];
 };
 
+/** How connections of a type are connected through OAuth (startConnectionOAuth). */
+export type ConnectorOAuth = {
+  __typename?: 'ConnectorOAuth';
+  /** The provider's name (its client comes from BACKHAUL_<PROVIDER>_CLIENT_ID/_SECRET). */
+  provider: Scalars['String']['output'];
+  /** Default authorization endpoint (a connection may override it in config.oauth). */
+  authorizeUrl: Scalars['String']['output'];
+  /** Default token endpoint (a connection may override it in config.oauth). */
+  tokenUrl: Scalars['String']['output'];
+  /** Scopes asked for by default. */
+  scopes: Array<Scalars['String']['output']>;
+};
+
 /** One connector type of the catalog. */
 export type Connector = {
   __typename?: 'Connector';
@@ -179,6 +192,8 @@ export type Connector = {
   secrets: Array<ConnectorSecret>;
   /** Destination capabilities (modes, batch limits…), null for sources. */
   capabilities?: Maybe<Scalars['JSON']['output']>;
+  /** Null when connections of this type are not connected through OAuth. */
+  oauth?: Maybe<ConnectorOAuth>;
 };
 
 /** A write-only secret, described without its value. */
@@ -205,6 +220,24 @@ export type ConnectorConnection = {
   pageInfo: PageInfo;
 };
 
+/** Stable: adding a value is a breaking change. */
+export type ConnectionAuthStatus =
+  /** The connection holds credentials (OAuth tokens from a completed flow, or a static token). */
+  | 'connected'
+  /** No credentials yet: connect it with startConnectionOAuth (or set a token in its secrets). */
+  | 'not_connected'
+  /** Its OAuth grant was revoked or expired: runs fail with code reauthorization_required until a new flow completes. */
+  | 'reauthorization_required';
+
+/** What startConnectionOAuth answers: the provider's consent page for a browser to open. */
+export type StartConnectionOAuthPayload = {
+  __typename?: 'StartConnectionOAuthPayload';
+  /** The provider's consent page, for a browser to open. */
+  authorizationUrl: Scalars['String']['output'];
+  /** The flow must complete (the provider redirects to GET /v1/oauth/callback) before this. */
+  expiresAt: Scalars['DateTime']['output'];
+};
+
 /** A configured connector instance. Secrets are write-only: only their names and fingerprints are readable. */
 export type Connection = Node & {
   __typename?: 'Connection';
@@ -217,6 +250,10 @@ export type Connection = Node & {
   secretNames: Array<Scalars['String']['output']>;
   /** Per secret: a keyed fingerprint that changes exactly when its value does, and when it changed. */
   secretFingerprints: Array<SecretFingerprint>;
+  /** Types with OAuth (see Connector.oauth): whether the connection holds credentials, or must be connected again; null for other types. */
+  authStatus?: Maybe<ConnectionAuthStatus>;
+  /** With authStatus reauthorization_required: the provider's answer. */
+  authError?: Maybe<Scalars['String']['output']>;
   createdAt: Scalars['DateTime']['output'];
   updatedAt: Scalars['DateTime']['output'];
   version: Scalars['Int']['output'];
@@ -523,12 +560,24 @@ export type TemplateSource = {
   template: Scalars['String']['output'];
 };
 
+/** What a lookup does when no destination record matches. */
+export type LookupOnMissing =
+  /** The row is invalid (lookup_not_found). */
+  | 'invalid'
+  /** The field is left out of the row's payload. */
+  | 'skip_field';
+
+/** The value of resultField of the destination record whose matchField equals the row's sourceColumn; more than one matching record makes the row invalid (lookup_ambiguous). */
 export type Lookup = {
   __typename?: 'Lookup';
   object: Scalars['String']['output'];
   matchField: Scalars['String']['output'];
   sourceColumn: Scalars['String']['output'];
   resultField: Scalars['String']['output'];
+  /** Compare case-insensitively and trimmed (e-mails); null: not set (false). */
+  caseInsensitive?: Maybe<Scalars['Boolean']['output']>;
+  /** No matching record; null: not set (invalid). */
+  onMissing?: Maybe<LookupOnMissing>;
 };
 
 export type LookupSource = {
@@ -708,6 +757,8 @@ export type RunRecord = {
   attempts: Scalars['Int']['output'];
   /** The row may have reached the destination more than once in this run (sent by an execution that ended before recording it, then sent again). */
   redelivered: Scalars['Boolean']['output'];
+  /** The destination's id of the record this row wrote, when it returned one. */
+  recordId?: Maybe<Scalars['String']['output']>;
   runId: Scalars['ID']['output'];
   createdAt: Scalars['DateTime']['output'];
 };
@@ -1079,6 +1130,11 @@ export type ReplaceConnectionInput = {
   secrets?: InputMaybe<Scalars['JSON']['input']>;
 };
 
+export type StartConnectionOAuthInput = {
+  /** Where the browser goes when the flow completes; its origin must be in BACKHAUL_OAUTH_RETURN_ORIGINS (else code return_url_not_allowed). Absent: a confirmation page. */
+  returnUrl?: InputMaybe<Scalars['String']['input']>;
+};
+
 export type CreateModelInput = {
   slug: Scalars['String']['input'];
   name: Scalars['String']['input'];
@@ -1202,11 +1258,16 @@ export type ReplaceSyncInput = {
   mappings?: InputMaybe<Array<MappingInput>>;
 };
 
+/** Needs a destination whose type has the lookup capability (else code lookup_not_supported). */
 export type LookupInput = {
   object: Scalars['String']['input'];
   matchField: Scalars['String']['input'];
   sourceColumn: Scalars['String']['input'];
   resultField: Scalars['String']['input'];
+  /** Compare case-insensitively and trimmed (e-mails); absent or null: not set (false). */
+  caseInsensitive?: InputMaybe<Scalars['Boolean']['input']>;
+  /** No matching record: the row is invalid (default) or the field is left unset; absent or null: not set (invalid). */
+  onMissing?: InputMaybe<LookupOnMissing>;
 };
 
 /** Exactly one of the fields. */
@@ -1486,6 +1547,8 @@ export type Mutation = {
   deleteConnection: DeletePayload;
   /** Reaches the remote system; a failure is reported in the result, not as an error. */
   testConnection: ConnectionTestResult;
+  /** Starts connecting the connection through OAuth 2.0 (authorization code with PKCE), as POST /v1/connections/{ref}/oauth/start: open authorizationUrl in a browser; the provider then redirects to GET /v1/oauth/callback, which stores the tokens. Codes: oauth_not_supported, oauth_client_not_configured, return_url_not_allowed. */
+  startConnectionOAuth: StartConnectionOAuthPayload;
   /** validate: check the SQL and primary key against the source before saving. */
   createModel: Model;
   updateModel: Model;
@@ -1563,6 +1626,12 @@ export type MutationDeleteConnectionArgs = {
 
 export type MutationTestConnectionArgs = {
   ref: Scalars['String']['input'];
+};
+
+
+export type MutationStartConnectionOAuthArgs = {
+  ref: Scalars['String']['input'];
+  input?: InputMaybe<StartConnectionOAuthInput>;
 };
 
 
@@ -1904,10 +1973,13 @@ export type ResolversTypes = {
   AuditEventConnection: ResolverTypeWrapper<Omit<AuditEventConnection, 'edges' | 'nodes'> & { edges: Array<ResolversTypes['AuditEventEdge']>, nodes: Array<ResolversTypes['AuditEvent']> }>;
   ConnectorRole: ConnectorRole;
   ConnectorSecret: ResolverTypeWrapper<ConnectorSecret>;
+  ConnectorOAuth: ResolverTypeWrapper<ConnectorOAuth>;
   Connector: ResolverTypeWrapper<Connector>;
   SecretFingerprint: ResolverTypeWrapper<SecretFingerprint>;
   ConnectorEdge: ResolverTypeWrapper<ConnectorEdge>;
   ConnectorConnection: ResolverTypeWrapper<ConnectorConnection>;
+  ConnectionAuthStatus: ConnectionAuthStatus;
+  StartConnectionOAuthPayload: ResolverTypeWrapper<StartConnectionOAuthPayload>;
   Connection: ResolverTypeWrapper<ConnectionViewT>;
   Int: ResolverTypeWrapper<Scalars['Int']['output']>;
   DestinationObject: ResolverTypeWrapper<DestinationObject>;
@@ -1942,6 +2014,7 @@ export type ResolversTypes = {
   ColumnSource: ResolverTypeWrapper<ColumnSource>;
   StaticSource: ResolverTypeWrapper<StaticSource>;
   TemplateSource: ResolverTypeWrapper<TemplateSource>;
+  LookupOnMissing: LookupOnMissing;
   Lookup: ResolverTypeWrapper<Lookup>;
   LookupSource: ResolverTypeWrapper<LookupSource>;
   MappingSource: ResolverTypeWrapper<ResolversUnionTypes<ResolversTypes>['MappingSource']>;
@@ -2004,6 +2077,7 @@ export type ResolversTypes = {
   CreateConnectionInput: CreateConnectionInput;
   UpdateConnectionInput: UpdateConnectionInput;
   ReplaceConnectionInput: ReplaceConnectionInput;
+  StartConnectionOAuthInput: StartConnectionOAuthInput;
   CreateModelInput: CreateModelInput;
   UpdateModelInput: UpdateModelInput;
   ReplaceModelInput: ReplaceModelInput;
@@ -2059,10 +2133,12 @@ export type ResolversParentTypes = {
   AuditEventEdge: Omit<AuditEventEdge, 'node'> & { node: ResolversParentTypes['AuditEvent'] };
   AuditEventConnection: Omit<AuditEventConnection, 'edges' | 'nodes'> & { edges: Array<ResolversParentTypes['AuditEventEdge']>, nodes: Array<ResolversParentTypes['AuditEvent']> };
   ConnectorSecret: ConnectorSecret;
+  ConnectorOAuth: ConnectorOAuth;
   Connector: Connector;
   SecretFingerprint: SecretFingerprint;
   ConnectorEdge: ConnectorEdge;
   ConnectorConnection: ConnectorConnection;
+  StartConnectionOAuthPayload: StartConnectionOAuthPayload;
   Connection: ConnectionViewT;
   Int: Scalars['Int']['output'];
   DestinationObject: DestinationObject;
@@ -2144,6 +2220,7 @@ export type ResolversParentTypes = {
   CreateConnectionInput: CreateConnectionInput;
   UpdateConnectionInput: UpdateConnectionInput;
   ReplaceConnectionInput: ReplaceConnectionInput;
+  StartConnectionOAuthInput: StartConnectionOAuthInput;
   CreateModelInput: CreateModelInput;
   UpdateModelInput: UpdateModelInput;
   ReplaceModelInput: ReplaceModelInput;
@@ -2288,6 +2365,13 @@ export type ConnectorSecretResolvers<ContextType = GqlContext, ParentType extend
   description?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
 };
 
+export type ConnectorOAuthResolvers<ContextType = GqlContext, ParentType extends ResolversParentTypes['ConnectorOAuth'] = ResolversParentTypes['ConnectorOAuth']> = {
+  provider?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  authorizeUrl?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  tokenUrl?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  scopes?: Resolver<Array<ResolversTypes['String']>, ParentType, ContextType>;
+};
+
 export type ConnectorResolvers<ContextType = GqlContext, ParentType extends ResolversParentTypes['Connector'] = ResolversParentTypes['Connector']> = {
   id?: Resolver<ResolversTypes['ID'], ParentType, ContextType>;
   type?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
@@ -2296,6 +2380,7 @@ export type ConnectorResolvers<ContextType = GqlContext, ParentType extends Reso
   configSchema?: Resolver<ResolversTypes['JSON'], ParentType, ContextType>;
   secrets?: Resolver<Array<ResolversTypes['ConnectorSecret']>, ParentType, ContextType>;
   capabilities?: Resolver<Maybe<ResolversTypes['JSON']>, ParentType, ContextType>;
+  oauth?: Resolver<Maybe<ResolversTypes['ConnectorOAuth']>, ParentType, ContextType>;
 };
 
 export type SecretFingerprintResolvers<ContextType = GqlContext, ParentType extends ResolversParentTypes['SecretFingerprint'] = ResolversParentTypes['SecretFingerprint']> = {
@@ -2315,6 +2400,11 @@ export type ConnectorConnectionResolvers<ContextType = GqlContext, ParentType ex
   pageInfo?: Resolver<ResolversTypes['PageInfo'], ParentType, ContextType>;
 };
 
+export type StartConnectionOAuthPayloadResolvers<ContextType = GqlContext, ParentType extends ResolversParentTypes['StartConnectionOAuthPayload'] = ResolversParentTypes['StartConnectionOAuthPayload']> = {
+  authorizationUrl?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  expiresAt?: Resolver<ResolversTypes['DateTime'], ParentType, ContextType>;
+};
+
 export type ConnectionResolvers<ContextType = GqlContext, ParentType extends ResolversParentTypes['Connection'] = ResolversParentTypes['Connection']> = {
   id?: Resolver<ResolversTypes['ID'], ParentType, ContextType>;
   slug?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
@@ -2324,6 +2414,8 @@ export type ConnectionResolvers<ContextType = GqlContext, ParentType extends Res
   config?: Resolver<ResolversTypes['JSON'], ParentType, ContextType>;
   secretNames?: Resolver<Array<ResolversTypes['String']>, ParentType, ContextType>;
   secretFingerprints?: Resolver<Array<ResolversTypes['SecretFingerprint']>, ParentType, ContextType>;
+  authStatus?: Resolver<Maybe<ResolversTypes['ConnectionAuthStatus']>, ParentType, ContextType>;
+  authError?: Resolver<Maybe<ResolversTypes['String']>, ParentType, ContextType>;
   createdAt?: Resolver<ResolversTypes['DateTime'], ParentType, ContextType>;
   updatedAt?: Resolver<ResolversTypes['DateTime'], ParentType, ContextType>;
   version?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
@@ -2535,6 +2627,8 @@ export type LookupResolvers<ContextType = GqlContext, ParentType extends Resolve
   matchField?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
   sourceColumn?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
   resultField?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  caseInsensitive?: Resolver<Maybe<ResolversTypes['Boolean']>, ParentType, ContextType>;
+  onMissing?: Resolver<Maybe<ResolversTypes['LookupOnMissing']>, ParentType, ContextType>;
 };
 
 export type LookupSourceResolvers<ContextType = GqlContext, ParentType extends ResolversParentTypes['LookupSource'] = ResolversParentTypes['LookupSource']> = {
@@ -2643,6 +2737,7 @@ export type RunRecordResolvers<ContextType = GqlContext, ParentType extends Reso
   error?: Resolver<Maybe<ResolversTypes['RunRecordError']>, ParentType, ContextType>;
   attempts?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
   redelivered?: Resolver<ResolversTypes['Boolean'], ParentType, ContextType>;
+  recordId?: Resolver<Maybe<ResolversTypes['String']>, ParentType, ContextType>;
   runId?: Resolver<ResolversTypes['ID'], ParentType, ContextType>;
   createdAt?: Resolver<ResolversTypes['DateTime'], ParentType, ContextType>;
 };
@@ -2893,6 +2988,7 @@ export type MutationResolvers<ContextType = GqlContext, ParentType extends Resol
   replaceConnection?: Resolver<ResolversTypes['ReplaceConnectionPayload'], ParentType, ContextType, RequireFields<MutationReplaceConnectionArgs, 'ref' | 'input' | 'createOnly'>>;
   deleteConnection?: Resolver<ResolversTypes['DeletePayload'], ParentType, ContextType, RequireFields<MutationDeleteConnectionArgs, 'ref'>>;
   testConnection?: Resolver<ResolversTypes['ConnectionTestResult'], ParentType, ContextType, RequireFields<MutationTestConnectionArgs, 'ref'>>;
+  startConnectionOAuth?: Resolver<ResolversTypes['StartConnectionOAuthPayload'], ParentType, ContextType, RequireFields<MutationStartConnectionOAuthArgs, 'ref'>>;
   createModel?: Resolver<ResolversTypes['Model'], ParentType, ContextType, RequireFields<MutationCreateModelArgs, 'input' | 'validate'>>;
   updateModel?: Resolver<ResolversTypes['Model'], ParentType, ContextType, RequireFields<MutationUpdateModelArgs, 'ref' | 'input' | 'validate'>>;
   replaceModel?: Resolver<ResolversTypes['ReplaceModelPayload'], ParentType, ContextType, RequireFields<MutationReplaceModelArgs, 'ref' | 'input' | 'validate' | 'createOnly'>>;
@@ -2949,10 +3045,12 @@ export type Resolvers<ContextType = GqlContext> = {
   AuditEventEdge?: AuditEventEdgeResolvers<ContextType>;
   AuditEventConnection?: AuditEventConnectionResolvers<ContextType>;
   ConnectorSecret?: ConnectorSecretResolvers<ContextType>;
+  ConnectorOAuth?: ConnectorOAuthResolvers<ContextType>;
   Connector?: ConnectorResolvers<ContextType>;
   SecretFingerprint?: SecretFingerprintResolvers<ContextType>;
   ConnectorEdge?: ConnectorEdgeResolvers<ContextType>;
   ConnectorConnection?: ConnectorConnectionResolvers<ContextType>;
+  StartConnectionOAuthPayload?: StartConnectionOAuthPayloadResolvers<ContextType>;
   Connection?: ConnectionResolvers<ContextType>;
   DestinationObject?: DestinationObjectResolvers<ContextType>;
   DestinationField?: DestinationFieldResolvers<ContextType>;

@@ -131,7 +131,8 @@ export async function registerGraphql(app: FastifyInstance, services: Services, 
       graphql: { parseOptions: { maxTokens: limits.maxTokens } },
       validationRules: ({ variables }) => [limitsRule(limits, variables as Record<string, unknown> | undefined)],
       errorFormatter: errorFormatter as never,
-      context: (request: FastifyRequest, reply: FastifyReply) => ({ actor: request.actor ?? null, signal: goneSignal(reply) }) as never,
+      // origin: as REST's oauth routes compute it (src/http/routes/oauth.ts).
+      context: (request: FastifyRequest, reply: FastifyReply) => ({ actor: request.actor ?? null, signal: goneSignal(reply), origin: `${request.protocol}://${request.host}` }) as never,
       subscription: {
         // Server pings keep idle sockets alive through proxies.
         keepAlive: 30_000,

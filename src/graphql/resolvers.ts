@@ -29,6 +29,11 @@ export interface GqlContext {
   pubsub: { subscribe(topic: string): Promise<Readable> };
   /** Aborted when the HTTP client goes away (ends long-polls such as run(wait:)). */
   signal?: AbortSignal;
+  /**
+   * The request's origin (scheme://host), as REST's routes see it: the fallback for the OAuth
+   * redirect URI. Set for HTTP requests, which are the only ones that run mutations.
+   */
+  origin?: string;
 }
 
 export type { RunNotification } from './run-updates.ts';
@@ -154,10 +159,25 @@ function scheduleBody(s: Record<string, any>): unknown {
   return s;
 }
 
+/**
+ * A MappingInput's lookup: its optional fields given as null are not set (REST omits them, and
+ * its schema refuses null), so a lookup reads back the same through either API.
+ */
+function mappingBody(m: unknown): unknown {
+  const src = (m as { source?: { lookup?: unknown } } | null)?.source;
+  if (src?.lookup && typeof src.lookup === 'object') src.lookup = withoutNulls(src.lookup);
+  return m;
+}
+
 /** GraphQL input → the REST body the services validate. */
 function body(input: unknown): any {
   const b = plain(input) as Record<string, unknown>;
-  if (b && typeof b === 'object' && b.schedule) b.schedule = scheduleBody(b.schedule as Record<string, any>);
+  if (Array.isArray(b)) return b.map(mappingBody); // setMappings' list
+  if (b && typeof b === 'object') {
+    if (b.schedule) b.schedule = scheduleBody(b.schedule as Record<string, any>);
+    if (Array.isArray(b.mappings)) b.mappings = b.mappings.map(mappingBody);
+    mappingBody(b);
+  }
   return b;
 }
 
@@ -176,6 +196,7 @@ function connectorCatalog() {
     configSchema: t.configSchema,
     secrets: t.secrets,
     capabilities: t.capabilities ?? null,
+    oauth: t.oauth ? { provider: t.oauth.name, authorizeUrl: t.oauth.authorizeUrl, tokenUrl: t.oauth.tokenUrl, scopes: t.oauth.scopes } : null,
   }));
 }
 
@@ -417,6 +438,10 @@ export function buildResolvers(services: Services): Resolvers {
           (id) => services.connections.delete(actorOf(ctx), id, ifMatch(a.expectedVersion)),
         ),
       testConnection: (_, a, ctx) => services.connections.test(actorOf(ctx), a.ref),
+      startConnectionOAuth: (_, a, ctx) => {
+        if (ctx.origin === undefined) throw new Error('startConnectionOAuth needs the HTTP request (its origin)');
+        return services.oauth.start(actorOf(ctx), a.ref, body(a.input ?? {}), ctx.origin);
+      },
 
       createModel: (_, a, ctx) => services.models.create(actorOf(ctx), body(a.input), { validate: a.validate !== false }),
       updateModel: (_, a, ctx) => services.models.update(actorOf(ctx), a.ref, body(a.input), ifMatch(a.expectedVersion), { validate: a.validate !== false }),

@@ -162,6 +162,18 @@ type ConnectorSecret {
   description: String!
 }
 
+"How connections of a type are connected through OAuth (startConnectionOAuth)."
+type ConnectorOAuth {
+  "The provider's name (its client comes from BACKHAUL_<PROVIDER>_CLIENT_ID/_SECRET)."
+  provider: String!
+  "Default authorization endpoint (a connection may override it in config.oauth)."
+  authorizeUrl: String!
+  "Default token endpoint (a connection may override it in config.oauth)."
+  tokenUrl: String!
+  "Scopes asked for by default."
+  scopes: [String!]!
+}
+
 "One connector type of the catalog."
 type Connector {
   "Stable: ctr_ and the type."
@@ -174,6 +186,8 @@ type Connector {
   secrets: [ConnectorSecret!]!
   "Destination capabilities (modes, batch limits…), null for sources."
   capabilities: JSON
+  "Null when connections of this type are not connected through OAuth."
+  oauth: ConnectorOAuth
 }
 
 "A write-only secret, described without its value."
@@ -198,6 +212,24 @@ type ConnectorConnection {
   pageInfo: PageInfo!
 }
 
+"Stable: adding a value is a breaking change."
+enum ConnectionAuthStatus {
+  "The connection holds credentials (OAuth tokens from a completed flow, or a static token)."
+  connected
+  "No credentials yet: connect it with startConnectionOAuth (or set a token in its secrets)."
+  not_connected
+  "Its OAuth grant was revoked or expired: runs fail with code reauthorization_required until a new flow completes."
+  reauthorization_required
+}
+
+"What startConnectionOAuth answers: the provider's consent page for a browser to open."
+type StartConnectionOAuthPayload {
+  "The provider's consent page, for a browser to open."
+  authorizationUrl: String!
+  "The flow must complete (the provider redirects to GET /v1/oauth/callback) before this."
+  expiresAt: DateTime!
+}
+
 "A configured connector instance. Secrets are write-only: only their names and fingerprints are readable."
 type Connection implements Node {
   id: ID!
@@ -209,6 +241,10 @@ type Connection implements Node {
   secretNames: [String!]!
   "Per secret: a keyed fingerprint that changes exactly when its value does, and when it changed."
   secretFingerprints: [SecretFingerprint!]!
+  "Types with OAuth (see Connector.oauth): whether the connection holds credentials, or must be connected again; null for other types."
+  authStatus: ConnectionAuthStatus
+  "With authStatus reauthorization_required: the provider's answer."
+  authError: String
   createdAt: DateTime!
   updatedAt: DateTime!
   version: Int!
@@ -450,11 +486,24 @@ type TemplateSource {
   template: String!
 }
 
+"What a lookup does when no destination record matches."
+enum LookupOnMissing {
+  "The row is invalid (lookup_not_found)."
+  invalid
+  "The field is left out of the row's payload."
+  skip_field
+}
+
+"The value of resultField of the destination record whose matchField equals the row's sourceColumn; more than one matching record makes the row invalid (lookup_ambiguous)."
 type Lookup {
   object: String!
   matchField: String!
   sourceColumn: String!
   resultField: String!
+  "Compare case-insensitively and trimmed (e-mails); null: not set (false)."
+  caseInsensitive: Boolean
+  "No matching record; null: not set (invalid)."
+  onMissing: LookupOnMissing
 }
 
 type LookupSource {
@@ -610,6 +659,8 @@ type RunRecord {
   attempts: Int!
   "The row may have reached the destination more than once in this run (sent by an execution that ended before recording it, then sent again)."
   redelivered: Boolean!
+  "The destination's id of the record this row wrote, when it returned one."
+  recordId: String
   runId: ID!
   createdAt: DateTime!
 }
@@ -950,6 +1001,11 @@ input ReplaceConnectionInput {
   secrets: JSON
 }
 
+input StartConnectionOAuthInput {
+  "Where the browser goes when the flow completes; its origin must be in BACKHAUL_OAUTH_RETURN_ORIGINS (else code return_url_not_allowed). Absent: a confirmation page."
+  returnUrl: String
+}
+
 input CreateModelInput {
   slug: String!
   name: String!
@@ -1074,11 +1130,16 @@ input ReplaceSyncInput {
   mappings: [MappingInput!]
 }
 
+"Needs a destination whose type has the lookup capability (else code lookup_not_supported)."
 input LookupInput {
   object: String!
   matchField: String!
   sourceColumn: String!
   resultField: String!
+  "Compare case-insensitively and trimmed (e-mails); absent or null: not set (false)."
+  caseInsensitive: Boolean
+  "No matching record: the row is invalid (default) or the field is left unset; absent or null: not set (invalid)."
+  onMissing: LookupOnMissing
 }
 
 "Exactly one of the fields."
@@ -1241,6 +1302,8 @@ type Mutation {
   deleteConnection(ref: String!, expectedVersion: Int): DeletePayload!
   "Reaches the remote system; a failure is reported in the result, not as an error."
   testConnection(ref: String!): ConnectionTestResult!
+  "Starts connecting the connection through OAuth 2.0 (authorization code with PKCE), as POST /v1/connections/{ref}/oauth/start: open authorizationUrl in a browser; the provider then redirects to GET /v1/oauth/callback, which stores the tokens. Codes: oauth_not_supported, oauth_client_not_configured, return_url_not_allowed."
+  startConnectionOAuth(ref: String!, input: StartConnectionOAuthInput): StartConnectionOAuthPayload!
 
   "validate: check the SQL and primary key against the source before saving."
   createModel(input: CreateModelInput!, validate: Boolean = true): Model!
