@@ -18,10 +18,10 @@ export const engine = { retryBaseMs: 5, retryMaxMs: 50, heartbeatMs: 200 };
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** `node src/cli.ts worker` against the test's control database. */
-export function spawnWorker(h: TestBackhaul, databaseUrl = h.databaseUrl): ChildProcess {
+/** `node src/cli.ts worker` against the test's control database (`env`: more of its environment). */
+export function spawnWorker(h: TestBackhaul, databaseUrl = h.databaseUrl, env: Record<string, string> = {}): ChildProcess {
   return spawn(process.execPath, ['src/cli.ts', 'worker'], {
-    env: { ...process.env, DATABASE_URL: databaseUrl, BACKHAUL_ENCRYPTION_KEY: h.bh.config.encryptionKey, LOG_LEVEL: 'fatal' },
+    env: { ...process.env, DATABASE_URL: databaseUrl, BACKHAUL_ENCRYPTION_KEY: h.bh.config.encryptionKey, LOG_LEVEL: 'fatal', ...env },
     stdio: ['ignore', 'ignore', 'ignore'],
   });
 }
