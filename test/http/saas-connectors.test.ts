@@ -27,7 +27,7 @@ t.test('Salesforce and GraphQL API connectors through the REST API', async (t) =
         scopes: ['api', 'refresh_token'],
       },
     });
-    t.same(by.salesforce.secrets.map((s: { name: string }) => s.name), ['accessToken', 'refreshToken', 'accessTokenExpiresAt', 'clientSecret', 'instanceUrl']);
+    t.same((by.salesforce as unknown as { secrets: { name: string }[] }).secrets.map((s) => s.name), ['accessToken', 'refreshToken', 'accessTokenExpiresAt', 'clientSecret', 'instanceUrl']);
     t.match(by.graphql, { roles: ['destination'], configSchema: { required: ['url', 'objects'] }, capabilities: { defaultMaxRequestsPerSecond: 10 } });
   });
 
