@@ -8,6 +8,7 @@ import type { TestBackhaul } from '../helpers/backhaul.ts';
 //   CHAOS_KILL_ROWS (3000)       rows of the kill -9 syncs
 //   CHAOS_FUZZ_RUNS (3000)       generated API requests
 //   CHAOS_LOAD_SECONDS (20)      length of the load test
+//   CHAOS_SF_ROWS (100000)       rows of the Salesforce Bulk API 2.0 sync (a multiple of 100)
 
 export const env = (name: string, def: number): number => {
   const v = Number(process.env[name]);
