@@ -1,4 +1,6 @@
 import type { ConnectorType } from './types.ts';
+import { declaredObjectsSchema } from './declared-objects.ts';
+import { httpAuthConfigSchema, HTTP_AUTH_SECRET_SPECS } from './destinations/http-auth.ts';
 import { openHttpDestination } from './destinations/http.ts';
 import { MAX_RESPONSE_BYTES } from '../lib/http-client.ts';
 import { httpLookupsSchema } from './destinations/http-lookup.ts';
@@ -47,22 +49,6 @@ const operationSchema = {
   },
 };
 
-const fieldSchema = {
-  type: 'object',
-  additionalProperties: false,
-  required: ['name'],
-  properties: {
-    name: { type: 'string', minLength: 1, maxLength: 200 },
-    type: { type: 'string', enum: ['string', 'integer', 'decimal', 'boolean', 'timestamp', 'date', 'json'], default: 'string' },
-    required: { type: 'boolean', default: false },
-    identifier: { type: 'boolean', default: false },
-    equality: {
-      enum: ['exact', 'case_insensitive'],
-      description: 'How the API compares values of this field when it matches records (case_insensitive: trimmed and case-folded, as most CRMs compare emails)',
-    },
-  },
-};
-
 export const httpType: ConnectorType = {
   type: 'http',
   label: 'HTTP (generic REST)',
@@ -73,25 +59,7 @@ export const httpType: ConnectorType = {
     required: ['baseUrl', 'objects'],
     properties: {
       baseUrl: { type: 'string', format: 'uri', pattern: '^https?://', maxLength: 2000 },
-      auth: {
-        type: 'object',
-        additionalProperties: false,
-        required: ['type'],
-        properties: {
-          type: { type: 'string', enum: ['none', 'bearer', 'basic', 'header', 'oauth2_client_credentials'] },
-          /** basic: the user name (password is the `password` secret). */
-          username: { type: 'string', maxLength: 500 },
-          /** header: the header name (value is the `headerValue` secret). */
-          headerName: { type: 'string', maxLength: 200 },
-          /** oauth2_client_credentials (secret: `clientSecret`). */
-          tokenUrl: { type: 'string', format: 'uri', pattern: '^https?://', maxLength: 2000 },
-          clientId: { type: 'string', maxLength: 500 },
-          scope: { type: 'string', maxLength: 2000 },
-          /** oauth2: client authentication at the token endpoint, HTTP Basic (RFC 6749 default) or form fields. */
-          clientAuth: { type: 'string', enum: ['basic', 'body'], default: 'basic' },
-        },
-        default: { type: 'none' },
-      },
+      auth: httpAuthConfigSchema,
       headers: { type: 'object', additionalProperties: { type: 'string', maxLength: 4000 }, maxProperties: 50 },
       timeoutMs: { type: 'integer', minimum: 100, maximum: 300_000, default: 30_000 },
       /** Largest response body read, in bytes (10 MiB at most; all responses in flight also share one per-process budget). */
@@ -101,35 +69,10 @@ export const httpType: ConnectorType = {
       /** Row mode: requests in flight at once within one batch. */
       rowConcurrency: { type: 'integer', minimum: 1, maximum: 64, default: 8 },
       lookups: httpLookupsSchema,
-      objects: {
-        type: 'array',
-        minItems: 1,
-        maxItems: 200,
-        items: {
-          type: 'object',
-          additionalProperties: false,
-          required: ['name', 'fields', 'operations'],
-          properties: {
-            name: { type: 'string', minLength: 1, maxLength: 200 },
-            label: { type: 'string', maxLength: 200 },
-            fields: { type: 'array', maxItems: 1000, items: fieldSchema },
-            operations: {
-              type: 'object',
-              additionalProperties: false,
-              minProperties: 1,
-              properties: { insert: operationSchema, update: operationSchema, upsert: operationSchema, delete: operationSchema },
-            },
-          },
-        },
-      },
+      objects: declaredObjectsSchema(operationSchema),
     },
   },
-  secrets: [
-    { name: 'token', required: false, description: 'Bearer token (auth.type = bearer)' },
-    { name: 'password', required: false, description: 'Basic auth password (auth.type = basic)' },
-    { name: 'headerValue', required: false, description: 'Value of the custom auth header (auth.type = header)' },
-    { name: 'clientSecret', required: false, description: 'OAuth2 client secret (auth.type = oauth2_client_credentials)' },
-  ],
+  secrets: HTTP_AUTH_SECRET_SPECS,
   capabilities: {
     operations: ['insert', 'update', 'upsert', 'delete'],
     modes: ['insert', 'update', 'upsert', 'mirror'],

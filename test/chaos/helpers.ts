@@ -8,6 +8,7 @@ import type { TestBackhaul } from '../helpers/backhaul.ts';
 //   CHAOS_KILL_ROWS (3000)       rows of the kill -9 syncs
 //   CHAOS_FUZZ_RUNS (3000)       generated API requests
 //   CHAOS_LOAD_SECONDS (20)      length of the load test
+//   CHAOS_SF_ROWS (100000)       rows of the Salesforce Bulk API 2.0 sync (a multiple of 100)
 
 export const env = (name: string, def: number): number => {
   const v = Number(process.env[name]);
@@ -18,10 +19,10 @@ export const engine = { retryBaseMs: 5, retryMaxMs: 50, heartbeatMs: 200 };
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** `node src/cli.ts worker` against the test's control database. */
-export function spawnWorker(h: TestBackhaul, databaseUrl = h.databaseUrl): ChildProcess {
+/** `node src/cli.ts worker` against the test's control database (`env`: more of its environment). */
+export function spawnWorker(h: TestBackhaul, databaseUrl = h.databaseUrl, env: Record<string, string> = {}): ChildProcess {
   return spawn(process.execPath, ['src/cli.ts', 'worker'], {
-    env: { ...process.env, DATABASE_URL: databaseUrl, BACKHAUL_ENCRYPTION_KEY: h.bh.config.encryptionKey, LOG_LEVEL: 'fatal' },
+    env: { ...process.env, DATABASE_URL: databaseUrl, BACKHAUL_ENCRYPTION_KEY: h.bh.config.encryptionKey, LOG_LEVEL: 'fatal', ...env },
     stdio: ['ignore', 'ignore', 'ignore'],
   });
 }

@@ -1,5 +1,7 @@
 import t from 'tap';
-import { resolveOAuthClient, authorizationUrl } from '../../src/connectors/oauth/protocol.ts';
+import { resolveOAuthClient, authorizationUrl, refreshAccessToken } from '../../src/connectors/oauth/protocol.ts';
+import { salesforceType } from '../../src/connectors/destinations/salesforce-type.ts';
+import { startFakeSalesforce } from '../fakes/salesforce.ts';
 import type { OAuthProviderSpec } from '../../src/connectors/types.ts';
 import { loadConfig } from '../../src/config.ts';
 
@@ -42,4 +44,24 @@ t.test('configuration: client and endpoints per provider from the environment', 
   t.same(c.oauthReturnOrigins, ['https://app.example.com']);
   t.throws(() => loadConfig({ BACKHAUL_HUBSPOT_TOKEN_URL: 'ftp://x' }), /BACKHAUL_HUBSPOT_TOKEN_URL/);
   t.throws(() => loadConfig({ BACKHAUL_OAUTH_RETURN_ORIGINS: 'https://app.example.com/path' }), /BACKHAUL_OAUTH_RETURN_ORIGINS/);
+});
+
+t.test("Salesforce: sandbox and My Domain token hosts are trusted; the org's refusals are told apart", async (t) => {
+  const sfSpec = salesforceType.oauth!;
+  const global = { salesforce: { clientId: 'g', clientSecret: 'gs' } };
+  for (const host of ['test.salesforce.com', 'acme.my.salesforce.com', 'acme--uat.sandbox.my.salesforce.com']) {
+    t.match(resolveOAuthClient(sfSpec, { oauth: { tokenUrl: `https://${host}/services/oauth2/token` } }, {}, global), { clientSecret: 'gs' }, host);
+  }
+  t.throws(() => resolveOAuthClient(sfSpec, { oauth: { tokenUrl: 'https://login.salesforce.com.evil.example/services/oauth2/token' } }, {}, global), { code: 'oauth_token_url_not_trusted' });
+
+  const sf = await startFakeSalesforce();
+  t.teardown(() => sf.close());
+  const transport = { timeoutMs: 10_000, maxResponseBytes: 100_000, denyPrivateNetworks: false };
+  const client = { ...resolveOAuthClient(sfSpec, {}, {}, { salesforce: { clientId: sf.clientId, clientSecret: sf.clientSecret, tokenUrl: `${sf.url}/services/oauth2/token` } }), tokenUrl: `${sf.url}/services/oauth2/token` };
+  const got = await refreshAccessToken(client, sf.refreshToken, transport);
+  t.match(got, { accessToken: /^00D/, extras: { instanceUrl: sf.url } }, 'instance_url kept as the instanceUrl secret');
+  t.notOk(got.refreshToken, 'Salesforce does not rotate the refresh token');
+  t.notOk(got.expiresAt, 'no expires_in: valid until Salesforce refuses it');
+  t.match(await refreshAccessToken({ ...client, clientId: 'unknown' }, sf.refreshToken, transport).catch((e) => e), { code: 'oauth_client_invalid', message: /invalid_client_id/ }, 'an unknown consumer key is the client, not the grant');
+  t.match(await refreshAccessToken(client, 'revoked', transport).catch((e) => e), { code: 'reauthorization_required', message: /expired access\/refresh token/ });
 });

@@ -1,6 +1,17 @@
 // A local stand-in for a Salesforce org's REST API, following Salesforce's public documentation
 // (REST API Developer Guide; Bulk API 2.0 and Bulk API Developer Guide; SOQL reference):
-//   POST   /services/oauth2/token                         refresh_token grant → { access_token, instance_url, … } (no expires_in)
+//   GET    /services/oauth2/authorize                     web server flow consent: redirects at once to redirect_uri with
+//                                                         ?code&state (or ?error=access_denied when `deny`), as a user who approves
+//   POST   /services/oauth2/token                         authorization_code (PKCE) and refresh_token grants → { access_token,
+//                                                         refresh_token (code grant, `refresh_token` scope), instance_url, id,
+//                                                         token_type, issued_at, signature, scope } (no expires_in; no new
+//                                                         refresh token on refresh: Salesforce does not rotate by default)
+//     Sources: Salesforce Help "OAuth 2.0 Web Server Flow for Web App Integration" and "OAuth 2.0 Refresh
+//     Token Flow for Renewed Sessions". Checks: client id (invalid_client_id) and secret (invalid_client), in
+//     the body or HTTP Basic; codes single use, 15 minutes, bound to redirect_uri and to the PKCE challenge
+//     (no verifier → invalid_grant, a wrong one → invalid_request); unknown or revoked refresh tokens →
+//     400 invalid_grant "expired access/refresh token". Not covered: scopes are recorded, not enforced; the
+//     per-user limit of 5 token pairs per app; refresh token rotation and expiry policies; revoke/introspect.
 //   GET    /services/data/vNN.N/                          resources of a supported version; 404 for others
 //   GET    …/sobjects, …/sobjects/{o}/describe            describeGlobal / describe (fields with createable, updateable,
 //                                                         nillable, defaultedOnCreate, externalId, idLookup, caseSensitive, picklists)
@@ -16,7 +27,7 @@
 // daily allocation reported in Sforce-Limit-Info (403 REQUEST_LIMIT_EXCEEDED past it), and can be
 // answered by a canned response first (503, 429 …). Records are kept in memory per object.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 
 export interface FieldDef {
   name: string;
@@ -147,12 +158,28 @@ export interface FakeSalesforce {
   jobs: Map<string, BulkJob>;
   /** Keep closed bulk jobs InProgress until released. */
   holdBulk: boolean;
+  /** Called on every API request before its session is checked (tests expire the session mid-run). */
+  onRequest?: (r: { method: string; path: string }) => void;
+  /** Awaited before an API request is handled (path after /services/data/vNN.N): tests hold requests in flight. */
+  gate?: (r: { method: string; path: string }) => Promise<void>;
   /** Called on every GET of a job's info (tests use it to kill a worker mid-poll). */
   onJobPoll?: (job: BulkJob) => void;
   clientId: string;
   clientSecret: string;
+  /** A refresh token valid from the start (as if a flow had completed). */
   refreshToken: string;
   tokensIssued: number;
+  /** Every POST to the token endpoint, by grant (including refused ones). */
+  tokenRequests: { authorization_code: number; refresh_token: number; other: number };
+  /** Successful refresh_token grants. */
+  refreshes: number;
+  /** Successful authorization_code grants. */
+  codeExchanges: number;
+  /** Answer the consent with error=access_denied. */
+  deny: boolean;
+  /** Awaited before answering a refresh_token grant (tests hold it to force contention). */
+  beforeRefresh?: () => Promise<void>;
+  revokeRefreshToken(token: string): void;
   /** A fresh access token valid for `ttlSeconds`. */
   issueToken(ttlSeconds?: number): string;
   /** Every access token expires now (the session timeout passed). */
@@ -170,6 +197,8 @@ const sfErr = (errorCode: string, message: string, fields?: string[]) => [{ mess
 
 export async function startFakeSalesforce(): Promise<FakeSalesforce> {
   const tokens = new Map<string, number>();
+  const refreshTokens = new Set<string>();
+  const codes = new Map<string, { clientId: string; redirectUri: string; challenge?: string; scope: string; expires: number }>();
   const counters = { collections: 0, jobsCreated: 0, uploads: 0, queries: 0 };
   const cursors = new Map<string, { rows: Record<string, unknown>[]; select: string[]; object: ObjectDef }>();
   let seq = 0;
@@ -189,6 +218,11 @@ export async function startFakeSalesforce(): Promise<FakeSalesforce> {
     clientSecret: 'sf-client-secret',
     refreshToken: `5Aep${randomBytes(16).toString('hex')}`,
     tokensIssued: 0,
+    tokenRequests: { authorization_code: 0, refresh_token: 0, other: 0 },
+    refreshes: 0,
+    codeExchanges: 0,
+    deny: false,
+    revokeRefreshToken: (t) => void refreshTokens.delete(t),
     issueToken(ttlSeconds = 7200) {
       const t = `00D000000000001!${randomBytes(24).toString('base64url')}`;
       tokens.set(t, Date.now() + ttlSeconds * 1000);
@@ -206,6 +240,7 @@ export async function startFakeSalesforce(): Promise<FakeSalesforce> {
     all: (object) => [...sf.records.get(def(object)!.name)!.values()],
     close: async () => {},
   };
+  refreshTokens.add(sf.refreshToken);
   function newId(o: ObjectDef): string {
     return `${o.keyPrefix}${(++seq).toString(36).toUpperCase().padStart(12, '0')}`;
   }
@@ -315,8 +350,10 @@ export async function startFakeSalesforce(): Promise<FakeSalesforce> {
   const server: Server = createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => {
+    req.on('end', async () => {
       try {
+        const path = /^\/services\/data\/v\d+\.\d(\/[^?]*)?/.exec(req.url ?? '')?.[1] ?? '/';
+        if (sf.gate) await sf.gate({ method: req.method ?? 'GET', path });
         handle(req, res, Buffer.concat(chunks).toString('utf8'));
       } catch (e) {
         send(res, 500, sfErr('UNKNOWN_EXCEPTION', `fake error: ${(e as Error).message}`));
@@ -334,9 +371,11 @@ export async function startFakeSalesforce(): Promise<FakeSalesforce> {
   function handle(req: IncomingMessage, res: ServerResponse, text: string) {
     const url = new URL(req.url ?? '/', 'http://x');
     const method = req.method ?? 'GET';
-    if (url.pathname === '/services/oauth2/token' && method === 'POST') return token(res, new URLSearchParams(text));
+    if (url.pathname === '/services/oauth2/token' && method === 'POST') return void token(req, res, new URLSearchParams(text));
+    if (url.pathname === '/services/oauth2/authorize' && method === 'GET') return authorize(res, url.searchParams);
     const m = /^\/services\/data\/(v\d+\.\d)(\/.*)?$/.exec(url.pathname);
     if (!m) return send(res, 404, sfErr('NOT_FOUND', 'The requested resource does not exist'));
+    sf.onRequest?.({ method, path: m[2] ?? '/' });
     const auth = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1];
     const exp = auth ? tokens.get(auth) : undefined;
     const path = (m[2] ?? '/').replace(/\/+$/, '') || '/';
@@ -396,13 +435,72 @@ export async function startFakeSalesforce(): Promise<FakeSalesforce> {
     return reply(404, sfErr('NOT_FOUND', 'The requested resource does not exist'));
   }
 
-  function token(res: ServerResponse, form: URLSearchParams) {
-    if (form.get('grant_type') !== 'refresh_token' || form.get('client_id') !== sf.clientId || form.get('client_secret') !== sf.clientSecret) {
-      return send(res, 400, { error: 'invalid_client', error_description: 'invalid client credentials' });
+  const oauthError = (res: ServerResponse, status: number, error: string, description: string) => send(res, status, { error, error_description: description });
+
+  function authorize(res: ServerResponse, q: URLSearchParams) {
+    if (q.get('client_id') !== sf.clientId) return oauthError(res, 400, 'invalid_client_id', 'client identifier invalid');
+    const redirect = q.get('redirect_uri');
+    if (!redirect) return oauthError(res, 400, 'redirect_uri_mismatch', 'redirect_uri must match configuration');
+    if (q.get('response_type') !== 'code') return oauthError(res, 400, 'unsupported_response_type', 'response type not supported');
+    const back = new URL(redirect);
+    if (sf.deny) {
+      back.searchParams.set('error', 'access_denied');
+      back.searchParams.set('error_description', 'end-user denied authorization');
+    } else {
+      const code = `aPr${randomBytes(18).toString('base64url')}`;
+      codes.set(code, { clientId: sf.clientId, redirectUri: redirect, challenge: q.get('code_challenge') ?? undefined, scope: q.get('scope') ?? '', expires: Date.now() + 15 * 60_000 });
+      back.searchParams.set('code', code);
     }
-    if (form.get('refresh_token') !== sf.refreshToken) return send(res, 400, { error: 'invalid_grant', error_description: 'expired access/refresh token' });
-    const t = sf.issueToken();
-    send(res, 200, { access_token: t, instance_url: sf.url, id: `${sf.url}/id/00D000000000001/005000000000001`, token_type: 'Bearer', issued_at: String(Date.now()), signature: randomBytes(32).toString('base64'), scope: 'api refresh_token' });
+    if (q.get('state')) back.searchParams.set('state', q.get('state')!);
+    res.writeHead(302, { location: back.toString() });
+    res.end();
+  }
+
+  /** The token response of both grants (no expires_in: the session timeout is the org's setting). */
+  const tokenResponse = (refreshToken: string | undefined, scope: string) => ({
+    access_token: sf.issueToken(),
+    ...(refreshToken ? { refresh_token: refreshToken } : {}),
+    signature: randomBytes(32).toString('base64'),
+    scope,
+    instance_url: sf.url,
+    id: `${sf.url}/id/00D000000000001AAA/005000000000001AAA`,
+    token_type: 'Bearer',
+    issued_at: String(Date.now()),
+  });
+
+  async function token(req: IncomingMessage, res: ServerResponse, form: URLSearchParams) {
+    const grant = form.get('grant_type');
+    sf.tokenRequests[grant === 'authorization_code' || grant === 'refresh_token' ? grant : 'other']++;
+    let id = form.get('client_id');
+    let secret = form.get('client_secret');
+    const basic = /^Basic (.+)$/.exec(req.headers.authorization ?? '');
+    if (basic) [id, secret] = Buffer.from(basic[1], 'base64').toString('utf8').split(':').map(decodeURIComponent);
+    if (id !== sf.clientId) return oauthError(res, 400, 'invalid_client_id', 'client identifier invalid');
+    if (secret !== sf.clientSecret) return oauthError(res, 400, 'invalid_client', 'invalid client credentials');
+    if (grant === 'authorization_code') {
+      const code = codes.get(form.get('code') ?? '');
+      codes.delete(form.get('code') ?? ''); // single use
+      if (!code || code.expires < Date.now()) return oauthError(res, 400, 'invalid_grant', 'authorization code expired');
+      if (code.redirectUri !== form.get('redirect_uri')) return oauthError(res, 400, 'invalid_grant', 'redirect_uri mismatch');
+      if (code.challenge) {
+        const verifier = form.get('code_verifier');
+        if (!verifier) return oauthError(res, 400, 'invalid_grant', 'invalid code verifier');
+        if (createHash('sha256').update(verifier).digest('base64url') !== code.challenge) return oauthError(res, 400, 'invalid_request', 'invalid code verifier');
+      }
+      sf.codeExchanges++;
+      const scopes = code.scope.split(/\s+/);
+      // A refresh token only when the app may have one and it was asked for (refresh_token / offline_access).
+      const rt = scopes.includes('refresh_token') || scopes.includes('offline_access') || scopes.includes('full') ? `5Aep${randomBytes(16).toString('hex')}` : undefined;
+      if (rt) refreshTokens.add(rt);
+      return send(res, 200, tokenResponse(rt, code.scope || 'api'));
+    }
+    if (grant === 'refresh_token') {
+      await sf.beforeRefresh?.();
+      if (!refreshTokens.has(form.get('refresh_token') ?? '')) return oauthError(res, 400, 'invalid_grant', 'expired access/refresh token');
+      sf.refreshes++;
+      return send(res, 200, tokenResponse(undefined, 'api refresh_token'));
+    }
+    return oauthError(res, 400, 'unsupported_grant_type', 'grant type not supported');
   }
 
   // ---- SOQL (the subset the connector sends) ---------------------------------------------------

@@ -18,10 +18,16 @@ t.test('Salesforce and GraphQL API connectors through the REST API', async (t) =
     const by = Object.fromEntries((list.data as { type: string }[]).map((c) => [c.type, c]));
     t.match(by.salesforce, {
       roles: ['destination'],
-      configSchema: { type: 'object', additionalProperties: false, properties: { instanceUrl: {}, apiVersion: { default: 'v62.0' }, bulkThreshold: { default: 10_000 } } },
-      secrets: [{ name: 'accessToken' }, { name: 'instanceUrl' }, { name: 'refreshToken' }],
+      configSchema: { type: 'object', additionalProperties: false, properties: { instanceUrl: {}, oauth: { properties: { tokenUrl: {} } }, apiVersion: { default: 'v62.0' }, bulkThreshold: { default: 10_000 } } },
       capabilities: { maxBatchSize: 200, defaultMaxRequestsPerSecond: 10, bulk: { threshold: 10_000, maxBatchSize: 100_000 } },
+      oauth: {
+        provider: 'salesforce',
+        authorizeUrl: 'https://login.salesforce.com/services/oauth2/authorize',
+        tokenUrl: 'https://login.salesforce.com/services/oauth2/token',
+        scopes: ['api', 'refresh_token'],
+      },
     });
+    t.same((by.salesforce as unknown as { secrets: { name: string }[] }).secrets.map((s) => s.name), ['accessToken', 'refreshToken', 'accessTokenExpiresAt', 'clientSecret', 'instanceUrl']);
     t.match(by.graphql, { roles: ['destination'], configSchema: { required: ['url', 'objects'] }, capabilities: { defaultMaxRequestsPerSecond: 10 } });
   });
 

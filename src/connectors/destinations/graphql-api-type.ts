@@ -1,4 +1,6 @@
 import type { ConnectorType } from '../types.ts';
+import { declaredObjectsSchema } from '../declared-objects.ts';
+import { httpAuthConfigSchema, HTTP_AUTH_SECRET_SPECS } from './http-auth.ts';
 import { openGraphqlApiDestination } from './graphql-api.ts';
 
 // GraphQL API destination. The schema below is the public shape of its config; the
@@ -26,18 +28,6 @@ const operationSchema = {
   },
 };
 
-const fieldSchema = {
-  type: 'object',
-  additionalProperties: false,
-  required: ['name'],
-  properties: {
-    name: { type: 'string', minLength: 1, maxLength: 200 },
-    type: { type: 'string', enum: ['string', 'integer', 'decimal', 'boolean', 'timestamp', 'date', 'json'], default: 'string' },
-    required: { type: 'boolean', default: false },
-    identifier: { type: 'boolean', default: false },
-    equality: { type: 'string', enum: ['exact', 'case_insensitive'] },
-  },
-};
 
 export const graphqlApiType: ConnectorType = {
   type: 'graphql',
@@ -49,21 +39,7 @@ export const graphqlApiType: ConnectorType = {
     required: ['url', 'objects'],
     properties: {
       url: { type: 'string', format: 'uri', pattern: '^https?://', maxLength: 2000 },
-      auth: {
-        type: 'object',
-        additionalProperties: false,
-        required: ['type'],
-        properties: {
-          type: { type: 'string', enum: ['none', 'bearer', 'basic', 'header', 'oauth2_client_credentials'] },
-          username: { type: 'string', maxLength: 500 },
-          headerName: { type: 'string', maxLength: 200 },
-          tokenUrl: { type: 'string', format: 'uri', pattern: '^https?://', maxLength: 2000 },
-          clientId: { type: 'string', maxLength: 500 },
-          scope: { type: 'string', maxLength: 2000 },
-          clientAuth: { type: 'string', enum: ['basic', 'body'], default: 'basic' },
-        },
-        default: { type: 'none' },
-      },
+      auth: httpAuthConfigSchema,
       headers: { type: 'object', additionalProperties: { type: 'string', maxLength: 4000 }, maxProperties: 50 },
       timeoutMs: { type: 'integer', minimum: 100, maximum: 300_000, default: 30_000 },
       maxResponseBytes: { type: 'integer', minimum: 1024, maximum: 104_857_600, default: 5_242_880 },
@@ -72,35 +48,10 @@ export const graphqlApiType: ConnectorType = {
       rowConcurrency: { type: 'integer', minimum: 1, maximum: 64, default: 8 },
       /** `extensions.code` values of field errors worth retrying (default THROTTLED, RATE_LIMITED, TOO_MANY_REQUESTS, SERVICE_UNAVAILABLE, TIMEOUT, TIMED_OUT). */
       retryableErrorCodes: { type: 'array', maxItems: 50, items: { type: 'string', minLength: 1, maxLength: 100 } },
-      objects: {
-        type: 'array',
-        minItems: 1,
-        maxItems: 200,
-        items: {
-          type: 'object',
-          additionalProperties: false,
-          required: ['name', 'fields', 'operations'],
-          properties: {
-            name: { type: 'string', minLength: 1, maxLength: 200 },
-            label: { type: 'string', maxLength: 200 },
-            fields: { type: 'array', maxItems: 1000, items: fieldSchema },
-            operations: {
-              type: 'object',
-              additionalProperties: false,
-              minProperties: 1,
-              properties: { insert: operationSchema, update: operationSchema, upsert: operationSchema, delete: operationSchema },
-            },
-          },
-        },
-      },
+      objects: declaredObjectsSchema(operationSchema),
     },
   },
-  secrets: [
-    { name: 'token', required: false, description: 'Bearer token (auth.type = bearer)' },
-    { name: 'password', required: false, description: 'Basic auth password (auth.type = basic)' },
-    { name: 'headerValue', required: false, description: 'Value of the custom auth header (auth.type = header)' },
-    { name: 'clientSecret', required: false, description: 'OAuth2 client secret (auth.type = oauth2_client_credentials)' },
-  ],
+  secrets: HTTP_AUTH_SECRET_SPECS,
   capabilities: {
     operations: ['insert', 'update', 'upsert', 'delete'],
     modes: ['insert', 'update', 'upsert', 'mirror'],

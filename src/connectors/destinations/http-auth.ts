@@ -13,6 +13,38 @@ export interface HttpAuthConfig {
   clientAuth?: 'basic' | 'body';
 }
 
+/**
+ * JSON Schema of the `auth` member of the HTTP and GraphQL API destinations' config (one
+ * definition for both: they authenticate through this module alike).
+ */
+export const httpAuthConfigSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['type'],
+  properties: {
+    type: { type: 'string', enum: ['none', 'bearer', 'basic', 'header', 'oauth2_client_credentials'] },
+    /** basic: the user name (password is the `password` secret). */
+    username: { type: 'string', maxLength: 500 },
+    /** header: the header name (value is the `headerValue` secret). */
+    headerName: { type: 'string', maxLength: 200 },
+    /** oauth2_client_credentials (secret: `clientSecret`). */
+    tokenUrl: { type: 'string', format: 'uri', pattern: '^https?://', maxLength: 2000 },
+    clientId: { type: 'string', maxLength: 500 },
+    scope: { type: 'string', maxLength: 2000 },
+    /** oauth2: client authentication at the token endpoint, HTTP Basic (RFC 6749 default) or form fields. */
+    clientAuth: { type: 'string', enum: ['basic', 'body'], default: 'basic' },
+  },
+  default: { type: 'none' },
+};
+
+/** The secrets `auth` reads (ConnectorType.secrets of the HTTP and GraphQL API destinations). */
+export const HTTP_AUTH_SECRET_SPECS = [
+  { name: 'token', required: false, description: 'Bearer token (auth.type = bearer)' },
+  { name: 'password', required: false, description: 'Basic auth password (auth.type = basic)' },
+  { name: 'headerValue', required: false, description: 'Value of the custom auth header (auth.type = header)' },
+  { name: 'clientSecret', required: false, description: 'OAuth2 client secret (auth.type = oauth2_client_credentials)' },
+];
+
 export interface AuthTransport {
   timeoutMs: number;
   maxResponseBytes: number;

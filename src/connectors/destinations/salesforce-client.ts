@@ -1,6 +1,6 @@
 import { ConnectorError } from '../../errors.ts';
 import { httpRequest, parseRetryAfter, type HttpResponse } from '../../lib/http-client.ts';
-import type { ResolvedSecrets, WireExchange } from '../types.ts';
+import type { OAuthTokenSource, ResolvedSecrets, WireExchange } from '../types.ts';
 import { MAX_ROW_MESSAGE, exchange, parseJson } from './http-response.ts';
 import { secretRedactor, type Redactor } from '../../lib/redact.ts';
 
@@ -15,8 +15,8 @@ export interface SalesforceSession {
 }
 
 /**
- * Where the connector gets its session. The lead wires the shared OAuth token manager here; until
- * then `staticTokenSource` serves a token given as a secret.
+ * Where the connector gets its session: `oauthTokenSource` (the shared OAuth token manager) for a
+ * connection connected through the OAuth flow, else `staticTokenSource` (a token given as a secret).
  */
 export interface SalesforceTokenSource {
   /** The current session (may refresh before expiry). */
@@ -40,6 +40,42 @@ export interface SalesforceTransportConfig {
 
 export const DEFAULT_API_VERSION = 'v62.0';
 
+/**
+ * The session of an OAuth-connected connection, from the shared token manager
+ * (src/connectors/oauth/token-manager.ts: one refresh per connection at a time across every
+ * process). The instance is the token response's `instance_url` (kept as the `instanceUrl`
+ * secret), else config.instanceUrl. Salesforce's token responses carry no `expires_in` (the
+ * session timeout is the org's setting), so a token is used until Salesforce answers 401
+ * INVALID_SESSION_ID; `onUnauthorized` then marks it refused and gets another one (the manager
+ * refreshes it, or takes the one another process just obtained).
+ * Source: Salesforce Help, "OAuth 2.0 Web Server Flow for Web App Integration" and "OAuth 2.0
+ * Refresh Token Flow for Renewed Sessions". Throws as OAuthTokenSource.getAccessToken, and fatal
+ * `invalid_config` when no instance URL is known.
+ */
+export function oauthTokenSource(config: SalesforceTransportConfig, src: OAuthTokenSource): SalesforceTokenSource {
+  const getToken = async (): Promise<SalesforceSession> => {
+    const accessToken = await src.getAccessToken();
+    const instanceUrl = (await src.extras()).instanceUrl || config.instanceUrl;
+    if (!instanceUrl) throw noInstanceUrl();
+    return { accessToken, instanceUrl };
+  };
+  return {
+    getToken,
+    async onUnauthorized(rejected) {
+      src.invalidate(rejected.accessToken);
+      return getToken();
+    },
+  };
+}
+
+function noInstanceUrl(): ConnectorError {
+  return new ConnectorError('invalid_config', 'The Salesforce connection has no instance URL.', {
+    classification: 'fatal',
+    status: 400,
+    hint: 'Set config.instanceUrl (e.g. https://mycompany.my.salesforce.com) or connect through OAuth, whose token names the instance.',
+  });
+}
+
 /** A token given as the `accessToken` secret; the instance from the `instanceUrl` secret (token response) or config. */
 export function staticTokenSource(config: SalesforceTransportConfig, secrets: ResolvedSecrets): SalesforceTokenSource {
   return {
@@ -52,13 +88,7 @@ export function staticTokenSource(config: SalesforceTransportConfig, secrets: Re
           hint: 'Connect the connection through OAuth, or set secrets.accessToken (and config.instanceUrl).',
         });
       }
-      if (!instanceUrl) {
-        throw new ConnectorError('invalid_config', 'The Salesforce connection has no instance URL.', {
-          classification: 'fatal',
-          status: 400,
-          hint: 'Set config.instanceUrl (e.g. https://mycompany.my.salesforce.com) or connect through OAuth, whose token names the instance.',
-        });
-      }
+      if (!instanceUrl) throw noInstanceUrl();
       return { accessToken, instanceUrl };
     },
     async onUnauthorized() {

@@ -1,9 +1,15 @@
 import type { ConnectorType } from '../types.ts';
+import { oauthConfigSchema } from '../oauth/protocol.ts';
+import { OAUTH_SECRET_SPECS } from '../oauth/token-manager.ts';
 import { openSalesforceDestination, salesforceCapabilities } from './salesforce.ts';
 
 // Salesforce (REST API + Bulk API 2.0). The schema below is the public shape of its config; the
-// implementation is salesforce.ts. With OAuth, the token response names the instance
-// (`instance_url`), kept as the `instanceUrl` secret; with a static token, set config.instanceUrl.
+// implementation is salesforce.ts. Credentials: the OAuth web server flow (POST
+// /v1/connections/{ref}/oauth/start) with the connected app's client from
+// BACKHAUL_SALESFORCE_CLIENT_ID / BACKHAUL_SALESFORCE_CLIENT_SECRET, or a session token as the
+// `accessToken` secret with config.instanceUrl. With OAuth, the token response names the instance
+// (`instance_url`), kept as the `instanceUrl` secret. Sandboxes: config.oauth.authorizeUrl and
+// tokenUrl on https://test.salesforce.com (or the org's My Domain).
 export const salesforceType: ConnectorType = {
   type: 'salesforce',
   label: 'Salesforce',
@@ -14,6 +20,7 @@ export const salesforceType: ConnectorType = {
     properties: {
       /** My Domain URL, e.g. https://acme.my.salesforce.com (OAuth connections get it from the token). */
       instanceUrl: { type: 'string', format: 'uri', pattern: '^https?://', maxLength: 2000 },
+      oauth: oauthConfigSchema,
       /** REST API version (Salesforce supports each for at least three years). */
       apiVersion: { type: 'string', pattern: '^v[0-9]{2,3}\\.0$', default: 'v62.0' },
       timeoutMs: { type: 'integer', minimum: 1000, maximum: 600_000, default: 60_000 },
@@ -36,10 +43,23 @@ export const salesforceType: ConnectorType = {
     },
   },
   secrets: [
-    { name: 'accessToken', required: false, description: 'OAuth access token (set by the OAuth flow, or a session token for automation)' },
+    ...OAUTH_SECRET_SPECS,
     { name: 'instanceUrl', required: false, description: 'Instance URL from the OAuth token response (instance_url); overrides config.instanceUrl' },
-    { name: 'refreshToken', required: false, description: 'OAuth refresh token (set by the OAuth flow)' },
   ],
   capabilities: salesforceCapabilities(),
+  // Source: Salesforce Help, "OAuth 2.0 Web Server Flow for Web App Integration" (PKCE supported;
+  // client credentials in the body or HTTP Basic) and "OAuth 2.0 Refresh Token Flow for Renewed
+  // Sessions" (the answer has instance_url and no expires_in; the refresh token is not rotated
+  // unless the app enables rotation). `refresh_token` must be asked for to get one.
+  oauth: {
+    name: 'salesforce',
+    authorizeUrl: 'https://login.salesforce.com/services/oauth2/authorize',
+    tokenUrl: 'https://login.salesforce.com/services/oauth2/token',
+    scopes: ['api', 'refresh_token'],
+    clientAuth: 'body',
+    keepFields: { instance_url: 'instanceUrl' },
+    // Sandboxes log in at test.salesforce.com; orgs with My Domain at <domain>.my.salesforce.com.
+    trustedTokenHosts: ['test.salesforce.com', '.my.salesforce.com'],
+  },
   openDestination: (config, secrets, ctx) => openSalesforceDestination(config, secrets, ctx),
 };

@@ -7,7 +7,7 @@ import type {
 import { MAX_ROW_MESSAGE, parseJson } from './http-response.ts';
 import { BulkJobRunner, RETRYABLE_ROW_CODES, bulkCell, type BulkOperation } from './salesforce-bulk.ts';
 import {
-  SalesforceClient, apiErrors, describeErrors, staticTokenSource, type SalesforceTokenSource, type SalesforceTransportConfig,
+  SalesforceClient, apiErrors, describeErrors, oauthTokenSource, staticTokenSource, type SalesforceTokenSource, type SalesforceTransportConfig,
 } from './salesforce-client.ts';
 import { assertName, inQueries, pathValue, soqlLiteral } from './salesforce-soql.ts';
 
@@ -112,12 +112,14 @@ export class SalesforceDestination implements DestinationConnector {
   readonly #describes = new Map<string, Promise<SfDescribe>>();
 
   /**
-   * `tokens` is where the session comes from; by default the `accessToken` secret with the
-   * `instanceUrl` secret or config (the lead wires the shared OAuth token manager here).
+   * `tokens` is where the session comes from; by default the shared OAuth token manager when the
+   * connection is OAuth-connected (`ctx.oauth`), else the `accessToken` secret with the
+   * `instanceUrl` secret or config.
    */
   constructor(config: SalesforceConfig, secrets: ResolvedSecrets, ctx: ConnectorContext, tokens?: SalesforceTokenSource) {
     this.#config = config;
-    this.#client = new SalesforceClient(config, secrets, tokens ?? staticTokenSource(config, secrets), ctx.denyPrivateNetworks);
+    tokens ??= ctx.oauth ? oauthTokenSource(config, ctx.oauth) : staticTokenSource(config, secrets);
+    this.#client = new SalesforceClient(config, secrets, tokens, ctx.denyPrivateNetworks);
     this.#bulk = new BulkJobRunner(this.#client);
   }
 

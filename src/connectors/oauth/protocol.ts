@@ -251,7 +251,8 @@ async function refuseErrors(c: OAuthClient, res: Response, grant: 'authorization
       hint: 'The authorization server is unavailable or throttling; the request will be retried.',
     });
   }
-  if (code === 'invalid_client' || code === 'unauthorized_client') {
+  // Salesforce answers `invalid_client_id` for an unknown consumer key (Salesforce Help, "OAuth 2.0 Web Server Flow").
+  if (code === 'invalid_client' || code === 'unauthorized_client' || code === 'invalid_client_id') {
     throw new ConnectorError('oauth_client_invalid', `${where}: ${why}`, {
       classification: 'fatal',
       hint: `The provider refused Backhaul's OAuth client: check ${envNameOf(c.provider, 'CLIENT_ID')} / ${envNameOf(c.provider, 'CLIENT_SECRET')} (or the connection's config.oauth.clientId and clientSecret secret).`,
