@@ -439,14 +439,20 @@ export class DeclarativeService {
     const a: Spec = { ...cur.spec };
     const b: Spec = { ...d.spec };
     delete a.secrets;
+    let maps: [Record<string, unknown>, Record<string, unknown>] | undefined;
     if (kind === 'sync') {
-      if (b.mappings === undefined) delete a.mappings;
-      else {
-        a.mappings = mappingsByField(a.mappings as never);
-        b.mappings = mappingsByField(b.mappings as never);
-      }
+      // A mapping's source is one thing (a column, a static value, a template, a lookup): compared whole, per destination field.
+      if (b.mappings !== undefined) maps = [mappingsByField(a.mappings as never), mappingsByField(b.mappings as never)];
+      delete a.mappings;
+      delete b.mappings;
     }
     diff(a, b, '', out);
+    if (maps) {
+      const [x, y] = maps;
+      for (const f of [...new Set([...Object.keys(x), ...Object.keys(y)])].sort()) {
+        if (!sameJson(x[f], y[f])) out.push({ field: `mappings.${f}`, ...(x[f] === undefined ? {} : { before: x[f] }), ...(y[f] === undefined ? {} : { after: y[f] }) });
+      }
+    }
     for (const [name, value] of Object.entries(d.secrets ?? {}).sort(([x], [y]) => (x < y ? -1 : 1))) {
       // The fingerprint the server would give this value (scoped by resource and name).
       if (cur.secretFingerprints?.[name] !== this.deps.secrets.fingerprint(`${cur.id}/${name}`, value)) out.push({ field: `secrets.${name}`, secret: true });

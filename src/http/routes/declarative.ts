@@ -30,8 +30,24 @@ export const BundleSchema = Type.Object(
   { $id: 'Bundle', additionalProperties: false, description: 'A workspace\'s configuration as data (YAML in the CLI)' },
 );
 
+// The export's answer: the same members, items as free objects. (A response schema that named the
+// create schemas would make the serializer fill in their `default`s, e.g. a PagerDuty eventsUrl
+// on a webhook channel: the export must be exactly the stored configuration.)
+const loose = (what: string) => Type.Array(Type.Object({}, { additionalProperties: true }), { description: `${what}: items as in Bundle` });
+export const ExportedBundle = Type.Object(
+  {
+    apiVersion: Type.Literal(BUNDLE_API_VERSION),
+    connections: loose('Connections'),
+    alertChannels: loose('Alert channels'),
+    models: loose('Models'),
+    syncs: loose('Syncs with their mappings'),
+    webhookEndpoints: loose('Webhook endpoints'),
+  },
+  { $id: 'ExportedBundle', description: 'A Bundle (see its schema) holding every resource of the workspace, sorted by slug' },
+);
+
 /** Components of these routes (app.ts registers them with the others). */
-export const DECLARATIVE_SCHEMAS = [BundleSchema, PlanView, ApplyResult];
+export const DECLARATIVE_SCHEMAS = [BundleSchema, ExportedBundle, PlanView, ApplyResult];
 
 export function declarativeRoutes(app: FastifyInstance, s: Services): void {
   const tags = ['declarative'];
@@ -40,7 +56,7 @@ export function declarativeRoutes(app: FastifyInstance, s: Services): void {
       tags,
       operationId: 'exportBundle',
       summary: "The workspace's configuration as a bundle (references by slug; secret values never)",
-      response: { 200: ref(BundleSchema), ...problems },
+      response: { 200: ref(ExportedBundle), ...problems },
     },
     handler: async (req) => s.declarative.export(actorOf(req)),
   });
