@@ -146,6 +146,37 @@ t.test('export → apply to a fresh workspace → apply again changes nothing; o
   const [stored] = await sql`select secret_names from connections where workspace_id = ${ws.id} and slug = 'crm'`;
   t.same(stored.secret_names, ['token']);
 
+  // GraphQL: the same plan and apply.
+  await ok(h.request('PATCH', '/v1/connections/crm', { body: { secrets: { token: LITERAL } }, token: ws.token }), 200);
+  const gq = await h.request('POST', '/graphql', {
+    token: ws.token,
+    body: { query: 'query($b: JSON!) { planBundle(bundle: $b) { planHash changes { action kind slug resourceId expectedVersion fields { field before after secret } } } }', variables: { b: changed } },
+  });
+  t.same(gq.body.data?.planBundle.changes.map((c: any) => [c.action, c.kind, c.slug, c.fields]), [['update', 'connection', 'crm', [{ field: 'secrets.token', before: null, after: null, secret: true }]]], gq.text);
+  t.notOk(gq.text.includes(LITERAL));
+  const ga = await h.request('POST', '/graphql', {
+    token: ws.token,
+    body: { query: 'mutation($b: JSON!, $p: String) { applyBundle(bundle: $b, planHash: $p) { changes { slug version } } }', variables: { b: changed, p: gq.body.data.planBundle.planHash } },
+  });
+  t.same(ga.body.data?.applyBundle.changes, [{ slug: 'crm', version: gq.body.data.planBundle.changes[0].expectedVersion + 1 }], ga.text);
+  const gStale = await h.request('POST', '/graphql', {
+    token: ws.token,
+    body: { query: 'mutation($b: JSON!, $p: String) { applyBundle(bundle: $b, planHash: $p) { planHash } }', variables: { b: changed, p: gq.body.data.planBundle.planHash } },
+  });
+  t.equal(gStale.body.errors?.[0]?.extensions?.code, 'plan_changed', gStale.text);
+
+  // A bundle that re-points a connection keeping a secret it does not name: refused (the secret
+  // would follow to the new address without anyone sending it), nothing applied.
+  await ok(h.request('PATCH', '/v1/connections/crm', { body: { secrets: { headerValue: LITERAL } }, token: ws.token }), 200);
+  const repoint = structuredClone(changed);
+  repoint.connections[0].config.baseUrl = 'http://127.0.0.1:8/elsewhere';
+  const rp = await h.request('POST', '/v1/apply', { body: repoint, token: ws.token });
+  t.equal(rp.status, 422, rp.text);
+  t.equal(rp.body.code, 'secrets_required');
+  t.same(rp.body.errors.map((e: any) => e.path), ['/connections/0/secrets/headerValue']);
+  t.equal((await ok(h.request('GET', '/v1/connections/crm', { token: ws.token }), 200)).config.baseUrl, changed.connections[0].config.baseUrl);
+  await ok(h.request('PATCH', '/v1/connections/crm', { body: { secrets: { headerValue: null } }, token: ws.token }), 200);
+
   // Without prune, what the bundle leaves out is untouched; with prune: true it is deleted (dependents first).
   const partial = { ...structuredClone(changed), webhookEndpoints: [] };
   t.same((await ok(h.request('POST', '/v1/plan', { body: partial, token: ws.token }), 200)).changes, [], 'not listed, not managed');
