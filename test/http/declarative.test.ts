@@ -221,6 +221,12 @@ t.test('export → apply to a fresh workspace → apply again changes nothing; o
   t.equal(dup.body.code, 'bundle_duplicate_slug');
   t.same(dup.body.errors.map((e: any) => e.path), ['/connections/1/slug']);
 
+  // A bundle may be larger than other bodies (a whole workspace): 1.5 MB is planned.
+  const big = { models: Array.from({ length: 15 }, (_, i) => ({ slug: `big-${i}`, name: `Big ${i}`, connectionId: 'wh', sql: `select 1 as id -- ${'x'.repeat(99_000)}`, primaryKey: 'id' })) };
+  const bigPlan = await h.request('POST', '/v1/plan', { body: big, token: ws.token });
+  t.equal(bigPlan.status, 200, bigPlan.text.slice(0, 300));
+  t.equal(bigPlan.body.summary.create, 15);
+
   // Scopes: read may export and plan, apply needs write.
   const reader = await newKey(h, ['read'], ws.token);
   t.equal((await h.request('POST', '/v1/plan', { body: exported, token: reader.token })).status, 200);

@@ -49,8 +49,12 @@ export const ExportedBundle = Type.Object(
 /** Components of these routes (app.ts registers them with the others). */
 export const DECLARATIVE_SCHEMAS = [BundleSchema, ExportedBundle, PlanView, ApplyResult];
 
+/** A bundle holds a whole workspace: it may be larger than other bodies (BACKHAUL_BODY_LIMIT_BYTES when that is larger). */
+export const BUNDLE_BODY_LIMIT_BYTES = 16 * 1024 * 1024;
+
 export function declarativeRoutes(app: FastifyInstance, s: Services): void {
   const tags = ['declarative'];
+  const bodyLimit = Math.max(app.initialConfig.bodyLimit ?? 0, BUNDLE_BODY_LIMIT_BYTES);
   app.get('/v1/export', {
     schema: {
       tags,
@@ -61,6 +65,7 @@ export function declarativeRoutes(app: FastifyInstance, s: Services): void {
     handler: async (req) => s.declarative.export(actorOf(req)),
   });
   app.post('/v1/plan', {
+    bodyLimit,
     schema: {
       tags,
       operationId: 'planBundle',
@@ -71,6 +76,7 @@ export function declarativeRoutes(app: FastifyInstance, s: Services): void {
     handler: async (req) => s.declarative.plan(actorOf(req), req.body),
   });
   app.post('/v1/apply', {
+    bodyLimit,
     schema: {
       tags,
       operationId: 'applyBundle',
