@@ -107,7 +107,8 @@ async function atPathAsync<T>(path: string, what: string, fn: () => Promise<T>):
 }
 
 function rebase(e: unknown, path: string, what: string): unknown {
-  if (!(e instanceof AppError)) return e;
+  // Server-side failures (503 database_unavailable…) keep their own class: nothing in the bundle is at fault.
+  if (!(e instanceof AppError) || e.status >= 500) return e;
   const errors = (e.errors?.length ? e.errors : [{ path: '', message: e.message }]).map((x) => ({ path: `${path}${x.path}`, message: x.message }));
   return new AppError(e.status, e.code, e.title, { detail: `${what}: ${e.message}`, hint: e.hint, errors, extra: { ...e.extra, bundlePath: path }, cause: e });
 }
