@@ -23,6 +23,18 @@ Commands:
                         JSON; --wait waits until it ends (at most --timeout seconds) and exits
                         0 succeeded, 2 partially_succeeded, 1 failed or cancelled, 3 still
                         running at the timeout, 4 the server refused or could not be reached
+  export [-o <file>] [--json]
+                        write the workspace's configuration as a bundle (YAML; secrets as
+                        {env: NAME} references or omitted) from a running server
+  plan -f <file> [--json] [--detailed-exitcode]
+                        show what applying the bundle (YAML or JSON; - for stdin) would
+                        create, update (field by field) and delete; --detailed-exitcode: exit 2
+                        when there are changes
+  apply -f <file> [--json]
+                        plan, then apply exactly that plan in one transaction (all or nothing)
+                        export, plan and apply use BACKHAUL_URL and BACKHAUL_API_KEY like run,
+                        and exit 1 when the server refuses (the reason and the path into the
+                        bundle on stderr)
 
 Beside a running \`backhaul serve\` with the embedded database, migrate and keys create use the
 running database.
@@ -230,6 +242,10 @@ async function main(argv: string[]): Promise<void> {
     return;
   }
   if (command === 'run') return runCommand(rest);
+  if (command === 'export' || command === 'plan' || command === 'apply') {
+    const { declarativeCommand } = await import('./cli-declarative.ts');
+    return declarativeCommand(command, rest);
+  }
   const config = loadConfig();
   if (command === 'serve' || command === 'worker') return serveOrWork(command, rest, config);
   return databaseCommand(command, rest, argv, config);
@@ -238,6 +254,10 @@ async function main(argv: string[]): Promise<void> {
 main(process.argv.slice(2)).catch(async (e: unknown) => {
   const { EmbeddedDatabaseError } = await import('./db/embedded.ts');
   const err = e as NodeJS.ErrnoException;
+  if ((e as { exitCode?: unknown }).exitCode !== undefined && (e as Error).name === 'DeclarativeCliError') {
+    process.stderr.write(`backhaul: ${err.message}\n`);
+    process.exit((e as { exitCode: number }).exitCode);
+  }
   if (e instanceof RunCliError) {
     process.stderr.write(`backhaul: ${err.message}\n`);
     process.exit(4);

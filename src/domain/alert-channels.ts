@@ -231,15 +231,17 @@ export class AlertChannelService {
     });
   }
 
-  async put(actor: Actor, ref: string, input: AlertChannelPutInput, ifMatch?: string, opts: PutOptions = {}): Promise<{ created: boolean; value: AlertChannelViewT }> {
+  /** PUT; with `keepUnsentSecrets`, `secrets` set the names they carry and keep the others (see ConnectionService.put). */
+  async put(actor: Actor, ref: string, input: AlertChannelPutInput, ifMatch?: string, opts: PutOptions & { keepUnsentSecrets?: boolean } = {}): Promise<{ created: boolean; value: AlertChannelViewT }> {
     requireScope(actor, 'write');
     assertValid(AlertChannelPut, input);
-    return this.db.transaction(async (tx) => {
+    return (opts.tx ?? this.db).transaction(async (tx) => {
       const r = await putBySlug(tx, alertChannels, actor.workspaceId, ref, input, ifMatch, (slug) => this.create(actor, { ...input, slug }, tx), async () => {
         const cur = await this.row(tx, actor.workspaceId, ref, { forUpdate: true });
         checkVersion(ifMatch, cur.version);
-        const secrets = input.secrets ?? (input.type === cur.type ? this.secretsOf(cur) : {});
-        const kept = input.secrets === undefined ? Object.keys(secrets) : [];
+        const stored = input.type === cur.type ? this.secretsOf(cur) : {};
+        const secrets = input.secrets === undefined ? stored : opts.keepUnsentSecrets ? { ...stored, ...input.secrets } : input.secrets;
+        const kept = Object.keys(secrets).filter((k) => !(input.secrets && k in input.secrets));
         const value = await this.save(tx, actor, cur, { slug: input.slug ?? cur.slug, name: input.name, type: input.type, config: input.config ?? {}, secrets }, kept, 'replace');
         return value;
       }, { ...opts, readOnly: { view: channelView, fields: readOnlyFields(AlertChannelPutBase, AlertChannelView) } });
@@ -295,9 +297,9 @@ export class AlertChannelService {
   }
 
   /** A channel named in a sync's alert rules cannot be deleted (409 naming the syncs). */
-  async delete(actor: Actor, ref: string, ifMatch?: string): Promise<void> {
+  async delete(actor: Actor, ref: string, ifMatch?: string, outer: Tx = this.db): Promise<void> {
     requireScope(actor, 'write');
-    await this.db.transaction(async (tx) => {
+    await outer.transaction(async (tx) => {
       const cur = await this.row(tx, actor.workspaceId, ref, { forUpdate: true });
       checkVersion(ifMatch, cur.version);
       const used = await tx

@@ -294,12 +294,17 @@ export class ConnectionService {
     }
   }
 
-  /** PUT: replace the whole resource, or create it when `ref` is a slug that does not exist yet. */
-  async put(actor: Actor, ref: string, input: ConnectionPutInput, ifMatch?: string, opts: PutOptions = {}): Promise<{ created: boolean; connection: ConnectionViewT }> {
+  /**
+   * PUT: replace the whole resource, or create it when `ref` is a slug that does not exist yet.
+   * With `keepUnsentSecrets`, `secrets` set the names they carry and keep the others (a
+   * declarative bundle manages only the secrets it names); changing where secrets are sent still
+   * needs every kept one sent again (422 secrets_required).
+   */
+  async put(actor: Actor, ref: string, input: ConnectionPutInput, ifMatch?: string, opts: PutOptions & { keepUnsentSecrets?: boolean } = {}): Promise<{ created: boolean; connection: ConnectionViewT }> {
     requireScope(actor, 'write');
     assertValid(ConnectionPut, input);
-    return this.db.transaction(async (tx) => {
-      const r = await putBySlug(tx, connections, actor.workspaceId, ref, input, ifMatch, (slug) => this.create(actor, { ...input, slug }, tx), () => this.replace(tx, actor, ref, input, ifMatch), {
+    return (opts.tx ?? this.db).transaction(async (tx) => {
+      const r = await putBySlug(tx, connections, actor.workspaceId, ref, input, ifMatch, (slug) => this.create(actor, { ...input, slug }, tx), () => this.replace(tx, actor, ref, input, ifMatch, opts.keepUnsentSecrets ?? false), {
         ...opts,
         readOnly: { view: connectionView, fields: readOnlyFields(ConnectionPutBase, ConnectionView) },
       });
@@ -307,7 +312,7 @@ export class ConnectionService {
     });
   }
 
-  private async replace(tx: Tx, actor: Actor, ref: string, input: ConnectionPutInput, ifMatch: string | undefined): Promise<ConnectionViewT> {
+  private async replace(tx: Tx, actor: Actor, ref: string, input: ConnectionPutInput, ifMatch: string | undefined, keepUnsent: boolean): Promise<ConnectionViewT> {
     const row = await getByRef(tx, connections, 'connection', actor.workspaceId, ref, { forUpdate: true });
     checkVersion(ifMatch, row.version);
     if (input.type !== row.type) {
@@ -318,9 +323,10 @@ export class ConnectionService {
     const t = connectorTypeOf(row.type);
     const config = validateConnectorConfig(t.configSchema, input.config);
     const before = this.storedSecrets(row);
-    const after: Record<string, unknown> = input.secrets ?? before;
+    const after: Record<string, unknown> = input.secrets === undefined ? before : keepUnsent ? { ...before, ...input.secrets } : input.secrets;
     if (input.secrets !== undefined) checkSecretNames(t, input.secrets);
-    requireResentSecrets('connection', row.slug, changedTargets(t, row.config, config), input.secrets === undefined ? Object.keys(before) : []);
+    const sent = new Set(Object.keys(input.secrets ?? {}));
+    requireResentSecrets('connection', row.slug, changedTargets(t, row.config, config), Object.keys(after).filter((k) => !sent.has(k)));
     const next = { slug: input.slug ?? row.slug, name: input.name, config };
     const changed = changedFields(row as unknown as Record<string, unknown>, next, ['slug', 'name', 'config']);
     const secretsChanged = !sameSecrets(before, after);
@@ -341,9 +347,9 @@ export class ConnectionService {
     }
   }
 
-  async delete(actor: Actor, ref: string, ifMatch?: string): Promise<void> {
+  async delete(actor: Actor, ref: string, ifMatch?: string, outer: Tx = this.db): Promise<void> {
     requireScope(actor, 'write');
-    await this.db.transaction(async (tx) => {
+    await outer.transaction(async (tx) => {
       const cur = await getByRef(tx, connections, 'connection', actor.workspaceId, ref, { forUpdate: true });
       checkVersion(ifMatch, cur.version);
       const usedByModels = await tx.select({ id: models.id, slug: models.slug }).from(models).where(eq(models.connectionId, cur.id)).limit(20);

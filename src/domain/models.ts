@@ -203,7 +203,7 @@ export class ModelService {
   async put(actor: Actor, ref: string, input: ModelPutInput, ifMatch?: string, opts: SaveOptions & PutOptions = {}): Promise<{ created: boolean; model: ModelOutT }> {
     requireScope(actor, 'write');
     assertValid(ModelPut, input);
-    return this.db.transaction(async (tx) => {
+    return (opts.tx ?? this.db).transaction(async (tx) => {
       const r = await putBySlug(tx, models, actor.workspaceId, ref, input, ifMatch, (slug) => this.create(actor, { ...input, slug }, opts, tx), async () => {
         return await this.replaceWith(actor, ref, input, ifMatch, opts, 'replace', tx);
       }, { ifNoneMatch: opts.ifNoneMatch, readOnly: { view: modelView, fields: readOnlyFields(ModelPutBase, ModelView) } });
@@ -253,9 +253,9 @@ export class ModelService {
     return outer ? run(outer) : this.db.transaction(run);
   }
 
-  async delete(actor: Actor, ref: string, ifMatch?: string): Promise<void> {
+  async delete(actor: Actor, ref: string, ifMatch?: string, outer: Tx = this.db): Promise<void> {
     requireScope(actor, 'write');
-    await this.db.transaction(async (tx) => {
+    await outer.transaction(async (tx) => {
       const cur = await getByRef(tx, models, 'model', actor.workspaceId, ref, { forUpdate: true });
       checkVersion(ifMatch, cur.version);
       const used = await tx.select({ id: syncs.id, slug: syncs.slug }).from(syncs).where(eq(syncs.modelId, cur.id)).limit(20);

@@ -183,6 +183,8 @@ export function checkSlugMatches(ref: string, bodySlug: string | undefined): voi
 export interface PutOptions {
   /** If-None-Match (RFC 9110 §13.1.2): `*` creates only; ETags that must not be the current version. */
   ifNoneMatch?: string;
+  /** Run in the caller's transaction (a declarative apply writes many resources in one). */
+  tx?: Tx;
 }
 
 /** The read-only fields a PUT body may carry (the GET body put back): checked against the stored resource. */

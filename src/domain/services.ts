@@ -11,6 +11,7 @@ import { AlertService } from './alerts.ts';
 import { WebhookService } from './webhooks.ts';
 import { Metrics } from '../lib/metrics.ts';
 import { OAuthService } from './oauth.ts';
+import { DeclarativeService } from './declarative/service.ts';
 
 // The one service layer. REST routes, GraphQL resolvers and worker tasks all call these.
 export interface Services {
@@ -28,6 +29,8 @@ export interface Services {
   alerts: AlertService;
   metrics: Metrics;
   oauth: OAuthService;
+  /** Export, plan and apply of declarative bundles (over the services above). */
+  declarative: DeclarativeService;
 }
 
 export function createServices(deps: ServiceDeps): Services {
@@ -37,6 +40,8 @@ export function createServices(deps: ServiceDeps): Services {
   const mappings = new MappingService(deps, syncs, connections, models);
   syncs.mappings = mappings;
   const runs = new RunService(deps, syncs);
+  const webhooks = new WebhookService(deps);
+  const alertChannels = new AlertChannelService(deps);
   return {
     deps,
     apiKeys: new ApiKeyService(deps),
@@ -46,10 +51,11 @@ export function createServices(deps: ServiceDeps): Services {
     mappings,
     runs,
     runWaiter: new RunWaiter(deps, runs),
-    webhooks: new WebhookService(deps),
-    alertChannels: new AlertChannelService(deps),
+    webhooks,
+    alertChannels,
     alerts: new AlertService(deps),
     metrics: new Metrics(deps.database),
     oauth: new OAuthService(deps, connections),
+    declarative: new DeclarativeService(deps, { connections, models, syncs, mappings, webhooks, alertChannels }),
   };
 }

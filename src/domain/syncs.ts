@@ -426,7 +426,7 @@ export class SyncService {
     requireScope(actor, 'write');
     assertValid(SyncPut, input);
     if (input.mappings) this.mappings.checkSet(input.mappings, '/mappings');
-    return this.db.transaction(async (tx) => {
+    return (opts.tx ?? this.db).transaction(async (tx) => {
       const r = await putBySlug(tx, syncs, actor.workspaceId, ref, input, ifMatch, (slug) => this.create(actor, { ...input, slug }, tx), async () => {
         // PUT replaces: optional groups not sent go back to their defaults.
         const whole = { schedule: { type: 'manual' as const }, enabled: true, delivery: DEFAULT_DELIVERY, alerts: DEFAULT_ALERTS, changeThresholds: DEFAULT_THRESHOLDS, ...input };
@@ -497,9 +497,9 @@ export class SyncService {
     return r.version;
   }
 
-  async delete(actor: Actor, ref: string, ifMatch?: string): Promise<void> {
+  async delete(actor: Actor, ref: string, ifMatch?: string, outer: Tx = this.db): Promise<void> {
     requireScope(actor, 'write');
-    await this.db.transaction(async (tx) => {
+    await outer.transaction(async (tx) => {
       const cur = await this.row(tx, actor.workspaceId, ref, { forUpdate: true });
       checkVersion(ifMatch, cur.version);
       await tx.delete(syncs).where(eq(syncs.id, cur.id));

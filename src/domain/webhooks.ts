@@ -305,7 +305,7 @@ export class WebhookService {
   async put(actor: Actor, ref: string, input: WebhookEndpointPutInput, ifMatch?: string, opts: PutOptions = {}): Promise<{ created: boolean; value: WebhookEndpointViewT }> {
     requireScope(actor, 'write');
     assertValid(WebhookEndpointPut, input);
-    return this.db.transaction(async (tx) => {
+    return (opts.tx ?? this.db).transaction(async (tx) => {
       const r = await putBySlug(tx, webhookEndpoints, actor.workspaceId, ref, input, ifMatch, (slug) => this.create(actor, { ...input, slug }, tx), async () => {
         // PUT is whole: absent optional fields go back to their defaults.
         const { secret, ...rest } = input;
@@ -356,9 +356,9 @@ export class WebhookService {
     }
   }
 
-  async delete(actor: Actor, ref: string, ifMatch?: string): Promise<void> {
+  async delete(actor: Actor, ref: string, ifMatch?: string, outer: Tx = this.db): Promise<void> {
     requireScope(actor, 'write');
-    await this.db.transaction(async (tx) => {
+    await outer.transaction(async (tx) => {
       const cur = await this.row(tx, actor.workspaceId, ref, { forUpdate: true });
       checkVersion(ifMatch, cur.version);
       // Pending deliveries go with it (cascade); their jobs find no row and end.

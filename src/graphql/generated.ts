@@ -1380,6 +1380,56 @@ export type ReplaceAlertChannelInput = {
   secrets?: InputMaybe<AlertChannelSecretsInput>;
 };
 
+export type PlanAction =
+  | 'create'
+  | 'update'
+  | 'delete';
+
+/** One field of a planned update (or create). Secrets are never shown: secret is true and before/after are null. */
+export type PlannedFieldChange = {
+  __typename?: 'PlannedFieldChange';
+  /** Dotted path, e.g. config.host, mappings.firstname, secrets.password. */
+  field: Scalars['String']['output'];
+  before?: Maybe<Scalars['JSON']['output']>;
+  after?: Maybe<Scalars['JSON']['output']>;
+  secret: Scalars['Boolean']['output'];
+};
+
+export type PlannedChange = {
+  __typename?: 'PlannedChange';
+  action: PlanAction;
+  /** connection, alertChannel, model, sync or webhookEndpoint. */
+  kind: Scalars['String']['output'];
+  slug: Scalars['String']['output'];
+  /** The resource on the server (null for a create). */
+  resourceId?: Maybe<Scalars['ID']['output']>;
+  /** The version the write is made against (null for a create). */
+  expectedVersion?: Maybe<Scalars['Int']['output']>;
+  /** JSON pointer of the item in the bundle (null for a delete). */
+  bundlePath?: Maybe<Scalars['String']['output']>;
+  fields: Array<PlannedFieldChange>;
+  /** After applyBundle: the version written (null for a delete or in a plan). */
+  version?: Maybe<Scalars['Int']['output']>;
+};
+
+export type PlanSummary = {
+  __typename?: 'PlanSummary';
+  create: Scalars['Int']['output'];
+  update: Scalars['Int']['output'];
+  delete: Scalars['Int']['output'];
+  unchanged: Scalars['Int']['output'];
+};
+
+/** What applying a bundle changes (planBundle), or changed (applyBundle). */
+export type BundlePlan = {
+  __typename?: 'BundlePlan';
+  /** Pass it to applyBundle to apply exactly this plan. */
+  planHash: Scalars['String']['output'];
+  prune: Scalars['Boolean']['output'];
+  changes: Array<PlannedChange>;
+  summary: PlanSummary;
+};
+
 export type Query = {
   __typename?: 'Query';
   /** Any object by its global id; null when it does not exist in your workspace. */
@@ -1418,6 +1468,10 @@ export type Query = {
   alertChannel?: Maybe<AlertChannel>;
   /** Alerts raised by syncs, newest first; syncId is a sync id or slug. */
   alerts: AlertConnection;
+  /** The workspace's configuration as a declarative bundle (as GET /v1/export). */
+  exportBundle: Scalars['JSON']['output'];
+  /** What applying the bundle (as POST /v1/plan takes it) would change; nothing is written. */
+  planBundle: BundlePlan;
 };
 
 
@@ -1538,8 +1592,15 @@ export type QueryAlertsArgs = {
   syncId?: InputMaybe<Scalars['ID']['input']>;
 };
 
+
+export type QueryPlanBundleArgs = {
+  bundle: Scalars['JSON']['input'];
+};
+
 export type Mutation = {
   __typename?: 'Mutation';
+  /** Applies a declarative bundle in one transaction (as POST /v1/apply). planHash: apply only if the plan is still that one (code plan_changed otherwise). */
+  applyBundle: BundlePlan;
   createConnection: Connection;
   updateConnection: Connection;
   /** Replaces the connection, or creates it when `ref` is a slug that does not exist. */
@@ -1595,6 +1656,12 @@ export type Mutation = {
   deleteAlertChannel: DeletePayload;
   /** Sends a test message; a failure is reported in the result, not as an error. */
   testAlertChannel: AlertChannelTestResult;
+};
+
+
+export type MutationApplyBundleArgs = {
+  bundle: Scalars['JSON']['input'];
+  planHash?: InputMaybe<Scalars['String']['input']>;
 };
 
 
@@ -2105,6 +2172,11 @@ export type ResolversTypes = {
   CreateAlertChannelInput: CreateAlertChannelInput;
   UpdateAlertChannelInput: UpdateAlertChannelInput;
   ReplaceAlertChannelInput: ReplaceAlertChannelInput;
+  PlanAction: PlanAction;
+  PlannedFieldChange: ResolverTypeWrapper<PlannedFieldChange>;
+  PlannedChange: ResolverTypeWrapper<PlannedChange>;
+  PlanSummary: ResolverTypeWrapper<PlanSummary>;
+  BundlePlan: ResolverTypeWrapper<BundlePlan>;
   Query: ResolverTypeWrapper<Record<PropertyKey, never>>;
   Mutation: ResolverTypeWrapper<Record<PropertyKey, never>>;
   Subscription: ResolverTypeWrapper<Record<PropertyKey, never>>;
@@ -2248,6 +2320,10 @@ export type ResolversParentTypes = {
   CreateAlertChannelInput: CreateAlertChannelInput;
   UpdateAlertChannelInput: UpdateAlertChannelInput;
   ReplaceAlertChannelInput: ReplaceAlertChannelInput;
+  PlannedFieldChange: PlannedFieldChange;
+  PlannedChange: PlannedChange;
+  PlanSummary: PlanSummary;
+  BundlePlan: BundlePlan;
   Query: Record<PropertyKey, never>;
   Mutation: Record<PropertyKey, never>;
   Subscription: Record<PropertyKey, never>;
@@ -2958,6 +3034,38 @@ export type AlertConnectionResolvers<ContextType = GqlContext, ParentType extend
   pageInfo?: Resolver<ResolversTypes['PageInfo'], ParentType, ContextType>;
 };
 
+export type PlannedFieldChangeResolvers<ContextType = GqlContext, ParentType extends ResolversParentTypes['PlannedFieldChange'] = ResolversParentTypes['PlannedFieldChange']> = {
+  field?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  before?: Resolver<Maybe<ResolversTypes['JSON']>, ParentType, ContextType>;
+  after?: Resolver<Maybe<ResolversTypes['JSON']>, ParentType, ContextType>;
+  secret?: Resolver<ResolversTypes['Boolean'], ParentType, ContextType>;
+};
+
+export type PlannedChangeResolvers<ContextType = GqlContext, ParentType extends ResolversParentTypes['PlannedChange'] = ResolversParentTypes['PlannedChange']> = {
+  action?: Resolver<ResolversTypes['PlanAction'], ParentType, ContextType>;
+  kind?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  slug?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  resourceId?: Resolver<Maybe<ResolversTypes['ID']>, ParentType, ContextType>;
+  expectedVersion?: Resolver<Maybe<ResolversTypes['Int']>, ParentType, ContextType>;
+  bundlePath?: Resolver<Maybe<ResolversTypes['String']>, ParentType, ContextType>;
+  fields?: Resolver<Array<ResolversTypes['PlannedFieldChange']>, ParentType, ContextType>;
+  version?: Resolver<Maybe<ResolversTypes['Int']>, ParentType, ContextType>;
+};
+
+export type PlanSummaryResolvers<ContextType = GqlContext, ParentType extends ResolversParentTypes['PlanSummary'] = ResolversParentTypes['PlanSummary']> = {
+  create?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
+  update?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
+  delete?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
+  unchanged?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
+};
+
+export type BundlePlanResolvers<ContextType = GqlContext, ParentType extends ResolversParentTypes['BundlePlan'] = ResolversParentTypes['BundlePlan']> = {
+  planHash?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  prune?: Resolver<ResolversTypes['Boolean'], ParentType, ContextType>;
+  changes?: Resolver<Array<ResolversTypes['PlannedChange']>, ParentType, ContextType>;
+  summary?: Resolver<ResolversTypes['PlanSummary'], ParentType, ContextType>;
+};
+
 export type QueryResolvers<ContextType = GqlContext, ParentType extends ResolversParentTypes['Query'] = ResolversParentTypes['Query']> = {
   node?: Resolver<Maybe<ResolversTypes['Node']>, ParentType, ContextType, RequireFields<QueryNodeArgs, 'id'>>;
   nodes?: Resolver<Array<Maybe<ResolversTypes['Node']>>, ParentType, ContextType, RequireFields<QueryNodesArgs, 'ids'>>;
@@ -2980,9 +3088,12 @@ export type QueryResolvers<ContextType = GqlContext, ParentType extends Resolver
   alertChannels?: Resolver<ResolversTypes['AlertChannelConnection'], ParentType, ContextType, Partial<QueryAlertChannelsArgs>>;
   alertChannel?: Resolver<Maybe<ResolversTypes['AlertChannel']>, ParentType, ContextType, RequireFields<QueryAlertChannelArgs, 'ref'>>;
   alerts?: Resolver<ResolversTypes['AlertConnection'], ParentType, ContextType, Partial<QueryAlertsArgs>>;
+  exportBundle?: Resolver<ResolversTypes['JSON'], ParentType, ContextType>;
+  planBundle?: Resolver<ResolversTypes['BundlePlan'], ParentType, ContextType, RequireFields<QueryPlanBundleArgs, 'bundle'>>;
 };
 
 export type MutationResolvers<ContextType = GqlContext, ParentType extends ResolversParentTypes['Mutation'] = ResolversParentTypes['Mutation']> = {
+  applyBundle?: Resolver<ResolversTypes['BundlePlan'], ParentType, ContextType, RequireFields<MutationApplyBundleArgs, 'bundle'>>;
   createConnection?: Resolver<ResolversTypes['Connection'], ParentType, ContextType, RequireFields<MutationCreateConnectionArgs, 'input'>>;
   updateConnection?: Resolver<ResolversTypes['Connection'], ParentType, ContextType, RequireFields<MutationUpdateConnectionArgs, 'ref' | 'input'>>;
   replaceConnection?: Resolver<ResolversTypes['ReplaceConnectionPayload'], ParentType, ContextType, RequireFields<MutationReplaceConnectionArgs, 'ref' | 'input' | 'createOnly'>>;
@@ -3125,6 +3236,10 @@ export type Resolvers<ContextType = GqlContext> = {
   Alert?: AlertResolvers<ContextType>;
   AlertEdge?: AlertEdgeResolvers<ContextType>;
   AlertConnection?: AlertConnectionResolvers<ContextType>;
+  PlannedFieldChange?: PlannedFieldChangeResolvers<ContextType>;
+  PlannedChange?: PlannedChangeResolvers<ContextType>;
+  PlanSummary?: PlanSummaryResolvers<ContextType>;
+  BundlePlan?: BundlePlanResolvers<ContextType>;
   Query?: QueryResolvers<ContextType>;
   Mutation?: MutationResolvers<ContextType>;
   Subscription?: SubscriptionResolvers<ContextType>;

@@ -12,6 +12,7 @@ import type { RunViewT } from '../domain/runs.ts';
 import type { RunRecordViewT } from '../domain/runs.ts';
 import type { WorkspaceViewT } from '../domain/api-keys.ts';
 import type { Services } from '../domain/services.ts';
+import type { PlannedChangeT, PlanT } from '../domain/declarative/bundle.ts';
 import { isAppError, NotFoundError, UnauthorizedError, ValidationError } from '../errors.ts';
 import { toGraphqlError } from './errors.ts';
 import type { Resolvers } from './generated.ts';
@@ -170,6 +171,14 @@ function mappingBody(m: unknown): unknown {
 }
 
 /** GraphQL input → the REST body the services validate. */
+/** A plan (or an apply's result) in GraphQL's terms: resourceId for id, secret always a boolean. */
+function planOut(p: { planHash: string; prune: boolean; changes: (PlannedChangeT & { version?: number | null })[]; summary: PlanT['summary'] }) {
+  return {
+    ...p,
+    changes: p.changes.map(({ id, fields, ...c }) => ({ ...c, resourceId: id, version: c.version ?? null, fields: fields.map((f) => ({ field: f.field, before: f.before ?? null, after: f.after ?? null, secret: f.secret ?? false })) })),
+  };
+}
+
 function body(input: unknown): any {
   const b = plain(input) as Record<string, unknown>;
   if (Array.isArray(b)) return b.map(mappingBody); // setMappings' list
@@ -288,6 +297,8 @@ export function buildResolvers(services: Services): Resolvers {
     },
 
     Query: {
+      exportBundle: (_, _a, ctx) => services.declarative.export(actorOf(ctx)),
+      planBundle: async (_, a, ctx) => planOut(await services.declarative.plan(actorOf(ctx), a.bundle)),
       node: (_, a, ctx) => nodeById(ctx, a.id),
       nodes: (_, a, ctx) => {
         const ids = a.ids as string[];
@@ -467,6 +478,10 @@ export function buildResolvers(services: Services): Resolvers {
       deleteMapping: async (_, a, ctx) => {
         await services.mappings.delete(actorOf(ctx), a.syncRef, a.id, ifMatch(a.expectedVersion));
         return { deletedId: a.id };
+      },
+      applyBundle: async (_, a, ctx) => {
+        const r = await services.declarative.apply(actorOf(ctx), a.bundle, a.planHash ?? undefined);
+        return planOut({ planHash: r.planHash, prune: false, changes: r.applied, summary: r.summary });
       },
       setMappings: async (_, a, ctx) => (await services.mappings.replaceAll(actorOf(ctx), a.syncRef, body(a.mappings), ifMatch(a.expectedSyncVersion))).data,
 

@@ -1253,6 +1253,55 @@ input ReplaceAlertChannelInput {
   secrets: AlertChannelSecretsInput
 }
 
+# ---- Declarative configuration ----------------------------------------------------------------
+
+enum PlanAction {
+  create
+  update
+  delete
+}
+
+"One field of a planned update (or create). Secrets are never shown: secret is true and before/after are null."
+type PlannedFieldChange {
+  "Dotted path, e.g. config.host, mappings.firstname, secrets.password."
+  field: String!
+  before: JSON
+  after: JSON
+  secret: Boolean!
+}
+
+type PlannedChange {
+  action: PlanAction!
+  "connection, alertChannel, model, sync or webhookEndpoint."
+  kind: String!
+  slug: String!
+  "The resource on the server (null for a create)."
+  resourceId: ID
+  "The version the write is made against (null for a create)."
+  expectedVersion: Int
+  "JSON pointer of the item in the bundle (null for a delete)."
+  bundlePath: String
+  fields: [PlannedFieldChange!]!
+  "After applyBundle: the version written (null for a delete or in a plan)."
+  version: Int
+}
+
+type PlanSummary {
+  create: Int!
+  update: Int!
+  delete: Int!
+  unchanged: Int!
+}
+
+"What applying a bundle changes (planBundle), or changed (applyBundle)."
+type BundlePlan {
+  "Pass it to applyBundle to apply exactly this plan."
+  planHash: String!
+  prune: Boolean!
+  changes: [PlannedChange!]!
+  summary: PlanSummary!
+}
+
 # ---- Operations -------------------------------------------------------------------------------
 
 type Query {
@@ -1292,9 +1341,15 @@ type Query {
   alertChannel(ref: String!): AlertChannel
   "Alerts raised by syncs, newest first; syncId is a sync id or slug."
   alerts(first: Int, after: String, status: AlertStatus, syncId: ID): AlertConnection!
+  "The workspace's configuration as a declarative bundle (as GET /v1/export)."
+  exportBundle: JSON!
+  "What applying the bundle (as POST /v1/plan takes it) would change; nothing is written."
+  planBundle(bundle: JSON!): BundlePlan!
 }
 
 type Mutation {
+  "Applies a declarative bundle in one transaction (as POST /v1/apply). planHash: apply only if the plan is still that one (code plan_changed otherwise)."
+  applyBundle(bundle: JSON!, planHash: String): BundlePlan!
   createConnection(input: CreateConnectionInput!): Connection!
   updateConnection(ref: String!, input: UpdateConnectionInput!, expectedVersion: Int): Connection!
   "Replaces the connection, or creates it when \`ref\` is a slug that does not exist."

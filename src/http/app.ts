@@ -30,6 +30,7 @@ import { syncRoutes } from './routes/syncs.ts';
 import { alertRoutes } from './routes/alerts.ts';
 import { metricsRoutes } from './routes/metrics.ts';
 import { webhookRoutes } from './routes/webhooks.ts';
+import { declarativeRoutes, DECLARATIVE_SCHEMAS } from './routes/declarative.ts';
 import { CallbackSecretView, SecretRotation, WebhookDeliveryView, WebhookEndpointCreate, WebhookEndpointPatch, WebhookEndpointPut, WebhookEndpointView } from '../domain/webhooks.ts';
 import { AlertChannelCreate, AlertChannelPatch, AlertChannelPut, AlertChannelView, ChannelTestResult } from '../domain/alert-channels.ts';
 import { AlertView } from '../domain/alerts.ts';
@@ -75,6 +76,7 @@ export const SHARED_SCHEMAS: TSchema[] = [
   ChannelTestResult,
   AlertView,
   ...CONTRACT_SCHEMAS,
+  ...DECLARATIVE_SCHEMAS,
 ];
 
 for (const s of SHARED_SCHEMAS) {
@@ -240,6 +242,7 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
   runRoutes(app, services);
   webhookRoutes(app, services);
   alertRoutes(app, services);
+  declarativeRoutes(app, services);
   metricsRoutes(app, services, { token: config.metricsToken, public: config.metricsPublic ?? isLoopbackHost(config.host) });
   for (const p of opts.plugins ?? []) await p(app);
 

@@ -26,6 +26,7 @@ export const OPENAPI_TAGS = [
   { name: 'runs', description: 'Executions of a sync, with their phases, counts and the outcome of every row.' },
   { name: 'webhooks', description: 'Standard Webhooks subscriptions to run and alert events, their deliveries, and the secret signing callbackUrl deliveries.' },
   { name: 'alerts', description: "Alert channels (Slack, PagerDuty, webhook) and the alerts raised by syncs' rules." },
+  { name: 'declarative', description: 'Configuration as code: export a workspace as a bundle, plan a bundle against it, apply it (one transaction, If-Match on every write).' },
   { name: 'connectors', description: 'The catalog of connector types: roles, config JSON Schemas, secrets and capabilities.' },
   { name: 'workspaces', description: 'Tenants. Owner keys create and list them.' },
   { name: 'api-keys', description: 'Bearer keys of a workspace (admin scope). Tokens are shown once.' },
