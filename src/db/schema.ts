@@ -545,7 +545,7 @@ export const sequences = pgTable(
   (t) => [uniqueIndex('sequences_slug_uq').on(t.workspaceId, t.slug), index('sequences_ws_idx').on(t.workspaceId, t.id)],
 );
 
-/** A sequence's steps, in order. A sync in a sequence cannot be deleted (restrict: 409 resource_in_use). */
+/** A sequence's steps, in order. A sync in a sequence cannot be deleted (409 resource_in_use). */
 export const sequenceSteps = pgTable(
   'sequence_steps',
   {
@@ -555,7 +555,9 @@ export const sequenceSteps = pgTable(
     position: integer('position').notNull(),
     syncId: text('sync_id')
       .notNull()
-      .references(() => syncs.id, { onDelete: 'restrict' }),
+      // no action, not restrict: checked at the end of the statement, so deleting a workspace
+      // (which cascades to both syncs and sequences) works; the service answers 409 before it.
+      .references(() => syncs.id),
   },
   (t) => [primaryKey({ columns: [t.sequenceId, t.position] }), index('sequence_steps_sync_idx').on(t.syncId)],
 );
