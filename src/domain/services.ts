@@ -4,8 +4,12 @@ import type { ServiceDeps } from './deps.ts';
 import { MappingService } from './mappings.ts';
 import { ModelService } from './models.ts';
 import { RunService } from './runs.ts';
-import { RunWaiter } from './run-waiter.ts';
+import { RunWaiter, Waiter } from './run-waiter.ts';
 import { SyncService } from './syncs.ts';
+import { SEQUENCE_RUN_CHANNEL, SequenceService, sequenceRunView, type SequenceRunViewT } from './sequences.ts';
+import { sequenceRuns } from '../db/schema.ts';
+import { eq } from 'drizzle-orm';
+import { NotFoundError } from '../errors.ts';
 import { AlertChannelService } from './alert-channels.ts';
 import { AlertService } from './alerts.ts';
 import { WebhookService } from './webhooks.ts';
@@ -21,8 +25,11 @@ export interface Services {
   syncs: SyncService;
   mappings: MappingService;
   runs: RunService;
+  sequences: SequenceService;
   /** Long-polls runs until terminal (one LISTEN per process). */
   runWaiter: RunWaiter;
+  /** Long-polls sequence runs until terminal (GET /v1/sequence-runs/{id}?wait=). */
+  sequenceRunWaiter: Waiter<typeof sequenceRuns.$inferSelect, SequenceRunViewT>;
   webhooks: WebhookService;
   alertChannels: AlertChannelService;
   alerts: AlertService;
@@ -37,6 +44,9 @@ export function createServices(deps: ServiceDeps): Services {
   const mappings = new MappingService(deps, syncs, connections, models);
   syncs.mappings = mappings;
   const runs = new RunService(deps, syncs);
+  const webhooks = new WebhookService(deps);
+  const sequences = new SequenceService(deps, runs, webhooks);
+  syncs.sequences = sequences;
   return {
     deps,
     apiKeys: new ApiKeyService(deps),
@@ -45,8 +55,18 @@ export function createServices(deps: ServiceDeps): Services {
     syncs,
     mappings,
     runs,
+    sequences,
     runWaiter: new RunWaiter(deps, runs),
-    webhooks: new WebhookService(deps),
+    sequenceRunWaiter: new Waiter(deps, {
+      channel: SEQUENCE_RUN_CHANNEL,
+      idField: 'sequenceRunId',
+      load: (workspaceId, id) => sequences.runRow(deps.database.db, workspaceId, id),
+      reread: async (id) => (await deps.database.db.select().from(sequenceRuns).where(eq(sequenceRuns.id, id)))[0],
+      isTerminal: (r) => ['succeeded', 'failed', 'cancelled'].includes(r.status),
+      view: sequenceRunView,
+      notFound: (id) => new NotFoundError('sequence run', id),
+    }),
+    webhooks,
     alertChannels: new AlertChannelService(deps),
     alerts: new AlertService(deps),
     metrics: new Metrics(deps.database),

@@ -25,6 +25,7 @@ import { connectionRoutes } from './routes/connections.ts';
 import { oauthRoutes } from './routes/oauth.ts';
 import { healthRoutes, type Readiness } from './routes/health.ts';
 import { modelRoutes } from './routes/models.ts';
+import { sequenceRoutes } from './routes/sequences.ts';
 import { runRoutes } from './routes/runs.ts';
 import { syncRoutes } from './routes/syncs.ts';
 import { alertRoutes } from './routes/alerts.ts';
@@ -238,6 +239,7 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
   modelRoutes(app, services);
   syncRoutes(app, services);
   runRoutes(app, services);
+  sequenceRoutes(app, services);
   webhookRoutes(app, services);
   alertRoutes(app, services);
   metricsRoutes(app, services, { token: config.metricsToken, public: config.metricsPublic ?? isLoopbackHost(config.host) });
