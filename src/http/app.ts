@@ -12,6 +12,7 @@ import { ConnectionCreate, ConnectionPatch, ConnectionPut, ConnectionView } from
 import { MappingCreate, MappingPatch, MappingSet, MappingView } from '../domain/mappings.ts';
 import { ModelCreate, ModelPatch, ModelPut, ModelView } from '../domain/models.ts';
 import { SyncCreate, SyncPatch, SyncPut, SyncView } from '../domain/syncs.ts';
+import { SequenceCreate, SequencePatch, SequencePut, SequenceRunView, SequenceView } from '../domain/sequences.ts';
 import { RunRecordView, RunTrigger, RunView } from '../domain/runs.ts';
 import { AppError } from '../errors.ts';
 import { bodyAjv, bodyTooDeep, jsonTooDeep, paramsAjv } from '../lib/validate.ts';
@@ -62,6 +63,11 @@ export const SHARED_SCHEMAS: TSchema[] = [
   RunTrigger,
   RunView,
   RunRecordView,
+  SequenceCreate,
+  SequencePatch,
+  SequencePut,
+  SequenceView,
+  SequenceRunView,
   WebhookEndpointCreate,
   WebhookEndpointPatch,
   WebhookEndpointPut,
