@@ -131,6 +131,8 @@ export type SequencePatchInput = Partial<SequenceCreateInput>;
 export type SequencePutInput = Static<typeof SequencePutBase>;
 export type SequenceViewT = Static<typeof SequenceView>;
 export type SequenceRunViewT = Static<typeof SequenceRunView>;
+export type SequenceStepViewT = SequenceViewT['steps'][number];
+export type SequenceRunStepViewT = SequenceRunViewT['steps'][number];
 type Row = typeof sequences.$inferSelect;
 type RunRowS = typeof sequenceRuns.$inferSelect;
 
