@@ -281,3 +281,61 @@ t.test('a worker killed in the middle of a sequence: another worker carries it o
   t.ok(firstC > order.lastIndexOf('b'), 'and only after step 2 finished');
   void ids;
 });
+
+t.test('GraphQL and REST agree: the same sequences and sequence runs, through the same service', async (t) => {
+  const h = await startTestBackhaul(t); // no worker: the sequence run stays queued until cancelled
+  const crm = await startFakeCrm();
+  t.teardown(() => crm.close());
+  const a = await setupSync(t, h, crm.url, { slug: 'one' });
+  await setupSync(t, h, crm.url, { slug: 'two' });
+  const gql = async (query: string, variables: Record<string, unknown> = {}) => {
+    const r = await h.request('POST', '/graphql', { body: { query, variables } });
+    t.equal(r.status, 200, r.text);
+    return r.body;
+  };
+  const fields = 'id slug name enabled onFailure version createdAt updatedAt schedule { ... on CronSchedule { type expression timezone } ... on ManualSchedule { type } } steps { syncId syncSlug sync { slug } }';
+  const created = await gql(`mutation($input: CreateSequenceInput!) { createSequence(input: $input) { ${fields} } }`, {
+    input: { slug: 'gq', name: 'GQ', steps: [{ syncId: 'one' }, { syncId: 'two' }], schedule: { cron: { expression: '30 5 * * *' } }, onFailure: 'continue' },
+  });
+  t.equal(created.errors, undefined, JSON.stringify(created.errors));
+  const seq = created.data.createSequence;
+  const rest = (await h.request('GET', '/v1/sequences/gq')).body;
+  const { steps: gSteps, ...gRest } = seq;
+  const { steps: rSteps, ...rRest } = rest;
+  t.same(gRest, rRest, 'the sequence reads the same in GraphQL and REST');
+  t.same(gSteps.map((s: any) => ({ syncId: s.syncId, syncSlug: s.syncSlug })), rSteps);
+  t.same(gSteps.map((s: any) => s.sync.slug), ['one', 'two']);
+
+  const stale = await gql(`mutation { updateSequence(ref: "gq", input: { name: "x" }, expectedVersion: 9) { id } }`);
+  t.equal(stale.errors?.[0]?.extensions?.code, 'version_mismatch');
+  const upd = await gql(`mutation { updateSequence(ref: "gq", input: { onFailure: stop }, expectedVersion: 1) { version onFailure } }`);
+  t.same(upd.data.updateSequence, { version: 2, onFailure: 'stop' });
+  t.equal((await h.request('GET', '/v1/sequences/gq')).body.onFailure, 'stop', 'REST sees the GraphQL write');
+
+  const trig = await gql(`mutation { triggerSequenceRun(sequenceRef: "gq") { created sequenceRun { id status steps { position syncId status runId } } } }`);
+  t.equal(trig.data.triggerSequenceRun.created, true);
+  const runId = trig.data.triggerSequenceRun.sequenceRun.id;
+  const restRun = await h.request('POST', '/v1/sequences/gq/runs');
+  t.equal(restRun.status, 200, 'REST finds the run GraphQL started');
+  t.equal(restRun.body.id, runId);
+  const q = await gql(`query($id: ID!) { sequenceRun(id: $id) { id sequenceId status trigger onFailure currentStep queuedAt startedAt finishedAt error { code } steps { position syncId runId status error { code } } sequence { slug } } node(id: $id) { ... on SequenceRun { id } } }`, { id: runId });
+  const { sequence, ...gRun } = q.data.sequenceRun;
+  t.same(gRun, { ...restRun.body }, 'the sequence run reads the same');
+  t.equal(sequence.slug, 'gq');
+  t.equal(q.data.node.id, runId, 'node() resolves a sequence run by its id');
+  const listed = await gql(`{ sequences { nodes { slug runs { nodes { id } } } } }`);
+  t.same(listed.data.sequences.nodes, [{ slug: 'gq', runs: { nodes: [{ id: runId }] } }]);
+
+  const cancelled = await gql(`mutation($id: ID!) { cancelSequenceRun(id: $id) { status steps { status } error { code } } }`, { id: runId });
+  t.same(cancelled.data.cancelSequenceRun, { status: 'cancelled', steps: [{ status: 'skipped' }, { status: 'skipped' }], error: { code: 'cancelled' } });
+  t.equal((await h.request('GET', `/v1/sequence-runs/${runId}`)).body.status, 'cancelled');
+  const again = await gql(`mutation($id: ID!) { cancelSequenceRun(id: $id) { status } }`, { id: runId });
+  t.equal(again.errors?.[0]?.extensions?.code, 'run_finished');
+
+  const foreignWs = await h.request('POST', '/v1/workspaces', { body: { slug: 'gq-other', name: 'Other' } });
+  const r = await h.request('POST', '/graphql', { token: foreignWs.body.apiKey.token, body: { query: `{ sequenceRun(id: "${runId}") { id } sequence(ref: "gq") { id } }` } });
+  t.same(r.body.data, { sequenceRun: null, sequence: null }, 'another workspace sees nothing');
+  const del = await gql(`mutation { deleteSequence(ref: "gq") { deletedId } }`);
+  t.equal(del.data.deleteSequence.deletedId, seq.id);
+  void a;
+});
