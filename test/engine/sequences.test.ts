@@ -339,3 +339,32 @@ t.test('GraphQL and REST agree: the same sequences and sequence runs, through th
   t.equal(del.data.deleteSequence.deletedId, seq.id);
   void a;
 });
+
+t.test('a scheduled slot starts a sequence run (trigger schedule) and plans the next slot', async (t) => {
+  const h = await startTestBackhaul(t, { start: { worker: true, engine } });
+  const { ids } = await threeSyncs(t, h, { rows: 10 });
+  const created = await h.request('POST', '/v1/sequences', {
+    body: { slug: 'hourly', name: 'Hourly', steps: [{ syncId: ids.a }, { syncId: ids.c }], schedule: { type: 'interval', everySeconds: 3600, anchor: '2026-01-01T00:15:00Z' } },
+  });
+  t.equal(created.status, 201, created.text);
+  const db = postgres(h.databaseUrl, { max: 1, onnotice: () => {} });
+  t.teardown(() => db.end());
+  const key = `sequence-schedule:${created.body.id}`;
+  const [planned] = await db`select run_at from graphile_worker.jobs where key = ${key}`;
+  t.equal(new Date(planned.run_at).getUTCMinutes(), 15, 'the next slot is on the anchored grid');
+  t.ok(new Date(planned.run_at).getTime() > Date.now(), 'in the future');
+  // The slot comes now (its job made due, as graphile-worker would at run_at).
+  await db`select graphile_worker.add_job('backhaul_sequence_schedule', json_build_object('sequenceId', ${created.body.id}::text), run_at => now(), job_key => ${key}, job_key_mode => 'replace')`;
+  const deadline = Date.now() + 60_000;
+  let listed: any[] = [];
+  while (!listed.length && Date.now() < deadline) {
+    listed = (await h.request('GET', '/v1/sequences/hourly/runs')).body.data;
+    if (!listed.length) await new Promise((r) => setTimeout(r, 50));
+  }
+  t.equal(listed.length, 1, 'the slot started a sequence run');
+  t.equal(listed[0].trigger, 'schedule');
+  const done = await waitForSequenceRun(h, listed[0].id);
+  t.equal(done.status, 'succeeded');
+  const [next] = await db`select run_at from graphile_worker.jobs where key = ${key}`;
+  t.ok(next && new Date(next.run_at).getTime() > Date.now() && new Date(next.run_at).getUTCMinutes() === 15, 'the next slot is planned on the grid');
+});
