@@ -368,3 +368,36 @@ t.test('a scheduled slot starts a sequence run (trigger schedule) and plans the 
   const [next] = await db`select run_at from graphile_worker.jobs where key = ${key}`;
   t.ok(next && new Date(next.run_at).getTime() > Date.now() && new Date(next.run_at).getUTCMinutes() === 15, 'the next slot is planned on the grid');
 });
+
+t.test("a step whose sync is already running queues behind that run, and a trigger meanwhile joins the step's queued run; a disabled sync fails its step", async (t) => {
+  const h = await startTestBackhaul(t, { start: { worker: true, engine } });
+  const { crms, ids } = await threeSyncs(t, h, { rows: 30 });
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  let reached!: () => void;
+  const arrived = new Promise<void>((r) => (reached = r));
+  crms.a.onBatch = async () => {
+    reached();
+    await gate;
+  };
+  const before = await h.request('POST', `/v1/syncs/${ids.a}/runs`, { body: {} });
+  t.equal(before.status, 202);
+  await arrived; // sync a's own run is running
+  await h.request('POST', '/v1/sequences', { body: { slug: 's', name: 'S', onFailure: 'continue', steps: [{ syncId: 'sync-a' }, { syncId: 'sync-b' }, { syncId: 'sync-c' }] } });
+  t.equal((await h.request('PATCH', '/v1/syncs/sync-b', { body: { enabled: false } })).status, 200);
+  const trig = await h.request('POST', '/v1/sequences/s/runs');
+  const waiting = await waitForSequenceRun(h, trig.body.id, (r) => r.steps[0].runId !== null);
+  t.not(waiting.steps[0].runId, before.body.id, 'the step queued a run of its own behind the running one');
+  t.equal(waiting.steps[0].status, 'running');
+  const joined = await h.request('POST', `/v1/syncs/${ids.a}/runs`, { body: {} });
+  t.equal(joined.status, 200, 'a trigger of the sync meanwhile joins the queued step run');
+  t.equal(joined.body.id, waiting.steps[0].runId);
+  release();
+  const done = await waitForSequenceRun(h, trig.body.id);
+  t.same(done.steps.map((s: any) => s.status), ['succeeded', 'failed', 'succeeded']);
+  t.match(done.steps[1], { runId: null, error: { code: 'sync_disabled' } }, 'the disabled sync fails its step without a run');
+  const first = (await h.request('GET', `/v1/runs/${before.body.id}`)).body;
+  const step = (await h.request('GET', `/v1/runs/${done.steps[0].runId}`)).body;
+  t.ok(step.startedAt >= first.finishedAt, 'the step ran after the run that was already running');
+  t.equal(crms.c.contacts.size, 30);
+});
