@@ -24,6 +24,10 @@ const MAPPERS: Record<string, string> = {
   WebhookDelivery: '../domain/webhooks.ts#WebhookDeliveryViewT',
   AlertChannel: '../domain/alert-channels.ts#AlertChannelViewT',
   Alert: '../domain/alerts.ts#AlertViewT',
+  Sequence: '../domain/sequences.ts#SequenceViewT',
+  SequenceStep: '../domain/sequences.ts#SequenceStepViewT',
+  SequenceRun: '../domain/sequences.ts#SequenceRunViewT',
+  SequenceRunStep: '../domain/sequences.ts#SequenceRunStepViewT',
 };
 
 export async function graphqlTypes(): Promise<string> {

@@ -13,7 +13,7 @@ import { buildApp, loggerOptions } from './http/app.ts';
 import { registerGraphql } from './graphql/index.ts';
 import { loadEncryptionKey, secretBox } from './secrets.ts';
 import type { EngineOptions, RunHooks } from './engine/executor.ts';
-import { planSchedule } from './engine/scheduler.ts';
+import { planSchedule, planSequenceSchedule } from './engine/scheduler.ts';
 import { migrateWorkerSchema, startWorker, type Worker } from './engine/worker.ts';
 import { compileTemplate } from './connectors/template.ts';
 import { constantTimeEqual } from './lib/crypto.ts';
@@ -111,6 +111,7 @@ export async function startBackhaul(opts: StartOptions): Promise<Backhaul> {
     const hooks: DomainHooks = {
       // Every sync change re-plans its one scheduled job, in the same transaction.
       syncChanged: async (tx, syncId) => void (await planSchedule(tx, syncId, new Date(clock ? clock.now() : Date.now()))),
+      sequenceChanged: async (tx, sequenceId) => void (await planSequenceSchedule(tx, sequenceId, new Date(clock ? clock.now() : Date.now()))),
     };
     const services = createServices({
       database,
@@ -226,6 +227,7 @@ export async function startBackhaul(opts: StartOptions): Promise<Backhaul> {
     if (app) closers.push(() => app!.close());
     // First of all: long-polling run waiters answer now instead of holding the API's close.
     closers.push(() => services.runWaiter.close());
+    closers.push(() => services.sequenceRunWaiter.close());
 
     let closing: Promise<void> | undefined;
     const bh: Backhaul = {

@@ -520,3 +520,78 @@ export const runExchanges = pgTable(
   },
   (t) => [index('run_exchanges_batch_idx').on(t.runId, t.batch), index('run_exchanges_created_idx').on(t.createdAt)],
 );
+
+// ---- Sequences --------------------------------------------------------------------------------
+// An ordered list of syncs run one after another. A sequence run's whole state is in its row (the
+// steps' run ids and statuses, the step it waits on), so any worker can carry it on after a restart.
+
+export const sequences = pgTable(
+  'sequences',
+  {
+    id: text('id').primaryKey(),
+    workspaceId: text('workspace_id')
+      .notNull()
+      .references(() => workspaces.id, { onDelete: 'cascade' }),
+    slug: text('slug').notNull(),
+    name: text('name').notNull(),
+    schedule: jsonb('schedule').notNull(),
+    enabled: boolean('enabled').notNull().default(true),
+    /** `stop`: a failed step ends the sequence run; `continue`: the next steps run anyway. */
+    onFailure: text('on_failure').notNull().default('stop'),
+    version: integer('version').notNull().default(1),
+    createdAt: created(),
+    updatedAt: updated(),
+  },
+  (t) => [uniqueIndex('sequences_slug_uq').on(t.workspaceId, t.slug), index('sequences_ws_idx').on(t.workspaceId, t.id)],
+);
+
+/** A sequence's steps, in order. A sync in a sequence cannot be deleted (409 resource_in_use). */
+export const sequenceSteps = pgTable(
+  'sequence_steps',
+  {
+    sequenceId: text('sequence_id')
+      .notNull()
+      .references(() => sequences.id, { onDelete: 'cascade' }),
+    position: integer('position').notNull(),
+    syncId: text('sync_id')
+      .notNull()
+      // no action, not restrict: checked at the end of the statement, so deleting a workspace
+      // (which cascades to both syncs and sequences) works; the service answers 409 before it.
+      .references(() => syncs.id),
+  },
+  (t) => [primaryKey({ columns: [t.sequenceId, t.position] }), index('sequence_steps_sync_idx').on(t.syncId)],
+);
+
+export const sequenceRuns = pgTable(
+  'sequence_runs',
+  {
+    id: text('id').primaryKey(),
+    workspaceId: text('workspace_id')
+      .notNull()
+      .references(() => workspaces.id, { onDelete: 'cascade' }),
+    sequenceId: text('sequence_id')
+      .notNull()
+      .references(() => sequences.id, { onDelete: 'cascade' }),
+    status: text('status').notNull(),
+    trigger: text('trigger').notNull(),
+    onFailure: text('on_failure').notNull(),
+    /** The steps as they were when the run was triggered: [{ syncId, runId, status, error }]. */
+    steps: jsonb('steps').notNull(),
+    /** The step being run (index into steps), and the sync run it waits for. */
+    currentStep: integer('current_step'),
+    currentRunId: text('current_run_id'),
+    error: jsonb('error'),
+    queuedAt: ts('queued_at').notNull().defaultNow(),
+    startedAt: ts('started_at'),
+    finishedAt: ts('finished_at'),
+    cancelRequestedAt: ts('cancel_requested_at'),
+  },
+  (t) => [
+    index('sequence_runs_sequence_idx').on(t.sequenceId, t.id),
+    index('sequence_runs_ws_idx').on(t.workspaceId, t.id),
+    // A finishing sync run finds the sequence runs waiting for it (the advance hook in enqueueRunFinished).
+    index('sequence_runs_waiting_idx').on(t.currentRunId).where(sql`status = 'running'`),
+    // At most one active run per sequence: a trigger returns the active one.
+    uniqueIndex('sequence_runs_one_active_uq').on(t.sequenceId).where(sql`status in ('queued', 'running')`),
+  ],
+);

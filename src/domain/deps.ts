@@ -17,6 +17,8 @@ export interface SecretBox {
 export interface DomainHooks {
   /** Called inside the transaction that created, changed or deleted a sync (the engine re-plans its schedule). */
   syncChanged?: (tx: Tx, syncId: string, workspaceId: string) => Promise<void>;
+  /** Called inside the transaction that created, changed or deleted a sequence (its schedule is re-planned). */
+  sequenceChanged?: (tx: Tx, sequenceId: string) => Promise<void>;
 }
 
 /** OAuth settings from the configuration (src/config.ts). */

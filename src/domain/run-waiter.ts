@@ -1,5 +1,5 @@
 import { eq } from 'drizzle-orm';
-import { runs } from '../db/schema.ts';
+import { runs as runsTable } from '../db/schema.ts';
 import { NotFoundError, ValidationError } from '../errors.ts';
 import { RUN_CHANNEL, TERMINAL, type RunStatus } from '../engine/status.ts';
 import type { Actor } from './context.ts';
@@ -15,8 +15,8 @@ import { runView, type RunRow, type RunService, type RunViewT } from './runs.ts'
 /** Longest wait a caller may ask for, in seconds (proxies commonly cut idle requests at 60-100 s). */
 export const MAX_WAIT_SECONDS = 60;
 
-export interface WaitResult {
-  run: RunViewT;
+export interface WaitResult<View = RunViewT> {
+  run: View;
   /** Whether the run is in a terminal status (false: the wait timed out or the caller went away). */
   terminal: boolean;
   /**
@@ -27,34 +27,47 @@ export interface WaitResult {
   endedBy: 'read' | 'notification' | 'timeout' | 'released';
 }
 
-interface Waiter {
-  done(row: RunRow | undefined, by: WaitResult['endedBy']): void;
+interface ParkedWaiter<Row> {
+  done(row: Row | undefined, by: WaitResult['endedBy']): void;
   /** Answers the run as last read (the caller went away, or the process is stopping). */
   release(): void;
 }
 
 /** The waiters of one run and its coalesced re-read. */
-interface Group {
-  waiters: Set<Waiter>;
+interface Group<Row> {
+  waiters: Set<ParkedWaiter<Row>>;
   reading: boolean;
   again: boolean;
   /** Why the next read happens. */
   by: WaitResult['endedBy'];
 }
 
-const isTerminal = (r: RunRow) => TERMINAL.has(r.status as RunStatus);
+/** What is waited for: runs, or sequence runs (src/domain/sequences.ts). */
+export interface WaitSpec<Row, View> {
+  /** The NOTIFY channel, and the payload's field naming the changed row. */
+  channel: string;
+  idField: string;
+  /** In the actor's workspace; throws NotFoundError when absent. */
+  load(workspaceId: string, id: string): Promise<Row>;
+  /** By id alone (after a notification). */
+  reread(id: string): Promise<Row | undefined>;
+  isTerminal(row: Row): boolean;
+  view(row: Row): View;
+  notFound(id: string): Error;
+}
 
-export class RunWaiter {
-  private readonly deps: ServiceDeps;
-  private readonly runs: RunService;
-  private readonly groups = new Map<string, Group>();
+/** Long-polls rows of one kind until terminal: one LISTEN per process and kind. */
+export class Waiter<Row, View> {
+  private readonly spec: WaitSpec<Row, View>;
+  private readonly groups = new Map<string, Group<Row>>();
   private subscription?: Promise<{ unlisten(): Promise<void> }>;
   private subscribed = false;
   private closed = false;
+  private readonly listen: ServiceDeps['database']['sql']['listen'];
 
-  constructor(deps: ServiceDeps, runs: RunService) {
-    this.deps = deps;
-    this.runs = runs;
+  constructor(deps: ServiceDeps, spec: WaitSpec<Row, View>) {
+    this.spec = spec;
+    this.listen = deps.database.sql.listen.bind(deps.database.sql);
   }
 
   /** Waiters currently parked in this process (tests and metrics). */
@@ -71,16 +84,17 @@ export class RunWaiter {
    * Errors: ValidationError (`invalid_wait`), NotFoundError (another workspace's or no run),
    * ForbiddenError without the read scope.
    */
-  async wait(actor: Actor, id: string, seconds: number, signal?: AbortSignal): Promise<WaitResult> {
+  async wait(actor: Actor, id: string, seconds: number, signal?: AbortSignal): Promise<WaitResult<View>> {
+    const { isTerminal, view } = this.spec;
     requireScope(actor, 'read');
     if (!Number.isInteger(seconds) || seconds < 1 || seconds > MAX_WAIT_SECONDS) {
       throw new ValidationError(`wait must be a whole number of seconds from 1 to ${MAX_WAIT_SECONDS}.`, [{ path: '/wait', message: `must be an integer from 1 to ${MAX_WAIT_SECONDS}` }], 'invalid_wait');
     }
-    let last = await this.runs.row(this.deps.database.db, actor.workspaceId, id);
-    if (isTerminal(last) || signal?.aborted || this.closed) return { run: runView(last), terminal: isTerminal(last), endedBy: isTerminal(last) ? 'read' : 'released' };
+    let last: Row = await this.spec.load(actor.workspaceId, id);
+    if (isTerminal(last) || signal?.aborted || this.closed) return { run: view(last), terminal: isTerminal(last), endedBy: isTerminal(last) ? 'read' : 'released' };
     await this.subscribe();
 
-    return new Promise<WaitResult>((resolve, reject) => {
+    return new Promise<WaitResult<View>>((resolve, reject) => {
       let group = this.groups.get(id);
       if (!group) this.groups.set(id, (group = { waiters: new Set(), reading: false, again: false, by: 'read' }));
       const g = group;
@@ -90,27 +104,27 @@ export class RunWaiter {
         g.waiters.delete(waiter);
         if (!g.waiters.size && this.groups.get(id) === g) this.groups.delete(id);
       };
-      const waiter: Waiter = {
+      const waiter: ParkedWaiter<Row> = {
         done: (row, by) => {
           if (!row) {
             finish();
-            return reject(new NotFoundError('run', id));
+            return reject(this.spec.notFound(id));
           }
           last = row;
           if (!isTerminal(row)) return;
           finish();
-          resolve({ run: runView(row), terminal: true, endedBy: by });
+          resolve({ run: view(row), terminal: true, endedBy: by });
         },
         release: () => {
           finish();
-          resolve({ run: runView(last), terminal: isTerminal(last), endedBy: 'released' });
+          resolve({ run: view(last), terminal: isTerminal(last), endedBy: 'released' });
         },
       };
       const onAbort = () => waiter.release();
       const timer = setTimeout(() => {
         finish();
         // One last read: the answer is the run as it is now, terminal or not.
-        this.runs.row(this.deps.database.db, actor.workspaceId, id).then((row) => resolve({ run: runView(row), terminal: isTerminal(row), endedBy: 'timeout' }), reject);
+        this.spec.load(actor.workspaceId, id).then((row) => resolve({ run: view(row), terminal: isTerminal(row), endedBy: 'timeout' }), reject);
       }, seconds * 1000);
       signal?.addEventListener('abort', onAbort, { once: true });
       g.waiters.add(waiter);
@@ -136,9 +150,9 @@ export class RunWaiter {
         do {
           g.again = false;
           const by = g.by;
-          let row: RunRow | undefined;
+          let row: Row | undefined;
           try {
-            [row] = await this.deps.database.db.select().from(runs).where(eq(runs.id, id));
+            row = await this.spec.reread(id);
           } catch {
             // The database is unreachable for now: keep waiting (the timeout reads once more).
             continue;
@@ -153,13 +167,12 @@ export class RunWaiter {
 
   /** The process's one LISTEN on the run channel; a failed attempt is retried by the next waiter. */
   private async subscribe(): Promise<void> {
-    this.subscription ??= this.deps.database.sql
-      .listen(
-        RUN_CHANNEL,
+    this.subscription ??= this.listen(
+        this.spec.channel,
         (payload) => {
           let runId: unknown;
           try {
-            runId = (JSON.parse(payload) as { runId?: unknown }).runId;
+            runId = (JSON.parse(payload) as Record<string, unknown>)[this.spec.idField];
           } catch {
             return;
           }
@@ -187,5 +200,20 @@ export class RunWaiter {
     this.subscription = undefined;
     this.subscribed = false;
     if (sub) await sub.then((s) => s.unlisten()).catch(() => {});
+  }
+}
+
+/** Runs (GET /v1/runs/{id}?wait=, GraphQL run(id, wait:)). */
+export class RunWaiter extends Waiter<RunRow, RunViewT> {
+  constructor(deps: ServiceDeps, runs: RunService) {
+    super(deps, {
+      channel: RUN_CHANNEL,
+      idField: 'runId',
+      load: (workspaceId, id) => runs.row(deps.database.db, workspaceId, id),
+      reread: async (id) => (await deps.database.db.select().from(runsTable).where(eq(runsTable.id, id)))[0],
+      isTerminal: (r) => TERMINAL.has(r.status as RunStatus),
+      view: runView,
+      notFound: (id) => new NotFoundError('run', id),
+    });
   }
 }

@@ -139,8 +139,14 @@ export async function enqueueRun(tx: Tx, run: { id: string; syncId: string }): P
  * One per run (its job key); the task itself emits at most once (runs.completed_emitted_at).
  */
 export async function enqueueRunFinished(tx: Tx, runId: string): Promise<void> {
+  // In the same statement: the sequence runs waiting for this run (as their current step) get
+  // their advance job (src/domain/sequences.ts), so the next step is enqueued whatever crashes.
   await tx.execute(
-    sql`select graphile_worker.add_job('backhaul_run_finished', json_build_object('runId', ${runId}::text), job_key => ${`run-finished:${runId}`}::text, max_attempts => 25)`,
+    sql`with waiting as (
+          select graphile_worker.add_job('backhaul_sequence_advance', json_build_object('sequenceRunId', sr.id), job_key => 'sequence-advance:' || sr.id, max_attempts => 25)
+          from sequence_runs sr where sr.current_run_id = ${runId} and sr.status = 'running')
+        select graphile_worker.add_job('backhaul_run_finished', json_build_object('runId', ${runId}::text), job_key => ${`run-finished:${runId}`}::text, max_attempts => 25),
+               (select count(*) from waiting) as sequences`,
   );
 }
 
@@ -179,10 +185,11 @@ export class RunService {
    * Creates a queued run and its job atomically. A sync that already has a queued run gets that
    * run back (created: false); while one is running, the new run queues behind it.
    */
-  async trigger(actor: Actor, syncRef: string, input: RunTriggerInput = {}, kind: RunTriggerKind = 'api'): Promise<{ run: RunViewT; created: boolean }> {
+  async trigger(actor: Actor, syncRef: string, input: RunTriggerInput = {}, kind: RunTriggerKind = 'api', outer: Tx = this.db): Promise<{ run: RunViewT; created: boolean }> {
     requireScope(actor, 'write');
     assertValid(RunTrigger, input);
-    return this.db.transaction(async (tx) => {
+    // In the caller's transaction when given one (a sequence's step: a savepoint), else its own.
+    return outer.transaction(async (tx) => {
       // The row lock serialises concurrent triggers of one sync.
       const sync = await this.syncs.row(tx, actor.workspaceId, syncRef, { forUpdate: true });
       if (!sync.enabled) {
@@ -286,9 +293,9 @@ export class RunService {
   }
 
   /** Queued: cancelled at once (its job removed). Running: the worker stops between batches. */
-  async cancel(actor: Actor, id: string): Promise<RunViewT> {
+  async cancel(actor: Actor, id: string, outer: Tx = this.db): Promise<RunViewT> {
     requireScope(actor, 'write');
-    return this.db.transaction(async (tx) => {
+    return outer.transaction(async (tx) => {
       const [cur] = await tx.select().from(runs).where(and(eq(runs.id, id), eq(runs.workspaceId, actor.workspaceId))).for('update');
       if (!cur) throw new NotFoundError('run', id);
       if (TERMINAL.has(cur.status as RunStatus)) {

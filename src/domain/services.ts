@@ -4,8 +4,12 @@ import type { ServiceDeps } from './deps.ts';
 import { MappingService } from './mappings.ts';
 import { ModelService } from './models.ts';
 import { RunService } from './runs.ts';
-import { RunWaiter } from './run-waiter.ts';
+import { RunWaiter, Waiter } from './run-waiter.ts';
 import { SyncService } from './syncs.ts';
+import { SEQUENCE_RUN_CHANNEL, SequenceService, sequenceRunView, type SequenceRunViewT } from './sequences.ts';
+import { sequenceRuns } from '../db/schema.ts';
+import { eq } from 'drizzle-orm';
+import { NotFoundError } from '../errors.ts';
 import { AlertChannelService } from './alert-channels.ts';
 import { AlertService } from './alerts.ts';
 import { WebhookService } from './webhooks.ts';
@@ -22,8 +26,11 @@ export interface Services {
   syncs: SyncService;
   mappings: MappingService;
   runs: RunService;
+  sequences: SequenceService;
   /** Long-polls runs until terminal (one LISTEN per process). */
   runWaiter: RunWaiter;
+  /** Long-polls sequence runs until terminal (GET /v1/sequence-runs/{id}?wait=). */
+  sequenceRunWaiter: Waiter<typeof sequenceRuns.$inferSelect, SequenceRunViewT>;
   webhooks: WebhookService;
   alertChannels: AlertChannelService;
   alerts: AlertService;
@@ -42,6 +49,8 @@ export function createServices(deps: ServiceDeps): Services {
   const runs = new RunService(deps, syncs);
   const webhooks = new WebhookService(deps);
   const alertChannels = new AlertChannelService(deps);
+  const sequences = new SequenceService(deps, runs, webhooks);
+  syncs.sequences = sequences;
   return {
     deps,
     apiKeys: new ApiKeyService(deps),
@@ -50,7 +59,17 @@ export function createServices(deps: ServiceDeps): Services {
     syncs,
     mappings,
     runs,
+    sequences,
     runWaiter: new RunWaiter(deps, runs),
+    sequenceRunWaiter: new Waiter(deps, {
+      channel: SEQUENCE_RUN_CHANNEL,
+      idField: 'sequenceRunId',
+      load: (workspaceId, id) => sequences.runRow(deps.database.db, workspaceId, id),
+      reread: async (id) => (await deps.database.db.select().from(sequenceRuns).where(eq(sequenceRuns.id, id)))[0],
+      isTerminal: (r) => ['succeeded', 'failed', 'cancelled'].includes(r.status),
+      view: sequenceRunView,
+      notFound: (id) => new NotFoundError('sequence run', id),
+    }),
     webhooks,
     alertChannels,
     alerts: new AlertService(deps),

@@ -10,7 +10,8 @@ import { assertValid } from '../lib/validate.ts';
 import { recordAudit } from './audit.ts';
 import type { Actor } from './context.ts';
 import { changedFields, checkVersion, isUniqueViolation, iso, requireScope, slugTaken, type Page } from './common.ts';
-import { Name, Slug, type ConnectionService } from './connections.ts';
+import { inUse, Name, Slug, type ConnectionService } from './connections.ts';
+import type { SequenceService } from './sequences.ts';
 import type { ServiceDeps } from './deps.ts';
 import { checkRefSlugs, getByRef, getReferenced, idOfRef, prepareSelect, putBySlug, slugsOf, type Prepared, type PutOptions } from './refs.ts';
 import { acceptingReadOnly, readOnlyFields } from './read-only.ts';
@@ -34,7 +35,8 @@ export const DEFAULT_ALERTS = {
 };
 export const DEFAULT_SCHEDULE = { type: 'manual' as const };
 
-const Schedule = Type.Union(
+/** A schedule (syncs and sequences): manual, interval or cron. */
+export const Schedule = Type.Union(
   [
     Type.Object({ type: Type.Literal('manual') }, { additionalProperties: false }),
     Type.Object(
@@ -271,6 +273,8 @@ export class SyncService {
   private readonly connections: ConnectionService;
   /** Set by createServices (the mapping service is built after this one). */
   mappings!: MappingService;
+  /** Set by createServices: the sequences a sync is a step of (it cannot be deleted then). */
+  sequences!: SequenceService;
   constructor(deps: ServiceDeps, connections: ConnectionService) {
     this.deps = deps;
     this.connections = connections;
@@ -502,6 +506,8 @@ export class SyncService {
     await outer.transaction(async (tx) => {
       const cur = await this.row(tx, actor.workspaceId, ref, { forUpdate: true });
       checkVersion(ifMatch, cur.version);
+      const used = await this.sequences.usingSync(tx, cur.id);
+      if (used.length) throw inUse('sync', cur.slug, used);
       await tx.delete(syncs).where(eq(syncs.id, cur.id));
       await recordAudit(tx, actor, 'delete', 'sync', cur.id);
       await this.deps.hooks.syncChanged?.(tx, cur.id, actor.workspaceId);

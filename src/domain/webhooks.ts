@@ -22,7 +22,7 @@ import { withoutDefaults } from './defaults.ts';
 // Deliveries are rows plus a graphile-worker job each (src/notify/webhook-sender.ts sends them);
 // they are written in the same transaction as what caused them.
 
-export const EVENT_TYPES = ['run.started', 'run.completed', 'alert.raised', 'alert.resolved'] as const;
+export const EVENT_TYPES = ['run.started', 'run.completed', 'alert.raised', 'alert.resolved', 'sequence_run.completed'] as const;
 export type EventType = (typeof EVENT_TYPES)[number];
 
 /** Event types as a plain string enum (cheap to serialize, an enum for client generators). */
@@ -205,6 +205,8 @@ export async function enqueueDelivery(tx: Tx, d: { id: string; endpointId: strin
 export interface EventSubject {
   workspaceId: string;
   syncId?: string;
+  /** An event about several syncs (a sequence run's steps): endpoints filtered on any of them get it. */
+  syncIds?: string[];
   runId?: string;
   /** A run's callbackUrl: also receives the event (run.completed only). */
   callbackUrl?: string | null;
@@ -464,7 +466,9 @@ export class WebhookService {
           sql`(cardinality(${webhookEndpoints.events}) = 0 or ${type} = any(${webhookEndpoints.events}))`,
           subject.syncId
             ? sql`(cardinality(${webhookEndpoints.syncIds}) = 0 or ${subject.syncId} = any(${webhookEndpoints.syncIds}))`
-            : sql`true`,
+            : subject.syncIds
+              ? sql`(cardinality(${webhookEndpoints.syncIds}) = 0 or ${webhookEndpoints.syncIds} && array[${sql.join(subject.syncIds.map((id) => sql`${id}`), sql`, `)}]::text[])`
+              : sql`true`,
         ),
       );
     const targets: { endpointId: string | null; url: string }[] = endpoints.map((e) => ({ endpointId: e.id, url: e.url }));

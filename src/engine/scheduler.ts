@@ -125,3 +125,51 @@ export async function fireSlot(
   const fired = { id: syncId, version: sync.version, enabled: sync.enabled, schedule: sync.schedule, createdAt: sync.createdAt };
   return { outcome, next: await planNextSlot(database.db, fired, now, firedAt) };
 }
+
+// ---- Sequences: the same schedule shapes and slot rules, one job per sequence. ----
+
+export const sequenceScheduleJobKey = (sequenceId: string) => `sequence-schedule:${sequenceId}`;
+
+/**
+ * (Re)plans a sequence's scheduled job (`backhaul_sequence_schedule`, job key
+ * `sequence-schedule:<id>`) at its first slot strictly after `after`, inside the caller's
+ * transaction; removes it when the sequence is gone, disabled or manual. The sequence row is
+ * locked first (NO KEY UPDATE), so a plan made from a read that a concurrent change makes stale
+ * waits for that change and reads it.
+ */
+export async function planSequenceSchedule(tx: Tx, sequenceId: string, after: Date): Promise<Date | null> {
+  const rows = (await tx.execute(dsql`select schedule, enabled, created_at from sequences where id = ${sequenceId} for no key update`)) as unknown as {
+    schedule: ScheduleT;
+    enabled: boolean;
+    created_at: string | Date;
+  }[];
+  const seq = rows[0];
+  const next = seq && seq.enabled ? nextFireTime({ schedule: seq.schedule, createdAt: new Date(seq.created_at) }, after) : null;
+  if (!next) {
+    await tx.execute(dsql`select graphile_worker.remove_job(${sequenceScheduleJobKey(sequenceId)}::text)`);
+    return null;
+  }
+  await tx.execute(
+    dsql`select graphile_worker.add_job('backhaul_sequence_schedule', json_build_object('sequenceId', ${sequenceId}::text), run_at => ${next.toISOString()}::timestamptz,
+         job_key => ${sequenceScheduleJobKey(sequenceId)}::text, job_key_mode => 'replace', max_attempts => 5)`,
+  );
+  return next;
+}
+
+/**
+ * A sequence's slot has come: start a sequence run unless one is active (the slot is skipped),
+ * and plan the next slot (after both the clock and the fired slot, as for syncs).
+ */
+export async function fireSequenceSlot(
+  deps: { database: Database; services: Services; logger: Logger },
+  sequenceId: string,
+  now: Date,
+  firedAt: Date,
+): Promise<{ outcome: SlotOutcome; next: Date | null }> {
+  const fired = await deps.services.sequences.fireScheduled(sequenceId);
+  if (!fired) return { outcome: 'gone', next: null };
+  if (!fired.created) deps.logger.info({ sequenceId }, 'scheduled sequence slot skipped: a sequence run is active (or the sequence is disabled)');
+  const after = new Date(Math.max(now.getTime(), firedAt.getTime()));
+  const next = await deps.database.db.transaction((tx) => planSequenceSchedule(tx, sequenceId, after));
+  return { outcome: fired.created ? 'triggered' : 'skipped', next };
+}

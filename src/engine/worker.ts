@@ -9,12 +9,14 @@ import { waitForDatabase } from './db-wait.ts';
 import { RunExecutor, type EngineOptions, type RunHooks } from './executor.ts';
 import { gcJobQueues } from './job-queues.ts';
 import { realClock } from './rate-limiter.ts';
-import { fireSlot } from './scheduler.ts';
+import { fireSequenceSlot, fireSlot } from './scheduler.ts';
 import { STAGING_SCHEMA } from './staging.ts';
 
 // The job worker: graphile-worker tasks are thin adapters over the executor and the services.
 //   backhaul_run         {runId}   execute (or resume) a run
 //   backhaul_schedule    {syncId}  a sync's scheduled slot: trigger unless one is active; plan the next
+//   backhaul_sequence_advance {sequenceRunId}  record a sequence run's finished step; trigger the next
+//   backhaul_sequence_schedule {sequenceId}    a sequence's scheduled slot
 //   backhaul_maintenance           retention of run records and idempotency keys
 // A sweep every few seconds frees runs whose worker died (kill -9) or stalled: their heartbeat
 // stops, and graphile-worker would otherwise keep the job locked for hours. It releases the run's
@@ -107,11 +109,26 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
     await fireSlot({ database, services, logger }, syncId, new Date(clock.now()), helpers.job.run_at);
   };
 
+  const backhaul_sequence_advance: Task = async (payload) => {
+    await services.sequences.advance((payload as { sequenceRunId: string }).sequenceRunId);
+  };
+
+  const backhaul_sequence_schedule: Task = async (payload, helpers) => {
+    const { sequenceId } = payload as { sequenceId: string };
+    await fireSequenceSlot({ database, services, logger }, sequenceId, new Date(clock.now()), helpers.job.run_at);
+  };
+
   const backhaul_maintenance: Task = async () => {
     // By run (the records' primary key leads with it): runs that finished before the cut-off (an active run keeps all its records).
     const removed = await database.sql`
       delete from run_records where run_id in (select id from runs where finished_at < now() - ${`${o.recordRetentionDays} days`}::interval)`;
     const keys = await purgeIdempotencyKeys(database.db);
+    // Backstop for sequence runs: one whose current step's run is terminal (or gone) gets its
+    // advance job again (the finish enqueues it in its own transaction; this only repairs).
+    await database.sql`
+      select graphile_worker.add_job('backhaul_sequence_advance', json_build_object('sequenceRunId', sr.id), job_key => 'sequence-advance:' || sr.id, max_attempts => 25)
+      from sequence_runs sr left join runs r on r.id = sr.current_run_id
+      where sr.status = 'running' and (r.id is null or r.status in ('succeeded', 'partially_succeeded', 'failed', 'cancelled'))`;
     // Per-run tables of runs that are gone or finished (e.g. the sync was deleted mid-run).
     const orphans = await database.sql<{ name: string }[]>`
       select t.tablename as name from pg_tables t
@@ -157,7 +174,7 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
     }
   };
   const taskList: Record<string, Task> = Object.fromEntries(
-    Object.entries({ ...o.tasks, backhaul_run, backhaul_schedule, backhaul_maintenance }).map(([name, task]) => [name, tracked(task)]),
+    Object.entries({ ...o.tasks, backhaul_run, backhaul_schedule, backhaul_sequence_advance, backhaul_sequence_schedule, backhaul_maintenance }).map(([name, task]) => [name, tracked(task)]),
   );
   const runner = await runGraphileWorker({
     pgPool,

@@ -12,6 +12,7 @@ import type { RunNotification, ViewerParent, GqlContext } from './resolvers.ts';
 import type { WebhookEndpointViewT, WebhookDeliveryViewT } from '../domain/webhooks.ts';
 import type { AlertChannelViewT } from '../domain/alert-channels.ts';
 import type { AlertViewT } from '../domain/alerts.ts';
+import type { SequenceViewT, SequenceStepViewT, SequenceRunViewT, SequenceRunStepViewT } from '../domain/sequences.ts';
 export type Maybe<T> = T | null;
 export type InputMaybe<T> = Maybe<T>;
 export type Omit<T, K extends keyof T> = Pick<T, Exclude<keyof T, K>>;
@@ -29,7 +30,7 @@ export type Scalars = {
   DateTime: { input: string; output: string; }
 };
 
-/** An object with a global id; its prefix names its type (conn_, mdl_, sync_, map_, run_, key_, aud_, ws_, wh_, whd_, ach_, alr_). */
+/** An object with a global id; its prefix names its type (conn_, mdl_, sync_, map_, run_, key_, aud_, ws_, wh_, whd_, ach_, alr_, seq_, seqrun_). */
 export type Node = {
   id: Scalars['ID']['output'];
 };
@@ -834,7 +835,7 @@ export type WebhookEndpoint = Node & {
   name: Scalars['String']['output'];
   url: Scalars['String']['output'];
   description?: Maybe<Scalars['String']['output']>;
-  /** Event types delivered (run.started, run.completed, alert.raised, alert.resolved); empty = all. */
+  /** Event types delivered (run.started, run.completed, alert.raised, alert.resolved, sequence_run.completed); empty = all. */
   events: Array<Scalars['String']['output']>;
   /** Only events about these syncs; empty = all syncs. */
   syncIds: Array<Scalars['ID']['output']>;
@@ -1302,7 +1303,7 @@ export type CreateWebhookEndpointInput = {
   name: Scalars['String']['input'];
   url: Scalars['String']['input'];
   description?: InputMaybe<Scalars['String']['input']>;
-  /** Event types (run.started, run.completed, alert.raised, alert.resolved); empty or absent = all. */
+  /** Event types (run.started, run.completed, alert.raised, alert.resolved, sequence_run.completed); empty or absent = all. */
   events?: InputMaybe<Array<Scalars['String']['input']>>;
   /** Sync ids or slugs; empty or absent = all syncs. */
   syncIds?: InputMaybe<Array<Scalars['String']['input']>>;
@@ -1430,6 +1431,186 @@ export type BundlePlan = {
   summary: PlanSummary;
 };
 
+export type SequenceOnFailure =
+  /** A failed step ends the sequence run; later steps are skipped. */
+  | 'stop'
+  /** The next steps run anyway. */
+  | 'continue';
+
+export type SequenceRunStatus =
+  | 'queued'
+  | 'running'
+  | 'succeeded'
+  | 'failed'
+  | 'cancelled';
+
+export type SequenceStepStatus =
+  /** Not reached yet. */
+  | 'pending'
+  /** Its sync run is queued or running. */
+  | 'running'
+  | 'succeeded'
+  | 'partially_succeeded'
+  | 'failed'
+  | 'cancelled'
+  /** Not run: an earlier step failed (onFailure stop) or the sequence run was cancelled. */
+  | 'skipped';
+
+export type SequenceStep = {
+  __typename?: 'SequenceStep';
+  syncId: Scalars['ID']['output'];
+  syncSlug: Scalars['String']['output'];
+  sync: Sync;
+};
+
+/** An ordered list of syncs run one after another, on its own schedule or trigger. */
+export type Sequence = Node & {
+  __typename?: 'Sequence';
+  id: Scalars['ID']['output'];
+  slug: Scalars['String']['output'];
+  name: Scalars['String']['output'];
+  steps: Array<SequenceStep>;
+  schedule: Schedule;
+  enabled: Scalars['Boolean']['output'];
+  onFailure: SequenceOnFailure;
+  createdAt: Scalars['DateTime']['output'];
+  updatedAt: Scalars['DateTime']['output'];
+  version: Scalars['Int']['output'];
+  /** Sequence runs, newest first. */
+  runs: SequenceRunConnection;
+};
+
+
+/** An ordered list of syncs run one after another, on its own schedule or trigger. */
+export type SequenceRunsArgs = {
+  first?: InputMaybe<Scalars['Int']['input']>;
+  after?: InputMaybe<Scalars['String']['input']>;
+  status?: InputMaybe<SequenceRunStatus>;
+};
+
+export type SequenceEdge = {
+  __typename?: 'SequenceEdge';
+  cursor: Scalars['String']['output'];
+  node: Sequence;
+};
+
+export type SequenceConnection = {
+  __typename?: 'SequenceConnection';
+  edges: Array<SequenceEdge>;
+  nodes: Array<Sequence>;
+  pageInfo: PageInfo;
+};
+
+export type ReplaceSequencePayload = {
+  __typename?: 'ReplaceSequencePayload';
+  created: Scalars['Boolean']['output'];
+  sequence: Sequence;
+};
+
+export type SequenceStepError = {
+  __typename?: 'SequenceStepError';
+  code: Scalars['String']['output'];
+  message: Scalars['String']['output'];
+};
+
+export type SequenceRunStep = {
+  __typename?: 'SequenceRunStep';
+  /** 1 for the first step. */
+  position: Scalars['Int']['output'];
+  syncId: Scalars['ID']['output'];
+  /** Null when the sync was deleted since. */
+  sync?: Maybe<Sync>;
+  /** The step's sync run; null until the step comes up (or when it could not be triggered). */
+  runId?: Maybe<Scalars['ID']['output']>;
+  run?: Maybe<Run>;
+  status: SequenceStepStatus;
+  error?: Maybe<SequenceStepError>;
+};
+
+export type SequenceRunError = {
+  __typename?: 'SequenceRunError';
+  /** step_failed or cancelled. */
+  code: Scalars['String']['output'];
+  message: Scalars['String']['output'];
+  /** The (first) failed step. */
+  position?: Maybe<Scalars['Int']['output']>;
+  syncId?: Maybe<Scalars['ID']['output']>;
+};
+
+/** One execution of a sequence. */
+export type SequenceRun = Node & {
+  __typename?: 'SequenceRun';
+  id: Scalars['ID']['output'];
+  sequenceId: Scalars['ID']['output'];
+  sequence: Sequence;
+  status: SequenceRunStatus;
+  trigger: RunTrigger;
+  /** As the sequence said when this run was triggered. */
+  onFailure: SequenceOnFailure;
+  /** The steps as they were when the run was triggered. */
+  steps: Array<SequenceRunStep>;
+  /** Position of the step being run; null when queued or finished. */
+  currentStep?: Maybe<Scalars['Int']['output']>;
+  queuedAt: Scalars['DateTime']['output'];
+  startedAt?: Maybe<Scalars['DateTime']['output']>;
+  finishedAt?: Maybe<Scalars['DateTime']['output']>;
+  error?: Maybe<SequenceRunError>;
+};
+
+export type SequenceRunEdge = {
+  __typename?: 'SequenceRunEdge';
+  cursor: Scalars['String']['output'];
+  node: SequenceRun;
+};
+
+export type SequenceRunConnection = {
+  __typename?: 'SequenceRunConnection';
+  edges: Array<SequenceRunEdge>;
+  nodes: Array<SequenceRun>;
+  pageInfo: PageInfo;
+};
+
+export type TriggerSequenceRunPayload = {
+  __typename?: 'TriggerSequenceRunPayload';
+  sequenceRun: SequenceRun;
+  /** False when the sequence already had a run queued or running: that run is returned. */
+  created: Scalars['Boolean']['output'];
+};
+
+export type SequenceStepInput = {
+  /** Id or slug of a sync of this workspace. */
+  syncId: Scalars['String']['input'];
+};
+
+export type CreateSequenceInput = {
+  slug: Scalars['String']['input'];
+  name: Scalars['String']['input'];
+  steps: Array<SequenceStepInput>;
+  schedule?: InputMaybe<ScheduleInput>;
+  enabled?: InputMaybe<Scalars['Boolean']['input']>;
+  onFailure?: InputMaybe<SequenceOnFailure>;
+};
+
+export type UpdateSequenceInput = {
+  slug?: InputMaybe<Scalars['String']['input']>;
+  name?: InputMaybe<Scalars['String']['input']>;
+  /** Replaces the whole list. */
+  steps?: InputMaybe<Array<SequenceStepInput>>;
+  schedule?: InputMaybe<ScheduleInput>;
+  enabled?: InputMaybe<Scalars['Boolean']['input']>;
+  onFailure?: InputMaybe<SequenceOnFailure>;
+};
+
+/** Optional fields not sent go back to their defaults. */
+export type ReplaceSequenceInput = {
+  slug?: InputMaybe<Scalars['String']['input']>;
+  name: Scalars['String']['input'];
+  steps: Array<SequenceStepInput>;
+  schedule?: InputMaybe<ScheduleInput>;
+  enabled?: InputMaybe<Scalars['Boolean']['input']>;
+  onFailure?: InputMaybe<SequenceOnFailure>;
+};
+
 export type Query = {
   __typename?: 'Query';
   /** Any object by its global id; null when it does not exist in your workspace. */
@@ -1466,6 +1647,11 @@ export type Query = {
   alertChannels: AlertChannelConnection;
   /** By id or slug. */
   alertChannel?: Maybe<AlertChannel>;
+  sequences: SequenceConnection;
+  /** By id or slug. */
+  sequence?: Maybe<Sequence>;
+  /** With wait (seconds, 1 to 60): answers once the sequence run is terminal, or as it is after that long. */
+  sequenceRun?: Maybe<SequenceRun>;
   /** Alerts raised by syncs, newest first; syncId is a sync id or slug. */
   alerts: AlertConnection;
   /** The workspace's configuration as a declarative bundle (as GET /v1/export). */
@@ -1585,6 +1771,26 @@ export type QueryAlertChannelArgs = {
 };
 
 
+export type QuerySequencesArgs = {
+  first?: InputMaybe<Scalars['Int']['input']>;
+  after?: InputMaybe<Scalars['String']['input']>;
+  enabled?: InputMaybe<Scalars['Boolean']['input']>;
+  orderBy?: InputMaybe<ListOrder>;
+  search?: InputMaybe<Scalars['String']['input']>;
+};
+
+
+export type QuerySequenceArgs = {
+  ref: Scalars['String']['input'];
+};
+
+
+export type QuerySequenceRunArgs = {
+  id: Scalars['ID']['input'];
+  wait?: InputMaybe<Scalars['Int']['input']>;
+};
+
+
 export type QueryAlertsArgs = {
   first?: InputMaybe<Scalars['Int']['input']>;
   after?: InputMaybe<Scalars['String']['input']>;
@@ -1633,6 +1839,15 @@ export type Mutation = {
   revokeApiKey: DeletePayload;
   /** Owner keys only. */
   createWorkspace: CreateWorkspacePayload;
+  createSequence: Sequence;
+  updateSequence: Sequence;
+  /** Replaces the sequence, or creates it when `ref` is a slug that does not exist. */
+  replaceSequence: ReplaceSequencePayload;
+  deleteSequence: DeletePayload;
+  /** Starts a sequence run (or returns the one queued or running). */
+  triggerSequenceRun: TriggerSequenceRunPayload;
+  /** Later steps are skipped; the current step's run is cancelled when the sequence triggered it. */
+  cancelSequenceRun: SequenceRun;
   triggerRun: TriggerRunPayload;
   cancelRun: Run;
   /** The payload holds the signing secret, shown once. */
@@ -1812,6 +2027,42 @@ export type MutationRevokeApiKeyArgs = {
 
 export type MutationCreateWorkspaceArgs = {
   input: CreateWorkspaceInput;
+};
+
+
+export type MutationCreateSequenceArgs = {
+  input: CreateSequenceInput;
+};
+
+
+export type MutationUpdateSequenceArgs = {
+  ref: Scalars['String']['input'];
+  input: UpdateSequenceInput;
+  expectedVersion?: InputMaybe<Scalars['Int']['input']>;
+};
+
+
+export type MutationReplaceSequenceArgs = {
+  ref: Scalars['String']['input'];
+  input: ReplaceSequenceInput;
+  expectedVersion?: InputMaybe<Scalars['Int']['input']>;
+  createOnly?: InputMaybe<Scalars['Boolean']['input']>;
+};
+
+
+export type MutationDeleteSequenceArgs = {
+  ref: Scalars['String']['input'];
+  expectedVersion?: InputMaybe<Scalars['Int']['input']>;
+};
+
+
+export type MutationTriggerSequenceRunArgs = {
+  sequenceRef: Scalars['String']['input'];
+};
+
+
+export type MutationCancelSequenceRunArgs = {
+  id: Scalars['ID']['input'];
 };
 
 
@@ -2012,6 +2263,8 @@ export type ResolversInterfaceTypes<_RefType extends Record<string, unknown>> = 
     | ( WebhookDeliveryViewT )
     | ( AlertChannelViewT )
     | ( AlertViewT )
+    | ( SequenceViewT )
+    | ( SequenceRunViewT )
   ;
 };
 
@@ -2177,6 +2430,25 @@ export type ResolversTypes = {
   PlannedChange: ResolverTypeWrapper<PlannedChange>;
   PlanSummary: ResolverTypeWrapper<PlanSummary>;
   BundlePlan: ResolverTypeWrapper<BundlePlan>;
+  SequenceOnFailure: SequenceOnFailure;
+  SequenceRunStatus: SequenceRunStatus;
+  SequenceStepStatus: SequenceStepStatus;
+  SequenceStep: ResolverTypeWrapper<SequenceStepViewT>;
+  Sequence: ResolverTypeWrapper<SequenceViewT>;
+  SequenceEdge: ResolverTypeWrapper<Omit<SequenceEdge, 'node'> & { node: ResolversTypes['Sequence'] }>;
+  SequenceConnection: ResolverTypeWrapper<Omit<SequenceConnection, 'edges' | 'nodes'> & { edges: Array<ResolversTypes['SequenceEdge']>, nodes: Array<ResolversTypes['Sequence']> }>;
+  ReplaceSequencePayload: ResolverTypeWrapper<Omit<ReplaceSequencePayload, 'sequence'> & { sequence: ResolversTypes['Sequence'] }>;
+  SequenceStepError: ResolverTypeWrapper<SequenceStepError>;
+  SequenceRunStep: ResolverTypeWrapper<SequenceRunStepViewT>;
+  SequenceRunError: ResolverTypeWrapper<SequenceRunError>;
+  SequenceRun: ResolverTypeWrapper<SequenceRunViewT>;
+  SequenceRunEdge: ResolverTypeWrapper<Omit<SequenceRunEdge, 'node'> & { node: ResolversTypes['SequenceRun'] }>;
+  SequenceRunConnection: ResolverTypeWrapper<Omit<SequenceRunConnection, 'edges' | 'nodes'> & { edges: Array<ResolversTypes['SequenceRunEdge']>, nodes: Array<ResolversTypes['SequenceRun']> }>;
+  TriggerSequenceRunPayload: ResolverTypeWrapper<Omit<TriggerSequenceRunPayload, 'sequenceRun'> & { sequenceRun: ResolversTypes['SequenceRun'] }>;
+  SequenceStepInput: SequenceStepInput;
+  CreateSequenceInput: CreateSequenceInput;
+  UpdateSequenceInput: UpdateSequenceInput;
+  ReplaceSequenceInput: ReplaceSequenceInput;
   Query: ResolverTypeWrapper<Record<PropertyKey, never>>;
   Mutation: ResolverTypeWrapper<Record<PropertyKey, never>>;
   Subscription: ResolverTypeWrapper<Record<PropertyKey, never>>;
@@ -2324,6 +2596,22 @@ export type ResolversParentTypes = {
   PlannedChange: PlannedChange;
   PlanSummary: PlanSummary;
   BundlePlan: BundlePlan;
+  SequenceStep: SequenceStepViewT;
+  Sequence: SequenceViewT;
+  SequenceEdge: Omit<SequenceEdge, 'node'> & { node: ResolversParentTypes['Sequence'] };
+  SequenceConnection: Omit<SequenceConnection, 'edges' | 'nodes'> & { edges: Array<ResolversParentTypes['SequenceEdge']>, nodes: Array<ResolversParentTypes['Sequence']> };
+  ReplaceSequencePayload: Omit<ReplaceSequencePayload, 'sequence'> & { sequence: ResolversParentTypes['Sequence'] };
+  SequenceStepError: SequenceStepError;
+  SequenceRunStep: SequenceRunStepViewT;
+  SequenceRunError: SequenceRunError;
+  SequenceRun: SequenceRunViewT;
+  SequenceRunEdge: Omit<SequenceRunEdge, 'node'> & { node: ResolversParentTypes['SequenceRun'] };
+  SequenceRunConnection: Omit<SequenceRunConnection, 'edges' | 'nodes'> & { edges: Array<ResolversParentTypes['SequenceRunEdge']>, nodes: Array<ResolversParentTypes['SequenceRun']> };
+  TriggerSequenceRunPayload: Omit<TriggerSequenceRunPayload, 'sequenceRun'> & { sequenceRun: ResolversParentTypes['SequenceRun'] };
+  SequenceStepInput: SequenceStepInput;
+  CreateSequenceInput: CreateSequenceInput;
+  UpdateSequenceInput: UpdateSequenceInput;
+  ReplaceSequenceInput: ReplaceSequenceInput;
   Query: Record<PropertyKey, never>;
   Mutation: Record<PropertyKey, never>;
   Subscription: Record<PropertyKey, never>;
@@ -2338,7 +2626,7 @@ export interface DateTimeScalarConfig extends GraphQLScalarTypeConfig<ResolversT
 }
 
 export type NodeResolvers<ContextType = GqlContext, ParentType extends ResolversParentTypes['Node'] = ResolversParentTypes['Node']> = {
-  resolveType: TypeResolveFn<'Workspace' | 'ApiKey' | 'AuditEvent' | 'Connection' | 'Model' | 'Sync' | 'Mapping' | 'Run' | 'WebhookEndpoint' | 'WebhookDelivery' | 'AlertChannel' | 'Alert', ParentType, ContextType>;
+  resolveType: TypeResolveFn<'Workspace' | 'ApiKey' | 'AuditEvent' | 'Connection' | 'Model' | 'Sync' | 'Mapping' | 'Run' | 'WebhookEndpoint' | 'WebhookDelivery' | 'AlertChannel' | 'Alert' | 'Sequence' | 'SequenceRun', ParentType, ContextType>;
 };
 
 export type PageInfoResolvers<ContextType = GqlContext, ParentType extends ResolversParentTypes['PageInfo'] = ResolversParentTypes['PageInfo']> = {
@@ -3066,6 +3354,97 @@ export type BundlePlanResolvers<ContextType = GqlContext, ParentType extends Res
   summary?: Resolver<ResolversTypes['PlanSummary'], ParentType, ContextType>;
 };
 
+export type SequenceStepResolvers<ContextType = GqlContext, ParentType extends ResolversParentTypes['SequenceStep'] = ResolversParentTypes['SequenceStep']> = {
+  syncId?: Resolver<ResolversTypes['ID'], ParentType, ContextType>;
+  syncSlug?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  sync?: Resolver<ResolversTypes['Sync'], ParentType, ContextType>;
+};
+
+export type SequenceResolvers<ContextType = GqlContext, ParentType extends ResolversParentTypes['Sequence'] = ResolversParentTypes['Sequence']> = {
+  id?: Resolver<ResolversTypes['ID'], ParentType, ContextType>;
+  slug?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  name?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  steps?: Resolver<Array<ResolversTypes['SequenceStep']>, ParentType, ContextType>;
+  schedule?: Resolver<ResolversTypes['Schedule'], ParentType, ContextType>;
+  enabled?: Resolver<ResolversTypes['Boolean'], ParentType, ContextType>;
+  onFailure?: Resolver<ResolversTypes['SequenceOnFailure'], ParentType, ContextType>;
+  createdAt?: Resolver<ResolversTypes['DateTime'], ParentType, ContextType>;
+  updatedAt?: Resolver<ResolversTypes['DateTime'], ParentType, ContextType>;
+  version?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
+  runs?: Resolver<ResolversTypes['SequenceRunConnection'], ParentType, ContextType, Partial<SequenceRunsArgs>>;
+  isTypeOf?: IsTypeOfResolverFn<ParentType, ContextType>;
+};
+
+export type SequenceEdgeResolvers<ContextType = GqlContext, ParentType extends ResolversParentTypes['SequenceEdge'] = ResolversParentTypes['SequenceEdge']> = {
+  cursor?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  node?: Resolver<ResolversTypes['Sequence'], ParentType, ContextType>;
+};
+
+export type SequenceConnectionResolvers<ContextType = GqlContext, ParentType extends ResolversParentTypes['SequenceConnection'] = ResolversParentTypes['SequenceConnection']> = {
+  edges?: Resolver<Array<ResolversTypes['SequenceEdge']>, ParentType, ContextType>;
+  nodes?: Resolver<Array<ResolversTypes['Sequence']>, ParentType, ContextType>;
+  pageInfo?: Resolver<ResolversTypes['PageInfo'], ParentType, ContextType>;
+};
+
+export type ReplaceSequencePayloadResolvers<ContextType = GqlContext, ParentType extends ResolversParentTypes['ReplaceSequencePayload'] = ResolversParentTypes['ReplaceSequencePayload']> = {
+  created?: Resolver<ResolversTypes['Boolean'], ParentType, ContextType>;
+  sequence?: Resolver<ResolversTypes['Sequence'], ParentType, ContextType>;
+};
+
+export type SequenceStepErrorResolvers<ContextType = GqlContext, ParentType extends ResolversParentTypes['SequenceStepError'] = ResolversParentTypes['SequenceStepError']> = {
+  code?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  message?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+};
+
+export type SequenceRunStepResolvers<ContextType = GqlContext, ParentType extends ResolversParentTypes['SequenceRunStep'] = ResolversParentTypes['SequenceRunStep']> = {
+  position?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
+  syncId?: Resolver<ResolversTypes['ID'], ParentType, ContextType>;
+  sync?: Resolver<Maybe<ResolversTypes['Sync']>, ParentType, ContextType>;
+  runId?: Resolver<Maybe<ResolversTypes['ID']>, ParentType, ContextType>;
+  run?: Resolver<Maybe<ResolversTypes['Run']>, ParentType, ContextType>;
+  status?: Resolver<ResolversTypes['SequenceStepStatus'], ParentType, ContextType>;
+  error?: Resolver<Maybe<ResolversTypes['SequenceStepError']>, ParentType, ContextType>;
+};
+
+export type SequenceRunErrorResolvers<ContextType = GqlContext, ParentType extends ResolversParentTypes['SequenceRunError'] = ResolversParentTypes['SequenceRunError']> = {
+  code?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  message?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  position?: Resolver<Maybe<ResolversTypes['Int']>, ParentType, ContextType>;
+  syncId?: Resolver<Maybe<ResolversTypes['ID']>, ParentType, ContextType>;
+};
+
+export type SequenceRunResolvers<ContextType = GqlContext, ParentType extends ResolversParentTypes['SequenceRun'] = ResolversParentTypes['SequenceRun']> = {
+  id?: Resolver<ResolversTypes['ID'], ParentType, ContextType>;
+  sequenceId?: Resolver<ResolversTypes['ID'], ParentType, ContextType>;
+  sequence?: Resolver<ResolversTypes['Sequence'], ParentType, ContextType>;
+  status?: Resolver<ResolversTypes['SequenceRunStatus'], ParentType, ContextType>;
+  trigger?: Resolver<ResolversTypes['RunTrigger'], ParentType, ContextType>;
+  onFailure?: Resolver<ResolversTypes['SequenceOnFailure'], ParentType, ContextType>;
+  steps?: Resolver<Array<ResolversTypes['SequenceRunStep']>, ParentType, ContextType>;
+  currentStep?: Resolver<Maybe<ResolversTypes['Int']>, ParentType, ContextType>;
+  queuedAt?: Resolver<ResolversTypes['DateTime'], ParentType, ContextType>;
+  startedAt?: Resolver<Maybe<ResolversTypes['DateTime']>, ParentType, ContextType>;
+  finishedAt?: Resolver<Maybe<ResolversTypes['DateTime']>, ParentType, ContextType>;
+  error?: Resolver<Maybe<ResolversTypes['SequenceRunError']>, ParentType, ContextType>;
+  isTypeOf?: IsTypeOfResolverFn<ParentType, ContextType>;
+};
+
+export type SequenceRunEdgeResolvers<ContextType = GqlContext, ParentType extends ResolversParentTypes['SequenceRunEdge'] = ResolversParentTypes['SequenceRunEdge']> = {
+  cursor?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  node?: Resolver<ResolversTypes['SequenceRun'], ParentType, ContextType>;
+};
+
+export type SequenceRunConnectionResolvers<ContextType = GqlContext, ParentType extends ResolversParentTypes['SequenceRunConnection'] = ResolversParentTypes['SequenceRunConnection']> = {
+  edges?: Resolver<Array<ResolversTypes['SequenceRunEdge']>, ParentType, ContextType>;
+  nodes?: Resolver<Array<ResolversTypes['SequenceRun']>, ParentType, ContextType>;
+  pageInfo?: Resolver<ResolversTypes['PageInfo'], ParentType, ContextType>;
+};
+
+export type TriggerSequenceRunPayloadResolvers<ContextType = GqlContext, ParentType extends ResolversParentTypes['TriggerSequenceRunPayload'] = ResolversParentTypes['TriggerSequenceRunPayload']> = {
+  sequenceRun?: Resolver<ResolversTypes['SequenceRun'], ParentType, ContextType>;
+  created?: Resolver<ResolversTypes['Boolean'], ParentType, ContextType>;
+};
+
 export type QueryResolvers<ContextType = GqlContext, ParentType extends ResolversParentTypes['Query'] = ResolversParentTypes['Query']> = {
   node?: Resolver<Maybe<ResolversTypes['Node']>, ParentType, ContextType, RequireFields<QueryNodeArgs, 'id'>>;
   nodes?: Resolver<Array<Maybe<ResolversTypes['Node']>>, ParentType, ContextType, RequireFields<QueryNodesArgs, 'ids'>>;
@@ -3087,6 +3466,9 @@ export type QueryResolvers<ContextType = GqlContext, ParentType extends Resolver
   callbackSecret?: Resolver<ResolversTypes['CallbackSecret'], ParentType, ContextType>;
   alertChannels?: Resolver<ResolversTypes['AlertChannelConnection'], ParentType, ContextType, Partial<QueryAlertChannelsArgs>>;
   alertChannel?: Resolver<Maybe<ResolversTypes['AlertChannel']>, ParentType, ContextType, RequireFields<QueryAlertChannelArgs, 'ref'>>;
+  sequences?: Resolver<ResolversTypes['SequenceConnection'], ParentType, ContextType, Partial<QuerySequencesArgs>>;
+  sequence?: Resolver<Maybe<ResolversTypes['Sequence']>, ParentType, ContextType, RequireFields<QuerySequenceArgs, 'ref'>>;
+  sequenceRun?: Resolver<Maybe<ResolversTypes['SequenceRun']>, ParentType, ContextType, RequireFields<QuerySequenceRunArgs, 'id'>>;
   alerts?: Resolver<ResolversTypes['AlertConnection'], ParentType, ContextType, Partial<QueryAlertsArgs>>;
   exportBundle?: Resolver<ResolversTypes['JSON'], ParentType, ContextType>;
   planBundle?: Resolver<ResolversTypes['BundlePlan'], ParentType, ContextType, RequireFields<QueryPlanBundleArgs, 'bundle'>>;
@@ -3117,6 +3499,12 @@ export type MutationResolvers<ContextType = GqlContext, ParentType extends Resol
   createApiKey?: Resolver<ResolversTypes['CreateApiKeyPayload'], ParentType, ContextType, RequireFields<MutationCreateApiKeyArgs, 'input'>>;
   revokeApiKey?: Resolver<ResolversTypes['DeletePayload'], ParentType, ContextType, RequireFields<MutationRevokeApiKeyArgs, 'id'>>;
   createWorkspace?: Resolver<ResolversTypes['CreateWorkspacePayload'], ParentType, ContextType, RequireFields<MutationCreateWorkspaceArgs, 'input'>>;
+  createSequence?: Resolver<ResolversTypes['Sequence'], ParentType, ContextType, RequireFields<MutationCreateSequenceArgs, 'input'>>;
+  updateSequence?: Resolver<ResolversTypes['Sequence'], ParentType, ContextType, RequireFields<MutationUpdateSequenceArgs, 'ref' | 'input'>>;
+  replaceSequence?: Resolver<ResolversTypes['ReplaceSequencePayload'], ParentType, ContextType, RequireFields<MutationReplaceSequenceArgs, 'ref' | 'input' | 'createOnly'>>;
+  deleteSequence?: Resolver<ResolversTypes['DeletePayload'], ParentType, ContextType, RequireFields<MutationDeleteSequenceArgs, 'ref'>>;
+  triggerSequenceRun?: Resolver<ResolversTypes['TriggerSequenceRunPayload'], ParentType, ContextType, RequireFields<MutationTriggerSequenceRunArgs, 'sequenceRef'>>;
+  cancelSequenceRun?: Resolver<ResolversTypes['SequenceRun'], ParentType, ContextType, RequireFields<MutationCancelSequenceRunArgs, 'id'>>;
   triggerRun?: Resolver<ResolversTypes['TriggerRunPayload'], ParentType, ContextType, RequireFields<MutationTriggerRunArgs, 'syncRef'>>;
   cancelRun?: Resolver<ResolversTypes['Run'], ParentType, ContextType, RequireFields<MutationCancelRunArgs, 'id'>>;
   createWebhookEndpoint?: Resolver<ResolversTypes['CreateWebhookEndpointPayload'], ParentType, ContextType, RequireFields<MutationCreateWebhookEndpointArgs, 'input'>>;
@@ -3240,6 +3628,18 @@ export type Resolvers<ContextType = GqlContext> = {
   PlannedChange?: PlannedChangeResolvers<ContextType>;
   PlanSummary?: PlanSummaryResolvers<ContextType>;
   BundlePlan?: BundlePlanResolvers<ContextType>;
+  SequenceStep?: SequenceStepResolvers<ContextType>;
+  Sequence?: SequenceResolvers<ContextType>;
+  SequenceEdge?: SequenceEdgeResolvers<ContextType>;
+  SequenceConnection?: SequenceConnectionResolvers<ContextType>;
+  ReplaceSequencePayload?: ReplaceSequencePayloadResolvers<ContextType>;
+  SequenceStepError?: SequenceStepErrorResolvers<ContextType>;
+  SequenceRunStep?: SequenceRunStepResolvers<ContextType>;
+  SequenceRunError?: SequenceRunErrorResolvers<ContextType>;
+  SequenceRun?: SequenceRunResolvers<ContextType>;
+  SequenceRunEdge?: SequenceRunEdgeResolvers<ContextType>;
+  SequenceRunConnection?: SequenceRunConnectionResolvers<ContextType>;
+  TriggerSequenceRunPayload?: TriggerSequenceRunPayloadResolvers<ContextType>;
   Query?: QueryResolvers<ContextType>;
   Mutation?: MutationResolvers<ContextType>;
   Subscription?: SubscriptionResolvers<ContextType>;

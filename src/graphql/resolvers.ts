@@ -222,6 +222,8 @@ const TYPE_BY_PREFIX: Record<string, string> = {
   whd: 'WebhookDelivery',
   ach: 'AlertChannel',
   alr: 'Alert',
+  seq: 'Sequence',
+  seqrun: 'SequenceRun',
 };
 
 function prefixOf(id: string): string {
@@ -265,6 +267,10 @@ export function buildResolvers(services: Services): Resolvers {
         return found('read', () => l.alertChannel.load(id));
       case 'alr':
         return found('read', () => l.alert.load(id));
+      case 'seq':
+        return orNull(services.sequences.get(actor, id));
+      case 'seqrun':
+        return orNull(services.sequences.getRun(actor, id));
       default:
         return null;
     }
@@ -354,6 +360,11 @@ export function buildResolvers(services: Services): Resolvers {
       callbackSecret: (_, _a, ctx) => services.webhooks.callbackSecret(actorOf(ctx)),
       alertChannels: async (_, a, ctx) => connection(await services.alertChannels.list(actorOf(ctx), pageParams(a)), { after: a.after }),
       alertChannel: (_, a, ctx) => orNull(services.alertChannels.get(actorOf(ctx), a.ref)),
+      sequences: async (_, a, ctx) =>
+        connection(await services.sequences.list(actorOf(ctx), { ...listParams(a), enabled: a.enabled ?? undefined }), { orderBy: a.orderBy?.field, after: a.after }),
+      sequence: (_, a, ctx) => orNull(services.sequences.get(actorOf(ctx), a.ref)),
+      sequenceRun: (_, a, ctx) =>
+        orNull(a.wait == null ? services.sequences.getRun(actorOf(ctx), a.id) : services.sequenceRunWaiter.wait(actorOf(ctx), a.id, a.wait, ctx.signal).then((w) => w.run)),
       alerts: async (_, a, ctx) =>
         connection(await services.alerts.list(actorOf(ctx), { ...pageParams(a), status: a.status ?? undefined, syncId: a.syncId ?? undefined }), { after: a.after }),
     },
@@ -405,6 +416,23 @@ export function buildResolvers(services: Services): Resolvers {
         }),
       mappingConnection: async (s, a, ctx) =>
         listAsConnection((await loadersOf(ctx).mappingsBySync.load(s.id)) ?? [], a, (m) => encodeCursor(m.id)),
+    },
+
+    Sequence: {
+      runs: async (q, a, ctx) => connection(await services.sequences.listRuns(actorOf(ctx), q.id, { ...pageParams(a), status: a.status ?? undefined }), { after: a.after }),
+    },
+
+    SequenceStep: {
+      sync: async (st, _a, ctx) => must(await loadersOf(ctx).sync.load(st.syncId), 'sync', st.syncId),
+    },
+
+    SequenceRun: {
+      sequence: async (r, _a, ctx) => services.sequences.get(actorOf(ctx), r.sequenceId),
+    },
+
+    SequenceRunStep: {
+      sync: async (st, _a, ctx) => (await loadersOf(ctx).sync.load(st.syncId)) ?? null,
+      run: (st, _a, ctx) => (st.runId ? orNull(services.runs.get(actorOf(ctx), st.runId)) : null),
     },
 
     Mapping: {
@@ -497,6 +525,23 @@ export function buildResolvers(services: Services): Resolvers {
         const r = await services.apiKeys.createWorkspace(actorOf(ctx), body(a.input));
         return { workspace: r.workspace, apiKey: r.apiKey, token: r.apiKey.token };
       },
+
+      createSequence: (_, a, ctx) => services.sequences.create(actorOf(ctx), body(a.input)),
+      updateSequence: (_, a, ctx) => services.sequences.update(actorOf(ctx), a.ref, body(a.input), ifMatch(a.expectedVersion)),
+      replaceSequence: async (_, a, ctx) => {
+        const r = await services.sequences.put(actorOf(ctx), a.ref, body(a.input), ifMatch(a.expectedVersion), putOptions(a));
+        return { created: r.created, sequence: r.value };
+      },
+      deleteSequence: (_, a, ctx) =>
+        deleted(
+          () => services.sequences.get(actorOf(ctx), a.ref),
+          (id) => services.sequences.delete(actorOf(ctx), id, ifMatch(a.expectedVersion)),
+        ),
+      triggerSequenceRun: async (_, a, ctx) => {
+        const r = await services.sequences.trigger(actorOf(ctx), a.sequenceRef, 'api');
+        return { sequenceRun: r.run, created: r.created };
+      },
+      cancelSequenceRun: (_, a, ctx) => services.sequences.cancelRun(actorOf(ctx), a.id),
 
       triggerRun: (_, a, ctx) =>
         services.runs.trigger(actorOf(ctx), a.syncRef, body({ fullResync: a.fullResync ?? undefined, dryRun: a.dryRun ?? undefined, allowDeletions: a.allowDeletions ?? undefined, callbackUrl: a.callbackUrl ?? undefined })),

@@ -34,7 +34,7 @@ scalar JSON
 "An ISO-8601 UTC timestamp, e.g. 2024-05-01T12:00:00.000Z."
 scalar DateTime
 
-"An object with a global id; its prefix names its type (conn_, mdl_, sync_, map_, run_, key_, aud_, ws_, wh_, whd_, ach_, alr_)."
+"An object with a global id; its prefix names its type (conn_, mdl_, sync_, map_, run_, key_, aud_, ws_, wh_, whd_, ach_, alr_, seq_, seqrun_)."
 interface Node {
   id: ID!
 }
@@ -730,7 +730,7 @@ type WebhookEndpoint implements Node {
   name: String!
   url: String!
   description: String
-  "Event types delivered (run.started, run.completed, alert.raised, alert.resolved); empty = all."
+  "Event types delivered (run.started, run.completed, alert.raised, alert.resolved, sequence_run.completed); empty = all."
   events: [String!]!
   "Only events about these syncs; empty = all syncs."
   syncIds: [ID!]!
@@ -1175,7 +1175,7 @@ input CreateWebhookEndpointInput {
   name: String!
   url: String!
   description: String
-  "Event types (run.started, run.completed, alert.raised, alert.resolved); empty or absent = all."
+  "Event types (run.started, run.completed, alert.raised, alert.resolved, sequence_run.completed); empty or absent = all."
   events: [String!]
   "Sync ids or slugs; empty or absent = all syncs."
   syncIds: [String!]
@@ -1302,6 +1302,171 @@ type BundlePlan {
   summary: PlanSummary!
 }
 
+# ---- Sequences ---------------------------------------------------------------------------------
+
+enum SequenceOnFailure {
+  "A failed step ends the sequence run; later steps are skipped."
+  stop
+  "The next steps run anyway."
+  continue
+}
+
+enum SequenceRunStatus {
+  queued
+  running
+  succeeded
+  failed
+  cancelled
+}
+
+enum SequenceStepStatus {
+  "Not reached yet."
+  pending
+  "Its sync run is queued or running."
+  running
+  succeeded
+  partially_succeeded
+  failed
+  cancelled
+  "Not run: an earlier step failed (onFailure stop) or the sequence run was cancelled."
+  skipped
+}
+
+type SequenceStep {
+  syncId: ID!
+  syncSlug: String!
+  sync: Sync!
+}
+
+"An ordered list of syncs run one after another, on its own schedule or trigger."
+type Sequence implements Node {
+  id: ID!
+  slug: String!
+  name: String!
+  steps: [SequenceStep!]!
+  schedule: Schedule!
+  enabled: Boolean!
+  onFailure: SequenceOnFailure!
+  createdAt: DateTime!
+  updatedAt: DateTime!
+  version: Int!
+  "Sequence runs, newest first."
+  runs(first: Int, after: String, status: SequenceRunStatus): SequenceRunConnection!
+}
+
+type SequenceEdge {
+  cursor: String!
+  node: Sequence!
+}
+
+type SequenceConnection {
+  edges: [SequenceEdge!]!
+  nodes: [Sequence!]!
+  pageInfo: PageInfo!
+}
+
+type ReplaceSequencePayload {
+  created: Boolean!
+  sequence: Sequence!
+}
+
+type SequenceStepError {
+  code: String!
+  message: String!
+}
+
+type SequenceRunStep {
+  "1 for the first step."
+  position: Int!
+  syncId: ID!
+  "Null when the sync was deleted since."
+  sync: Sync
+  "The step's sync run; null until the step comes up (or when it could not be triggered)."
+  runId: ID
+  run: Run
+  status: SequenceStepStatus!
+  error: SequenceStepError
+}
+
+type SequenceRunError {
+  "step_failed or cancelled."
+  code: String!
+  message: String!
+  "The (first) failed step."
+  position: Int
+  syncId: ID
+}
+
+"One execution of a sequence."
+type SequenceRun implements Node {
+  id: ID!
+  sequenceId: ID!
+  sequence: Sequence!
+  status: SequenceRunStatus!
+  trigger: RunTrigger!
+  "As the sequence said when this run was triggered."
+  onFailure: SequenceOnFailure!
+  "The steps as they were when the run was triggered."
+  steps: [SequenceRunStep!]!
+  "Position of the step being run; null when queued or finished."
+  currentStep: Int
+  queuedAt: DateTime!
+  startedAt: DateTime
+  finishedAt: DateTime
+  error: SequenceRunError
+}
+
+type SequenceRunEdge {
+  cursor: String!
+  node: SequenceRun!
+}
+
+type SequenceRunConnection {
+  edges: [SequenceRunEdge!]!
+  nodes: [SequenceRun!]!
+  pageInfo: PageInfo!
+}
+
+type TriggerSequenceRunPayload {
+  sequenceRun: SequenceRun!
+  "False when the sequence already had a run queued or running: that run is returned."
+  created: Boolean!
+}
+
+input SequenceStepInput {
+  "Id or slug of a sync of this workspace."
+  syncId: String!
+}
+
+input CreateSequenceInput {
+  slug: String!
+  name: String!
+  steps: [SequenceStepInput!]!
+  schedule: ScheduleInput
+  enabled: Boolean
+  onFailure: SequenceOnFailure
+}
+
+input UpdateSequenceInput {
+  slug: String
+  name: String
+  "Replaces the whole list."
+  steps: [SequenceStepInput!]
+  schedule: ScheduleInput
+  enabled: Boolean
+  onFailure: SequenceOnFailure
+}
+
+"Optional fields not sent go back to their defaults."
+input ReplaceSequenceInput {
+  slug: String
+  name: String!
+  steps: [SequenceStepInput!]!
+  schedule: ScheduleInput
+  enabled: Boolean
+  onFailure: SequenceOnFailure
+}
+
 # ---- Operations -------------------------------------------------------------------------------
 
 type Query {
@@ -1339,6 +1504,11 @@ type Query {
   alertChannels(first: Int, after: String): AlertChannelConnection!
   "By id or slug."
   alertChannel(ref: String!): AlertChannel
+  sequences(first: Int, after: String, enabled: Boolean, orderBy: ListOrder, search: String): SequenceConnection!
+  "By id or slug."
+  sequence(ref: String!): Sequence
+  "With wait (seconds, 1 to 60): answers once the sequence run is terminal, or as it is after that long."
+  sequenceRun(id: ID!, wait: Int): SequenceRun
   "Alerts raised by syncs, newest first; syncId is a sync id or slug."
   alerts(first: Int, after: String, status: AlertStatus, syncId: ID): AlertConnection!
   "The workspace's configuration as a declarative bundle (as GET /v1/export)."
@@ -1386,6 +1556,16 @@ type Mutation {
   revokeApiKey(id: ID!): DeletePayload!
   "Owner keys only."
   createWorkspace(input: CreateWorkspaceInput!): CreateWorkspacePayload!
+
+  createSequence(input: CreateSequenceInput!): Sequence!
+  updateSequence(ref: String!, input: UpdateSequenceInput!, expectedVersion: Int): Sequence!
+  "Replaces the sequence, or creates it when \`ref\` is a slug that does not exist."
+  replaceSequence(ref: String!, input: ReplaceSequenceInput!, expectedVersion: Int, "True: create only; fails with code already_exists when it exists." createOnly: Boolean = false): ReplaceSequencePayload!
+  deleteSequence(ref: String!, expectedVersion: Int): DeletePayload!
+  "Starts a sequence run (or returns the one queued or running)."
+  triggerSequenceRun(sequenceRef: String!): TriggerSequenceRunPayload!
+  "Later steps are skipped; the current step's run is cancelled when the sequence triggered it."
+  cancelSequenceRun(id: ID!): SequenceRun!
 
   triggerRun(syncRef: String!, fullResync: Boolean, dryRun: Boolean, allowDeletions: Boolean, callbackUrl: String): TriggerRunPayload!
   cancelRun(id: ID!): Run!

@@ -12,6 +12,7 @@ import { ConnectionCreate, ConnectionPatch, ConnectionPut, ConnectionView } from
 import { MappingCreate, MappingPatch, MappingSet, MappingView } from '../domain/mappings.ts';
 import { ModelCreate, ModelPatch, ModelPut, ModelView } from '../domain/models.ts';
 import { SyncCreate, SyncPatch, SyncPut, SyncView } from '../domain/syncs.ts';
+import { SequenceCreate, SequencePatch, SequencePut, SequenceRunView, SequenceView } from '../domain/sequences.ts';
 import { RunRecordView, RunTrigger, RunView } from '../domain/runs.ts';
 import { AppError } from '../errors.ts';
 import { bodyAjv, bodyTooDeep, jsonTooDeep, paramsAjv } from '../lib/validate.ts';
@@ -25,6 +26,7 @@ import { connectionRoutes } from './routes/connections.ts';
 import { oauthRoutes } from './routes/oauth.ts';
 import { healthRoutes, type Readiness } from './routes/health.ts';
 import { modelRoutes } from './routes/models.ts';
+import { sequenceRoutes } from './routes/sequences.ts';
 import { runRoutes } from './routes/runs.ts';
 import { syncRoutes } from './routes/syncs.ts';
 import { alertRoutes } from './routes/alerts.ts';
@@ -62,6 +64,11 @@ export const SHARED_SCHEMAS: TSchema[] = [
   RunTrigger,
   RunView,
   RunRecordView,
+  SequenceCreate,
+  SequencePatch,
+  SequencePut,
+  SequenceView,
+  SequenceRunView,
   WebhookEndpointCreate,
   WebhookEndpointPatch,
   WebhookEndpointPut,
@@ -240,6 +247,7 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
   modelRoutes(app, services);
   syncRoutes(app, services);
   runRoutes(app, services);
+  sequenceRoutes(app, services);
   webhookRoutes(app, services);
   alertRoutes(app, services);
   declarativeRoutes(app, services);

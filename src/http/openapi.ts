@@ -24,6 +24,7 @@ export const OPENAPI_TAGS = [
   { name: 'syncs', description: 'Model → destination object: mode, match key, schedule, delivery settings and alert rules.' },
   { name: 'mappings', description: "A sync's destination fields and where their values come from. Part of the sync's configuration: a change bumps the sync's version." },
   { name: 'runs', description: 'Executions of a sync, with their phases, counts and the outcome of every row.' },
+  { name: 'sequences', description: 'Syncs run one after another, on their own schedule or trigger, stopping or continuing on failure; and their runs.' },
   { name: 'webhooks', description: 'Standard Webhooks subscriptions to run and alert events, their deliveries, and the secret signing callbackUrl deliveries.' },
   { name: 'alerts', description: "Alert channels (Slack, PagerDuty, webhook) and the alerts raised by syncs' rules." },
   { name: 'declarative', description: 'Configuration as code: export a workspace as a bundle, plan a bundle against it, apply it (one transaction, If-Match on every write).' },

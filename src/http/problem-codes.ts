@@ -113,6 +113,7 @@ export const PROBLEM_CODES = [
   'secret_env_missing',
   'secret_env_refused',
   'secrets_required',
+  'sequence_disabled',
   'serialization_failure',
   'slug_mismatch',
   'slug_taken',

@@ -19,6 +19,8 @@ export const ID_PREFIXES = {
   webhookMessage: 'msg',
   runExchange: 'rex',
   audit: 'aud',
+  sequence: 'seq',
+  sequenceRun: 'seqrun',
 } as const;
 
 export type IdKind = keyof typeof ID_PREFIXES;
