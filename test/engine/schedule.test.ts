@@ -214,7 +214,7 @@ t.test('schedule.anchor: any timestamp with an offset, stored as UTC; others are
   t.equal(cron.status, 400, 'a cron schedule has no anchor');
   // GraphQL: the same field, through the same service.
   const query = `mutation($ref: String!, $anchor: String) {
-    updateSync(ref: $ref, input: { schedule: { type: interval, everySeconds: 600, anchor: $anchor } }) { schedule { ... on IntervalSchedule { everySeconds anchor } } } }`;
+    updateSync(ref: $ref, input: { schedule: { interval: { everySeconds: 600, anchor: $anchor } } }) { schedule { ... on IntervalSchedule { everySeconds anchor } } } }`;
   const gql = await h.request('POST', '/graphql', { body: { query, variables: { ref: syncId, anchor: '2026-03-01T08:00:00+02:00' } } });
   t.same(gql.body.data?.updateSync.schedule, { everySeconds: 600, anchor: '2026-03-01T06:00:00.000Z' }, 'GraphQL sets and shows the anchor');
   const gqlBad = await h.request('POST', '/graphql', { body: { query, variables: { ref: syncId, anchor: '2026-03-01T08:00:00' } } });
