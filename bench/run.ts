@@ -295,6 +295,8 @@ async function main(): Promise<void> {
     BACKHAUL_BOOTSTRAP_API_KEY: env.token,
     PORT: String(port),
     LOG_LEVEL: 'warn',
+    // BENCH_API_NODE_OPTIONS: e.g. --cpu-prof to profile the API.
+    ...(process.env.BENCH_API_NODE_OPTIONS ? { NODE_OPTIONS: process.env.BENCH_API_NODE_OPTIONS } : {}),
   });
   cleanups.push(() => stop(apiProc));
   const apiUrl = `http://127.0.0.1:${port}`;
