@@ -40,7 +40,7 @@ export interface StartOptions {
   sweepEveryMs?: number;
   /** Authenticated-key cache of the API (default: 2 s, 10,000 keys; ttlMs 0 turns it off). */
   apiKeyCache?: ApiKeyCacheOptions;
-  /** Cache of sync reads of the API (default: 2 s, 10,000 answers; ttlMs 0 turns it off). */
+  /** Cache of sync reads of the API (default: 2 s, 1,000 answers; ttlMs 0 turns it off). */
   readCache?: ReadCacheOptions;
   /**
    * Without the API (`backhaul worker`): serve GET /metrics, /healthz and /readyz on this port of

@@ -13,6 +13,10 @@ export interface ReadCacheOptions {
    * notification is lost (a dropped LISTEN connection). Default 2,000; 0 turns the cache off.
    */
   ttlMs?: number;
+  /**
+   * Entries kept at most (oldest evicted first). Default 1,000: a page of 50 syncs and its
+   * serialised answer weigh ~60 KB, so the cache stays under ~60 MB whatever callers ask.
+   */
   maxEntries?: number;
 }
 
@@ -41,7 +45,7 @@ export class ReadCache<V> {
 
   constructor(opts: ReadCacheOptions = {}) {
     this.ttlMs = opts.ttlMs ?? 2000;
-    this.maxEntries = Math.max(1, opts.maxEntries ?? 10_000);
+    this.maxEntries = Math.max(1, opts.maxEntries ?? 1000);
   }
 
   get(key: string): V | undefined {
