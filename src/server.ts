@@ -8,6 +8,7 @@ import { migrate, migrationsApplied } from './db/migrate.ts';
 import { bootstrap } from './domain/bootstrap.ts';
 import type { DomainHooks } from './domain/deps.ts';
 import { createServices, type Services } from './domain/services.ts';
+import type { ReadCacheOptions } from './domain/read-cache.ts';
 import type { ApiKeyCacheOptions } from './domain/api-keys.ts';
 import { buildApp, loggerOptions } from './http/app.ts';
 import { registerGraphql } from './graphql/index.ts';
@@ -37,8 +38,10 @@ export interface StartOptions {
   /** Stale-run sweep tuning. */
   staleAfterMs?: number;
   sweepEveryMs?: number;
-  /** Authenticated-key cache of the API (default: 30 s, 10,000 keys; ttlMs 0 turns it off). */
+  /** Authenticated-key cache of the API (default: 2 s, 10,000 keys; ttlMs 0 turns it off). */
   apiKeyCache?: ApiKeyCacheOptions;
+  /** Cache of sync reads of the API (default: 2 s, 1,000 answers; ttlMs 0 turns it off). */
+  readCache?: ReadCacheOptions;
   /**
    * Without the API (`backhaul worker`): serve GET /metrics, /healthz and /readyz on this port of
    * config.host (0: a free one, see Backhaul.metricsUrl). Unset: no listener.
@@ -172,6 +175,9 @@ export async function startBackhaul(opts: StartOptions): Promise<Backhaul> {
       // Key revocations from any instance reach this one's cache (see ApiKeyService.listen).
       const unlistenKeys = await services.apiKeys.listen(opts.apiKeyCache);
       closers.push(unlistenKeys);
+      // Changes of syncs (and of their references' slugs) from any instance empty this one's
+      // cache of sync reads (see ReadCache).
+      closers.push(await services.syncs.reads.listen(database.sql, opts.readCache));
       app = await buildApp({
         config,
         services,

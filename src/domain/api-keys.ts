@@ -106,7 +106,7 @@ export class ApiKeyService {
   /** Bumped by every invalidation: a lookup that raced with one is not cached. */
   private generation = 0;
   private listening = false;
-  private ttlMs = 30_000;
+  private ttlMs = 2_000;
   private maxEntries = 10_000;
   private byHash?: ReturnType<ApiKeyService['prepareByHash']>;
 

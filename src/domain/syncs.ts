@@ -15,6 +15,7 @@ import type { SequenceService } from './sequences.ts';
 import type { ServiceDeps } from './deps.ts';
 import { checkRefSlugs, getByRef, getReferenced, idOfRef, prepareSelect, putBySlug, slugsOf, type Prepared, type PutOptions } from './refs.ts';
 import { acceptingReadOnly, readOnlyFields } from './read-only.ts';
+import { ReadCache } from './read-cache.ts';
 import { listOrdered, type ListOptions } from './list.ts';
 import { withoutDefaults } from './defaults.ts';
 import { MappingItem, type MappingService } from './mappings.ts';
@@ -284,9 +285,22 @@ export class SyncService {
     return this.deps.database.db;
   }
 
+  /**
+   * Answers of get and list, per workspace (see ReadCache: emptied by every write, on this
+   * instance before the write's answer, on the others by NOTIFY). Shared: never mutate them.
+   */
+  readonly reads = new ReadCache<SyncOutT | Page<SyncOutT>>();
+
   /** Filters take ids or slugs (an unknown one matches nothing). */
   async list(actor: Actor, params: ListOptions & { modelId?: string; destinationId?: string; enabled?: boolean } = {}): Promise<Page<SyncOutT>> {
-    return this.listStored(actor, params, true) as Promise<Page<SyncOutT>>;
+    requireScope(actor, 'read');
+    const key = `${actor.workspaceId}\0list\0${JSON.stringify(params)}`;
+    const hit = this.reads.get(key);
+    if (hit) return hit as Page<SyncOutT>;
+    const generation = this.reads.mark();
+    const page = (await this.listStored(actor, params, true)) as Page<SyncOutT>;
+    this.reads.set(key, page, generation);
+    return page;
   }
 
   /** list; with `slugs`, each sync with its references' slugs (joined in the same statement). */
@@ -310,11 +324,17 @@ export class SyncService {
 
   async get(actor: Actor, ref: string): Promise<SyncOutT> {
     requireScope(actor, 'read');
+    const key = `${actor.workspaceId}\0one\0${ref}`;
+    const hit = this.reads.get(key);
+    if (hit) return hit as SyncOutT;
+    const generation = this.reads.mark();
     // One statement: the sync and its references' slugs (a GET is the hottest read of the API).
     const rows = await this.getStatement(ref.includes('_')).execute({ workspaceId: actor.workspaceId, ref });
     const row = rows[0] as (Row & RefSlugs) | undefined;
     if (!row) throw new NotFoundError('sync', ref);
-    return { ...syncView(row), modelSlug: row.modelSlug, destinationSlug: row.destinationSlug };
+    const out = { ...syncView(row), modelSlug: row.modelSlug, destinationSlug: row.destinationSlug };
+    this.reads.set(key, out, generation);
+    return out;
   }
 
   private readonly getStatements: Prepared[] = [];

@@ -1,16 +1,18 @@
-import type { Sql } from '../db/client.ts';
+import postgres from 'postgres';
+import { isConnectionError, type Sql } from '../db/client.ts';
 import { ConnectorError } from '../errors.ts';
 import type { RowOutcome } from './batch.ts';
 import { STAGING_SCHEMA, stagingNames } from './staging.ts';
 import type { RunCounts } from './status.ts';
 
-// Checkpointing: one transaction for one or more acknowledged batches — snapshot, run records
-// (which also mark the plan operations done), counts. Never called twice at once for a run.
+// Checkpointing: one statement (hence one transaction and one round trip) for one or more
+// acknowledged batches — snapshot, run records (which also mark the plan operations done),
+// counts. Never called twice at once for a run.
 //
-// Fencing: the transaction first locks the run row WHERE its attempts still equal this
-// execution's lease and the sync still has the snapshot version the plan was built against. An
-// execution that lost its run (another worker took it over) or whose sync was re-pointed
-// writes nothing and stops (LeaseLostError / sync_repointed).
+// Fencing: the statement locks the run row WHERE its attempts still equal this execution's lease
+// and checks that the sync still has the snapshot version the plan was built against. An
+// execution that lost its run (another worker took it over) or whose sync was re-pointed writes
+// nothing (the statement raises and rolls back) and stops (LeaseLostError / sync_repointed).
 //
 // The commit does not wait for the WAL flush (synchronous_commit off, this transaction only):
 // a checkpoint lost to a crash of PostgreSQL itself loses the unlogged plan with it, and the run
@@ -28,8 +30,8 @@ export class LeaseLostError extends Error {
   }
 }
 
-/** Thrown inside the transaction to roll it back: an earlier attempt of this checkpoint committed. */
-class AlreadyCheckpointed extends Error {}
+/** The prefix of the error a checkpoint raises to roll itself back, followed by the reason. */
+const REFUSED = 'backhaul checkpoint refused: ';
 
 export interface CheckpointInput {
   sql: Sql;
@@ -96,67 +98,84 @@ export async function checkpoint(c: CheckpointInput): Promise<void> {
             attempts = run_records.attempts + excluded.attempts, batch = excluded.batch, record_id = excluded.record_id,
             redelivered = run_records.redelivered or excluded.redelivered`;
   const batches = c.group.map((g) => g.batch);
+  // One statement, hence one transaction and one round trip (data-modifying CTEs, all run to
+  // completion on one snapshot). Its last part checks the fence and the registrations; when
+  // one fails, a cast of the reason to an integer raises and everything rolls back.
+  const writes: ReturnType<Sql>[] = [];
+  // New records (the plan found no snapshot entry for their match key; only this run writes the sync's snapshot).
+  if (okNew.seqs.length) {
+    writes.push(sql`
+      insert into sync_snapshots (sync_id, match_key, primary_key, hash, match_value, record_id, updated_at)
+      select ${run.syncId}, pl.mkey, pl.pk, pl.hash, pl.match::jsonb, coalesce(u.id, pl.record_id), now()
+      from unnest(${okNew.seqs}::bigint[], ${okNew.ids as string[]}::text[]) as u(seq, id) join ${p} pl on pl.seq = u.seq`);
+  }
+  if (okWrites.seqs.length) {
+    writes.push(sql`
+      insert into sync_snapshots (sync_id, match_key, primary_key, hash, match_value, record_id, updated_at)
+      select ${run.syncId}, pl.mkey, pl.pk, pl.hash, pl.match::jsonb, coalesce(u.id, pl.record_id), now()
+      from unnest(${okWrites.seqs}::bigint[], ${okWrites.ids as string[]}::text[]) as u(seq, id) join ${p} pl on pl.seq = u.seq
+      on conflict (sync_id, match_key) do update
+        set primary_key = excluded.primary_key, hash = excluded.hash, match_value = excluded.match_value,
+            record_id = coalesce(excluded.record_id, sync_snapshots.record_id), updated_at = now()`);
+  }
+  if (okDeletes.length) {
+    writes.push(sql`
+      delete from sync_snapshots n using ${p} pl
+      where pl.seq = any(${okDeletes}::bigint[]) and n.sync_id = ${run.syncId} and n.match_key = pl.mkey`);
+  }
+  if (ok.seqs.length) {
+    writes.push(sql`
+      insert into run_records (run_id, workspace_id, sync_id, primary_key, operation, status, attempts, batch, record_id, redelivered)
+      select ${run.id}, ${run.workspaceId}, ${run.syncId}, pl.pk, pl.op, 'succeeded', u.attempts, u.batch, coalesce(u.id, pl.record_id), u.again <> 0
+      from unnest(${ok.seqs}::bigint[], ${ok.attempts}::int[], ${ok.batches}::int[], ${ok.ids as string[]}::text[], ${ok.again}::int[])
+           as u(seq, attempts, batch, id, again)
+      join ${p} pl on pl.seq = u.seq
+      ${onConflict}`);
+  }
+  if (bad.pks.length) {
+    writes.push(sql`
+      insert into run_records (run_id, workspace_id, sync_id, primary_key, operation, status, error_code, error_message, attempts, batch, redelivered)
+      select ${run.id}, ${run.workspaceId}, ${run.syncId}, r.pk, r.op, 'rejected', r.code, r.message, r.attempts, r.batch, r.again <> 0
+      from unnest(${bad.pks}::text[], ${bad.ops}::text[], ${bad.codes as string[]}::text[], ${bad.messages as string[]}::text[],
+                  ${bad.attempts}::int[], ${bad.batches}::int[], ${bad.again}::int[]) as r(pk, op, code, message, attempts, batch, again)
+      ${onConflict}`);
+  }
+  const ctes = writes.map((w, i) => sql`, ${sql(`w${i}`)} as (${w})`);
   try {
-    await sql.begin(async (tx) => {
-      await tx`set local synchronous_commit = off`;
-      // The fence, and the counts (the row lock also orders this against a competing execution).
-      const fence = await tx<{ v: number | null }[]>`
-        update runs r set counts = ${JSON.stringify(counts)}::jsonb, heartbeat_at = now()
+    await sql`
+      with async as (select set_config('synchronous_commit', 'off', true)),
+      -- The fence, and the counts (the row lock also orders this against a competing execution).
+      fence as (
+        update runs r set counts = ${JSON.stringify(counts)}::jsonb, heartbeat_at = now() from async
         where r.id = ${run.id} and r.attempts = ${c.lease}
-        returning (select s.snapshot_version from syncs s where s.id = r.sync_id) as v`;
-      if (!fence.length) throw new LeaseLostError(run.id);
-      if (fence[0].v !== c.snapshotVersion) {
-        throw new ConnectorError('sync_repointed', "The sync's destination, object, match key or mode changed during the run; what was sent before the change is not recorded in the new snapshot.", {
-          classification: 'fatal',
-          hint: 'The next run writes every row to the new place.',
-        });
-      }
-      // The batches' registrations go with their outcomes. None left: an earlier attempt of this
-      // checkpoint committed and only its answer was lost (the connection dropped).
-      const sent = await tx`delete from run_inflight where run_id = ${run.id} and lease = ${c.lease} and batch = any(${batches}::int[])`;
-      if (sent.count === 0) throw new AlreadyCheckpointed();
-      if (sent.count !== batches.length) throw new Error(`checkpoint of run ${run.id}: ${sent.count} of ${batches.length} batches were registered as sent`);
-      // New records (the plan found no snapshot entry for their match key; only this run writes the sync's snapshot).
-      if (okNew.seqs.length) {
-        await tx`
-          insert into sync_snapshots (sync_id, match_key, primary_key, hash, match_value, record_id, updated_at)
-          select ${run.syncId}, pl.mkey, pl.pk, pl.hash, pl.match::jsonb, coalesce(u.id, pl.record_id), now()
-          from unnest(${okNew.seqs}::bigint[], ${okNew.ids as string[]}::text[]) as u(seq, id) join ${p} pl on pl.seq = u.seq`;
-      }
-      if (okWrites.seqs.length) {
-        await tx`
-          insert into sync_snapshots (sync_id, match_key, primary_key, hash, match_value, record_id, updated_at)
-          select ${run.syncId}, pl.mkey, pl.pk, pl.hash, pl.match::jsonb, coalesce(u.id, pl.record_id), now()
-          from unnest(${okWrites.seqs}::bigint[], ${okWrites.ids as string[]}::text[]) as u(seq, id) join ${p} pl on pl.seq = u.seq
-          on conflict (sync_id, match_key) do update
-            set primary_key = excluded.primary_key, hash = excluded.hash, match_value = excluded.match_value,
-                record_id = coalesce(excluded.record_id, sync_snapshots.record_id), updated_at = now()`;
-      }
-      if (okDeletes.length) {
-        await tx`
-          delete from sync_snapshots n using ${p} pl
-          where pl.seq = any(${okDeletes}::bigint[]) and n.sync_id = ${run.syncId} and n.match_key = pl.mkey`;
-      }
-      if (ok.seqs.length) {
-        await tx`
-          insert into run_records (run_id, workspace_id, sync_id, primary_key, operation, status, attempts, batch, record_id, redelivered)
-          select ${run.id}, ${run.workspaceId}, ${run.syncId}, pl.pk, pl.op, 'succeeded', u.attempts, u.batch, coalesce(u.id, pl.record_id), u.again <> 0
-          from unnest(${ok.seqs}::bigint[], ${ok.attempts}::int[], ${ok.batches}::int[], ${ok.ids as string[]}::text[], ${ok.again}::int[])
-               as u(seq, attempts, batch, id, again)
-          join ${p} pl on pl.seq = u.seq
-          ${onConflict}`;
-      }
-      if (bad.pks.length) {
-        await tx`
-          insert into run_records (run_id, workspace_id, sync_id, primary_key, operation, status, error_code, error_message, attempts, batch, redelivered)
-          select ${run.id}, ${run.workspaceId}, ${run.syncId}, r.pk, r.op, 'rejected', r.code, r.message, r.attempts, r.batch, r.again <> 0
-          from unnest(${bad.pks}::text[], ${bad.ops}::text[], ${bad.codes as string[]}::text[], ${bad.messages as string[]}::text[],
-                      ${bad.attempts}::int[], ${bad.batches}::int[], ${bad.again}::int[]) as r(pk, op, code, message, attempts, batch, again)
-          ${onConflict}`;
-      }
-    });
+        returning (select s.snapshot_version from syncs s where s.id = r.sync_id) as v),
+      -- The batches' registrations go with their outcomes. None left: an earlier attempt of this
+      -- checkpoint committed and only its answer was lost (the connection dropped).
+      sent as (delete from run_inflight where run_id = ${run.id} and lease = ${c.lease} and batch = any(${batches}::int[]) returning 1)
+      ${ctes}
+      select case when o.outcome = 'ok' then 0 else (${REFUSED} || o.outcome)::int end as refused from (
+        select case when not exists (select 1 from fence) then 'lease_lost'
+                    when (select v from fence) is distinct from ${c.snapshotVersion}::int then 'sync_repointed'
+                    when (select count(*) from sent) = 0 then 'already_checkpointed'
+                    when (select count(*) from sent) <> ${batches.length} then 'unregistered'
+                    else 'ok' end as outcome) o`;
   } catch (e) {
-    if (!(e instanceof AlreadyCheckpointed)) throw e;
+    if (!(e instanceof postgres.PostgresError) || isConnectionError(e)) throw e;
+    const reason = e.message.includes(REFUSED) ? e.message.slice(e.message.indexOf(REFUSED) + REFUSED.length).replace(/\W+$/, '') : undefined;
+    // A statement refused for another reason (a record an earlier attempt or a takeover wrote)
+    // may hide a lost lease: that answer comes first.
+    if (reason === 'lease_lost' || reason === undefined) {
+      const [cur] = await sql<{ attempts: number }[]>`select attempts from runs where id = ${run.id}`;
+      if (!cur || cur.attempts !== c.lease) throw new LeaseLostError(run.id);
+    }
+    if (reason === 'sync_repointed') {
+      throw new ConnectorError('sync_repointed', "The sync's destination, object, match key or mode changed during the run; what was sent before the change is not recorded in the new snapshot.", {
+        classification: 'fatal',
+        hint: 'The next run writes every row to the new place.',
+      });
+    }
+    if (reason === 'unregistered') throw new Error(`checkpoint of run ${run.id}: some of its ${batches.length} batches were not registered as sent`);
+    if (reason !== 'already_checkpointed') throw e;
   }
   // Counts change only once the transaction committed.
   Object.assign(c.counts, counts);
@@ -169,9 +188,15 @@ export async function checkpoint(c: CheckpointInput): Promise<void> {
  * this execution sees it lost the run and sends nothing (LeaseLostError). Safe to repeat.
  */
 export async function registerInflight(sql: Sql, runId: string, lease: number, batch: number, primaryKeys: string[]): Promise<void> {
+  // Committed without waiting for the WAL flush, like the checkpoints (set_config is local to this
+  // statement's transaction): a killed worker loses nothing, the server has the commit. Only a
+  // crash of PostgreSQL itself within the WAL writer's delay (under a second) can lose it, and
+  // that crash loses the unlogged plan too: the run re-plans and re-sends what it cannot prove
+  // was delivered.
   const rows = await sql`
+    with async as (select set_config('synchronous_commit', 'off', true))
     insert into run_inflight (run_id, lease, batch, primary_keys)
-    select r.id, ${lease}, ${batch}, ${primaryKeys}::text[] from runs r where r.id = ${runId} and r.attempts = ${lease} for share
+    select r.id, ${lease}, ${batch}, ${primaryKeys}::text[] from runs r, async where r.id = ${runId} and r.attempts = ${lease} for share of r
     on conflict do nothing
     returning 1`;
   if (rows.length) return;

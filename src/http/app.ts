@@ -161,6 +161,18 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     done(null, payload);
   });
 
+  // Every request that may write (any method but GET/HEAD/OPTIONS; GraphQL's POST too) empties
+  // the cache of sync reads before its answer leaves, so a client always reads its own writes on
+  // this instance (other instances follow by NOTIFY; see ReadCache). Reads pay nothing for it.
+  const clearReads: (req: unknown, reply: unknown, payload: unknown, done: (err: null, payload: unknown) => void) => void = (_req, _reply, payload, done) => {
+    services.syncs.reads.clear();
+    done(null, payload);
+  };
+  app.addHook('onRoute', (route) => {
+    if ([route.method].flat().every((m) => m === 'GET' || m === 'HEAD' || m === 'OPTIONS')) return;
+    route.onSend = [...[route.onSend ?? []].flat(), clearReads] as never;
+  });
+
   // A POST without a body (or with an empty one) is validated as `{}`: actions take an optional
   // body, and a create that needs one is told which fields are required.
   app.addHook('onRoute', (route) => {

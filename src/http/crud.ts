@@ -39,6 +39,21 @@ export function sendResource<V extends { id: string; version: number }>(reply: F
   return reply.code(status).send(value);
 }
 
+/**
+ * Answers of GET routes serialised once per value: a value the service answers again from its
+ * read cache (the same object, see ReadCache) is not serialised again. Keyed weakly, so an
+ * entry lives as long as the value does. Serialised by the route's response schema.
+ */
+const serialized = new WeakMap<object, string>();
+function sendRead(reply: FastifyReply, value: object) {
+  let body = serialized.get(value);
+  if (body === undefined) {
+    body = reply.serialize(value) as string;
+    serialized.set(value, body);
+  }
+  return reply.type('application/json; charset=utf-8').send(body);
+}
+
 export function registerCrud<V extends { id: string; version: number }>(app: FastifyInstance, o: CrudOptions, h: CrudHandlers<V>): void {
   const one = { 200: ref(o.view), ...problems };
   const writeQuery: TObject = Type.Object(o.writeQuery ?? {});
@@ -46,7 +61,7 @@ export function registerCrud<V extends { id: string; version: number }>(app: Fas
 
   app.get(o.path, {
     schema: { operationId: `list${o.op.many}`, tags, summary: `List ${o.noun}s`, querystring: Type.Object({ ...PageQuery, ...(o.listFilters ?? {}) }), response: { 200: pageOf(o.view), ...problems } },
-    handler: async (req) => h.list(actorOf(req), req.query as Record<string, unknown>),
+    handler: async (req, reply) => sendRead(reply, await h.list(actorOf(req), req.query as Record<string, unknown>)),
   });
 
   app.post(o.path, {
@@ -59,7 +74,11 @@ export function registerCrud<V extends { id: string; version: number }>(app: Fas
 
   app.get(`${o.path}/:ref`, {
     schema: { operationId: `get${o.op.one}`, tags, summary: `Get a ${o.noun} by id or slug`, params: RefParams, response: one },
-    handler: async (req, reply) => sendResource(reply, await h.get(actorOf(req), (req.params as { ref: string }).ref)),
+    handler: async (req, reply) => {
+      const v = await h.get(actorOf(req), (req.params as { ref: string }).ref);
+      reply.header('etag', etag(v.version));
+      return sendRead(reply, v);
+    },
   });
 
   app.patch(`${o.path}/:ref`, {
