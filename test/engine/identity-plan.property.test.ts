@@ -48,6 +48,7 @@ import { setupSync } from '../helpers/sync-setup.ts';
 // PROPERTY_SEED=<seed> PROPERTY_PATH=<path>).
 
 const RUNS = Number(process.env.PROPERTY_RUNS ?? 1000);
+
 const LANES = Math.max(1, Number(process.env.PROPERTY_LANES ?? 2));
 const SEED = process.env.PROPERTY_SEED !== undefined ? Number(process.env.PROPERTY_SEED) : Date.now() ^ (Math.random() * 2 ** 31);
 const PATH = process.env.PROPERTY_PATH;
@@ -55,10 +56,16 @@ const PATH = process.env.PROPERTY_PATH;
 // ---- Generated inputs -----------------------------------------------------------------------
 
 const LOCALS = ['ada', 'alan', 'grace', 'edsger', 'barbara'];
-/** Spellings of one email: as is, upper/mixed case, surrounded by spaces; and blank ones. */
-const VARIANTS = (l: string): (string | null)[] => [`${l}@example.com`, `${l.toUpperCase()}@Example.COM`, ` ${l}@example.com `, `${l[0].toUpperCase()}${l.slice(1)}@EXAMPLE.com`];
-const BLANKS: (string | null)[] = [null, '', '   '];
-const spelling = (e: number, v: number): string | null => (e < LOCALS.length ? VARIANTS(LOCALS[e])[v % 4] : BLANKS[v % 3]);
+/**
+ * Spellings of one email of group g: as is, upper/mixed case, surrounded by spaces (one record
+ * for a case-insensitive destination, four for an exact one); one index past LOCALS is blank.
+ */
+function spelling(g: number, e: number, v: number): string | null {
+  if (e >= LOCALS.length) return [null, '', '   '][v % 3];
+  const l = LOCALS[e];
+  return [`${l}@g${g}.example.com`, `${l.toUpperCase()}@G${g}.Example.COM`, ` ${l}@g${g}.example.com `, `${l[0].toUpperCase()}${l.slice(1)}@g${g}.EXAMPLE.com`][v % 4];
+}
+const localOf = (email: string | null | undefined): number => LOCALS.indexOf(email?.trim().toLowerCase().split('@')[0] ?? '');
 
 type Op =
   | { k: 'insert'; pk: number; e: number; v: number }
@@ -70,105 +77,108 @@ type Op =
   | { k: 'rename'; pk: number }
   | { k: 'empty' };
 
+/** One sequence: the history of one group of rows (primary keys g1..g7, emails @g<g>…). */
+interface History {
+  /** Records someone else made in the destination before the first run. */
+  foreign: { e: number; v: number }[];
+  steps: { ops: Op[]; foreign: { e: number; v: number } | null }[];
+}
 interface Trigger {
   allowDeletions: boolean;
   fullResync: boolean;
 }
-interface Step {
-  ops: Op[];
+/** One run's trigger and destination faults; `collapse`: the model returns 0 rows (every group emptied). */
+interface RunSpec {
   trigger: Trigger;
   faults: DestFaults;
-  /** Someone else creates a record in the destination before the run. */
-  foreign: { e: number; v: number } | null;
+  collapse: boolean;
 }
-interface Sequence {
+/** Histories side by side in one sync, and what each step's run is given. */
+interface Case {
   mode: SyncModeT;
   equality: Equality;
   batchSize: number;
   concurrency: number;
   thresholds: ChangeThresholdsT;
-  foreign: { e: number; v: number }[];
-  steps: Step[];
+  histories: History[];
+  runs: RunSpec[];
 }
 
+const GROUPS = 8;
+const CASES = Math.max(1, Math.ceil(RUNS / GROUPS));
+const STEPS = 5;
 const pkArb = fc.integer({ min: 1, max: 7 });
 // One index past LOCALS draws a blank value.
-const emailArb = fc.record({ e: fc.oneof({ weight: 9, arbitrary: fc.nat(LOCALS.length - 1) }, { weight: 1, arbitrary: fc.constant(LOCALS.length) }), v: fc.nat(3) });
+const eArb = fc.oneof({ weight: 9, arbitrary: fc.nat(LOCALS.length - 1) }, { weight: 1, arbitrary: fc.constant(LOCALS.length) });
+const emailArb = fc.record({ e: eArb, v: fc.nat(3) });
 const opArb: fc.Arbitrary<Op> = fc.oneof(
-  { weight: 6, arbitrary: fc.record({ k: fc.constant('insert' as const), pk: pkArb, e: emailArb.map((x) => x.e), v: fc.nat(3) }) },
+  { weight: 6, arbitrary: fc.record({ k: fc.constant('insert' as const), pk: pkArb, e: eArb, v: fc.nat(3) }) },
   { weight: 2, arbitrary: fc.record({ k: fc.constant('delete' as const), pk: pkArb }) },
   { weight: 2, arbitrary: fc.record({ k: fc.constant('rekey' as const), pk: pkArb, to: pkArb }) },
-  { weight: 2, arbitrary: fc.record({ k: fc.constant('move' as const), pk: pkArb, e: emailArb.map((x) => x.e), v: fc.nat(3) }) },
+  { weight: 2, arbitrary: fc.record({ k: fc.constant('move' as const), pk: pkArb, e: eArb, v: fc.nat(3) }) },
   { weight: 2, arbitrary: fc.record({ k: fc.constant('respell' as const), pk: pkArb, v: fc.nat(3) }) },
   { weight: 2, arbitrary: fc.record({ k: fc.constant('claim' as const), pk: pkArb, from: pkArb, v: fc.nat(3) }) },
   { weight: 2, arbitrary: fc.record({ k: fc.constant('rename' as const), pk: pkArb }) },
   { weight: 1, arbitrary: fc.constant({ k: 'empty' as const }) },
 );
 const rare = <T>(arb: fc.Arbitrary<T>, none: T, weight = 4) => fc.oneof({ weight, arbitrary: fc.constant(none) }, { weight: 1, arbitrary: arb });
-const faultsArb: fc.Arbitrary<DestFaults> = rare(
-  fc.record({
-    seed: fc.nat(),
-    reject: fc.subarray(LOCALS, { maxLength: 2 }),
-    flaky: fc.boolean(),
-    downAfter: fc.option(fc.nat(3), { freq: 3 }),
-  }),
-  NO_FAULTS,
-  3,
-);
-const stepArb: fc.Arbitrary<Step> = fc.record({
-  ops: fc.array(opArb, { minLength: 0, maxLength: 3 }),
-  trigger: fc.record({ allowDeletions: rare(fc.constant(true), false), fullResync: rare(fc.constant(true), false, 9) }),
-  faults: faultsArb,
-  foreign: rare(emailArb, null, 6),
+const historyArb: fc.Arbitrary<History> = fc.record({
+  foreign: fc.array(emailArb, { maxLength: 2 }),
+  steps: fc.array(fc.record({ ops: fc.array(opArb, { maxLength: 3 }), foreign: rare(emailArb, null, 6) }), { minLength: 1, maxLength: STEPS }),
 });
-const seqArb: fc.Arbitrary<Sequence> = fc.record({
+const runArb: fc.Arbitrary<RunSpec> = fc.record({
+  trigger: fc.record({ allowDeletions: rare(fc.constant(true), false), fullResync: rare(fc.constant(true), false, 9) }),
+  faults: rare(fc.record({ seed: fc.nat(), reject: fc.subarray(LOCALS, { maxLength: 2 }), flaky: fc.boolean(), downAfter: fc.option(fc.nat(6), { freq: 3 }) }), NO_FAULTS, 3),
+  collapse: rare(fc.constant(true), false, 19),
+});
+const caseArb: fc.Arbitrary<Case> = fc.record({
   mode: fc.constantFrom<SyncModeT>('mirror', 'mirror', 'upsert', 'update'),
   equality: fc.oneof({ weight: 4, arbitrary: fc.constant<Equality>('case_insensitive') }, { weight: 1, arbitrary: fc.constant<Equality>('exact') }),
-  batchSize: fc.integer({ min: 1, max: 4 }),
+  batchSize: fc.integer({ min: 1, max: 8 }),
   concurrency: fc.integer({ min: 1, max: 3 }),
   thresholds: fc.record({
-    maxDeletes: rare(fc.nat(2), null),
+    maxDeletes: rare(fc.nat(6), null),
     maxDeletePercent: rare(fc.integer({ min: 0, max: 100 }), null),
-    maxChanges: rare(fc.nat(4), null),
+    maxChanges: rare(fc.nat(16), null),
     maxChangePercent: rare(fc.integer({ min: 0, max: 200 }), null),
     allowEmptyModel: rare(fc.constant(true), false),
   }),
-  foreign: fc.array(emailArb, { maxLength: 2 }),
-  steps: fc.array(stepArb, { minLength: 1, maxLength: 5 }),
+  histories: fc.array(historyArb, { minLength: GROUPS, maxLength: GROUPS }),
+  runs: fc.array(runArb, { minLength: STEPS, maxLength: STEPS }),
 });
 
 type Rows = Map<number, PersonRow>;
 
-function applyOp(rows: Rows, op: Op, name: () => string): void {
-  const r = op.k === 'empty' ? undefined : rows.get(op.pk);
+/** Applies one op of group g's history (its primary keys are g*10+1 … g*10+7). */
+function applyOp(rows: Rows, g: number, op: Op, name: () => string): void {
+  const at = (pk: number) => g * 10 + pk;
+  const r = op.k === 'empty' ? undefined : rows.get(at(op.pk));
   switch (op.k) {
     case 'insert':
-      if (!r) rows.set(op.pk, { email: spelling(op.e, op.v), name: name() });
+      if (!r) rows.set(at(op.pk), { email: spelling(g, op.e, op.v), name: name() });
       break;
     case 'delete':
-      rows.delete(op.pk);
+      rows.delete(at(op.pk));
       break;
     case 'rekey':
-      if (r && !rows.has(op.to)) (rows.delete(op.pk), rows.set(op.to, r));
+      if (r && !rows.has(at(op.to))) (rows.delete(at(op.pk)), rows.set(at(op.to), r));
       break;
     case 'move':
-      if (r) r.email = spelling(op.e, op.v);
+      if (r) r.email = spelling(g, op.e, op.v);
       break;
-    case 'respell': {
-      const l = r?.email?.trim().toLowerCase().split('@')[0];
-      if (r && l && LOCALS.includes(l)) r.email = spelling(LOCALS.indexOf(l), op.v);
+    case 'respell':
+      if (r && localOf(r.email) >= 0) r.email = spelling(g, localOf(r.email), op.v);
       break;
-    }
     case 'claim': {
-      const l = rows.get(op.from)?.email?.trim().toLowerCase().split('@')[0];
-      if (r && l && LOCALS.includes(l)) r.email = spelling(LOCALS.indexOf(l), op.v);
+      const from = rows.get(at(op.from));
+      if (r && localOf(from?.email) >= 0) r.email = spelling(g, localOf(from!.email), op.v);
       break;
     }
     case 'rename':
       if (r) r.name = name();
       break;
     case 'empty':
-      rows.clear();
+      for (const pk of [...rows.keys()]) if (Math.floor(pk / 10) === g) rows.delete(pk);
       break;
   }
 }
@@ -273,11 +283,14 @@ t.test('destination identity holds through the engine\'s plan and checkpoints ov
   let runNo = 0;
   let totalRuns = 0;
   let totalSteps = 0;
+  let sequences = 0;
+  // What the runs exercised (printed at the end, so a generator that stops reaching a case shows).
+  const seen = { insert: 0, update: 0, delete: 0, deferredDelete: 0, shared: 0, blank: 0, deletion_guard: 0, change_guard: 0, wentDown: 0, rejected: 0, settled: 0, unsettled: 0, resent: 0 };
   const started = Date.now();
 
   // Each lane has a sync of its own (its snapshot); mode, delivery and thresholds are the
   // sequence's, given to the phases directly. (Made one after the other: they share a schema.)
-  const fixtures = [];
+  const fixtures: Awaited<ReturnType<typeof setupSync>>[] = [];
   for (let i = 0; i < LANES; i++) fixtures.push(await setupSync(t, h, 'http://127.0.0.1:9/', { slug: `lane${i}` }));
 
   async function lane(i: number): Promise<void> {
@@ -286,12 +299,13 @@ t.test('destination identity holds through the engine\'s plan and checkpoints ov
     const base = syncView(await h.bh.services.syncs.row(h.bh.database.db, s.workspace_id, fx.syncId));
     const run0 = { workspaceId: s.workspace_id, syncId: fx.syncId };
 
-    const property = fc.asyncProperty(seqArb, async (seq) => {
+    const property = fc.asyncProperty(caseArb, async (seq) => {
+      sequences += seq.histories.length;
       await sql`delete from sync_snapshots where sync_id = ${fx.syncId}`;
       await sql`delete from runs where sync_id = ${fx.syncId}`;
       const dest = new MemoryDestination(seq.equality);
-      for (const f of seq.foreign) {
-        const e = spelling(f.e, f.v);
+      for (const [g, f] of seq.histories.flatMap((hs, g) => hs.foreign.map((f) => [g, f] as const))) {
+        const e = spelling(g, f.e, f.v);
         if (e) dest.addForeign(e, 'someone else');
       }
       const sync: SyncViewT = { ...base, mode: seq.mode, delivery: { batchSize: seq.batchSize, concurrency: seq.concurrency, maxRequestsPerSecond: null, maxRetries: 30 }, changeThresholds: seq.thresholds };
@@ -299,7 +313,7 @@ t.test('destination identity holds through the engine\'s plan and checkpoints ov
       const known: Known = new Map();
       let names = 0;
       const eq = seq.equality;
-      const ctx = (what: string) => `${what}\n  sequence ${show(seq)}\n  rows ${show(rows)}\n  known ${show(known)}\n  destination ${show(destState(dest))}`;
+      const ctx = (what: string) => `${what}\n  case ${show(seq)}\n  rows ${show(rows)}\n  known ${show(known)}\n  destination ${show(destState(dest))}`;
       const fail = (what: string): never => {
         throw new Error(ctx(what));
       };
@@ -391,6 +405,9 @@ t.test('destination identity holds through the engine\'s plan and checkpoints ov
         } finally {
           await dropRunTables(sql, id);
         }
+        for (const op of ['insert', 'update', 'delete'] as const) seen[op] += exp.counts[op];
+        seen.deferredDelete += [...exp.deletes.values()].reduce((n, ks) => n + ks.length - 1, 0);
+        for (const v of exp.invalid.values()) seen[v.code === 'duplicate_match_value' ? 'shared' : 'blank']++;
         const blocked = error !== undefined && ['deletion_guard', 'change_guard'].includes((error as { code: string }).code);
         if (error && !blocked && !dest.wentDown) fail(`run failed: ${String((error as Error).stack ?? error)}`);
         if (dest.violations.length) fail(dest.violations.join('; '));
@@ -422,13 +439,17 @@ t.test('destination identity holds through the engine\'s plan and checkpoints ov
         const after = destState(dest);
         if (blocked) {
           if (dest.requests > 0 || !sameState(before, after)) fail(`a run stopped by ${(error as { code: string }).code} sent ${dest.requests} requests`);
+          seen[(error as { code: 'deletion_guard' | 'change_guard' }).code]++;
           return { blocked: true, failed: false };
         }
         const want: DestState = new Map(before);
         for (const [pk, op] of exp.writes) {
           const r = rows.get(pk)!;
           const k = destKey(r.email, eq)!;
-          if (faults.reject.includes(k.trim().toLowerCase().split('@')[0])) continue;
+          if (faults.reject.includes(k.trim().toLowerCase().split('@')[0])) {
+            seen.rejected++;
+            continue;
+          }
           if (op === 'update' && seq.mode === 'update' && !before.has(k)) continue; // refused: not_found
           want.set(k, { email: r.email!, name: r.name });
         }
@@ -441,6 +462,7 @@ t.test('destination identity holds through the engine\'s plan and checkpoints ov
             const [a, b, w] = [after.get(k), before.get(k), want.get(k)];
             if (show(a) !== show(b) && show(a) !== show(w)) fail(`after a failed run ${k} is ${show(a)}: neither as before (${show(b)}) nor as planned (${show(w)})`);
           }
+          seen.wentDown++;
           return { blocked: false, failed: true };
         }
         if (!sameState(want, after)) fail(`destination ${show(after)}; the plan applied to ${show(before)} gives ${show(want)}`);
@@ -454,22 +476,31 @@ t.test('destination identity holds through the engine\'s plan and checkpoints ov
         return e.writes.size - doomed + e.deletes.size;
       };
 
-      for (const step of seq.steps) {
+      const steps = Math.max(...seq.histories.map((hs) => hs.steps.length));
+      for (let n = 0; n < steps; n++) {
         totalSteps++;
-        for (const op of step.ops) applyOp(rows, op, () => `n${++names}`);
-        if (step.foreign) {
-          const e = spelling(step.foreign.e, step.foreign.v);
+        const spec = seq.runs[n];
+        if (spec.collapse) rows.clear();
+        seq.histories.forEach((hs, g) => {
+          const step = hs.steps[n];
+          if (!step) return;
+          for (const op of step.ops) applyOp(rows, g, op, () => `n${++names}`);
+          const e = step.foreign && spelling(g, step.foreign.e, step.foreign.v);
           if (e) dest.addForeign(e, 'someone else');
-        }
+        });
         const start = { dest: destState(dest), known: new Map(known) };
-        let last = await run(step.trigger, step.faults);
-        let clean = step.faults === NO_FAULTS && !step.trigger.fullResync;
+        let last = await run(spec.trigger, spec.faults);
+        let clean = spec.faults === NO_FAULTS && !spec.trigger.fullResync;
         // Settle: the unchanged model again, without faults, until the rules give nothing more.
         for (let k = 0; k < 4 && !last.blocked && (!clean || last.failed || pending() > 0); k++) {
-          last = await run({ allowDeletions: step.trigger.allowDeletions, fullResync: false }, NO_FAULTS);
+          last = await run({ allowDeletions: spec.trigger.allowDeletions, fullResync: false }, NO_FAULTS);
           clean = true;
         }
-        if (last.blocked || last.failed || pending() > 0) continue;
+        if (last.blocked || last.failed || pending() > 0) {
+          seen.unsettled++;
+          continue;
+        }
+        seen.settled++;
 
         // Settled: the destination is what the mode's rules say for this model, from where it was.
         const claims = claimsOf(rows, eq);
@@ -497,6 +528,7 @@ t.test('destination identity holds through the engine\'s plan and checkpoints ov
       const settled = pending() === 0;
       const q = await run({ allowDeletions: false, fullResync: false }, NO_FAULTS);
       if (settled && !q.blocked) {
+        seen.resent++;
         const again = dest.acks.filter((a) => a.op === 'write').map((a) => a.key);
         if (again.length) fail(`${again.join(', ')} sent again for an unchanged model`);
       }
@@ -504,14 +536,15 @@ t.test('destination identity holds through the engine\'s plan and checkpoints ov
     });
 
     const seed = SEED + i;
-    const details = await fc.check(property, { numRuns: Math.floor(RUNS / LANES) + (i < RUNS % LANES ? 1 : 0), seed, ...(PATH ? { path: PATH } : {}) });
+    const details = await fc.check(property, { numRuns: Math.ceil(CASES / LANES), seed, ...(PATH ? { path: PATH } : {}) });
     if (details.failed) {
       t.fail(`lane ${i}: property failed (replay: PROPERTY_LANES=1 PROPERTY_SEED=${seed} PROPERTY_PATH=${details.counterexamplePath})\n${fc.defaultReportMessage(details)}\n${String((details.errorInstance as Error)?.stack ?? details.errorInstance)}`);
     } else {
-      t.pass(`lane ${i}: ${details.numRuns} sequences (seed ${seed})`);
+      t.pass(`lane ${i}: ${details.numRuns} cases (seed ${seed})`);
     }
   }
 
   await Promise.all(Array.from({ length: LANES }, (_, i) => lane(i)));
-  t.comment(`${RUNS} sequences, ${totalSteps} steps, ${totalRuns} runs in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  t.comment(`exercised: ${show(seen)}`);
+  t.comment(`${sequences} sequences in ${LANES * Math.ceil(CASES / LANES)} cases, ${totalSteps} steps, ${totalRuns} runs in ${((Date.now() - started) / 1000).toFixed(1)} s`);
 });
