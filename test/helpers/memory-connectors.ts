@@ -81,11 +81,13 @@ export interface Ack {
   id: string;
 }
 
-/** FNV-1a of a string, as a number in [0, 1). */
+/** FNV-1a of a string with murmur3's final mix (so near strings land far apart), in [0, 1). */
 function unit(s: string): number {
   let h = 0x811c9dc5;
-  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193) >>> 0;
-  return h / 2 ** 32;
+  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193);
+  h = Math.imul(h ^ (h >>> 16), 0x85ebca6b);
+  h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35);
+  return ((h ^ (h >>> 16)) >>> 0) / 2 ** 32;
 }
 
 export class MemoryDestination implements DestinationConnector {
