@@ -13,7 +13,7 @@ import { recordInvalid } from '../../src/engine/records.ts';
 import { dropRunTables, STAGING_SCHEMA, stagingNames } from '../../src/engine/staging.ts';
 import { emptyCounts, type OpCounts } from '../../src/engine/status.ts';
 import { startTestBackhaul } from '../helpers/backhaul.ts';
-import { destKey, MemoryDestination, memorySource, NO_FAULTS, type DestFaults, type DestRecord, type Equality, type PersonRow } from '../helpers/memory-connectors.ts';
+import { destKey, MemoryDestination, memorySource, NO_FAULTS, type DestFaults, type Equality, type PersonRow } from '../helpers/memory-connectors.ts';
 import { setupSync } from '../helpers/sync-setup.ts';
 
 // Destination identity as a property, at volume (issue 12). Thousands of random sequences of
@@ -27,7 +27,12 @@ import { setupSync } from '../helpers/sync-setup.ts';
 // match keys, staging COPY), markDuplicates + buildPlan (the set-based diff), checkThresholds,
 // and deliverPhase (batches, concurrency, the delete barrier, checkpoints into the snapshot) —
 // with an in-memory source and CRM-like destination (test/helpers/memory-connectors.ts) instead
-// of a source database and HTTP, which is what makes thousands of sequences affordable. The
+// of a source database and HTTP, which is what makes thousands of sequences affordable. What a
+// run costs is mostly PostgreSQL creating and dropping its per-run tables, so a generated case
+// carries 8 sequences side by side in one sync — each the history of its own group of rows
+// (primary keys g1…g7, emails @g<g>.example.com), as a real model carries many rows — and each
+// of its runs serves a step of all of them; triggers, faults and a collapse of the whole model
+// (0 rows) are per run. The
 // end-to-end property (identity.property.test.ts) proves the same through the worker and HTTP.
 //
 // The oracle below is the README's table of what each mode may create, update and delete,
