@@ -13,6 +13,8 @@ import { setupSync } from '../helpers/sync-setup.ts';
 // the mode promises for the current model, and no record still claimed by a row is ever deleted.
 // Runs execute in-process on the real executor (no job polling) against real PostgreSQL and a
 // CRM fake that compares emails case-insensitively. PROPERTY_RUNS sets the number of sequences.
+// Each sequence costs seconds, so this file runs few; identity-plan.property.test.ts drives the
+// same phases without HTTP or a source database through thousands of sequences.
 
 const RUNS = Number(process.env.PROPERTY_RUNS ?? 10);
 const EMAILS = ['ada', 'alan', 'grace', 'edsger', 'barbara', 'donald'];
