@@ -1,5 +1,5 @@
 // npm run bench [-- --rows N] [--quick] [--strict] [--only full,incremental,memory,api,latency,scheduler]
-//                [--sched-syncs N] [--sched-every S] [--sched-seconds S] [--out DIR]
+//                [--sched-syncs N] [--sched-every S] [--sched-seconds S] [--sched-workers W] [--out DIR]
 //
 // Measures Backhaul against baselines run in the same process tree, on the same machine, in the
 // same run, and reports each figure as a ratio (absolute numbers beside). Everything it needs is
@@ -52,6 +52,7 @@ const { values: opts } = parseArgs({
     'sched-syncs': { type: 'string' },
     'sched-every': { type: 'string' },
     'sched-seconds': { type: 'string' },
+    'sched-workers': { type: 'string' },
     out: { type: 'string', default: join(here, 'results') },
   },
 });
@@ -66,12 +67,17 @@ const SCHED_SYNCS = Number(opts['sched-syncs'] ?? (quick ? 200 : 1000));
 const SCHED_EVERY = Number(opts['sched-every'] ?? (quick ? 20 : 60));
 const SCHED_SECONDS = Number(opts['sched-seconds'] ?? (quick ? 20 : 120));
 const SCHED_IDLE_SECONDS = quick ? 10 : 30;
+// Worker processes sharing the scheduled syncs (their schedule jobs and their runs).
+const SCHED_WORKERS = Number(opts['sched-workers'] ?? 1);
+/** A slot fired on time: its job fetched less than this after the slot (ms). */
+const ON_TIME_MS = 2000;
 const BATCH = 1000;
 const CONCURRENCY = 4;
 if (!Number.isInteger(N) || N < 1000) throw new Error('--rows must be an integer ≥ 1000');
 if (!Number.isInteger(SCHED_SYNCS) || SCHED_SYNCS < 1) throw new Error('--sched-syncs must be a positive integer');
 if (!Number.isInteger(SCHED_EVERY) || SCHED_EVERY < 10) throw new Error('--sched-every must be an integer ≥ 10 (seconds)');
 if (!(SCHED_SECONDS >= 5)) throw new Error('--sched-seconds must be ≥ 5');
+if (!Number.isInteger(SCHED_WORKERS) || SCHED_WORKERS < 1) throw new Error('--sched-workers must be a positive integer');
 
 const log = (m: string) => process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${m}\n`);
 const scenarios: Scenario[] = [];
@@ -587,9 +593,15 @@ async function main(): Promise<void> {
   if (only.has('scheduler')) {
     await stopWorker();
     const fetched: { taskId: number; latenessMs: number }[] = [];
+    // Every job fetch (id, slot, lateness), in or out of a window: a slot due near a window's end is fetched after it.
+    const allFetches: { id: string; taskId: number; runAt: number; latenessMs: number }[] = [];
     let measuring = false;
     const meter = await startPgMeter({ host: u.hostname, port: Number(u.port || 5432) }, schedulerLabel, (job) => {
-      if (measuring && job.run_at && job.locked_at) fetched.push({ taskId: Number(job.task_id), latenessMs: parsePgTimestamp(job.locked_at) - parsePgTimestamp(job.run_at) });
+      if (!job.run_at || !job.locked_at) return;
+      const runAt = parsePgTimestamp(job.run_at);
+      const latenessMs = parsePgTimestamp(job.locked_at) - runAt;
+      allFetches.push({ id: job.id ?? '', taskId: Number(job.task_id), runAt, latenessMs });
+      if (measuring) fetched.push({ taskId: Number(job.task_id), latenessMs });
     });
     cleanups.push(() => meter.close());
     const metered = new URL(databaseUrl);
@@ -597,6 +609,10 @@ async function main(): Promise<void> {
     metered.port = String(meter.port);
     worker = spawnWorker({ ...env, databaseUrl: metered.toString() });
     await runSync(api, oneSync, {}, 120_000); // the worker is up and has run once
+    // More workers (--sched-workers): the same flags, through the same meter.
+    const extraWorkers: Proc[] = [];
+    for (let i = 1; i < SCHED_WORKERS; i++) extraWorkers.push(spawnWorker({ ...env, databaseUrl: metered.toString() }));
+    cleanups.push(() => Promise.all(extraWorkers.map((w) => stop(w))));
     await sleep(3000); // past its start-up statements
 
     const dbStats = async () =>
@@ -641,9 +657,10 @@ async function main(): Promise<void> {
     const tCreate = Date.now();
     // Each sync's slots are on its grid (anchor + k × interval): anchors spread evenly over one
     // interval, as syncs created at arbitrary times would be.
+    const anchors = Array.from({ length: SCHED_SYNCS }, (_, i) => tCreate + (SCHED_EVERY * 1000 * i) / SCHED_SYNCS);
     const schedIds = await mapLimit(Array.from({ length: SCHED_SYNCS }, (_, i) => i), 8, (i) =>
       makeSync(`sched-${i}`, `${MODEL_SQL} where id = ${(i % N) + 1}`, {
-        schedule: { type: 'interval', everySeconds: SCHED_EVERY, anchor: new Date(tCreate + (SCHED_EVERY * 1000 * i) / SCHED_SYNCS).toISOString() },
+        schedule: { type: 'interval', everySeconds: SCHED_EVERY, anchor: new Date(anchors[i]).toISOString() },
       }),
     );
     const createMs = Date.now() - tCreate;
@@ -663,6 +680,7 @@ async function main(): Promise<void> {
     // Stop the schedules through the API (each PATCH removes the sync's scheduled job), then the worker.
     await mapLimit(schedIds, 8, (id) => api.ok('PATCH', `/v1/syncs/${id}`, { enabled: false }));
     await stopWorker();
+    await Promise.all(extraWorkers.splice(0).map((w) => stop(w)));
 
     const tasks = new Map((await db<{ id: number; identifier: string }[]>`select id, identifier from graphile_worker._private_tasks`).map((t) => [t.id, t.identifier]));
     const named = (labels: Record<string, MeterCounter>) =>
@@ -723,6 +741,30 @@ async function main(): Promise<void> {
       select count(*)::int as n from (select sync_id from runs where status in ('queued', 'running') group by sync_id having count(*) > 1) x`;
     const schedTaskId = [...tasks].find(([, n]) => n === 'backhaul_schedule')?.[0];
     const late = load.jobs.filter((j) => j.taskId === schedTaskId).map((j) => j.latenessMs).sort((a, b) => a - b);
+    // Keep-up: the slots due in the window (each sync's grid, anchor + k × interval), ending
+    // ON_TIME_MS before its end so that each could still be fired on time, against the
+    // schedule jobs fetched for them (a job fetched again after a failure counts once).
+    const dueFrom = load.from.getTime();
+    const dueTo = load.to.getTime() - ON_TIME_MS;
+    const everyMs = SCHED_EVERY * 1000;
+    let due = 0;
+    for (const a of anchors) due += Math.max(0, Math.ceil((dueTo - a) / everyMs) - Math.ceil((dueFrom - a) / everyMs));
+    const firstFetch = new Map<string, { runAt: number; latenessMs: number }>();
+    for (const f of allFetches) {
+      if (f.taskId !== schedTaskId || f.runAt < dueFrom || f.runAt >= dueTo) continue;
+      const k = `${f.id}@${f.runAt}`;
+      if (!firstFetch.has(k)) firstFetch.set(k, f);
+    }
+    const dueFetches = [...firstFetch.values()];
+    const onTime = dueFetches.filter((f) => f.latenessMs < ON_TIME_MS).length;
+    const dueLate = dueFetches.map((f) => f.latenessMs).sort((a, b) => a - b);
+    const keepUp = {
+      due,
+      fired: dueFetches.length,
+      onTime,
+      onTimeMs: ON_TIME_MS,
+      latenessMs: { p50: round(percentile(dueLate, 50), 1), p95: round(percentile(dueLate, 95), 1), p99: round(percentile(dueLate, 99), 1), max: round(dueLate[dueLate.length - 1] ?? NaN, 1) },
+    };
     const expectedFiresPerMin = (SCHED_SYNCS * 60) / SCHED_EVERY;
     const topStatements = Object.entries(load.statements)
       .sort((a, b) => b[1].ms - a[1].ms)
@@ -734,6 +776,8 @@ async function main(): Promise<void> {
     const details = {
       syncs: SCHED_SYNCS,
       everySeconds: SCHED_EVERY,
+      workers: SCHED_WORKERS,
+      keepUp,
       windowSeconds: round(load.seconds, 1),
       idleWindowSeconds: round(idle.seconds, 1),
       // The machine's load average at the end of the window: other processes on the machine
@@ -788,8 +832,28 @@ async function main(): Promise<void> {
         `${details.schedulerRoundTripsPerFire} round trips per fire, lateness p50 ${details.fireLatenessMs.p50} ms p95 ${details.fireLatenessMs.p95} ms; ` +
         `runs ${details.runs.msPerMin} ms/min; idle worker ${details.idleWorker.msPerMin} ms/min; database active ${load.db.activeMsPerMin} ms/min (idle ${idle.db.activeMsPerMin})`,
     );
+    const setup = `${SCHED_SYNCS.toLocaleString()} syncs every ${SCHED_EVERY} s, ${SCHED_WORKERS === 1 ? 'one worker' : `${SCHED_WORKERS} workers`}`;
+    log(`scheduler: ${onTime} of ${due} due slots fired on time (< ${ON_TIME_MS} ms late), ${dueFetches.length} fired; lateness p95 ${keepUp.latenessMs.p95} ms`);
+    const keepUpDetails = { ...keepUp, syncs: SCHED_SYNCS, everySeconds: SCHED_EVERY, workers: SCHED_WORKERS, windowSeconds: round(load.seconds, 1), loadAverageAtEnd: load.loadAverage, firesPerMin: details.firesPerMin, expectedFiresPerMin: details.expectedFiresPerMin, skippedSlots: details.skippedSlots };
+    const onTimeRatio = due ? round(onTime / due, 3) : 0;
     push({
-      name: `Scheduler DB time, ${SCHED_SYNCS.toLocaleString()} syncs every ${SCHED_EVERY} s`,
+      name: `Scheduler slots fired on time, ${setup}`,
+      figure: onTimeRatio,
+      bar: '≥ 1.0',
+      holds: due > 0 && onTime >= due,
+      unit: '× due slots',
+      details: keepUpDetails,
+    });
+    push({
+      name: `Scheduler p95 lateness, ${setup}`,
+      figure: keepUp.latenessMs.p95,
+      bar: `< ${ON_TIME_MS}`,
+      holds: keepUp.latenessMs.p95 < ON_TIME_MS,
+      unit: 'ms',
+      details: keepUpDetails,
+    });
+    push({
+      name: `Scheduler DB time, ${setup}`,
       figure: round(schedMsPerMin, 1),
       bar: null,
       holds: null,
@@ -833,6 +897,8 @@ function printTable(): void {
             ? `${d.backhaulRps} vs ${d.bareRps} req/s; p99 ${d.backhaulP99Ms} vs ${d.bareP99Ms} ms`
             : s.name.startsWith('Trigger')
               ? `median ${d.medianMs} ms, p95 ${d.p95Ms} ms`
+              : s.name.startsWith('Scheduler slots') || s.name.startsWith('Scheduler p95')
+                ? `${d.onTime} of ${d.due} due slots on time (${d.fired} fired); p50 ${(d.latenessMs as { p50: number }).p50} ms, max ${(d.latenessMs as { max: number }).max} ms; load ${(d.loadAverageAtEnd as number[]).join(' ')}`
               : s.name.startsWith('Scheduler')
                 ? `${d.schedulerMsPerFire} ms (CPU ${d.schedulerCpuMsPerFire}) × ${d.firesPerMin} fires/min (expected ${d.expectedFiresPerMin}); runs ${(d.runs as { msPerMin: number }).msPerMin} ms/min; idle worker ${(d.idleWorker as { msPerMin: number }).msPerMin} ms/min`
               : s.name.includes('÷')
