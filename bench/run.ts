@@ -38,6 +38,8 @@ import {
   type Proc,
 } from './lib.ts';
 import { chart, type Scenario } from './svg.ts';
+// @ts-expect-error plain JavaScript launcher without types
+import { commandNodeFlags } from '../bin/launch.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, '..');
@@ -162,7 +164,8 @@ const SHIPPED_NODE_FLAGS: string[] = (JSON.parse(readFileSync(join(root, 'packag
 function spawnWorker(env: Env, extraNodeOptions?: string): Proc {
   // BENCH_WORKER_NODE_OPTIONS: e.g. --cpu-prof to profile the worker.
   const nodeOptions = [process.env.BENCH_WORKER_NODE_OPTIONS, extraNodeOptions].filter(Boolean).join(' ');
-  return spawnNode([...SHIPPED_NODE_FLAGS, 'src/cli.ts', 'worker'], {
+  // Through the bin launcher, as shipped: it adds the worker command's own heap bound (bin/launch.js).
+  return spawnNode([...SHIPPED_NODE_FLAGS, 'bin/backhaul.js', 'worker'], {
     DATABASE_URL: env.databaseUrl,
     BACKHAUL_ENCRYPTION_KEY: env.encryptionKey,
     LOG_LEVEL: 'warn',
@@ -439,7 +442,7 @@ async function main(): Promise<void> {
         bar: atMillion ? '≤ 256' : null,
         holds: atMillion ? mem.peakMb <= 256 : null,
         unit: 'MB',
-        details: { rows: N, nodeOptions: '', ...mem, note: atMillion ? undefined : 'The 256 MB bar applies at 1,000,000 rows (run without --quick).' },
+        details: { rows: N, nodeOptions: '', nodeFlags: [...SHIPPED_NODE_FLAGS, ...commandNodeFlags(['worker'], SHIPPED_NODE_FLAGS, '')], ...mem, note: atMillion ? undefined : 'The 256 MB bar applies at 1,000,000 rows (run without --quick).' },
       });
       push({
         name: `Worker peak RSS ${N.toLocaleString()} ÷ ${SMALL.toLocaleString()} rows (as shipped)`,
