@@ -38,8 +38,6 @@ import {
   type Proc,
 } from './lib.ts';
 import { chart, type Scenario } from './svg.ts';
-// @ts-expect-error plain JavaScript launcher without types
-import { commandNodeFlags } from '../bin/launch.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, '..');
@@ -171,6 +169,15 @@ function spawnWorker(env: Env, extraNodeOptions?: string): Proc {
     LOG_LEVEL: 'warn',
     ...(nodeOptions ? { NODE_OPTIONS: nodeOptions } : {}),
   });
+}
+
+/** The Node flags (--…) a process runs with, from /proc/<pid>/cmdline (Linux; [] elsewhere). */
+function nodeFlagsOf(pid: number): string[] {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').slice(1).filter((a) => a.startsWith('--'));
+  } catch {
+    return [];
+  }
 }
 
 async function runSync(api: Api, syncId: string, body: Record<string, unknown> = {}, timeoutMs = 3_600_000) {
@@ -403,6 +410,8 @@ async function main(): Promise<void> {
     const w = await freshWorker();
     await sinkReset(sinkUrl);
     const sampler = sampleRss(w.child.pid!);
+    // The Node flags the worker runs with (bin/launch.js adds the worker command's own to the shipped ones).
+    const workerFlags = nodeFlagsOf(w.child.pid!);
     const r = await runSync(api, fullSync);
     const mem = sampler.stop();
     const sent = await sinkStats(sinkUrl);
@@ -443,7 +452,7 @@ async function main(): Promise<void> {
         bar: atMillion ? '≤ 256' : null,
         holds: atMillion ? mem.peakMb <= 256 : null,
         unit: 'MB',
-        details: { rows: N, nodeOptions: '', nodeFlags: [...SHIPPED_NODE_FLAGS, ...commandNodeFlags(['worker'], SHIPPED_NODE_FLAGS, '')], ...mem, note: atMillion ? undefined : 'The 256 MB bar applies at 1,000,000 rows (run without --quick).' },
+        details: { rows: N, nodeOptions: '', nodeFlags: workerFlags, ...mem, note: atMillion ? undefined : 'The 256 MB bar applies at 1,000,000 rows (run without --quick).' },
       });
       push({
         name: `Worker peak RSS ${N.toLocaleString()} ÷ ${SMALL.toLocaleString()} rows (as shipped)`,
