@@ -155,6 +155,39 @@ t.test('interval slots stay on the grid with the real worker and clock, however 
   await h.request('PATCH', `/v1/syncs/${syncId}`, { body: { schedule: { type: 'manual' } } });
 });
 
+t.test('a slot fires while every run slot of the worker is taken (the schedule lane)', async (t) => {
+  // One run slot (BACKHAUL_WORKER_CONCURRENCY=1), held by a run whose delivery the CRM holds: the
+  // other sync's slot still fires on time, in the worker's schedule lane, and queues its run.
+  const h = await startTestBackhaul(t, { env: { BACKHAUL_WORKER_CONCURRENCY: '1' }, start: { worker: true, engine: { retryBaseMs: 5, heartbeatMs: 200 } } });
+  const crm = await startFakeCrm();
+  t.teardown(() => crm.close());
+  let release!: () => void;
+  const holding = new Promise<void>((r) => (release = r));
+  let held = false;
+  crm.onBatch = async () => {
+    held = true;
+    await holding;
+  };
+  t.teardown(() => release());
+  const busy = await setupSync(t, h, crm.url, { rows: 3 });
+  const other = await setupSync(t, h, crm.url, { slug: 'other' });
+  const db = postgres(h.databaseUrl, { max: 2, onnotice: () => {} });
+  t.teardown(() => db.end());
+  const trig = await h.request('POST', `/v1/syncs/${busy.syncId}/runs`, { body: {} });
+  t.equal(trig.status, 202);
+  await until(async () => held, 'the run to hold the only run slot');
+  const anchor = Math.ceil(Date.now() / 1000) * 1000 + 2000;
+  await h.request('PATCH', `/v1/syncs/${other.syncId}`, { body: { schedule: { type: 'interval', everySeconds: 3600, anchor: new Date(anchor).toISOString() } } });
+  await until(async () => (await db`select count(*)::int as n from runs where sync_id = ${other.syncId} and trigger = 'schedule'`)[0]!.n === 1, 'the slot to fire');
+  const [busyRun] = await db`select status from runs where id = ${trig.body.id}`;
+  t.equal(busyRun!.status, 'running', 'while the run still held the only run slot');
+  const [{ fired }] = await db`select (select run_at from graphile_worker.jobs where key = ${`schedule:${other.syncId}`}) as fired`;
+  t.equal((fired as Date).getTime(), anchor + 3600_000, 'and the next slot is planned');
+  release();
+  await waitForRun(h, trig.body.id);
+  await h.request('PATCH', `/v1/syncs/${other.syncId}`, { body: { schedule: { type: 'manual' } } });
+});
+
 t.test('a fire processed after later slots have passed plans the next slot of the grid; the overrun slots are skipped, not queued', async (t) => {
   const t0 = Math.ceil(Date.now() / 1000) * 1000;
   const at = (s: number) => new Date(t0 + s * 1000).toISOString();
@@ -212,9 +245,9 @@ t.test('schedule.anchor: any timestamp with an offset, stored as UTC; others are
   }
   const cron = await h.request('PATCH', `/v1/syncs/${syncId}`, { body: { schedule: { type: 'cron', expression: '0 6 * * *', anchor: '2026-03-01T06:30:00Z' } } });
   t.equal(cron.status, 400, 'a cron schedule has no anchor');
-  // GraphQL: the same field, through the same service.
+  // GraphQL (ScheduleInput is @oneOf): the same field, through the same service.
   const query = `mutation($ref: String!, $anchor: String) {
-    updateSync(ref: $ref, input: { schedule: { type: interval, everySeconds: 600, anchor: $anchor } }) { schedule { ... on IntervalSchedule { everySeconds anchor } } } }`;
+    updateSync(ref: $ref, input: { schedule: { interval: { everySeconds: 600, anchor: $anchor } } }) { schedule { ... on IntervalSchedule { everySeconds anchor } } } }`;
   const gql = await h.request('POST', '/graphql', { body: { query, variables: { ref: syncId, anchor: '2026-03-01T08:00:00+02:00' } } });
   t.same(gql.body.data?.updateSync.schedule, { everySeconds: 600, anchor: '2026-03-01T06:00:00.000Z' }, 'GraphQL sets and shows the anchor');
   const gqlBad = await h.request('POST', '/graphql', { body: { query, variables: { ref: syncId, anchor: '2026-03-01T08:00:00' } } });
