@@ -23,7 +23,7 @@ import { STAGING_SCHEMA } from './staging.ts';
 //
 // Scheduled slots have a lane of their own: a second graphile-worker runner in the same process,
 // taking backhaul_schedule jobs only (SCHEDULE_LANE), so that a slot fires when it is due however
-// many runs fill the run slots (a fire is two statements; a run can take minutes). The run lane
+// many runs fill the run slots (a fire is one statement, two for a cron schedule; a run can take minutes). The run lane
 // does not take schedule jobs.
 //
 // The control database going away pauses the worker instead of ending the process: connections
