@@ -1,5 +1,5 @@
 // npm run bench [-- --rows N] [--quick] [--strict] [--only full,full100,incremental,memory,api,latency,scheduler]
-//                [--sched-syncs N] [--sched-every S] [--sched-seconds S] [--out DIR]
+//                [--sched-syncs N] [--sched-every S] [--sched-seconds S] [--sched-workers W] [--out DIR]
 //
 // Measures Backhaul against baselines run in the same process tree, on the same machine, in the
 // same run, and reports each figure as a ratio (absolute numbers beside). Everything it needs is
@@ -52,6 +52,7 @@ const { values: opts } = parseArgs({
     'sched-syncs': { type: 'string' },
     'sched-every': { type: 'string' },
     'sched-seconds': { type: 'string' },
+    'sched-workers': { type: 'string' },
     out: { type: 'string', default: join(here, 'results') },
   },
 });
@@ -66,6 +67,12 @@ const SCHED_SYNCS = Number(opts['sched-syncs'] ?? (quick ? 200 : 1000));
 const SCHED_EVERY = Number(opts['sched-every'] ?? (quick ? 20 : 60));
 const SCHED_SECONDS = Number(opts['sched-seconds'] ?? (quick ? 20 : 120));
 const SCHED_IDLE_SECONDS = quick ? 10 : 30;
+// Worker processes sharing the scheduled syncs (their schedule jobs and their runs).
+const SCHED_WORKERS = Number(opts['sched-workers'] ?? 1);
+/** Scheduled syncs created through the API; more are copies made in SQL (see the scenario). */
+const SCHED_API_SYNCS = 1000;
+/** A slot fired on time: its job fetched less than this after the slot (ms). */
+const ON_TIME_MS = 2000;
 const BATCH = 1000;
 // The small-batch throughput scenario (`full100`): 100-row batches on both sides (the HTTP
 // destination's default cap, a SaaS-sized batch), where per-batch bookkeeping dominates.
@@ -76,6 +83,7 @@ if (!Number.isInteger(N) || N < 1000) throw new Error('--rows must be an integer
 if (!Number.isInteger(SCHED_SYNCS) || SCHED_SYNCS < 1) throw new Error('--sched-syncs must be a positive integer');
 if (!Number.isInteger(SCHED_EVERY) || SCHED_EVERY < 10) throw new Error('--sched-every must be an integer ≥ 10 (seconds)');
 if (!(SCHED_SECONDS >= 5)) throw new Error('--sched-seconds must be ≥ 5');
+if (!Number.isInteger(SCHED_WORKERS) || SCHED_WORKERS < 1) throw new Error('--sched-workers must be a positive integer');
 
 const log = (m: string) => process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${m}\n`);
 const scenarios: Scenario[] = [];
@@ -160,12 +168,22 @@ const SHIPPED_NODE_FLAGS: string[] = (JSON.parse(readFileSync(join(root, 'packag
 function spawnWorker(env: Env, extraNodeOptions?: string): Proc {
   // BENCH_WORKER_NODE_OPTIONS: e.g. --cpu-prof to profile the worker.
   const nodeOptions = [process.env.BENCH_WORKER_NODE_OPTIONS, extraNodeOptions].filter(Boolean).join(' ');
-  return spawnNode([...SHIPPED_NODE_FLAGS, 'src/cli.ts', 'worker'], {
+  // Through the bin launcher, as shipped: it adds the worker command's own heap bound (bin/launch.js).
+  return spawnNode([...SHIPPED_NODE_FLAGS, 'bin/backhaul.js', 'worker'], {
     DATABASE_URL: env.databaseUrl,
     BACKHAUL_ENCRYPTION_KEY: env.encryptionKey,
     LOG_LEVEL: 'warn',
     ...(nodeOptions ? { NODE_OPTIONS: nodeOptions } : {}),
   });
+}
+
+/** The Node flags (--…) a process runs with, from /proc/<pid>/cmdline (Linux; [] elsewhere). */
+function nodeFlagsOf(pid: number): string[] {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').slice(1).filter((a) => a.startsWith('--'));
+  } catch {
+    return [];
+  }
 }
 
 async function runSync(api: Api, syncId: string, body: Record<string, unknown> = {}, timeoutMs = 3_600_000) {
@@ -331,8 +349,9 @@ async function main(): Promise<void> {
       ],
     },
   });
-  async function makeSync(slug: string, sql: string, extra: Record<string, unknown> = {}, batchSize = BATCH) {
-    const model = await api.ok('PUT', `/v1/models/${slug}`, { name: slug, connectionId: source.id, sql, primaryKey: 'id' });
+  /** A sync of a new model (`sql`), or of an existing model when `sql` is its id ({ modelId }). */
+  async function makeSync(slug: string, sql: string | { modelId: string }, extra: Record<string, unknown> = {}, batchSize = BATCH) {
+    const model = typeof sql === 'string' ? await api.ok('PUT', `/v1/models/${slug}`, { name: slug, connectionId: source.id, sql, primaryKey: 'id' }) : { id: sql.modelId };
     const sync = await api.ok('PUT', `/v1/syncs/${slug}`, {
       ...extra,
       name: slug,
@@ -399,6 +418,8 @@ async function main(): Promise<void> {
     const w = await freshWorker();
     await sinkReset(sinkUrl);
     const sampler = sampleRss(w.child.pid!);
+    // The Node flags the worker runs with (bin/launch.js adds the worker command's own to the shipped ones).
+    const workerFlags = nodeFlagsOf(w.child.pid!);
     const r = await runSync(api, fullSync);
     const mem = sampler.stop();
     const sent = await sinkStats(sinkUrl);
@@ -439,7 +460,7 @@ async function main(): Promise<void> {
         bar: atMillion ? '≤ 256' : null,
         holds: atMillion ? mem.peakMb <= 256 : null,
         unit: 'MB',
-        details: { rows: N, nodeOptions: '', ...mem, note: atMillion ? undefined : 'The 256 MB bar applies at 1,000,000 rows (run without --quick).' },
+        details: { rows: N, nodeOptions: '', nodeFlags: workerFlags, ...mem, note: atMillion ? undefined : 'The 256 MB bar applies at 1,000,000 rows (run without --quick).' },
       });
       push({
         name: `Worker peak RSS ${N.toLocaleString()} ÷ ${SMALL.toLocaleString()} rows (as shipped)`,
@@ -635,9 +656,15 @@ async function main(): Promise<void> {
   if (only.has('scheduler')) {
     await stopWorker();
     const fetched: { taskId: number; latenessMs: number }[] = [];
+    // Every job fetch (id, slot, lateness), in or out of a window: a slot due near a window's end is fetched after it.
+    const allFetches: { id: string; taskId: number; runAt: number; latenessMs: number }[] = [];
     let measuring = false;
     const meter = await startPgMeter({ host: u.hostname, port: Number(u.port || 5432) }, schedulerLabel, (job) => {
-      if (measuring && job.run_at && job.locked_at) fetched.push({ taskId: Number(job.task_id), latenessMs: parsePgTimestamp(job.locked_at) - parsePgTimestamp(job.run_at) });
+      if (!job.run_at || !job.locked_at) return;
+      const runAt = parsePgTimestamp(job.run_at);
+      const latenessMs = parsePgTimestamp(job.locked_at) - runAt;
+      allFetches.push({ id: job.id ?? '', taskId: Number(job.task_id), runAt, latenessMs });
+      if (measuring) fetched.push({ taskId: Number(job.task_id), latenessMs });
     });
     cleanups.push(() => meter.close());
     const metered = new URL(databaseUrl);
@@ -645,6 +672,10 @@ async function main(): Promise<void> {
     metered.port = String(meter.port);
     worker = spawnWorker({ ...env, databaseUrl: metered.toString() });
     await runSync(api, oneSync, {}, 120_000); // the worker is up and has run once
+    // More workers (--sched-workers): the same flags, through the same meter.
+    const extraWorkers: Proc[] = [];
+    for (let i = 1; i < SCHED_WORKERS; i++) extraWorkers.push(spawnWorker({ ...env, databaseUrl: metered.toString() }));
+    cleanups.push(() => Promise.all(extraWorkers.map((w) => stop(w))));
     await sleep(3000); // past its start-up statements
 
     const dbStats = async () =>
@@ -689,28 +720,70 @@ async function main(): Promise<void> {
     const tCreate = Date.now();
     // Each sync's slots are on its grid (anchor + k × interval): anchors spread evenly over one
     // interval, as syncs created at arbitrary times would be.
-    const schedIds = await mapLimit(Array.from({ length: SCHED_SYNCS }, (_, i) => i), 8, (i) =>
-      makeSync(`sched-${i}`, `${MODEL_SQL} where id = ${(i % N) + 1}`, {
-        schedule: { type: 'interval', everySeconds: SCHED_EVERY, anchor: new Date(tCreate + (SCHED_EVERY * 1000 * i) / SCHED_SYNCS).toISOString() },
+    const anchors = Array.from({ length: SCHED_SYNCS }, (_, i) => tCreate + (SCHED_EVERY * 1000 * i) / SCHED_SYNCS);
+    // One one-row model for all of them (a model's creation probes its query in the source: the
+    // slow part of creating thousands): each run reads, diffs and delivers one row.
+    const schedModel = await api.ok('PUT', '/v1/models/sched-one-row', { name: 'sched-one-row', connectionId: source.id, sql: `${MODEL_SQL} where id = 1`, primaryKey: 'id' });
+    const viaApi = Math.min(SCHED_SYNCS, SCHED_API_SYNCS);
+    const schedIds = await mapLimit(Array.from({ length: viaApi }, (_, i) => i), 16, (i) =>
+      makeSync(`sched-${i}`, { modelId: schedModel.id }, {
+        schedule: { type: 'interval', everySeconds: SCHED_EVERY, anchor: new Date(anchors[i]).toISOString() },
       }),
     );
+    if (SCHED_SYNCS > viaApi) {
+      // Beyond SCHED_API_SYNCS, copies of the last one made in SQL (its row and mappings, another
+      // anchor), each with its scheduled job as planSchedule adds it: the API creates about 15
+      // syncs a second on this kind of machine, which makes 10,000 a quarter of an hour.
+      const template = schedIds[viaApi - 1];
+      const rest = Array.from({ length: SCHED_SYNCS - viaApi }, (_, j) => viaApi + j);
+      const made = await db<{ id: string }[]>`
+        with n as (
+          select i, a, 'sync_bench' || lpad(i::text, 8, '0') as id from unnest(${rest}::int[], ${rest.map((i) => new Date(anchors[i]).toISOString())}::timestamptz[]) as x(i, a)
+        ), s as (
+          insert into syncs
+          select (jsonb_populate_record(null::syncs, to_jsonb(t) || jsonb_build_object('id', n.id, 'slug', 'sched-' || n.i, 'name', 'sched-' || n.i,
+                    'schedule', jsonb_build_object('type', 'interval', 'everySeconds', ${SCHED_EVERY}::int, 'anchor', to_char(n.a at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')),
+                    'created_at', now(), 'updated_at', now()))).*
+          from syncs t, n where t.id = ${template}
+          returning id
+        ), m as (
+          insert into mappings
+          select (jsonb_populate_record(null::mappings, to_jsonb(mp) || jsonb_build_object('id', 'map_bench' || n.i || '_' || mp.id, 'sync_id', n.id))).*
+          from mappings mp, n where mp.sync_id = ${template}
+        ), j as (
+          select graphile_worker.add_job('backhaul_schedule', json_build_object('syncId', n.id), job_key => 'schedule:' || n.id, job_key_mode => 'replace', max_attempts => 5,
+                   run_at => case when n.a > now() then n.a else n.a + ${SCHED_EVERY}::int * interval '1 second' * ceil(extract(epoch from now() - n.a) / ${SCHED_EVERY}::int) end)
+          from n
+        )
+        select s.id, (select count(*) from j) as jobs from s`;
+      schedIds.push(...made.map((r) => r.id));
+      if (schedIds.length !== SCHED_SYNCS) throw new Error(`made ${schedIds.length} scheduled syncs, expected ${SCHED_SYNCS}`);
+    }
     const createMs = Date.now() - tCreate;
     log(`scheduler: created in ${(createMs / 1000).toFixed(1)} s, slots anchored evenly over ${SCHED_EVERY} s; warming up (one interval)`);
     const warmStart = Date.now();
+    // Every sync's first slot has fired: it queued a run (a worker that keeps up has run them too).
+    // Workers that cannot fire them all never get there: the window then measures how far behind they are.
     await waitFor(
-      'every scheduled sync to have run once',
-      async () => (await db`select count(distinct sync_id)::int as n from runs where trigger = 'schedule' and status <> 'queued' and status <> 'running'`)[0].n >= SCHED_SYNCS,
-      (SCHED_EVERY * 4 + 60) * 1000,
+      'every scheduled sync to have fired once',
+      async () => (await db`select count(distinct sync_id)::int as n from runs where trigger = 'schedule'`)[0].n >= SCHED_SYNCS,
+      (SCHED_EVERY * 2 + 60) * 1000,
       1000,
-    );
+    ).catch((e) => log(`scheduler: warm-up ended without every sync having fired (${(e as Error).message})`));
     const warmupMs = Date.now() - warmStart;
 
     log(`scheduler: measuring ${SCHED_SECONDS} s`);
     const load = await measure(SCHED_SECONDS);
 
-    // Stop the schedules through the API (each PATCH removes the sync's scheduled job), then the worker.
-    await mapLimit(schedIds, 8, (id) => api.ok('PATCH', `/v1/syncs/${id}`, { enabled: false }));
+    // Stop the schedules (disabled, their scheduled jobs removed: a fire in flight re-plans nothing
+    // for a disabled sync) and the runs still queued behind a worker that did not keep up (cancelled,
+    // their jobs removed), then the worker. In SQL: thousands of PATCHes would take minutes.
+    await db`with s as (update syncs set enabled = false where id = any(${schedIds}) returning id)
+             select graphile_worker.remove_job('schedule:' || id) from s`;
+    await db`with c as (update runs set status = 'cancelled', finished_at = now() where status = 'queued' and sync_id = any(${schedIds}) returning id)
+             select graphile_worker.remove_job('run:' || id) from c`;
     await stopWorker();
+    await Promise.all(extraWorkers.splice(0).map((w) => stop(w)));
 
     const tasks = new Map((await db<{ id: number; identifier: string }[]>`select id, identifier from graphile_worker._private_tasks`).map((t) => [t.id, t.identifier]));
     const named = (labels: Record<string, MeterCounter>) =>
@@ -771,6 +844,30 @@ async function main(): Promise<void> {
       select count(*)::int as n from (select sync_id from runs where status in ('queued', 'running') group by sync_id having count(*) > 1) x`;
     const schedTaskId = [...tasks].find(([, n]) => n === 'backhaul_schedule')?.[0];
     const late = load.jobs.filter((j) => j.taskId === schedTaskId).map((j) => j.latenessMs).sort((a, b) => a - b);
+    // Keep-up: the slots due in the window (each sync's grid, anchor + k × interval), ending
+    // ON_TIME_MS before its end so that each could still be fired on time, against the
+    // schedule jobs fetched for them (a job fetched again after a failure counts once).
+    const dueFrom = load.from.getTime();
+    const dueTo = load.to.getTime() - ON_TIME_MS;
+    const everyMs = SCHED_EVERY * 1000;
+    let due = 0;
+    for (const a of anchors) due += Math.max(0, Math.ceil((dueTo - a) / everyMs) - Math.ceil((dueFrom - a) / everyMs));
+    const firstFetch = new Map<string, { runAt: number; latenessMs: number }>();
+    for (const f of allFetches) {
+      if (f.taskId !== schedTaskId || f.runAt < dueFrom || f.runAt >= dueTo) continue;
+      const k = `${f.id}@${f.runAt}`;
+      if (!firstFetch.has(k)) firstFetch.set(k, f);
+    }
+    const dueFetches = [...firstFetch.values()];
+    const onTime = dueFetches.filter((f) => f.latenessMs < ON_TIME_MS).length;
+    const dueLate = dueFetches.map((f) => f.latenessMs).sort((a, b) => a - b);
+    const keepUp = {
+      due,
+      fired: dueFetches.length,
+      onTime,
+      onTimeMs: ON_TIME_MS,
+      latenessMs: { p50: round(percentile(dueLate, 50), 1), p95: round(percentile(dueLate, 95), 1), p99: round(percentile(dueLate, 99), 1), max: round(dueLate[dueLate.length - 1] ?? NaN, 1) },
+    };
     const expectedFiresPerMin = (SCHED_SYNCS * 60) / SCHED_EVERY;
     const topStatements = Object.entries(load.statements)
       .sort((a, b) => b[1].ms - a[1].ms)
@@ -782,6 +879,8 @@ async function main(): Promise<void> {
     const details = {
       syncs: SCHED_SYNCS,
       everySeconds: SCHED_EVERY,
+      workers: SCHED_WORKERS,
+      keepUp,
       windowSeconds: round(load.seconds, 1),
       idleWindowSeconds: round(idle.seconds, 1),
       // The machine's load average at the end of the window: other processes on the machine
@@ -836,8 +935,28 @@ async function main(): Promise<void> {
         `${details.schedulerRoundTripsPerFire} round trips per fire, lateness p50 ${details.fireLatenessMs.p50} ms p95 ${details.fireLatenessMs.p95} ms; ` +
         `runs ${details.runs.msPerMin} ms/min; idle worker ${details.idleWorker.msPerMin} ms/min; database active ${load.db.activeMsPerMin} ms/min (idle ${idle.db.activeMsPerMin})`,
     );
+    const setup = `${SCHED_SYNCS.toLocaleString()} syncs every ${SCHED_EVERY} s, ${SCHED_WORKERS === 1 ? 'one worker' : `${SCHED_WORKERS} workers`}`;
+    log(`scheduler: ${onTime} of ${due} due slots fired on time (< ${ON_TIME_MS} ms late), ${dueFetches.length} fired; lateness p95 ${keepUp.latenessMs.p95} ms`);
+    const keepUpDetails = { ...keepUp, syncs: SCHED_SYNCS, everySeconds: SCHED_EVERY, workers: SCHED_WORKERS, windowSeconds: round(load.seconds, 1), loadAverageAtEnd: load.loadAverage, firesPerMin: details.firesPerMin, expectedFiresPerMin: details.expectedFiresPerMin, skippedSlots: details.skippedSlots };
+    const onTimeRatio = due ? round(onTime / due, 3) : 0;
     push({
-      name: `Scheduler DB time, ${SCHED_SYNCS.toLocaleString()} syncs every ${SCHED_EVERY} s`,
+      name: `Scheduler slots fired on time, ${setup}`,
+      figure: onTimeRatio,
+      bar: '≥ 1.0',
+      holds: due > 0 && onTime >= due,
+      unit: '× due slots',
+      details: keepUpDetails,
+    });
+    push({
+      name: `Scheduler p95 lateness, ${setup}`,
+      figure: keepUp.latenessMs.p95,
+      bar: `< ${ON_TIME_MS}`,
+      holds: keepUp.latenessMs.p95 < ON_TIME_MS,
+      unit: 'ms',
+      details: keepUpDetails,
+    });
+    push({
+      name: `Scheduler DB time, ${setup}`,
       figure: round(schedMsPerMin, 1),
       bar: null,
       holds: null,
@@ -881,6 +1000,8 @@ function printTable(): void {
             ? `${d.backhaulRps} vs ${d.bareRps} req/s; p99 ${d.backhaulP99Ms} vs ${d.bareP99Ms} ms`
             : s.name.startsWith('Trigger')
               ? `median ${d.medianMs} ms, p95 ${d.p95Ms} ms`
+              : s.name.startsWith('Scheduler slots') || s.name.startsWith('Scheduler p95')
+                ? `${d.onTime} of ${d.due} due slots on time (${d.fired} fired); p50 ${(d.latenessMs as { p50: number }).p50} ms, max ${(d.latenessMs as { max: number }).max} ms; load ${(d.loadAverageAtEnd as number[]).join(' ')}`
               : s.name.startsWith('Scheduler')
                 ? `${d.schedulerMsPerFire} ms (CPU ${d.schedulerCpuMsPerFire}) × ${d.firesPerMin} fires/min (expected ${d.expectedFiresPerMin}); runs ${(d.runs as { msPerMin: number }).msPerMin} ms/min; idle worker ${(d.idleWorker as { msPerMin: number }).msPerMin} ms/min`
               : s.name.includes('÷')

@@ -111,20 +111,48 @@ async function guardPostgres() {
 }
 
 /**
+ * The V8 old-generation bound of a dedicated worker process (`backhaul worker`), in MB. A run
+ * streams (its heap does not grow with the model's size), but on a large machine V8 sizes the old
+ * generation from total RAM and lets garbage pile up to ~300 MB of RSS at 1M rows; bounded, the
+ * worker's peak stays under 256 MB. Only the worker command gets it: `serve` holds the API too,
+ * whose heap is not bounded (a large request must not end it).
+ */
+export const WORKER_OLD_SPACE_MB = 192;
+
+/**
+ * The Node flags `args` (the CLI's arguments) add to this process's: `--max-old-space-size` for the
+ * `worker` command, unless a heap size is already set (a Node flag or NODE_OPTIONS: the operator's
+ * choice wins). Empty for every other command.
+ */
+export function commandNodeFlags(args, execArgv = process.execArgv, nodeOptions = process.env.NODE_OPTIONS ?? '') {
+  if (args[0] !== 'worker') return [];
+  // NODE_OPTIONS may quote its words ("--max-old-space-size=300").
+  const words = nodeOptions.split(/\s+/).map((w) => w.replace(/^["']/, ''));
+  const set = [...execArgv, ...words].some((f) => /^--max[-_](old[-_]space|heap)[-_]size\b/.test(f));
+  return set ? [] : [`--max-old-space-size=${WORKER_OLD_SPACE_MB}`];
+}
+
+/**
  * Runs `file` (a path) with `args`: here when this Node strips types, else under supportedNode() as a
  * child with this process's Node flags. The child gets the terminal's signals itself (same process
  * group); signals sent to this process alone are passed on. Its exit status or signal becomes ours.
+ * A command with its own Node flags (commandNodeFlags: heap bounds are fixed when V8 starts) replaces
+ * this process with a Node started with them (execve: same pid, signals, stdio; no second process).
  */
 export async function run(file, args) {
   const entry = resolve(file);
   await guardPostgres();
+  const extra = commandNodeFlags(args);
   if (stripsTypes(process.versions.node)) {
+    if (extra.length && typeof process.execve === 'function') {
+      process.execve(process.execPath, [process.execPath, ...process.execArgv, ...extra, entry, ...args], process.env);
+    }
     process.argv = [process.argv[0], entry, ...args];
     await import(pathToFileURL(entry).href);
     return;
   }
   const node = supportedNode();
-  const child = spawn(node, [...process.execArgv, entry, ...args], { stdio: 'inherit' });
+  const child = spawn(node, [...process.execArgv, ...extra, entry, ...args], { stdio: 'inherit' });
   const pass = (signal) => () => child.kill(signal);
   for (const s of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.on(s, pass(s));
   child.on('error', (e) => fail(`could not start ${node}: ${e.message}`));

@@ -21,6 +21,36 @@ t.test('package.json scripts, the bin launcher and the image pass the heap flag'
   t.match(readFileSync(`${root}/Dockerfile`, 'utf8'), `ENTRYPOINT ["node", "${FLAG}", "bin/backhaul.js"]`, 'image entrypoint');
 });
 
+// `backhaul worker` runs with a bounded old generation (bin/launch.js WORKER_OLD_SPACE_MB): the
+// launcher replaces itself (execve, same pid) with a Node started with the bound. `serve` holds the
+// API, whose heap is not bounded; a heap size the operator set wins.
+t.test('the worker command, and only it, runs with the launcher\'s old-space bound, in the same process', async (t) => {
+  const { WORKER_OLD_SPACE_MB } = await import('../bin/launch.js' as string);
+  const dir = mkdtempSync(join(tmpdir(), 'bh-heap-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const entry = join(dir, 'entry.mjs');
+  writeFileSync(
+    entry,
+    "import v8 from 'node:v8';\nprocess.stdout.write(JSON.stringify({ pid: process.pid, argv: process.argv.slice(2), execArgv: process.execArgv, limitMb: v8.getHeapStatistics().heap_size_limit / 1048576 }));\n",
+  );
+  const launch = (args: string[], env: Record<string, string> = {}) => {
+    const r = spawnSync(process.execPath, [FLAG, `${root}/bin/launch.js`, entry, ...args], { encoding: 'utf8', env: { ...process.env, NODE_OPTIONS: '', ...env } });
+    t.equal(r.status, 0, r.stderr);
+    return { spawnedPid: r.pid, ...JSON.parse(r.stdout) } as { spawnedPid: number; pid: number; argv: string[]; execArgv: string[]; limitMb: number };
+  };
+  const worker = launch(['worker', '--metrics-port', '0']);
+  t.same(worker.execArgv, [FLAG, `--max-old-space-size=${WORKER_OLD_SPACE_MB}`], 'worker: the shipped flag and the bound');
+  t.same(worker.argv, ['worker', '--metrics-port', '0'], 'its arguments unchanged');
+  t.equal(worker.pid, worker.spawnedPid, 'the same process (no second Node beside it)');
+  t.ok(worker.limitMb >= WORKER_OLD_SPACE_MB && worker.limitMb < WORKER_OLD_SPACE_MB + 100, `V8's heap limit follows the bound (${worker.limitMb} MB)`);
+  const serve = launch(['serve']);
+  t.same(serve.execArgv, [FLAG], 'serve: no bound (it holds the API)');
+  t.ok(serve.limitMb > WORKER_OLD_SPACE_MB + 100, `serve's heap limit is V8's own (${serve.limitMb} MB)`);
+  const own = launch(['worker'], { NODE_OPTIONS: '--max-old-space-size=300' });
+  t.same(own.execArgv, [FLAG], 'a heap size in NODE_OPTIONS is the operator\'s: nothing added');
+  t.ok(own.limitMb >= 300 && own.limitMb < 400, `and it applies (${own.limitMb} MB)`);
+});
+
 t.test('every script that runs TypeScript goes through a launcher that finds a supported Node', async (t) => {
   const pkg = JSON.parse(readFileSync(`${root}/package.json`, 'utf8'));
   for (const [name, cmd] of Object.entries(pkg.scripts as Record<string, string>)) {

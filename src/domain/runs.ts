@@ -166,8 +166,19 @@ export interface ScheduledFire {
   active: string | null;
   /** The run the slot queued. */
   created: string | null;
+  /** The next slot, when the statement planned it (an enabled interval schedule, `planAfter` given). */
+  planned: Date | null;
 }
-type ScheduledFireRow = { workspace_id: string; enabled: boolean; schedule: ScheduleT; version: number; created_at: Date | string; active: string | null; created: string | null };
+type ScheduledFireRow = {
+  workspace_id: string;
+  enabled: boolean;
+  schedule: ScheduleT;
+  version: number;
+  created_at: Date | string;
+  active: string | null;
+  created: string | null;
+  planned: Date | string | null;
+};
 
 export class RunService {
   private readonly deps: ServiceDeps;
@@ -222,10 +233,14 @@ export class RunService {
    * is enabled and has none, creates the queued run with what trigger() writes with it: its job,
    * audit event and notification. A run triggered while this statement waited for the row is not
    * in its snapshot; runs_one_queued_uq makes the insert do nothing then.
+   * With `planAfter`, an enabled interval schedule's next slot is planned in the same statement:
+   * the first slot of its grid (anchor, or the sync's creation to the millisecond, + k ×
+   * everySeconds) strictly after `planAfter`, as nextFireTime computes it, from the row as locked
+   * (a change waiting on the lock re-plans after it). Other schedules are left to the caller.
    * Returns null when the sync is gone; else its schedule fields, the active run that made the
-   * slot skip (or null), and the created run's id (or null).
+   * slot skip (or null), the created run's id (or null) and the planned slot (or null).
    */
-  async fireScheduled(syncId: string): Promise<ScheduledFire | null> {
+  async fireScheduled(syncId: string, planAfter?: Date): Promise<ScheduledFire | null> {
     const id = newId('run');
     const rows = await this.deps.database.sql<ScheduledFireRow[]>`
       with s as materialized (
@@ -248,13 +263,34 @@ export class RunService {
       ), notified as (
         select pg_notify('backhaul_runs', json_build_object('runId', c.id, 'syncId', c.sync_id, 'workspaceId', c.workspace_id, 'status', c.status, 'phase', c.phase)::text)
         from created c
+      ), grid as (
+        select coalesce((s.schedule->>'anchor')::timestamptz, date_trunc('milliseconds', s.created_at)) as anchor,
+               (s.schedule->>'everySeconds')::int as every
+        from s where ${planAfter ? true : false}::boolean and s.enabled and s.schedule->>'type' = 'interval'
+      ), slot as (
+        select g.anchor + (floor(extract(epoch from (${(planAfter ?? new Date(0)).toISOString()}::timestamptz - g.anchor)) / g.every) + 1) * g.every * interval '1 second' as at
+        from grid g
+      ), planned as (
+        select slot.at, graphile_worker.add_job('backhaul_schedule', json_build_object('syncId', ${syncId}::text), run_at => slot.at,
+                                                job_key => ${`schedule:${syncId}`}::text, job_key_mode => 'replace', max_attempts => 5)
+        from slot
       )
       select s.workspace_id, s.enabled, s.schedule, s.version, s.created_at, (select id from active) as active,
-             (select id from created) as created, (select count(*) from job) + (select count(*) from notified) as side_effects
+             (select id from created) as created, (select at from planned) as planned,
+             (select count(*) from job) + (select count(*) from notified) as side_effects
       from s`;
     const r = rows[0];
     if (!r) return null;
-    return { workspaceId: r.workspace_id, enabled: r.enabled, schedule: r.schedule, version: r.version, createdAt: new Date(r.created_at), active: r.active, created: r.created };
+    return {
+      workspaceId: r.workspace_id,
+      enabled: r.enabled,
+      schedule: r.schedule,
+      version: r.version,
+      createdAt: new Date(r.created_at),
+      active: r.active,
+      created: r.created,
+      planned: r.planned === null ? null : new Date(r.planned),
+    };
   }
 
   async get(actor: Actor, id: string): Promise<RunViewT> {

@@ -17,7 +17,7 @@ import { planBaseBatch, planSize } from './plan.ts';
 import { queryPhase } from './query.ts';
 import { realClock, type Clock } from './rate-limiter.ts';
 import { recordInvalid } from './records.ts';
-import { RunState } from './run-state.ts';
+import { COUNTS_NOTIFY_MS, RunState } from './run-state.ts';
 import { stagingNames, tableExists } from './staging.ts';
 import { emptyCounts, TERMINAL, type Phase, type RunCounts, type RunStatus } from './status.ts';
 
@@ -40,6 +40,8 @@ export interface EngineOptions {
   readBatchSize?: number;
   /** A run's overall deadline in milliseconds (default 6 hours): no run holds a worker slot longer. */
   runTimeoutMs?: number;
+  /** Least time between a run's notifications that change neither status nor phase (ms; RunState). */
+  countsNotifyMs?: number;
 }
 
 export interface RunContext {
@@ -92,6 +94,7 @@ export class RunExecutor {
       heartbeatMs: opts.heartbeatMs ?? 2000,
       readBatchSize: opts.readBatchSize ?? 5000,
       runTimeoutMs: opts.runTimeoutMs ?? 6 * 3600_000,
+      countsNotifyMs: opts.countsNotifyMs ?? COUNTS_NOTIFY_MS,
     };
   }
 
@@ -100,7 +103,7 @@ export class RunExecutor {
   }
 
   async execute(runId: string, ctx: RunContext): Promise<void> {
-    const state = await RunState.claim(this.database, runId, ctx.workerId, this.hooks);
+    const state = await RunState.claim(this.database, runId, ctx.workerId, this.hooks, this.opts.countsNotifyMs);
     if (!state) return; // deleted, finished, or cancelled before it started
     const log = ctx.logger.child({ runId, syncId: state.run.syncId });
     if (state.firstStart) await hook(log, () => this.hooks.runStarted?.(state.run));

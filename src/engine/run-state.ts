@@ -10,7 +10,15 @@ import { TERMINAL, type Phase, type PhaseTiming, type RunError, type RunCounts, 
 
 // The run row as one execution sees it: claimed with a lease (runs.attempts, incremented
 // atomically), and every later write fenced by it, so an execution that lost the run to another
-// worker changes nothing. Each write is published (GraphQL subscriptions, other instances).
+// worker changes nothing. Writes are published on the run channel (GraphQL runUpdated, run
+// waiters, other instances), coalesced: every status and phase change and the terminal state are
+// published; a write that changes only counters or bookkeeping (counts, plan sample, timestamps) is
+// published only when the last publication is at least COUNTS_NOTIFY_MS old (a notification is a
+// round trip and wakes every listener in every instance; a subscriber reads the run as it is, so
+// the next publication carries the counters the skipped ones would have).
+
+/** Least time between two publications of a run that change neither its status nor its phase (ms). */
+export const COUNTS_NOTIFY_MS = 1000;
 
 export class RunState {
   run: RunRow;
@@ -18,20 +26,32 @@ export class RunState {
   readonly firstStart: boolean;
   private readonly database: Database;
   private readonly hooks: RunHooks;
+  /** What was last published of this run (status, phase) and when (ms since epoch). */
+  private published: { status: string; phase: string | null; at: number };
+  private readonly countsNotifyMs: number;
 
-  private constructor(database: Database, run: RunRow, firstStart: boolean, hooks: RunHooks) {
+  private constructor(database: Database, run: RunRow, firstStart: boolean, hooks: RunHooks, countsNotifyMs: number) {
     this.database = database;
     this.run = run;
     this.lease = run.attempts;
     this.firstStart = firstStart;
     this.hooks = hooks;
+    this.countsNotifyMs = countsNotifyMs;
+    this.published = { status: run.status, phase: run.phase, at: Date.now() };
+  }
+
+  /** Whether a write that left the run as `row` is published (see the header). */
+  private shouldPublish(row: RunRow, now: number): boolean {
+    const last = this.published;
+    return row.status !== last.status || row.phase !== last.phase || now - last.at >= this.countsNotifyMs;
   }
 
   /**
    * Takes the run for this execution: null when it is gone or terminal (nothing to do), or was
-   * cancelled before it started (it is finished as cancelled here).
+   * cancelled before it started (it is finished as cancelled here). `countsNotifyMs`: see
+   * COUNTS_NOTIFY_MS.
    */
-  static async claim(database: Database, runId: string, workerId: string, hooks: RunHooks): Promise<RunState | null> {
+  static async claim(database: Database, runId: string, workerId: string, hooks: RunHooks, countsNotifyMs = COUNTS_NOTIFY_MS): Promise<RunState | null> {
     const [loaded] = await database.db.select().from(runs).where(eq(runs.id, runId));
     if (!loaded || TERMINAL.has(loaded.status as RunStatus)) return null;
     const [row] = await database.db
@@ -41,7 +61,7 @@ export class RunState {
       .returning();
     if (!row) return null;
     await publishRun(database.db, row);
-    const state = new RunState(database, row, !loaded.startedAt, hooks);
+    const state = new RunState(database, row, !loaded.startedAt, hooks, countsNotifyMs);
     if (row.cancelRequestedAt) {
       await state.finish('cancelled', { code: 'cancelled', message: 'Cancelled before it started.', retryable: false });
       return null;
@@ -62,7 +82,11 @@ export class RunState {
       throw new LeaseLostError(this.run.id);
     }
     this.run = row;
-    await publishRun(this.database.db, row);
+    const now = Date.now();
+    if (this.shouldPublish(row, now)) {
+      this.published = { status: row.status, phase: row.phase, at: now };
+      await publishRun(this.database.db, row);
+    }
     return row;
   }
 

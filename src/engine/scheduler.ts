@@ -116,12 +116,16 @@ export async function fireSlot(
   firedAt: Date,
 ): Promise<{ outcome: SlotOutcome; next: Date | null }> {
   const { database, services, logger } = deps;
-  // One statement reads the sync and triggers its run unless one is queued or running.
-  const sync = await services.runs.fireScheduled(syncId);
+  // One statement reads the sync, triggers its run unless one is queued or running, and plans an
+  // interval schedule's next slot (the first of the grid after both the clock and the fired slot).
+  const after = new Date(Math.max(now.getTime(), firedAt.getTime()));
+  const sync = await services.runs.fireScheduled(syncId, after);
   if (!sync) return { outcome: 'gone', next: null };
   // Not created while enabled: a run was active (or was queued while the statement waited).
   const outcome: SlotOutcome = sync.created ? 'triggered' : sync.enabled ? 'skipped' : 'disabled';
   if (outcome === 'skipped') logger.info({ syncId, activeRun: sync.active }, 'scheduled slot skipped: a run is still active');
+  if (sync.planned) return { outcome, next: sync.planned };
+  // A cron schedule (its slots need the zone rules), or a sync disabled or no longer scheduled.
   const fired = { id: syncId, version: sync.version, enabled: sync.enabled, schedule: sync.schedule, createdAt: sync.createdAt };
   return { outcome, next: await planNextSlot(database.db, fired, now, firedAt) };
 }

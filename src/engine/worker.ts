@@ -23,6 +23,11 @@ import { STAGING_SCHEMA } from './staging.ts';
 // own job only — never every job of that worker — and the run's lease stops the old execution
 // at its next write. It also deletes job queues that have no job left (see gcJobQueues).
 //
+// Scheduled slots have a lane of their own: a second graphile-worker runner in the same process,
+// taking backhaul_schedule and backhaul_sequence_schedule jobs only (SCHEDULE_LANE), so that a slot fires when it is due however
+// many runs fill the run slots (a fire is one statement, two for a cron schedule; a run can take minutes). The run lane
+// does not take schedule jobs.
+//
 // The control database going away pauses the worker instead of ending the process: connections
 // are awaited (patient-pool.ts), a run waits for the database and resumes from its checkpoint,
 // and the sweep releases nothing until the database has been back for the stale interval (a
@@ -56,8 +61,13 @@ export interface WorkerOptions {
   crontab?: string[];
 }
 
+/** The schedule lane: concurrent fires, and its poll interval (ms; a slot is due without a notification). */
+export const SCHEDULE_LANE = { concurrency: 2, pollIntervalMs: 500 };
+
 export interface Worker {
   runner: Runner;
+  /** The schedule lane's runner (backhaul_schedule and backhaul_sequence_schedule only). */
+  scheduleRunner: Runner;
   executor: RunExecutor;
   sweep(): Promise<number>;
   stop(): Promise<void>;
@@ -144,7 +154,7 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
   // we end it after the runner has stopped. Errors are logged as one short line (a pg error
   // carries its whole client object).
   const pgPool = patientPool(
-    { connectionString: database.url, max: o.concurrency + 2 },
+    { connectionString: database.url, max: o.concurrency + SCHEDULE_LANE.concurrency + 2 },
     {
       onWait: (e) => logger.warn({ cause: errorSummary(e) }, 'control database unavailable: the worker waits for it'),
       onBack: () => logger.info('control database back: the worker resumes'),
@@ -174,7 +184,7 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
     }
   };
   const taskList: Record<string, Task> = Object.fromEntries(
-    Object.entries({ ...o.tasks, backhaul_run, backhaul_schedule, backhaul_sequence_advance, backhaul_sequence_schedule, backhaul_maintenance }).map(([name, task]) => [name, tracked(task)]),
+    Object.entries({ ...o.tasks, backhaul_run, backhaul_sequence_advance, backhaul_maintenance }).map(([name, task]) => [name, tracked(task)]),
   );
   const runner = await runGraphileWorker({
     pgPool,
@@ -186,6 +196,18 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
     taskList,
     crontab: ['*/10 * * * * backhaul_maintenance', ...(o.crontab ?? [])].join('\n'),
     logger: quietLogger(logger),
+  });
+  const scheduleRunner = await runGraphileWorker({
+    pgPool,
+    concurrency: SCHEDULE_LANE.concurrency,
+    noHandleSignals: true,
+    pollInterval: SCHEDULE_LANE.pollIntervalMs,
+    gracefulShutdownAbortTimeout: 100,
+    taskList: { backhaul_schedule: tracked(backhaul_schedule), backhaul_sequence_schedule: tracked(backhaul_sequence_schedule) },
+    logger: quietLogger(logger),
+  }).catch(async (e) => {
+    await runner.stop();
+    throw e;
   });
 
   const staleAfter = o.staleAfterMs ?? 15_000;
@@ -316,13 +338,14 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
 
   return {
     runner,
+    scheduleRunner,
     executor,
     sweep,
     async stop() {
       clearInterval(sweepTimer);
       // Nothing waits for a database that is away any more: stopping must not hang on it.
       pgPool.stopWaiting();
-      await runner.stop();
+      await Promise.all([runner.stop(), scheduleRunner.stop()]);
       // graphile-worker fails interrupted jobs without waiting for it (and would delay their retry):
       // unlock what this process held so that another worker resumes its runs at once.
       if (poolIds.size) {

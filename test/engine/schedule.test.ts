@@ -3,6 +3,7 @@ import postgres from 'postgres';
 import { connectDatabase } from '../../src/db/client.ts';
 import { createServices } from '../../src/domain/services.ts';
 import { realClock } from '../../src/engine/rate-limiter.ts';
+import { nextCronTime } from '../../src/engine/cron-time.ts';
 import { fireSlot } from '../../src/engine/scheduler.ts';
 import { startTestBackhaul, type TestBackhaul } from '../helpers/backhaul.ts';
 import { startFakeCrm } from '../fakes/crm.ts';
@@ -141,7 +142,8 @@ t.test('interval slots stay on the grid with the real worker and clock, however 
     return { slot, plannedAt };
   };
   const second = await nextPlanned(s1, 'after the late fire');
-  t.ok(second.plannedAt >= s1 + 2000, 'the fire was really late: the next slot was planned 2 s after its slot');
+  // (The plan is made in the fire's one statement, whose now() — the job's updated_at — is from before it waited.)
+  t.ok(Date.now() >= s1 + 2000, 'the fire was really late: the next slot was planned 2 s after its slot');
   t.equal(second.slot - s1, every, 'and the next slot is still the previous one plus 10 s');
   // The next fire, not slowed.
   const third = await nextPlanned(second.slot, 'after the next fire');
@@ -153,6 +155,40 @@ t.test('interval slots stay on the grid with the real worker and clock, however 
   }
   void third;
   await h.request('PATCH', `/v1/syncs/${syncId}`, { body: { schedule: { type: 'manual' } } });
+});
+
+t.test('a slot fires while every run slot of the worker is taken (the schedule lane)', async (t) => {
+  // One run slot (BACKHAUL_WORKER_CONCURRENCY=1), held by a run whose delivery the CRM holds: the
+  // other sync's slot still fires on time, in the worker's schedule lane, and queues its run.
+  const h = await startTestBackhaul(t, { env: { BACKHAUL_WORKER_CONCURRENCY: '1' }, start: { worker: true, engine: { retryBaseMs: 5, heartbeatMs: 200 } } });
+  const crm = await startFakeCrm();
+  t.teardown(() => crm.close());
+  let release!: () => void;
+  const holding = new Promise<void>((r) => (release = r));
+  let held = false;
+  crm.onBatch = async () => {
+    held = true;
+    await holding;
+  };
+  t.teardown(() => release());
+  const busy = await setupSync(t, h, crm.url, { rows: 3 });
+  const other = await setupSync(t, h, crm.url, { slug: 'other' });
+  const db = postgres(h.databaseUrl, { max: 2, onnotice: () => {} });
+  t.teardown(() => db.end());
+  const trig = await h.request('POST', `/v1/syncs/${busy.syncId}/runs`, { body: {} });
+  t.equal(trig.status, 202);
+  await until(async () => held, 'the run to hold the only run slot');
+  const anchor = Math.ceil(Date.now() / 1000) * 1000 + 2000;
+  await h.request('PATCH', `/v1/syncs/${other.syncId}`, { body: { schedule: { type: 'interval', everySeconds: 3600, anchor: new Date(anchor).toISOString() } } });
+  await until(async () => (await db`select count(*)::int as n from runs where sync_id = ${other.syncId} and trigger = 'schedule'`)[0]!.n === 1, 'the slot to fire');
+  const [busyRun] = await db`select status from runs where id = ${trig.body.id}`;
+  t.equal(busyRun!.status, 'running', 'while the run still held the only run slot');
+  // The fire plans the next slot in its second statement, after the run is there.
+  await until(async () => (await scheduledAt(db, other.syncId)) === new Date(anchor + 3600_000).toISOString(), 'the fire to plan the next slot');
+  t.pass('and the next slot is planned');
+  release();
+  await waitForRun(h, trig.body.id);
+  await h.request('PATCH', `/v1/syncs/${other.syncId}`, { body: { schedule: { type: 'manual' } } });
 });
 
 t.test('a fire processed after later slots have passed plans the next slot of the grid; the overrun slots are skipped, not queued', async (t) => {
@@ -212,7 +248,7 @@ t.test('schedule.anchor: any timestamp with an offset, stored as UTC; others are
   }
   const cron = await h.request('PATCH', `/v1/syncs/${syncId}`, { body: { schedule: { type: 'cron', expression: '0 6 * * *', anchor: '2026-03-01T06:30:00Z' } } });
   t.equal(cron.status, 400, 'a cron schedule has no anchor');
-  // GraphQL: the same field, through the same service.
+  // GraphQL (ScheduleInput is @oneOf): the same field, through the same service.
   const query = `mutation($ref: String!, $anchor: String) {
     updateSync(ref: $ref, input: { schedule: { interval: { everySeconds: 600, anchor: $anchor } } }) { schedule { ... on IntervalSchedule { everySeconds anchor } } } }`;
   const gql = await h.request('POST', '/graphql', { body: { query, variables: { ref: syncId, anchor: '2026-03-01T08:00:00+02:00' } } });
@@ -221,7 +257,7 @@ t.test('schedule.anchor: any timestamp with an offset, stored as UTC; others are
   t.ok(gqlBad.body.errors?.length, 'GraphQL refuses an anchor without an offset');
 });
 
-t.test('a scheduled fire costs two statements (the trigger does not repeat the read), and its run is the same as a triggered one', async (t) => {
+t.test('a scheduled fire costs one statement for an interval schedule, two for a cron one (the trigger does not repeat the read), and its run is the same as a triggered one', async (t) => {
   const h = await startTestBackhaul(t);
   const crm = await startFakeCrm();
   t.teardown(() => crm.close());
@@ -243,7 +279,7 @@ t.test('a scheduled fire costs two statements (the trigger does not repeat the r
   statements.length = 0;
   const fired = await fireSlot(deps, syncId, slot, slot);
   t.equal(fired.outcome, 'triggered');
-  t.equal(statements.length, 2, `a slot that triggers a run: ${JSON.stringify(statements, null, 1)}`);
+  t.equal(statements.length, 1, `a slot that triggers a run and plans the next: ${JSON.stringify(statements, null, 1)}`);
   t.equal(fired.next!.getTime() - slot.getTime(), 600_000, 'and plans the next slot');
   t.equal(await scheduledAt(db, syncId), fired.next!.toISOString());
 
@@ -262,8 +298,20 @@ t.test('a scheduled fire costs two statements (the trigger does not repeat the r
   statements.length = 0;
   const skipped = await fireSlot(deps, syncId, fired.next!, fired.next!);
   t.equal(skipped.outcome, 'skipped');
-  t.equal(statements.length, 2, `a skipped slot: ${JSON.stringify(statements, null, 1)}`);
+  t.equal(statements.length, 1, `a skipped slot: ${JSON.stringify(statements, null, 1)}`);
   t.equal((await runsOf(h, syncId)).length, 1);
+  t.equal(skipped.next!.getTime() - fired.next!.getTime(), 600_000, 'and plans the slot after it');
+  t.equal(await scheduledAt(db, syncId), skipped.next!.toISOString());
+
+  // A cron schedule: its next slot needs the zone rules, planned by a second statement.
+  await h.request('PATCH', `/v1/syncs/${syncId}`, { body: { schedule: { type: 'cron', expression: '0 6 * * *', timezone: 'Europe/Paris' } } });
+  const cronSlot = new Date((await scheduledAt(db, syncId))!);
+  statements.length = 0;
+  const cronFire = await fireSlot(deps, syncId, cronSlot, cronSlot);
+  t.equal(cronFire.outcome, 'skipped');
+  t.equal(statements.length, 2, `a cron slot: ${JSON.stringify(statements, null, 1)}`);
+  t.equal(cronFire.next!.toISOString(), nextCronTime('0 6 * * *', 'Europe/Paris', cronSlot).toISOString(), 'the next 06:00 in Paris');
+  t.equal(await scheduledAt(db, syncId), cronFire.next!.toISOString());
 
   // A manual trigger now returns the queued run, as before.
   const manual = await h.request('POST', `/v1/syncs/${syncId}/runs`, { body: {} });
