@@ -114,10 +114,11 @@ export interface FingerprintSession {
   /** Which fingerprint function (part of the evaluation version: another function re-evaluates every row). */
   readonly method: string;
   /**
-   * Every row's (primary key, fingerprint) as PostgreSQL COPY text lines `pk\tfp\n` (a NULL
-   * key as `\N`), in chunks; the key in the form the engine records it (String(value)).
+   * Every row's (primary key, `prefix` + fingerprint) as PostgreSQL COPY text lines `pk\tfp\n`
+   * (a NULL key as `\N`), in chunks; the key in the form the engine records it (String(value)).
+   * `prefix` matches /^[0-9a-z]*:?$/ (the engine's evaluation version).
    */
-  keys(signal?: AbortSignal): AsyncIterable<string | Buffer>;
+  keys(prefix: string, signal?: AbortSignal): AsyncIterable<string | Buffer>;
   /**
    * The rows of these primary keys (the same strings `keys` gave), each with its fingerprint in
    * FINGERPRINT_COLUMN. May return rows of other keys too (a case-insensitive collation): the

@@ -54,15 +54,28 @@ export async function markDuplicates(sql: Sql, runId: string, syncId?: string): 
       for (const pk of pks) invalid.push({ pk, code: 'duplicate_primary_key', message: `Primary key "${pk}" appears more than once in the model's result; none of its rows was sent.` });
     }
     // Valid rows claiming one destination record: each is invalid, naming the others.
-    const shared = inc
+    // Incremental: records a staged row claims whose last claimant was not read in full (usually
+    // none: found by the snapshot's key), then which of those claimants are present and unchanged
+    // (one pass over the key scan, only when there are any).
+    let unread: { pk: string; mkey: string; match: string }[] = [];
+    if (inc) {
+      const cands = await tx<{ pk: string; mkey: string; match: string; fp: string | null }[]>`
+        select n.primary_key as pk, n.match_key as mkey, n.match_value::text as match, n.source_fp as fp
+        from (select distinct mkey from ${t} where state = 'v') st
+        join sync_snapshots n on n.sync_id = ${syncId!} and n.match_key = st.mkey
+        where not exists (select 1 from ${t} x where x.pk = n.primary_key) and n.source_fp like ${`${inc.version}:%`}`;
+      if (cands.length) {
+        const present = await tx<{ pk: string; fp: string }[]>`select pk, fp from ${k} where pk = any(${cands.map((c) => c.pk)}::text[])`;
+        const have = new Set(present.map((r) => `${r.pk}\u0000${r.fp}`));
+        unread = cands.filter((c) => have.has(`${c.pk}\u0000${c.fp}`));
+      }
+    }
+    const shared = unread.length
       ? await tx<{ mkey: string; match: string; pks: string[]; unread: string[] | null }[]>`
-          with unread as (
-            select n.primary_key as pk, n.match_key as mkey, n.match_value::text as match
-            from (select distinct mkey from ${t} where state = 'v') st
-            join sync_snapshots n on n.sync_id = ${syncId!} and n.match_key = st.mkey
-            join ${k} kk on kk.pk = n.primary_key and n.source_fp = ${inc.version} || ':' || kk.fp
-            where not exists (select 1 from ${t} x where x.pk = n.primary_key)),
-          claims as (select pk, mkey, match, false as unread from ${t} where state = 'v' union all select pk, mkey, match, true from unread)
+          with claims as (
+            select pk, mkey, match, false as unread from ${t} where state = 'v'
+            union all
+            select u.pk, u.mkey, u.match, true from unnest(${unread.map((u) => u.pk)}::text[], ${unread.map((u) => u.mkey)}::text[], ${unread.map((u) => u.match)}::text[]) as u(pk, mkey, match))
           select mkey, min(match) as match, array_agg(pk order by pk) as pks, array_agg(pk) filter (where unread) as unread
           from claims group by mkey having count(*) > 1`
       : await tx<{ mkey: string; match: string; pks: string[]; unread: string[] | null }[]>`
@@ -154,7 +167,7 @@ export async function buildPlan(sql: Sql, runId: string, opts: PlanOptions): Pro
         where n.sync_id = ${opts.syncId}
           and not exists (select 1 from ${s} st where st.mkey = n.match_key)
           and not exists (select 1 from ${s} st where st.pk = n.primary_key and st.state <> 'v')
-          ${inc ? sql`and not exists (select 1 from ${k} kk where kk.pk = n.primary_key and n.source_fp = ${inc.version} || ':' || kk.fp)` : sql``}`;
+          ${inc ? sql`and not exists (select 1 from ${k} kk where kk.pk = n.primary_key and kk.fp = n.source_fp)` : sql``}`;
     }
   });
   const rows = await sql<{ op: keyof OpCounts; n: number }[]>`select op, count(*)::int as n from ${p} group by op`;

@@ -23,7 +23,7 @@ import type { RunCounts } from './status.ts';
 //   fingerprint in the same query (a hash of the whole row, by the database), kept in the snapshot.
 // - incremental (SQL sources, when the snapshot holds fingerprints of the current evaluation
 //   version and the run is no full resync): one scan of (primary key, fingerprint) for every row,
-//   copied into keys_<run>; the keys whose fingerprint matches no snapshot record of that row
+//   copied into keys_<run> (the fingerprint prefixed by the version, as the snapshot keeps it); the keys whose fingerprint matches no snapshot record of that row
 //   (new, changed, duplicated) are then read in full by key, in batches, within the same read-only
 //   snapshot transaction, and only those are mapped and staged. Unchanged rows still claim their
 //   records (diff.ts reads keys_<run>). Deleted keys need nothing.
@@ -224,7 +224,7 @@ async function incrementalRead(q: QueryInput, c: IncrementalContext): Promise<bo
     await sql`drop table if exists ${kt}, ${ct}`;
     await sql`create unlogged table ${kt} (pk text, fp text)`;
     try {
-      await copyKeys(sql, keys, session.keys(signal), signal);
+      await copyKeys(sql, keys, session.keys(`${c.version}:`, signal), signal);
     } catch (e) {
       if (e instanceof FingerprintUnsupported) return await giveUp(`the source cannot read this model by key (${e.message})`);
       throw e;
@@ -240,7 +240,7 @@ async function incrementalRead(q: QueryInput, c: IncrementalContext): Promise<bo
       await tx`
         create unlogged table ${ct} as
         select kk.pk from ${kt} kk
-        left join sync_snapshots n on n.sync_id = ${q.run.syncId} and n.primary_key = kk.pk and n.source_fp = ${c.version} || ':' || kk.fp
+        left join sync_snapshots n on n.sync_id = ${q.run.syncId} and n.primary_key = kk.pk and n.source_fp = kk.fp
         group by kk.pk having count(*) > 1 or bool_and(n.primary_key is not null) is not true`;
     });
     const [{ n: nChanged }] = await sql<{ n: number }[]>`select count(*)::int as n from ${ct}`;

@@ -198,7 +198,7 @@ t.test('a row that changed or left between the key scan and the fetch', async (t
         let fetchFrom: FingerprintSession | undefined;
         const session: FingerprintSession = {
           method: scan.method,
-          keys: (sig) => scan.keys(sig),
+          keys: (prefix, sig) => scan.keys(prefix, sig),
           fetch: async (keys, sig) => {
             if (!fetchFrom) {
               await between?.();

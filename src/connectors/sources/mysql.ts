@@ -319,8 +319,9 @@ export class MysqlSource implements SourceConnector {
     };
     return {
       method: MY_FP_METHOD,
-      keys: async function* (this: void, sig?: AbortSignal) {
-        const pump = new RowPump(session.core, `SELECT bh_row.${pkCol} AS k, ${fp} AS f ${from}`, 5000);
+      keys: async function* (this: void, prefix: string, sig?: AbortSignal) {
+        if (!/^[0-9a-z]*:?$/.test(prefix)) throw new Error(`fingerprint prefix ${JSON.stringify(prefix)}`);
+        const pump = new RowPump(session.core, `SELECT bh_row.${pkCol} AS k, CONCAT('${prefix}', ${fp}) AS f ${from}`, 5000);
         try {
           for (;;) {
             const batch = await session.run(pump.next(), dataMs, 'reading keys', sig);

@@ -315,8 +315,9 @@ export class PostgresSource implements SourceConnector {
     };
     return {
       method: PG_FP_METHOD,
-      keys: async function* (this: void, sig?: AbortSignal) {
-        const query = s.sql.unsafe(`copy (select bh_row.${pkCol}, ${PG_FP} ${from}) to stdout`, [], { prepare: false });
+      keys: async function* (this: void, prefix: string, sig?: AbortSignal) {
+        if (!/^[0-9a-z]*:?$/.test(prefix)) throw new Error(`fingerprint prefix ${JSON.stringify(prefix)}`);
+        const query = s.sql.unsafe(`copy (select bh_row.${pkCol}, '${prefix}' || ${PG_FP} ${from}) to stdout`, [], { prepare: false });
         let pending: Promise<unknown> | undefined;
         try {
           pending = Promise.resolve(query.readable());
