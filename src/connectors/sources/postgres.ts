@@ -104,6 +104,8 @@ export class PostgresSource implements SourceConnector {
   readonly #sessions = new Set<PgSession>();
   /** The database's array types, read once by the first session that reads rows. */
   #arrayTypes: PgArrayType[] | undefined;
+  /** server_version_num, read with the array types. */
+  #serverVersion: number | undefined;
 
   constructor(config: SqlDatabaseConfig, secrets: ResolvedSecrets, ctx: ConnectorContext = { denyPrivateNetworks: false }) {
     this.#config = config;
@@ -228,7 +230,8 @@ export class PostgresSource implements SourceConnector {
       await bounded(s.sql.unsafe('begin read only'), CONTROL_TIMEOUT_MS, 'starting a read-only transaction', signal);
       // With fingerprints, the model is wrapped as a subquery; a query PostgreSQL will not nest
       // (a data-modifying WITH, 0A000) is then run as written, so the database reports what is wrong with it.
-      const wrapped = opts.fingerprint && pgFingerprintable(opts.fingerprint.columns) ? `select bh_row.*, ${PG_FP} as ${FINGERPRINT_COLUMN} from (${q}\n) as bh_row` : undefined;
+      const fp = opts.fingerprint && pgFingerprint(opts.fingerprint.columns, this.#serverVersion);
+      const wrapped = fp ? `select bh_row.*, ${fp.sql} as ${FINGERPRINT_COLUMN} from (${q}\n) as bh_row` : undefined;
       let first = true;
       let it: AsyncIterator<unknown>;
       const fetchNext = () => {
@@ -279,7 +282,7 @@ export class PostgresSource implements SourceConnector {
   }
 
   fingerprintMethod(columns: Column[]): string | undefined {
-    return pgFingerprintable(columns) ? PG_FP_METHOD : undefined;
+    return pgFingerprint(columns, this.#serverVersion)?.method;
   }
 
   async fingerprints(sql: string, opts: FingerprintOptions): Promise<FingerprintSession | undefined> {
@@ -287,7 +290,8 @@ export class PostgresSource implements SourceConnector {
     const pk = opts.columns.find((c) => c.name === opts.primaryKey);
     // Keys travel as text (COPY) and come back as `= any($1::text[]::type[])`: only types whose
     // text form is the engine's String(value) and which compare exactly (or filter below) qualify.
-    if (!pk || !pgFingerprintable(opts.columns) || !PG_KEY_TYPES.test(pk.nativeType)) return undefined;
+    const fp = pgFingerprint(opts.columns, this.#serverVersion);
+    if (!pk || !fp || !PG_KEY_TYPES.test(pk.nativeType)) return undefined;
     const { signal } = opts;
     const s = this.#open(this.#timeoutMs);
     const dataMs = this.#timeoutMs + DATA_GRACE_MS;
@@ -314,10 +318,10 @@ export class PostgresSource implements SourceConnector {
       return aborted ? cancelled() : duringSession(e, pgError);
     };
     return {
-      method: PG_FP_METHOD,
+      method: fp.method,
       keys: async function* (this: void, prefix: string, sig?: AbortSignal) {
         if (!/^[0-9a-z]*:?$/.test(prefix)) throw new Error(`fingerprint prefix ${JSON.stringify(prefix)}`);
-        const query = s.sql.unsafe(`copy (select bh_row.${pkCol}, '${prefix}' || ${PG_FP} ${from}) to stdout`, [], { prepare: false });
+        const query = s.sql.unsafe(`copy (select bh_row.${pkCol}, '${prefix}' || ${fp.sql} ${from}) to stdout`, [], { prepare: false });
         let pending: Promise<unknown> | undefined;
         try {
           pending = Promise.resolve(query.readable());
@@ -337,7 +341,7 @@ export class PostgresSource implements SourceConnector {
       fetch: async (keys: string[], sig?: AbortSignal) => {
         if (broken) throw new ConnectorError('source_unavailable', 'The connection to the source was lost.', { classification: 'retryable' });
         const query = s.sql.unsafe(
-          `select bh_row.*, ${PG_FP} as ${FINGERPRINT_COLUMN} ${from} where bh_row.${pkCol} = any($1::text[]::${pk.nativeType}[])`,
+          `select bh_row.*, ${fp.sql} as ${FINGERPRINT_COLUMN} ${from} where bh_row.${pkCol} = any($1::text[]::${pk.nativeType}[])`,
           [pgTextArray(keys)],
           { prepare: false },
         );
@@ -379,7 +383,16 @@ export class PostgresSource implements SourceConnector {
 
   /** Makes the session read arrays as arrays (the first session of this source reads which types are arrays). */
   async #ready(s: PgSession, signal?: AbortSignal): Promise<void> {
-    this.#arrayTypes ??= await bounded(s.sql.unsafe<PgArrayType[]>(ARRAY_TYPES_SQL), CONTROL_TIMEOUT_MS, 'reading array types', signal);
+    if (!this.#arrayTypes) {
+      const [types, [v]] = await bounded(
+        Promise.all([s.sql.unsafe<PgArrayType[]>(ARRAY_TYPES_SQL), s.sql.unsafe<{ v: number }[]>(`select current_setting('server_version_num')::int as v`)]),
+        CONTROL_TIMEOUT_MS,
+        'reading array types',
+        signal,
+      );
+      this.#serverVersion = Number(v.v);
+      this.#arrayTypes = types;
+    }
     installArrayTypes(s.sql, this.#arrayTypes);
   }
 
@@ -451,11 +464,24 @@ export function requestCancel(query: ReturnType<PgClient['unsafe']>): void {
   }
 }
 
-// The source fingerprint: a 64-bit hash of the row's text form (the record's output, which tells
-// NULL from '' and every value exactly; hash_record_extended would be cheaper but hashes by each
-// type's equality — 1.5 = 1.50, citext ignores case — and so could miss a change).
-const PG_FP = 'hashtextextended(bh_row::text, 0)';
-const PG_FP_METHOD = 'pg:hashtextextended(record::text,0)';
+// The source fingerprint, a 64-bit hash of the row computed by PostgreSQL. From PostgreSQL 14:
+// hash_record_extended over the row's columns, each hashed by its type's own hash function where
+// that function tells every distinct value apart (integers, booleans, dates and times, uuid,
+// bytea), every other column by its text form in the "C" collation (text, numeric — where
+// 1.5 = 1.50 for numeric's own hash —, json, arrays, floats…); no text form of the whole row is
+// built, which costs about as much as the COPY of the row. Before 14: a hash of the row's text form.
+const PG_EXACT_HASH = new Set(['smallint', 'integer', 'bigint', 'boolean', 'date', 'timestamp without time zone', 'timestamp with time zone', 'time without time zone', 'uuid', 'bytea', 'oid']);
+
+function pgFingerprint(columns: Column[], serverVersion: number | undefined): { sql: string; method: string } | undefined {
+  if (!serverVersion || !pgFingerprintable(columns)) return undefined;
+  if (serverVersion < 140000) return { sql: 'hashtextextended(bh_row::text, 0)', method: 'pg:hashtextextended(record::text,0)' };
+  const parts = columns.map((c) => {
+    const base = c.nativeType.replace(/\(\d+(,\d+)?\)/, '');
+    return PG_EXACT_HASH.has(base) ? `bh_row.${pgIdent(c.name)}` : `bh_row.${pgIdent(c.name)}::text collate "C"`;
+  });
+  const method = `pg14:hash_record_extended(${columns.map((c) => (PG_EXACT_HASH.has(c.nativeType.replace(/\(\d+(,\d+)?\)/, '')) ? 'v' : 't')).join('')})`;
+  return { sql: `hash_record_extended(row(${parts.join(', ')}), 0)`, method };
+}
 // Primary-key types whose text form is what the engine records (String(value)).
 const PG_KEY_TYPES = /^(smallint|integer|bigint|text|citext|name|uuid|character varying(\(\d+\))?|character(\(\d+\))?|numeric(\(\d+(,\d+)?\))?)$/;
 
