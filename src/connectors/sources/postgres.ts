@@ -290,8 +290,7 @@ export class PostgresSource implements SourceConnector {
     const pk = opts.columns.find((c) => c.name === opts.primaryKey);
     // Keys travel as text (COPY) and come back as `= any($1::text[]::type[])`: only types whose
     // text form is the engine's String(value) and which compare exactly (or filter below) qualify.
-    const fp = pgFingerprint(opts.columns, this.#serverVersion);
-    if (!pk || !fp || !PG_KEY_TYPES.test(pk.nativeType)) return undefined;
+    if (!pk || !pgFingerprintable(opts.columns) || !PG_KEY_TYPES.test(pk.nativeType)) return undefined;
     const { signal } = opts;
     const s = this.#open(this.#timeoutMs);
     const dataMs = this.#timeoutMs + DATA_GRACE_MS;
@@ -303,6 +302,7 @@ export class PostgresSource implements SourceConnector {
       this.#drop(s);
       throw duringSession(e, pgError);
     }
+    const fp = pgFingerprint(opts.columns, this.#serverVersion)!;
     const pkCol = pgIdent(pk.name);
     const from = `from (${q}
 ) as bh_row`;
