@@ -59,11 +59,17 @@ export async function markDuplicates(sql: Sql, runId: string, syncId?: string): 
     // (one pass over the key scan, only when there are any).
     let unread: { pk: string; mkey: string; match: string }[] = [];
     if (inc) {
+      // Few staged rows against a large snapshot: look records up by key (the snapshot's statistics
+      // may predate the rows the last run wrote, and a hash of the whole snapshot costs a scan of it).
+      await tx`set local enable_hashjoin = off`;
+      await tx`set local enable_mergejoin = off`;
       const cands = await tx<{ pk: string; mkey: string; match: string; fp: string | null }[]>`
         select n.primary_key as pk, n.match_key as mkey, n.match_value::text as match, n.source_fp as fp
         from (select distinct mkey from ${t} where state = 'v') st
         join sync_snapshots n on n.sync_id = ${syncId!} and n.match_key = st.mkey
         where not exists (select 1 from ${t} x where x.pk = n.primary_key) and n.source_fp like ${`${inc.version}:%`}`;
+      await tx`set local enable_hashjoin = on`;
+      await tx`set local enable_mergejoin = on`;
       if (cands.length) {
         const present = await tx<{ pk: string; fp: string }[]>`select pk, fp from ${k} where pk = any(${cands.map((c) => c.pk)}::text[])`;
         const have = new Set(present.map((r) => `${r.pk}\u0000${r.fp}`));
@@ -131,6 +137,12 @@ export async function buildPlan(sql: Sql, runId: string, opts: PlanOptions): Pro
   const { mode } = opts;
   await sql.begin(async (tx) => {
     await tx`set local work_mem = '64MB'`;
+    // An incremental run staged only the rows it read in full: look their records up by key
+    // rather than hashing the whole snapshot (whose statistics may predate the last run's rows).
+    if (inc) {
+      await tx`set local enable_hashjoin = off`;
+      await tx`set local enable_mergejoin = off`;
+    }
     // Writes: one pass over the valid staged rows, hash-joined to the snapshot by record.
     await tx`
       insert into ${p} (pk, op, hash, payload, match, mkey, record_id, fp)
@@ -153,6 +165,10 @@ export async function buildPlan(sql: Sql, runId: string, opts: PlanOptions): Pro
         from ${s} st
         where n.sync_id = ${opts.syncId} and n.match_key = st.mkey and st.state = 'v' and st.fp is not null
           and n.primary_key = st.pk and n.hash = st.hash and n.source_fp is distinct from st.fp`;
+    }
+    if (inc) {
+      await tx`set local enable_hashjoin = on`;
+      await tx`set local enable_mergejoin = on`;
     }
     if (mode === 'mirror') {
       // Deletes, after every write (higher seq). One per last claimant and run: run records are
