@@ -59,17 +59,11 @@ export async function markDuplicates(sql: Sql, runId: string, syncId?: string): 
     // (one pass over the key scan, only when there are any).
     let unread: { pk: string; mkey: string; match: string }[] = [];
     if (inc) {
-      // Few staged rows against a large snapshot: look records up by key (the snapshot's statistics
-      // may predate the rows the last run wrote, and a hash of the whole snapshot costs a scan of it).
-      await tx`set local enable_hashjoin = off`;
-      await tx`set local enable_mergejoin = off`;
       const cands = await tx<{ pk: string; mkey: string; match: string; fp: string | null }[]>`
         select n.primary_key as pk, n.match_key as mkey, n.match_value::text as match, n.source_fp as fp
         from (select distinct mkey from ${t} where state = 'v') st
         join sync_snapshots n on n.sync_id = ${syncId!} and n.match_key = st.mkey
         where not exists (select 1 from ${t} x where x.pk = n.primary_key) and n.source_fp like ${`${inc.version}:%`}`;
-      await tx`set local enable_hashjoin = on`;
-      await tx`set local enable_mergejoin = on`;
       if (cands.length) {
         const present = await tx<{ pk: string; fp: string }[]>`select pk, fp from ${k} where pk = any(${cands.map((c) => c.pk)}::text[])`;
         const have = new Set(present.map((r) => `${r.pk}\u0000${r.fp}`));
