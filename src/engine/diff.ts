@@ -131,12 +131,6 @@ export async function buildPlan(sql: Sql, runId: string, opts: PlanOptions): Pro
   const { mode } = opts;
   await sql.begin(async (tx) => {
     await tx`set local work_mem = '64MB'`;
-    // An incremental run staged only the rows it read in full: look their records up by key
-    // rather than hashing the whole snapshot (whose statistics may predate the last run's rows).
-    if (inc) {
-      await tx`set local enable_hashjoin = off`;
-      await tx`set local enable_mergejoin = off`;
-    }
     // Writes: one pass over the valid staged rows, hash-joined to the snapshot by record.
     await tx`
       insert into ${p} (pk, op, hash, payload, match, mkey, record_id, fp)
@@ -159,10 +153,6 @@ export async function buildPlan(sql: Sql, runId: string, opts: PlanOptions): Pro
         from ${s} st
         where n.sync_id = ${opts.syncId} and n.match_key = st.mkey and st.state = 'v' and st.fp is not null
           and n.primary_key = st.pk and n.hash = st.hash and n.source_fp is distinct from st.fp`;
-    }
-    if (inc) {
-      await tx`set local enable_hashjoin = on`;
-      await tx`set local enable_mergejoin = on`;
     }
     if (mode === 'mirror') {
       // Deletes, after every write (higher seq). One per last claimant and run: run records are
