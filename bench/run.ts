@@ -549,6 +549,22 @@ async function main(): Promise<void> {
         unchangedRunSendsNothing: unchangedSent.requests === 0,
       },
     });
+    const unchangedFigure = round(unchanged.wallMs / bareMs, 3);
+    push({
+      name: 'Unchanged run',
+      figure: unchangedFigure,
+      bar: '≤ 1.5',
+      holds: unchangedFigure <= 1.5 && unchangedSent.requests === 0,
+      unit: '× bare COPY time',
+      details: {
+        rows: N,
+        runWallMs: unchanged.wallMs,
+        runPhasesMs: unchanged.phases,
+        requests: unchangedSent.requests,
+        bareCopyMs: copies.map((c) => Math.round(c)),
+        timing: 'Backhaul: POST /runs until the run is observed terminal (all phases), nothing changed since the last run. Bare: COPY (model) TO STDOUT, best of 2.',
+      },
+    });
   }
 
   // ---- Memory again with heap flags suited to a worker (full resyncs: the same work as a first sync).

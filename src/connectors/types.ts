@@ -23,6 +23,11 @@ export interface StreamOptions {
   /** Rows per yielded batch (default 1000). */
   batchSize?: number;
   signal?: AbortSignal;
+  /**
+   * Also compute each row's source fingerprint (see FingerprintSession) into FINGERPRINT_COLUMN,
+   * when the source can for this model (`fingerprintMethod` says which; rows lack the column otherwise).
+   */
+  fingerprint?: { columns: Column[] };
 }
 
 /** Something a connection test found that works but should be changed (e.g. a superuser login). */
@@ -70,6 +75,56 @@ export interface SourceConnector {
    * an aborted `signal` cancels the server-side query and fails with `cancelled` at once.
    */
   stream(sql: string, opts?: StreamOptions): AsyncIterable<Row[]>;
+  /**
+   * Incremental reads (SQL sources that can fingerprint a row in the database): opens one
+   * read-only, consistent-snapshot transaction over the model, or answers undefined when this
+   * model cannot be read that way (its primary key's type has no exact text form, duplicate
+   * column names, …): the engine then reads every row with `stream`.
+   */
+  fingerprints?(sql: string, opts: FingerprintOptions): Promise<FingerprintSession | undefined>;
+  /** The fingerprint function `stream` uses for these columns when asked, or undefined when it cannot. */
+  fingerprintMethod?(columns: Column[]): string | undefined;
+  close(): Promise<void>;
+}
+
+/** Name of the column carrying a row's source fingerprint in rows a FingerprintSession returns. */
+export const FINGERPRINT_COLUMN = '__bh_fp';
+
+/**
+ * Thrown by a FingerprintSession's `keys` when a row's key turns out to have no exact text form
+ * (a binary value): the engine then reads every row with `stream` instead.
+ */
+export class FingerprintUnsupported extends Error {}
+
+export interface FingerprintOptions {
+  primaryKey: string;
+  /** The model's columns (from `columns`), whose values make the fingerprint. */
+  columns: Column[];
+  signal?: AbortSignal;
+}
+
+/**
+ * A model read as (primary key, fingerprint) pairs first, then full rows by key, all in one
+ * read-only transaction with one snapshot of the data (PostgreSQL REPEATABLE READ; MySQL/MariaDB
+ * WITH CONSISTENT SNAPSHOT), so the keys and the rows agree. A fingerprint is a hash of the whole
+ * source row computed by the database (PostgreSQL: hashtextextended of the row's text form;
+ * MySQL/MariaDB: MD5 of every column QUOTE()d): it changes whenever any value of the row does.
+ */
+export interface FingerprintSession {
+  /** Which fingerprint function (part of the evaluation version: another function re-evaluates every row). */
+  readonly method: string;
+  /**
+   * Every row's (primary key, `prefix` + fingerprint) as PostgreSQL COPY text lines `pk\tfp\n`
+   * (a NULL key as `\N`), in chunks; the key in the form the engine records it (String(value)).
+   * `prefix` matches /^[0-9a-z]*:?$/ (the engine's evaluation version).
+   */
+  keys(prefix: string, signal?: AbortSignal): AsyncIterable<string | Buffer>;
+  /**
+   * The rows of these primary keys (the same strings `keys` gave), each with its fingerprint in
+   * FINGERPRINT_COLUMN. May return rows of other keys too (a case-insensitive collation): the
+   * caller keeps those it asked for.
+   */
+  fetch(keys: string[], signal?: AbortSignal): Promise<Row[]>;
   close(): Promise<void>;
 }
 

@@ -380,6 +380,14 @@ export const syncSnapshots = pgTable(
     matchValue: jsonb('match_value'),
     /** The destination's id for the record, when it returned one. */
     recordId: text('record_id'),
+    /**
+     * `<evaluation version>:<source fingerprint>` of the model row whose payload this record
+     * holds: a hash of the source row computed by the source database, prefixed by a hash of
+     * everything else the payload depends on (model SQL and primary key, mappings, match key,
+     * destination fields, fingerprint function). An incremental run reads in full only rows
+     * whose key and fingerprint match no record under the current version. Null: unknown.
+     */
+    sourceFingerprint: text('source_fp'),
     updatedAt: updated(),
   },
   (t) => [primaryKey({ columns: [t.syncId, t.matchKey] })],

@@ -105,17 +105,17 @@ export async function checkpoint(c: CheckpointInput): Promise<void> {
   // New records (the plan found no snapshot entry for their match key; only this run writes the sync's snapshot).
   if (okNew.seqs.length) {
     writes.push(sql`
-      insert into sync_snapshots (sync_id, match_key, primary_key, hash, match_value, record_id, updated_at)
-      select ${run.syncId}, pl.mkey, pl.pk, pl.hash, pl.match::jsonb, coalesce(u.id, pl.record_id), now()
+      insert into sync_snapshots (sync_id, match_key, primary_key, hash, match_value, record_id, source_fp, updated_at)
+      select ${run.syncId}, pl.mkey, pl.pk, pl.hash, pl.match::jsonb, coalesce(u.id, pl.record_id), pl.fp, now()
       from unnest(${okNew.seqs}::bigint[], ${okNew.ids as string[]}::text[]) as u(seq, id) join ${p} pl on pl.seq = u.seq`);
   }
   if (okWrites.seqs.length) {
     writes.push(sql`
-      insert into sync_snapshots (sync_id, match_key, primary_key, hash, match_value, record_id, updated_at)
-      select ${run.syncId}, pl.mkey, pl.pk, pl.hash, pl.match::jsonb, coalesce(u.id, pl.record_id), now()
+      insert into sync_snapshots (sync_id, match_key, primary_key, hash, match_value, record_id, source_fp, updated_at)
+      select ${run.syncId}, pl.mkey, pl.pk, pl.hash, pl.match::jsonb, coalesce(u.id, pl.record_id), pl.fp, now()
       from unnest(${okWrites.seqs}::bigint[], ${okWrites.ids as string[]}::text[]) as u(seq, id) join ${p} pl on pl.seq = u.seq
       on conflict (sync_id, match_key) do update
-        set primary_key = excluded.primary_key, hash = excluded.hash, match_value = excluded.match_value,
+        set primary_key = excluded.primary_key, hash = excluded.hash, match_value = excluded.match_value, source_fp = excluded.source_fp,
             record_id = coalesce(excluded.record_id, sync_snapshots.record_id), updated_at = now()`);
   }
   if (okDeletes.length) {

@@ -18,9 +18,29 @@ import type { OpCounts } from './status.ts';
 //     leaves its old record to be deleted in mirror mode and kept in the others. Deletes come last
 //     in the plan and are sent only after every write was acknowledged.
 
-export async function markDuplicates(sql: Sql, runId: string): Promise<InvalidRow[]> {
-  const { stg } = stagingNames(runId);
+/**
+ * An incremental run's key scan (query.ts): the evaluation version its fingerprints were compared
+ * under, or undefined when the run read every row in full. Written on keys_<run> once the scan
+ * is complete, so a scan cut short reads as none.
+ */
+export async function incrementalScan(sql: Sql, runId: string): Promise<{ version: string; rows: number } | undefined> {
+  const [r] = await sql<{ d: string | null }[]>`select obj_description(to_regclass(${`${STAGING_SCHEMA}.${stagingNames(runId).keys}`}), 'pg_class') as d`;
+  const m = /^version=([0-9a-z]+) rows=(\d+)$/.exec(r?.d ?? '');
+  return m ? { version: m[1], rows: Number(m[2]) } : undefined;
+}
+
+/**
+ * Marks duplicated primary keys and rows claiming one destination record as invalid. In an
+ * incremental run (`syncId` given and a complete key scan) the staged rows are only those read in
+ * full; a row that was not (unchanged since the snapshot) still claims its record: the record
+ * whose last claimant it is and whose fingerprint its key scan matched. A staged row claiming
+ * that record makes both invalid, as when both were read: the unchanged row is staged as a claim.
+ */
+export async function markDuplicates(sql: Sql, runId: string, syncId?: string): Promise<InvalidRow[]> {
+  const { stg, keys } = stagingNames(runId);
   const t = sql`${sql(STAGING_SCHEMA)}.${sql(stg)}`;
+  const inc = syncId ? await incrementalScan(sql, runId) : undefined;
+  const k = sql`${sql(STAGING_SCHEMA)}.${sql(keys)}`;
   // Statistics for the planner (a fresh table has none): hash joins and aggregates, no sorts.
   await sql`analyze ${t}`;
   return sql.begin(async (tx) => {
@@ -34,11 +54,39 @@ export async function markDuplicates(sql: Sql, runId: string): Promise<InvalidRo
       for (const pk of pks) invalid.push({ pk, code: 'duplicate_primary_key', message: `Primary key "${pk}" appears more than once in the model's result; none of its rows was sent.` });
     }
     // Valid rows claiming one destination record: each is invalid, naming the others.
-    const shared = await tx<{ mkey: string; match: string; pks: string[] }[]>`
-      select mkey, min(match) as match, array_agg(pk order by pk) as pks from ${t}
-      where state = 'v' group by mkey having count(*) > 1`;
+    // Incremental: records a staged row claims whose last claimant was not read in full (usually
+    // none: found by the snapshot's key), then which of those claimants are present and unchanged
+    // (one pass over the key scan, only when there are any).
+    let unread: { pk: string; mkey: string; match: string }[] = [];
+    if (inc) {
+      const cands = await tx<{ pk: string; mkey: string; match: string; fp: string | null }[]>`
+        select n.primary_key as pk, n.match_key as mkey, n.match_value::text as match, n.source_fp as fp
+        from (select distinct mkey from ${t} where state = 'v') st
+        join sync_snapshots n on n.sync_id = ${syncId!} and n.match_key = st.mkey
+        where not exists (select 1 from ${t} x where x.pk = n.primary_key) and n.source_fp like ${`${inc.version}:%`}`;
+      if (cands.length) {
+        const present = await tx<{ pk: string; fp: string }[]>`select pk, fp from ${k} where pk = any(${cands.map((c) => c.pk)}::text[])`;
+        const have = new Set(present.map((r) => `${r.pk}\u0000${r.fp}`));
+        unread = cands.filter((c) => have.has(`${c.pk}\u0000${c.fp}`));
+      }
+    }
+    const shared = unread.length
+      ? await tx<{ mkey: string; match: string; pks: string[]; unread: string[] | null }[]>`
+          with claims as (
+            select pk, mkey, match, false as unread from ${t} where state = 'v'
+            union all
+            select u.pk, u.mkey, u.match, true from unnest(${unread.map((u) => u.pk)}::text[], ${unread.map((u) => u.mkey)}::text[], ${unread.map((u) => u.match)}::text[]) as u(pk, mkey, match))
+          select mkey, min(match) as match, array_agg(pk order by pk) as pks, array_agg(pk) filter (where unread) as unread
+          from claims group by mkey having count(*) > 1`
+      : await tx<{ mkey: string; match: string; pks: string[]; unread: string[] | null }[]>`
+          select mkey, min(match) as match, array_agg(pk order by pk) as pks, null::text[] as unread from ${t}
+          where state = 'v' group by mkey having count(*) > 1`;
     if (shared.length) {
       await tx`update ${t} set state = 'm' where state = 'v' and mkey = any(${shared.map((s) => s.mkey)}::text[])`;
+      for (const s of shared) {
+        // Unchanged rows become staged claims too: invalid, and their record is not deleted.
+        if (s.unread?.length) await tx`insert into ${t} (pk, state, match, mkey) select u, 'm', ${s.match}, ${s.mkey} from unnest(${s.unread}::text[]) as u`;
+      }
       for (const s of shared) {
         for (const pk of s.pks) {
           const others = s.pks.filter((o) => o !== pk);
@@ -59,19 +107,23 @@ export interface PlanOptions {
   syncId: string;
   mode: SyncModeT;
   fullResync: boolean;
+  /** A dry run leaves the snapshot untouched (no fingerprint refresh). */
+  dryRun?: boolean;
   /** The destination field deletes name the record by (their payload is just that field). */
   matchField: string;
   baseBatch?: number;
 }
 
 export async function buildPlan(sql: Sql, runId: string, opts: PlanOptions): Promise<{ planned: OpCounts; total: number }> {
-  const { stg, plan } = stagingNames(runId);
+  const { stg, plan, keys } = stagingNames(runId);
   const s = sql`${sql(STAGING_SCHEMA)}.${sql(stg)}`;
   const p = sql`${sql(STAGING_SCHEMA)}.${sql(plan)}`;
+  const k = sql`${sql(STAGING_SCHEMA)}.${sql(keys)}`;
+  const inc = opts.fullResync ? undefined : await incrementalScan(sql, runId);
   await sql`drop table if exists ${p}`;
   await sql`create unlogged table ${p} (
     seq bigserial primary key, pk text not null, op text not null, hash text, payload text, match text, mkey text not null,
-    record_id text, state char(1) not null default 'p', attempts int not null default 0)`;
+    record_id text, state char(1) not null default 'p', attempts int not null default 0, fp text)`;
   // Records of batches numbered above this were written against this plan (see readPending).
   await sql`comment on table ${p} is ${sql.unsafe(`'base_batch=${Math.max(0, Math.floor(opts.baseBatch ?? 0))}'`)}`;
 
@@ -81,20 +133,32 @@ export async function buildPlan(sql: Sql, runId: string, opts: PlanOptions): Pro
     await tx`set local work_mem = '64MB'`;
     // Writes: one pass over the valid staged rows, hash-joined to the snapshot by record.
     await tx`
-      insert into ${p} (pk, op, hash, payload, match, mkey, record_id)
+      insert into ${p} (pk, op, hash, payload, match, mkey, record_id, fp)
       select st.pk, case when n.match_key is null and ${mode !== 'update'} then 'insert'
                          when n.match_key is not null and ${mode === 'insert'} then 'insert'
                          else 'update' end,
-             st.hash, st.payload, st.match, st.mkey, n.record_id
+             st.hash, st.payload, st.match, st.mkey, n.record_id, st.fp
       from ${s} st
       left join sync_snapshots n on n.sync_id = ${opts.syncId} and n.match_key = st.mkey
       where st.state = 'v'
         and case when n.match_key is null then true
                  when ${mode === 'insert'} then ${full}
                  else ${full} or n.hash is distinct from st.hash or n.primary_key <> st.pk end`;
+    if (!full && !opts.dryRun) {
+      // A row whose payload is what its record already holds (a column no mapping reads changed,
+      // or the snapshot predates fingerprints) is not sent: its record takes the row's fingerprint,
+      // so the next incremental run does not read it again.
+      await tx`
+        update sync_snapshots n set source_fp = st.fp
+        from ${s} st
+        where n.sync_id = ${opts.syncId} and n.match_key = st.mkey and st.state = 'v' and st.fp is not null
+          and n.primary_key = st.pk and n.hash = st.hash and n.source_fp is distinct from st.fp`;
+    }
     if (mode === 'mirror') {
       // Deletes, after every write (higher seq). One per last claimant and run: run records are
       // keyed by (primary key, operation); a second unclaimed record of the same row waits a run.
+      // In an incremental run, a record is also claimed by an unchanged row: one whose key scan
+      // matched the record's last claimant and fingerprint (that row was not read in full).
       await tx`
         insert into ${p} (pk, op, hash, payload, match, mkey, record_id)
         select distinct on (n.primary_key) n.primary_key, 'delete', null, json_build_object(${opts.matchField}::text, n.match_value)::text,
@@ -102,7 +166,8 @@ export async function buildPlan(sql: Sql, runId: string, opts: PlanOptions): Pro
         from sync_snapshots n
         where n.sync_id = ${opts.syncId}
           and not exists (select 1 from ${s} st where st.mkey = n.match_key)
-          and not exists (select 1 from ${s} st where st.pk = n.primary_key and st.state <> 'v')`;
+          and not exists (select 1 from ${s} st where st.pk = n.primary_key and st.state <> 'v')
+          ${inc ? sql`and not exists (select 1 from ${k} kk where kk.pk = n.primary_key and kk.fp = n.source_fp)` : sql``}`;
     }
   });
   const rows = await sql<{ op: keyof OpCounts; n: number }[]>`select op, count(*)::int as n from ${p} group by op`;

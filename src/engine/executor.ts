@@ -14,7 +14,7 @@ import { CancelledError, deliverPhase } from './deliver.ts';
 import { buildPlan, markDuplicates, planSample, snapshotSize } from './diff.ts';
 import { checkThresholds } from './guards.ts';
 import { planBaseBatch, planSize } from './plan.ts';
-import { queryPhase } from './query.ts';
+import { queryPhase, type QueryStats } from './query.ts';
 import { realClock, type Clock } from './rate-limiter.ts';
 import { recordInvalid } from './records.ts';
 import { COUNTS_NOTIFY_MS, RunState } from './run-state.ts';
@@ -63,6 +63,8 @@ export interface RunHooks {
   batchDelivered?: (run: RunRow, batch: number, result: BatchResult) => Promise<void>;
   /** A whole request was retried (code: rate_limited, http_503, …). */
   retry?: (syncId: string, code: string) => void;
+  /** The querying phase read the model: how (incremental or full) and how many rows it read in full. */
+  queried?: (run: RunRow, stats: QueryStats) => void;
   /** A phase finished, with its duration. */
   phaseFinished?: (run: RunRow, phase: Phase, ms: number) => void;
 }
@@ -165,7 +167,7 @@ export class RunExecutor {
             destinationField: m.destinationField,
             source: m.source,
           }));
-          await queryPhase({
+          const read = await queryPhase({
             sql: this.sql,
             run: run0,
             model,
@@ -176,15 +178,22 @@ export class RunExecutor {
             dest,
             counts,
             readBatchSize: this.opts.readBatchSize,
+            fullResync: run0.fullResync,
             signal: anySignal,
           });
+          log.info({ read }, read.incremental ? `incremental read: ${read.rowsFetched} of ${read.keysScanned} rows read in full` : `full read: ${read.rowsFetched} rows`);
+          try {
+            this.hooks.queried?.(state.run, read);
+          } catch (e) {
+            log.warn({ err: e }, "queried hook failed");
+          }
           void source.close().catch(() => {});
           source = undefined;
           checkStop();
           await state.update({ stagedAt: new Date(), counts });
         }
         await state.enterPhase('diffing');
-        const dups = await markDuplicates(this.sql, runId);
+        const dups = await markDuplicates(this.sql, runId, sync.id);
         if (dups.length) {
           counts.invalid += dups.length;
           await recordInvalid(this.sql, run0, dups);
@@ -192,7 +201,7 @@ export class RunExecutor {
         checkStop();
         const [{ base }] = await this.sql<{ base: number }[]>`select coalesce(max(batch), 0)::int as base from run_records where run_id = ${runId}`;
         const before = await snapshotSize(this.sql, sync.id);
-        const { planned, total } = await buildPlan(this.sql, runId, { syncId: sync.id, mode: sync.mode, fullResync: run0.fullResync, matchField: sync.matchKey.destinationField, baseBatch: base });
+        const { planned, total } = await buildPlan(this.sql, runId, { syncId: sync.id, mode: sync.mode, fullResync: run0.fullResync, dryRun: run0.dryRun, matchField: sync.matchKey.destinationField, baseBatch: base });
         planBuiltNow = true;
         planBase = base;
         // A plan rebuilt after its table was lost keeps the counts of what was already delivered.

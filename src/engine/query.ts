@@ -1,6 +1,7 @@
 import { hash } from 'node:crypto';
+import { once } from 'node:events';
 import { compileMappings, type MappingSpec } from '../connectors/mapping.ts';
-import type { DestinationConnector, DestinationField, Row, SourceConnector } from '../connectors/types.ts';
+import { FINGERPRINT_COLUMN, FingerprintUnsupported, type Column, type DestinationConnector, type DestinationField, type FingerprintSession, type Row, type SourceConnector } from '../connectors/types.ts';
 import type { Sql } from '../db/client.ts';
 import { ConnectorError } from '../errors.ts';
 import { stringifyPayload } from '../lib/json.ts';
@@ -8,16 +9,34 @@ import { abortable, raceAbort } from './abort.ts';
 import { equalityOf, matchKeyOf, unrecordablePath } from './identity.ts';
 import { LookupResolver } from './lookups.ts';
 import { recordInvalid, type InvalidRow } from './records.ts';
-import { createStaging, StagingWriter } from './staging.ts';
+import { createStaging, STAGING_SCHEMA, stagingNames, StagingWriter } from './staging.ts';
 import type { RunCounts } from './status.ts';
 
-// Querying: stream the model through the source's cursor, map each row, and COPY
-// (pk, hash, payload, match value, match key) into the run's staging table. Memory stays flat.
-// Everything that would make a row unsendable or unrecordable is found here, before anything is
-// sent: a missing primary key, a mapping error, a missing match value, text the control database
-// cannot store. Such rows are invalid (recorded with their reason) and staged as claims only.
+// Querying: read the model from the source, map each row, and COPY (pk, hash, payload, match
+// value, match key, fingerprint) into the run's staging table. Memory stays flat. Everything that
+// would make a row unsendable or unrecordable is found here, before anything is sent: a missing
+// primary key, a mapping error, a missing match value, text the control database cannot store.
+// Such rows are invalid (recorded with their reason) and staged as claims only.
+//
+// Two ways to read (DESIGN §3, issue 17):
+// - full: every row, through the source's cursor. SQL sources also compute each row's source
+//   fingerprint in the same query (a hash of the whole row, by the database), kept in the snapshot.
+// - incremental (SQL sources, when the snapshot holds fingerprints of the current evaluation
+//   version and the run is no full resync): one scan of (primary key, fingerprint) for every row,
+//   copied into keys_<run> (the fingerprint prefixed by the version, as the snapshot keeps it); the keys whose fingerprint matches no snapshot record of that row
+//   (new, changed, duplicated) are then read in full by key, in batches, within the same read-only
+//   snapshot transaction, and only those are mapped and staged. Unchanged rows still claim their
+//   records (diff.ts reads keys_<run>). Deleted keys need nothing.
+// The evaluation version hashes everything a payload depends on besides the row: the model's SQL
+// and primary key, the mappings, the match key, the mapped destination fields and the fingerprint
+// function. Changing any of them, or a full resync, reads and re-evaluates every row. What a row's
+// payload takes from outside the row — lookup results, the time — is refreshed by a full resync only.
 
 const PAYLOAD_HASH = (s: string) => hash('sha1', s, 'base64url');
+/** Bumped when mapping evaluation itself changes what a row maps to. */
+const ENGINE_EVALUATION = 1;
+/** Keys per fetch of full rows in an incremental run. */
+const FETCH_BATCH = 1000;
 
 export interface QueryInput {
   sql: Sql;
@@ -31,12 +50,39 @@ export interface QueryInput {
   dest?: DestinationConnector;
   counts: RunCounts;
   readBatchSize: number;
+  /** Re-evaluate every row (the snapshot's fingerprints are not consulted). */
+  fullResync?: boolean;
   /** Aborted on cancel, shutdown or the run's deadline: the read stops at once. */
   signal: AbortSignal;
 }
 
+/** How the querying phase read the model. */
+export interface QueryStats {
+  /** Read by key scan and fetch of changed rows (else every row in full). */
+  incremental: boolean;
+  /** Rows whose (key, fingerprint) the key scan read (incremental runs). */
+  keysScanned: number;
+  /** Full rows read from the source and mapped. */
+  rowsFetched: number;
+  /** Keys the scan found that the fetch no longer did (the model changed in between; reconsidered next run). */
+  vanished: number;
+  /** Why an incremental read was not used or given up (absent when it was used or not tried). */
+  fullReason?: string;
+}
+
+/**
+ * The evaluation version: a hash of what a row's payload depends on besides the row itself
+ * (lowercase hex, 16 characters). See the header comment.
+ */
+export function evaluationVersion(q: Pick<QueryInput, 'model' | 'matchKey' | 'fields'>, mappings: MappingSpec[], method: string): string {
+  const mapped = new Set(mappings.map((m) => m.destinationField));
+  const fields = q.fields.filter((f) => mapped.has(f.name)).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  const basis = JSON.stringify([ENGINE_EVALUATION, method, q.model.sql, q.model.primaryKey, q.matchKey, mappings, fields]);
+  return hash('sha1', basis, 'hex').slice(0, 16);
+}
+
 /** Runs the querying phase; counts.queried and counts.invalid are set from scratch. */
-export async function queryPhase(q: QueryInput): Promise<void> {
+export async function queryPhase(q: QueryInput): Promise<QueryStats> {
   const mappings = [...q.mappings];
   const matchField = q.matchKey.destinationField;
   if (!mappings.some((m) => m.destinationField === matchField)) {
@@ -50,61 +96,81 @@ export async function queryPhase(q: QueryInput): Promise<void> {
   const lookups = q.dest ? new LookupResolver(mappings, q.dest, { signal: q.signal }) : undefined;
   const map = compileMappings(mappings, q.fields, { columns: colNames, ...(lookups?.active ? { lookup: lookups.resolve } : {}) });
   const equality = equalityOf(q.fields, matchField);
+  const method = q.source.fingerprintMethod?.(columns);
+  const version = method ? evaluationVersion(q, mappings, method) : undefined;
 
   const { counts } = q;
   counts.queried = 0;
   counts.invalid = 0;
-  await createStaging(q.sql, q.run.id);
-  const writer = await StagingWriter.open(q.sql, q.run.id);
+  const stats: QueryStats = { incremental: false, keysScanned: 0, rowsFetched: 0, vanished: 0 };
   const invalid: InvalidRow[] = [];
-  const stageInvalid = (pk: string, code: string, message: string, mkey: string | null = null) => {
-    counts.invalid++;
-    invalid.push({ pk, code, message });
-    return writer.write(pk, null, null, 'i', null, mkey);
+
+  /** Maps and stages one row (row number `n` names a row without a key). */
+  const stageRow = (writer: StagingWriter, row: Row, n: number): Promise<void> | undefined => {
+    const stageInvalid = (pk: string, code: string, message: string, mkey: string | null = null) => {
+      counts.invalid++;
+      invalid.push({ pk, code, message });
+      return writer.write(pk, null, null, 'i', null, mkey);
+    };
+    let fp: string | null = null;
+    if (FINGERPRINT_COLUMN in row) {
+      fp = row[FINGERPRINT_COLUMN] === null || row[FINGERPRINT_COLUMN] === undefined ? null : `${version}:${row[FINGERPRINT_COLUMN]}`;
+      delete row[FINGERPRINT_COLUMN];
+    }
+    const pkValue = row[q.model.primaryKey];
+    if (pkValue === null || pkValue === undefined || pkValue === '') {
+      counts.invalid++;
+      invalid.push({ pk: `(row ${n})`, code: 'missing_primary_key', message: `Row ${n} has no value in primary-key column "${q.model.primaryKey}".` });
+      return undefined;
+    }
+    let pk = typeof pkValue === 'object' ? JSON.stringify(pkValue) : String(pkValue);
+    if (unrecordablePath(pk)) {
+      // The key itself cannot be stored: record the row under an escaped form of it.
+      pk = JSON.stringify(pk).slice(1, -1).replace(/\\u0000/g, '\\\\u0000');
+      counts.invalid++;
+      invalid.push({ pk: `(row ${n})`, code: 'unrecordable_value', message: `Row ${n}'s primary key ${pk.slice(0, 100)} holds a NUL character or a lone surrogate, which cannot be recorded.` });
+      return undefined;
+    }
+    const mapped = map(row);
+    if (!mapped.ok) return stageInvalid(pk, mapped.code, mapped.message, matchKeyOf(row[q.matchKey.sourceColumn], equality));
+    const bad = unrecordablePath(mapped.payload);
+    if (bad) return stageInvalid(pk, 'unrecordable_value', `field ${bad}: holds a NUL character (U+0000) or a lone surrogate, which cannot be recorded; it was not sent.`);
+    const matchValue = mapped.payload[matchField];
+    const mkey = matchKeyOf(matchValue, equality);
+    if (mkey === null) return stageInvalid(pk, 'missing_match_value', `Match field "${matchField}" is empty: the row identifies no destination record.`);
+    const payload = stringifyPayload(mapped.payload);
+    return writer.write(pk, PAYLOAD_HASH(payload), payload, 'v', JSON.stringify(matchValue), mkey, fp);
   };
+
+  await createStaging(q.sql, q.run.id);
+  if (q.fullResync) stats.fullReason = 'full resync';
+  else if (!version || !q.source.fingerprints) stats.fullReason = 'the source cannot fingerprint rows';
+  else if (!(await hasVersion(q.sql, q.run.syncId, version))) stats.fullReason = 'no snapshot record of this evaluation version (first run, or the model, mappings or match key changed)';
+  else {
+    const done = await incrementalRead(q, { columns, version, stats, invalid, lookups, stageRow });
+    if (done) {
+      if (invalid.length) await recordInvalid(q.sql, q.run, invalid);
+      return stats;
+    }
+    // Given up before anything was staged: read every row.
+    await createStaging(q.sql, q.run.id);
+    counts.queried = 0;
+    counts.invalid = 0;
+    invalid.length = 0;
+  }
+
+  const writer = await StagingWriter.open(q.sql, q.run.id);
   try {
-    for await (const batch of abortable(q.source.stream(q.model.sql, { batchSize: q.readBatchSize, signal: q.signal }), q.signal)) {
+    const fingerprint = version ? { columns } : undefined;
+    for await (const batch of abortable(q.source.stream(q.model.sql, { batchSize: q.readBatchSize, signal: q.signal, fingerprint }), q.signal)) {
       // Lookup values of this batch not seen before are resolved in the destination's batch size.
       if (lookups?.active) await raceAbort(lookups.prepare(batch), q.signal);
       for (const row of batch) {
         counts.queried++;
-        const pkValue = (row as Row)[q.model.primaryKey];
-        if (pkValue === null || pkValue === undefined || pkValue === '') {
-          counts.invalid++;
-          invalid.push({ pk: `(row ${counts.queried})`, code: 'missing_primary_key', message: `Row ${counts.queried} has no value in primary-key column "${q.model.primaryKey}".` });
-          continue;
-        }
-        let pk = typeof pkValue === 'object' ? JSON.stringify(pkValue) : String(pkValue);
-        if (unrecordablePath(pk)) {
-          // The key itself cannot be stored: record the row under an escaped form of it.
-          pk = JSON.stringify(pk).slice(1, -1).replace(/\\u0000/g, '\\\\u0000');
-          counts.invalid++;
-          invalid.push({ pk: `(row ${counts.queried})`, code: 'unrecordable_value', message: `Row ${counts.queried}'s primary key ${pk.slice(0, 100)} holds a NUL character or a lone surrogate, which cannot be recorded.` });
-          continue;
-        }
-        const mapped = map(row);
-        if (!mapped.ok) {
-          const w = stageInvalid(pk, mapped.code, mapped.message, matchKeyOf(row[q.matchKey.sourceColumn], equality));
-          if (w) await w;
-          continue;
-        }
-        const bad = unrecordablePath(mapped.payload);
-        if (bad) {
-          const w = stageInvalid(pk, 'unrecordable_value', `field ${bad}: holds a NUL character (U+0000) or a lone surrogate, which cannot be recorded; it was not sent.`);
-          if (w) await w;
-          continue;
-        }
-        const matchValue = mapped.payload[matchField];
-        const mkey = matchKeyOf(matchValue, equality);
-        if (mkey === null) {
-          const w = stageInvalid(pk, 'missing_match_value', `Match field "${matchField}" is empty: the row identifies no destination record.`);
-          if (w) await w;
-          continue;
-        }
-        const payload = stringifyPayload(mapped.payload);
-        const w = writer.write(pk, PAYLOAD_HASH(payload), payload, 'v', JSON.stringify(matchValue), mkey);
+        const w = stageRow(writer, row as Row, counts.queried);
         if (w) await w;
       }
+      stats.rowsFetched += batch.length;
       if (invalid.length >= 1000) await recordInvalid(q.sql, q.run, invalid.splice(0));
     }
     await writer.end();
@@ -113,4 +179,145 @@ export async function queryPhase(q: QueryInput): Promise<void> {
     throw e;
   }
   if (invalid.length) await recordInvalid(q.sql, q.run, invalid);
+  return stats;
+}
+
+/** Whether some snapshot record of the sync was evaluated under this version. */
+async function hasVersion(sql: Sql, syncId: string, version: string): Promise<boolean> {
+  const [r] = await sql<{ found: boolean }[]>`
+    select exists (select 1 from sync_snapshots where sync_id = ${syncId} and source_fp like ${`${version}:%`}) as found`;
+  return r.found;
+}
+
+interface IncrementalContext {
+  columns: Column[];
+  version: string;
+  stats: QueryStats;
+  invalid: InvalidRow[];
+  lookups: LookupResolver | undefined;
+  stageRow: (writer: StagingWriter, row: Row, n: number) => Promise<void> | undefined;
+}
+
+/**
+ * The incremental read (see the header). Returns false, having staged nothing, when it gives up
+ * for a full read: the source cannot read this model so, a key is empty (its row is invalid, and
+ * the full read says which), or most rows changed (one full read is cheaper than fetches by key).
+ */
+async function incrementalRead(q: QueryInput, c: IncrementalContext): Promise<boolean> {
+  const { sql, counts, signal } = q;
+  const { keys, changed } = stagingNames(q.run.id);
+  const kt = sql`${sql(STAGING_SCHEMA)}.${sql(keys)}`;
+  const ct = sql`${sql(STAGING_SCHEMA)}.${sql(changed)}`;
+  let session: FingerprintSession | undefined;
+  const giveUp = async (reason: string) => {
+    c.stats.fullReason = reason;
+    await session?.close().catch(() => {});
+    session = undefined;
+    await sql`drop table if exists ${kt}, ${ct}`;
+    return false;
+  };
+  try {
+    session = await raceAbort(q.source.fingerprints!(q.model.sql, { primaryKey: q.model.primaryKey, columns: c.columns, signal }), signal);
+    if (!session) return await giveUp('the source cannot read this model by key (primary-key type or column names)');
+
+    // 1. The key scan, straight from the source's COPY text into keys_<run>.
+    await sql`drop table if exists ${kt}, ${ct}`;
+    await sql`create unlogged table ${kt} (pk text, fp text)`;
+    try {
+      await copyKeys(sql, keys, session.keys(`${c.version}:`, signal), signal);
+    } catch (e) {
+      if (e instanceof FingerprintUnsupported) return await giveUp(`the source cannot read this model by key (${e.message})`);
+      throw e;
+    }
+    await sql`analyze ${kt}`;
+    const [k] = await sql<{ n: number; bad: number }[]>`select count(*)::int as n, count(*) filter (where pk is null or pk = '')::int as bad from ${kt}`;
+    if (k.bad > 0) return await giveUp('some rows have no primary key');
+
+    // 2. Keys to read in full: no snapshot record of this key has its fingerprint (new or
+    // changed), or the key is duplicated (its rows are all invalid, named by the diff).
+    await sql.begin(async (tx) => {
+      await tx`set local work_mem = '64MB'`;
+      await tx`
+        create unlogged table ${ct} as
+        select kk.pk from ${kt} kk
+        left join sync_snapshots n on n.sync_id = ${q.run.syncId} and n.primary_key = kk.pk and n.source_fp = kk.fp
+        group by kk.pk having count(*) > 1 or bool_and(n.primary_key is not null) is not true`;
+    });
+    const [{ n: nChanged }] = await sql<{ n: number }[]>`select count(*)::int as n from ${ct}`;
+    if (nChanged > 10_000 && nChanged > k.n / 4) return await giveUp(`${nChanged} of ${k.n} rows changed`);
+    counts.queried = k.n;
+    c.stats.incremental = true;
+    c.stats.keysScanned = k.n;
+    // Complete: the diff compares under this version (diff.ts, incrementalScan).
+    await sql`comment on table ${kt} is ${sql.unsafe(`'version=${c.version} rows=${k.n}'`)}`;
+
+    // 3. The rows of those keys, by key, in batches, from the same snapshot of the source.
+    const writer = await StagingWriter.open(sql, q.run.id);
+    try {
+      let n = 0;
+      for await (const rows of sql<{ pk: string }[]>`select pk from ${ct}`.cursor(FETCH_BATCH)) {
+        if (signal.aborted) throw signal.reason;
+        const wanted = new Set(rows.map((r) => r.pk));
+        const fetched = (await raceAbort(session.fetch([...wanted], signal), signal)).filter((row) => {
+          const v = row[q.model.primaryKey];
+          return v !== null && v !== undefined && wanted.has(typeof v === 'object' ? JSON.stringify(v) : String(v));
+        });
+        if (c.lookups?.active) await raceAbort(c.lookups.prepare(fetched), signal);
+        const seen = new Set<string>();
+        for (const row of fetched) {
+          const v = row[q.model.primaryKey];
+          seen.add(typeof v === 'object' ? JSON.stringify(v) : String(v));
+          const w = c.stageRow(writer, row, ++n);
+          if (w) await w;
+        }
+        c.stats.rowsFetched += fetched.length;
+        // A key the scan saw and the fetch did not (the model changed in between, where the
+        // source gives no snapshot): its records stay as they are; the next run sees it gone.
+        for (const pk of wanted) {
+          if (seen.has(pk)) continue;
+          c.stats.vanished++;
+          const w = writer.write(pk, null, null, 'g');
+          if (w) await w;
+        }
+        if (c.invalid.length >= 1000) await recordInvalid(sql, q.run, c.invalid.splice(0));
+      }
+      await writer.end();
+    } catch (e) {
+      writer.destroy();
+      throw e;
+    }
+    await session.close();
+    session = undefined;
+    return true;
+  } finally {
+    if (session) await session.close().catch(() => {});
+  }
+}
+
+/** Pipes COPY text lines from the source into keys_<run> with COPY, honouring backpressure. */
+async function copyKeys(sql: Sql, table: string, chunks: AsyncIterable<string | Buffer>, signal: AbortSignal): Promise<void> {
+  // A connection of its own (see StagingWriter.open).
+  const conn = await sql.reserve();
+  try {
+    const stream = await conn`copy ${conn(STAGING_SCHEMA)}.${conn(table)} (pk, fp) from stdin`.writable();
+    let failed: Error | undefined;
+    stream.on('error', (e: Error) => {
+      failed ??= e;
+    });
+    try {
+      for await (const chunk of abortable(chunks, signal)) {
+        if (failed) throw failed;
+        if (!stream.write(chunk)) await once(stream, 'drain');
+      }
+      if (failed) throw failed;
+      const done = once(stream, 'finish');
+      stream.end();
+      await done;
+    } catch (e) {
+      stream.destroy();
+      throw e;
+    }
+  } finally {
+    conn.release();
+  }
 }

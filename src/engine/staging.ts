@@ -4,18 +4,23 @@ import type { Sql } from '../db/client.ts';
 
 // Per-run tables in schema backhaul_staging. UNLOGGED: they are scratch space, rebuilt from the
 // source when lost (a run checks the plan's size before trusting it after a restart).
-//   stg_<run>  (pk, hash, payload, state, match, mkey)  every queried row; state v=valid, i=invalid,
-//              d=duplicate primary key, m=claims the same destination record as another row;
+//   stg_<run>  (pk, hash, payload, state, match, mkey, fp)  every queried row (an incremental run:
+//              every row read in full, i.e. new and changed ones); state v=valid, i=invalid,
+//              d=duplicate primary key, m=claims the same destination record as another row,
+//              g=left the model between an incremental run's key scan and its fetch;
 //              match = the JSON of the payload's match value (what the snapshot keeps for deletes),
-//              mkey = its match key (normalised by the destination's equality: the record's identity)
-//   plan_<run> (seq, pk, op, hash, payload, match, mkey, record_id)  operations to send, in seq order,
-//              deletes last. Which are done is not stored here but derived from run_records.
+//              mkey = its match key (normalised by the destination's equality: the record's identity),
+//              fp = `<evaluation version>:<source fingerprint>` (what the snapshot keeps, see query.ts)
+//   keys_<run> (pk, fp)  an incremental run's key scan: every row's primary key and fingerprint
+//   chg_<run>  (pk)      its keys read in full (new, changed or duplicated)
+//   plan_<run> (seq, pk, op, hash, payload, match, mkey, record_id, fp)  operations to send, in seq
+//              order, deletes last. Which are done is not stored here but derived from run_records.
 
 export const STAGING_SCHEMA = 'backhaul_staging';
 
-export function stagingNames(runId: string): { stg: string; plan: string } {
+export function stagingNames(runId: string): { stg: string; plan: string; keys: string; changed: string } {
   const safe = runId.replace(/[^a-z0-9_]/g, '');
-  return { stg: `stg_${safe}`, plan: `plan_${safe}` };
+  return { stg: `stg_${safe}`, plan: `plan_${safe}`, keys: `keys_${safe}`, changed: `chg_${safe}` };
 }
 
 export async function tableExists(sql: Sql, name: string): Promise<boolean> {
@@ -26,13 +31,14 @@ export async function tableExists(sql: Sql, name: string): Promise<boolean> {
 export async function createStaging(sql: Sql, runId: string): Promise<void> {
   const { stg } = stagingNames(runId);
   await sql`drop table if exists ${sql(STAGING_SCHEMA)}.${sql(stg)}`;
-  await sql`create unlogged table ${sql(STAGING_SCHEMA)}.${sql(stg)} (pk text not null, hash text, payload text, state char(1) not null, match text, mkey text)`;
+  await sql`create unlogged table ${sql(STAGING_SCHEMA)}.${sql(stg)} (pk text not null, hash text, payload text, state char(1) not null, match text, mkey text, fp text)`;
 }
 
 export async function dropRunTables(sql: Sql, runId: string): Promise<void> {
-  const { stg, plan } = stagingNames(runId);
+  const { stg, plan, keys, changed } = stagingNames(runId);
   await sql`drop table if exists ${sql(STAGING_SCHEMA)}.${sql(stg)}`;
   await sql`drop table if exists ${sql(STAGING_SCHEMA)}.${sql(plan)}`;
+  await sql`drop table if exists ${sql(STAGING_SCHEMA)}.${sql(keys)}, ${sql(STAGING_SCHEMA)}.${sql(changed)}`;
 }
 
 /** COPY text-format escaping: backslash, tab, newline, carriage return. */
@@ -67,7 +73,7 @@ export class StagingWriter {
     // queries behind the COPY, which PostgreSQL answers with "protocol synchronization was lost".
     const conn = await sql.reserve();
     try {
-      const stream = await conn`copy ${conn(STAGING_SCHEMA)}.${conn(stg)} (pk, hash, payload, state, match, mkey) from stdin`.writable();
+      const stream = await conn`copy ${conn(STAGING_SCHEMA)}.${conn(stg)} (pk, hash, payload, state, match, mkey, fp) from stdin`.writable();
       let released = false;
       const release = () => {
         if (released) return;
@@ -82,8 +88,8 @@ export class StagingWriter {
   }
 
   /** Buffers one row; returns a promise only when the buffer was flushed (await it then). */
-  write(pk: string, hash: string | null, payload: string | null, state: 'v' | 'i', match: string | null = null, mkey: string | null = null): Promise<void> | undefined {
-    const line = `${copyEscape(pk)}\t${hash ?? '\\N'}\t${nullable(payload)}\t${state}\t${nullable(match)}\t${nullable(mkey)}\n`;
+  write(pk: string, hash: string | null, payload: string | null, state: 'v' | 'i' | 'g', match: string | null = null, mkey: string | null = null, fp: string | null = null): Promise<void> | undefined {
+    const line = `${copyEscape(pk)}\t${hash ?? '\\N'}\t${nullable(payload)}\t${state}\t${nullable(match)}\t${nullable(mkey)}\t${nullable(fp)}\n`;
     this.buf.push(line);
     this.bufLen += line.length;
     return this.bufLen >= 256 * 1024 ? this.flush() : undefined;

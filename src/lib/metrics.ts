@@ -24,6 +24,7 @@ export class Metrics {
   readonly registry = new Registry();
   private readonly database: Database;
   readonly rowsQueried: Counter<'sync'>;
+  readonly sourceRowsRead: Counter<'sync' | 'read'>;
   readonly rowsInvalid: Counter<'sync'>;
   readonly rowsPlanned: Counter<'sync' | 'operation'>;
   readonly rowsSucceeded: Counter<'sync' | 'operation'>;
@@ -41,6 +42,12 @@ export class Metrics {
     this.database = database;
     const registers = [this.registry];
     this.rowsQueried = new Counter({ name: 'backhaul_rows_queried_total', help: 'Rows read from the model by finished runs', labelNames: ['sync'], registers });
+    this.sourceRowsRead = new Counter({
+      name: 'backhaul_source_rows_read_total',
+      help: 'Rows the querying phase read from model sources: read="key" is an incremental run\'s key scan (primary key and fingerprint only), read="row" whole rows, mapped and staged',
+      labelNames: ['sync', 'read'],
+      registers,
+    });
     this.rowsInvalid = new Counter({ name: 'backhaul_rows_invalid_total', help: 'Rows that could not be mapped (not sent)', labelNames: ['sync'], registers });
     this.rowsPlanned = new Counter({ name: 'backhaul_rows_planned_total', help: 'Operations planned by finished runs', labelNames: ['sync', 'operation'], registers });
     this.rowsSucceeded = new Counter({ name: 'backhaul_rows_succeeded_total', help: 'Rows the destination acknowledged', labelNames: ['sync', 'operation'], registers });

@@ -164,6 +164,10 @@ export function createNotifier(o: NotifierOptions): Notifier {
       else void infoFor(syncId).then((i) => metrics.retry(syncId, i?.destinationId, code), () => metrics.retry(syncId, undefined, code));
     },
     phaseFinished: (_run, phase, ms) => metrics.phaseDuration.observe({ phase }, ms / 1000),
+    queried: (run, read) => {
+      if (read.keysScanned) metrics.sourceRowsRead.inc({ sync: run.syncId, read: 'key' }, read.keysScanned);
+      metrics.sourceRowsRead.inc({ sync: run.syncId, read: 'row' }, read.rowsFetched);
+    },
   };
 
   /**

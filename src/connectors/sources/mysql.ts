@@ -1,9 +1,9 @@
 import mysql from 'mysql2/promise';
 import type { Connection as CallbackConnection, FieldPacket } from 'mysql2';
-import type { Column, ConnectionTestReport, ConnectionWarning, ConnectorContext, PreviewResult, ResolvedSecrets, Row, SourceConnector, StreamOptions } from '../types.ts';
+import { FINGERPRINT_COLUMN, FingerprintUnsupported, type Column, type ConnectionTestReport, type ConnectionWarning, type ConnectorContext, type FingerprintOptions, type FingerprintSession, type PreviewResult, type ResolvedSecrets, type Row, type SourceConnector, type StreamOptions } from '../types.ts';
 import type { SqlDatabaseConfig } from '../sql-config.ts';
 import { ConnectorError } from '../../errors.ts';
-import { mysqlColumn, mysqlOptions } from './mysql-client.ts';
+import { mysqlColumn, mysqlOptions, quoteMysqlIdent } from './mysql-client.ts';
 import { mysqlError } from './sql-errors.ts';
 import { DEFAULT_STATEMENT_TIMEOUT_MS, PREVIEW_TIMEOUT_MS, cancelled, prepareModelSql } from './read-only.ts';
 import { CANCEL_TIMEOUT_MS, CONTROL_TIMEOUT_MS, DATA_GRACE_MS, DeadlineExceeded, bounded, duringSession } from './bounded.ts';
@@ -259,7 +259,8 @@ export class MysqlSource implements SourceConnector {
     try {
       s = await this.#open(this.#timeoutMs, signal);
       await s.run(s.conn.query('START TRANSACTION READ ONLY'), CONTROL_TIMEOUT_MS, 'starting a read-only transaction', signal);
-      const pump = new RowPump(s.core, q, batchSize);
+      const fp = opts.fingerprint && myFingerprint(opts.fingerprint.columns);
+      const pump = new RowPump(s.core, fp ? `SELECT bh_row.*, ${fp} AS ${FINGERPRINT_COLUMN} FROM (${q}\n) AS bh_row` : q, batchSize);
       started = true;
       for (;;) {
         const batch = await s.run(pump.next(), this.#timeoutMs + DATA_GRACE_MS, 'reading rows', signal);
@@ -281,6 +282,87 @@ export class MysqlSource implements SourceConnector {
         else this.#drop(s);
       }
     }
+  }
+
+  fingerprintMethod(columns: Column[]): string | undefined {
+    return myFingerprint(columns) ? MY_FP_METHOD : undefined;
+  }
+
+  async fingerprints(sql: string, opts: FingerprintOptions): Promise<FingerprintSession | undefined> {
+    const q = prepareModelSql(sql, 'mysql');
+    const pk = opts.columns.find((c) => c.name === opts.primaryKey);
+    const fp = myFingerprint(opts.columns);
+    if (!pk || !fp || !(pk.type === 'integer' || pk.type === 'string') || /binary|blob/i.test(pk.nativeType)) return undefined;
+    const { signal } = opts;
+    let s: MySession | undefined;
+    try {
+      s = await this.#open(this.#timeoutMs, signal);
+      // One snapshot for the key scan and every fetch: the rows fetched are the rows fingerprinted.
+      await s.run(s.conn.query('START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY'), CONTROL_TIMEOUT_MS, 'starting a read-only transaction', signal);
+    } catch (e) {
+      if (s) this.#drop(s);
+      throw duringSession(e, mysqlError);
+    }
+    const session = s;
+    const pkCol = quoteMysqlIdent(pk.name);
+    const from = `FROM (${q}\n) AS bh_row`;
+    const dataMs = this.#timeoutMs + DATA_GRACE_MS;
+    const integerKey = pk.type === 'integer';
+    let broken = false;
+    const fail = async (e: unknown, started: boolean, sig?: AbortSignal) => {
+      broken = true;
+      const aborted = sig?.aborted || (e instanceof ConnectorError && e.code === 'cancelled');
+      if (started && (aborted || e instanceof DeadlineExceeded)) await this.#killQuery(session.threadId);
+      this.#drop(session);
+      if (e instanceof FingerprintUnsupported) return e;
+      return aborted ? cancelled() : duringSession(e, mysqlError);
+    };
+    return {
+      method: MY_FP_METHOD,
+      keys: async function* (this: void, prefix: string, sig?: AbortSignal) {
+        if (!/^[0-9a-z]*:?$/.test(prefix)) throw new Error(`fingerprint prefix ${JSON.stringify(prefix)}`);
+        const pump = new RowPump(session.core, `SELECT bh_row.${pkCol} AS k, CONCAT('${prefix}', ${fp}) AS f ${from}`, 5000);
+        try {
+          for (;;) {
+            const batch = await session.run(pump.next(), dataMs, 'reading keys', sig);
+            if (!batch) break;
+            let out = '';
+            for (const row of batch) {
+              const k = row.k;
+              if (k === null || k === undefined) out += `\\N\t${row.f}\n`;
+              else if (typeof k === 'number' || typeof k === 'bigint' || (typeof k === 'string' && !k.includes('\0'))) out += `${copyText(String(k))}\t${row.f}\n`;
+              else throw new FingerprintUnsupported(`primary key of type ${typeof k}`);
+            }
+            yield out;
+            if (sig?.aborted) throw cancelled();
+          }
+        } catch (e) {
+          throw await fail(e, true, sig);
+        }
+      },
+      fetch: async (keys: string[], sig?: AbortSignal) => {
+        if (broken) throw new ConnectorError('source_unavailable', 'The connection to the source was lost.', { classification: 'retryable' });
+        if (!keys.length) return [];
+        // Integer keys go as numbers while exact (an index compares them without conversion).
+        const values = integerKey ? keys.map((k) => (Number.isSafeInteger(Number(k)) ? Number(k) : k)) : keys;
+        try {
+          const [rows] = await session.run(
+            session.conn.query<mysql.RowDataPacket[]>(`SELECT bh_row.*, ${fp} AS ${FINGERPRINT_COLUMN} ${from} WHERE bh_row.${pkCol} IN (?)`, [values]),
+            dataMs,
+            'reading rows',
+            sig,
+          );
+          return rows as Row[];
+        } catch (e) {
+          throw await fail(e, true, sig);
+        }
+      },
+      close: async () => {
+        if (broken) return;
+        broken = true;
+        await this.#close(session);
+      },
+    };
   }
 
   async close(): Promise<void> {
@@ -331,6 +413,22 @@ export class MysqlSource implements SourceConnector {
     }
   }
 }
+
+// The source fingerprint: MD5 over every column QUOTE()d (QUOTE tells NULL, written as the word
+// NULL, from the string 'NULL'; CONCAT_WS would skip NULLs), computed by the server.
+const MY_FP_METHOD = 'mysql:md5(concat_ws(quote(column)))';
+function myFingerprint(columns: Column[]): string | undefined {
+  const names = new Set<string>();
+  for (const c of columns) {
+    if (c.name.toLowerCase() === FINGERPRINT_COLUMN || names.has(c.name.toLowerCase())) return undefined;
+    names.add(c.name.toLowerCase());
+  }
+  if (!columns.length) return undefined;
+  return `MD5(CONCAT_WS(',', ${columns.map((c) => `QUOTE(bh_row.${quoteMysqlIdent(c.name)})`).join(', ')}))`;
+}
+
+/** COPY text-format escaping (backslash, tab, newline, carriage return). */
+const copyText = (s: string) => s.replace(/[\\\t\n\r]/g, (c) => (c === '\\' ? '\\\\' : c === '\t' ? '\\t' : c === '\n' ? '\\n' : '\\r'));
 
 // Privileges that change data or schema, at any level (SHOW GRANTS lists them per object).
 const WRITE_PRIVILEGES = new Set([

@@ -1,5 +1,5 @@
 import type { Socket } from 'node:net';
-import type { Column, ConnectionTestReport, ConnectionWarning, ConnectorContext, PreviewResult, ResolvedSecrets, Row, SourceConnector, StreamOptions } from '../types.ts';
+import { FINGERPRINT_COLUMN, type Column, type ConnectionTestReport, type ConnectionWarning, type ConnectorContext, type FingerprintOptions, type FingerprintSession, type PreviewResult, type ResolvedSecrets, type Row, type SourceConnector, type StreamOptions } from '../types.ts';
 import type { SqlDatabaseConfig } from '../sql-config.ts';
 import { ConnectorError } from '../../errors.ts';
 import { ARRAY_TYPES_SQL, installArrayTypes, openPg, pgColumnType, type PgArrayType, type PgClient } from './pg-client.ts';
@@ -104,6 +104,8 @@ export class PostgresSource implements SourceConnector {
   readonly #sessions = new Set<PgSession>();
   /** The database's array types, read once by the first session that reads rows. */
   #arrayTypes: PgArrayType[] | undefined;
+  /** server_version_num, read with the array types. */
+  #serverVersion: number | undefined;
 
   constructor(config: SqlDatabaseConfig, secrets: ResolvedSecrets, ctx: ConnectorContext = { denyPrivateNetworks: false }) {
     this.#config = config;
@@ -226,18 +228,38 @@ export class PostgresSource implements SourceConnector {
     try {
       await this.#ready(s, signal);
       await bounded(s.sql.unsafe('begin read only'), CONTROL_TIMEOUT_MS, 'starting a read-only transaction', signal);
-      query = s.sql.unsafe(q, [], { prepare: false });
-      // One batch of read-ahead: PostgreSQL produces the next batch while the caller maps this
-      // one (a plain for-await fetches only once the caller is done, leaving both sides idle in turn).
-      const it = query.cursor(batchSize)[Symbol.asyncIterator]();
+      // With fingerprints, the model is wrapped as a subquery; a query PostgreSQL will not nest
+      // (a data-modifying WITH, 0A000) is then run as written, so the database reports what is wrong with it.
+      const fp = opts.fingerprint && pgFingerprint(opts.fingerprint.columns, this.#serverVersion);
+      const wrapped = fp ? `select bh_row.*, ${fp.sql} as ${FINGERPRINT_COLUMN} from (${q}\n) as bh_row` : undefined;
+      let first = true;
+      let it: AsyncIterator<unknown>;
       const fetchNext = () => {
         const p = Promise.resolve(it.next());
         p.catch(() => {}); // awaited below; a read-ahead abandoned by an early exit must not go unhandled
         return p;
       };
-      next = fetchNext();
+      const start = (text: string) => {
+        query = s.sql.unsafe(text, [], { prepare: false });
+        // One batch of read-ahead: PostgreSQL produces the next batch while the caller maps this
+        // one (a plain for-await fetches only once the caller is done, leaving both sides idle in turn).
+        it = query.cursor(batchSize)[Symbol.asyncIterator]();
+        next = fetchNext();
+      };
+      start(wrapped ?? q);
       for (;;) {
-        const r = await bounded(next, dataMs, 'reading rows', signal);
+        let r: IteratorResult<unknown>;
+        try {
+          r = await bounded(next!, dataMs, 'reading rows', signal);
+        } catch (e) {
+          if (!(first && wrapped && (e as { code?: string }).code === '0A000')) throw e;
+          await bounded(s.sql.unsafe('rollback'), CONTROL_TIMEOUT_MS, 'rolling back', signal);
+          await bounded(s.sql.unsafe('begin read only'), CONTROL_TIMEOUT_MS, 'starting a read-only transaction', signal);
+          first = false;
+          start(q);
+          continue;
+        }
+        first = false;
         if (r.done) break;
         next = fetchNext();
         yield r.value as Row[];
@@ -257,6 +279,86 @@ export class PostgresSource implements SourceConnector {
       if (clean) await this.#close(s);
       else this.#drop(s);
     }
+  }
+
+  fingerprintMethod(columns: Column[]): string | undefined {
+    return pgFingerprint(columns, this.#serverVersion)?.method;
+  }
+
+  async fingerprints(sql: string, opts: FingerprintOptions): Promise<FingerprintSession | undefined> {
+    const q = prepareModelSql(sql);
+    const pk = opts.columns.find((c) => c.name === opts.primaryKey);
+    // Keys travel as text (COPY) and come back as `= any($1::text[]::type[])`: only types whose
+    // text form is the engine's String(value) and which compare exactly (or filter below) qualify.
+    if (!pk || !pgFingerprintable(opts.columns) || !PG_KEY_TYPES.test(pk.nativeType)) return undefined;
+    const { signal } = opts;
+    const s = this.#open(this.#timeoutMs);
+    const dataMs = this.#timeoutMs + DATA_GRACE_MS;
+    try {
+      await this.#ready(s, signal);
+      // One snapshot for the key scan and every fetch: the rows fetched are the rows fingerprinted.
+      await bounded(s.sql.unsafe('begin isolation level repeatable read read only'), CONTROL_TIMEOUT_MS, 'starting a read-only transaction', signal);
+    } catch (e) {
+      this.#drop(s);
+      throw duringSession(e, pgError);
+    }
+    const fp = pgFingerprint(opts.columns, this.#serverVersion)!;
+    const pkCol = pgIdent(pk.name);
+    const from = `from (${q}
+) as bh_row`;
+    let broken = false;
+    const fail = async (e: unknown, query: ReturnType<PgClient['unsafe']> | undefined, pending: Promise<unknown> | undefined, sig?: AbortSignal) => {
+      broken = true;
+      const aborted = sig?.aborted || (e instanceof ConnectorError && e.code === 'cancelled');
+      if (query && pending && (aborted || e instanceof DeadlineExceeded)) {
+        requestCancel(query);
+        await bounded(pending, CANCEL_TIMEOUT_MS, 'cancelling the query').catch(() => {});
+      }
+      this.#drop(s);
+      return aborted ? cancelled() : duringSession(e, pgError);
+    };
+    return {
+      method: fp.method,
+      keys: async function* (this: void, prefix: string, sig?: AbortSignal) {
+        if (!/^[0-9a-z]*:?$/.test(prefix)) throw new Error(`fingerprint prefix ${JSON.stringify(prefix)}`);
+        const query = s.sql.unsafe(`copy (select bh_row.${pkCol}, '${prefix}' || ${fp.sql} ${from}) to stdout`, [], { prepare: false });
+        let pending: Promise<unknown> | undefined;
+        try {
+          pending = Promise.resolve(query.readable());
+          const stream = (await bounded(pending, dataMs, 'starting the key scan', sig)) as AsyncIterable<Buffer>;
+          const it = stream[Symbol.asyncIterator]();
+          for (;;) {
+            pending = it.next();
+            const r = (await bounded(pending, dataMs, 'reading keys', sig)) as IteratorResult<Buffer>;
+            if (r.done) break;
+            yield r.value;
+            if (sig?.aborted) throw cancelled();
+          }
+        } catch (e) {
+          throw await fail(e, query, pending, sig);
+        }
+      },
+      fetch: async (keys: string[], sig?: AbortSignal) => {
+        if (broken) throw new ConnectorError('source_unavailable', 'The connection to the source was lost.', { classification: 'retryable' });
+        const query = s.sql.unsafe(
+          `select bh_row.*, ${fp.sql} as ${FINGERPRINT_COLUMN} ${from} where bh_row.${pkCol} = any($1::text[]::${pk.nativeType}[])`,
+          [pgTextArray(keys)],
+          { prepare: false },
+        );
+        const pending = Promise.resolve(query);
+        pending.catch(() => {});
+        try {
+          return [...((await bounded(pending, dataMs, 'reading rows', sig)) as unknown as Row[])];
+        } catch (e) {
+          throw await fail(e, query, pending, sig);
+        }
+      },
+      close: async () => {
+        if (broken) return;
+        broken = true;
+        await this.#close(s);
+      },
+    };
   }
 
   async close(): Promise<void> {
@@ -281,7 +383,16 @@ export class PostgresSource implements SourceConnector {
 
   /** Makes the session read arrays as arrays (the first session of this source reads which types are arrays). */
   async #ready(s: PgSession, signal?: AbortSignal): Promise<void> {
-    this.#arrayTypes ??= await bounded(s.sql.unsafe<PgArrayType[]>(ARRAY_TYPES_SQL), CONTROL_TIMEOUT_MS, 'reading array types', signal);
+    if (!this.#arrayTypes) {
+      const [types, [v]] = await bounded(
+        Promise.all([s.sql.unsafe<PgArrayType[]>(ARRAY_TYPES_SQL), s.sql.unsafe<{ v: number }[]>(`select current_setting('server_version_num')::int as v`)]),
+        CONTROL_TIMEOUT_MS,
+        'reading array types',
+        signal,
+      );
+      this.#serverVersion = Number(v.v);
+      this.#arrayTypes = types;
+    }
     installArrayTypes(s.sql, this.#arrayTypes);
   }
 
@@ -351,6 +462,44 @@ export function requestCancel(query: ReturnType<PgClient['unsafe']>): void {
   } catch {
     // a cancel that cannot even start changes nothing: the caller drops the session anyway
   }
+}
+
+// The source fingerprint, a 64-bit hash of the row computed by PostgreSQL. From PostgreSQL 14:
+// hash_record_extended over the row's columns, each hashed by its type's own hash function where
+// that function tells every distinct value apart (integers, booleans, dates and times, uuid,
+// bytea), every other column by its text form in the "C" collation (text, numeric — where
+// 1.5 = 1.50 for numeric's own hash —, json, arrays, floats…); no text form of the whole row is
+// built, which costs about as much as the COPY of the row. Before 14: a hash of the row's text form.
+const PG_EXACT_HASH = new Set(['smallint', 'integer', 'bigint', 'boolean', 'date', 'timestamp without time zone', 'timestamp with time zone', 'time without time zone', 'uuid', 'bytea', 'oid']);
+
+function pgFingerprint(columns: Column[], serverVersion: number | undefined): { sql: string; method: string } | undefined {
+  if (!serverVersion || !pgFingerprintable(columns)) return undefined;
+  if (serverVersion < 140000) return { sql: 'hashtextextended(bh_row::text, 0)', method: 'pg:hashtextextended(record::text,0)' };
+  const parts = columns.map((c) => {
+    const base = c.nativeType.replace(/\(\d+(,\d+)?\)/, '');
+    return PG_EXACT_HASH.has(base) ? `bh_row.${pgIdent(c.name)}` : `bh_row.${pgIdent(c.name)}::text collate "C"`;
+  });
+  const method = `pg14:hash_record_extended(${columns.map((c) => (PG_EXACT_HASH.has(c.nativeType.replace(/\(\d+(,\d+)?\)/, '')) ? 'v' : 't')).join('')})`;
+  return { sql: `hash_record_extended(row(${parts.join(', ')}), 0)`, method };
+}
+// Primary-key types whose text form is what the engine records (String(value)).
+const PG_KEY_TYPES = /^(smallint|integer|bigint|text|citext|name|uuid|character varying(\(\d+\))?|character(\(\d+\))?|numeric(\(\d+(,\d+)?\))?)$/;
+
+/** Whether the model's rows can be fingerprinted as `bh_row` (its names do not shadow the alias or the fingerprint). */
+function pgFingerprintable(columns: Column[]): boolean {
+  const names = new Set<string>();
+  for (const c of columns) {
+    if (c.name === 'bh_row' || c.name === FINGERPRINT_COLUMN || names.has(c.name)) return false;
+    names.add(c.name);
+  }
+  return columns.length > 0;
+}
+
+const pgIdent = (name: string) => `"${name.replace(/"/g, '""')}"`;
+
+/** A text[] literal: every element quoted, `"` and `\` escaped. */
+function pgTextArray(values: string[]): string {
+  return `{${values.map((v) => `"${v.replace(/[\\"]/g, (c) => `\\${c}`)}"`).join(',')}}`;
 }
 
 export function openPostgresSource(config: SqlDatabaseConfig, secrets: ResolvedSecrets, ctx?: ConnectorContext): SourceConnector {

@@ -1,0 +1,1 @@
+ALTER TABLE "sync_snapshots" ADD COLUMN "source_fp" text;
