@@ -3,6 +3,7 @@ import { fileURLToPath } from 'node:url';
 import postgres from 'postgres';
 import { drizzle, type PostgresJsDatabase } from 'drizzle-orm/postgres-js';
 import * as schema from './schema.ts';
+import { ConnectorError } from '../errors.ts';
 
 export type Sql = postgres.Sql;
 export type Db = PostgresJsDatabase<typeof schema>;
@@ -61,6 +62,10 @@ export function connectDatabase(url: string, opts: ConnectOptions = {}): Databas
  */
 export function isConnectionError(e: unknown): boolean {
   for (let x = e, depth = 0; x && typeof x === 'object' && depth < 5; x = (x as { cause?: unknown }).cause, depth++) {
+    // A connector's error (a source, a destination, a lookup) is about that remote, even when its
+    // cause is the same socket error: the control database is fine, and waiting for it would
+    // re-run the remote call forever instead of failing the run (source_unavailable).
+    if (x instanceof ConnectorError) return false;
     const code = (x as { code?: unknown }).code;
     if (typeof code === 'string') {
       // Class 08 but 08P01 protocol_violation (a client defect, not a transient outage).
@@ -90,6 +95,10 @@ export function errorSummary(e: unknown): string {
 export function isDatabaseConnectionError(e: unknown): boolean {
   if (!isConnectionError(e)) return false;
   for (let x = e, depth = 0; x && typeof x === 'object' && depth < 5; x = (x as { cause?: unknown }).cause, depth++) {
+    // A connector's error (a source, a destination, a lookup) is about that remote, even when its
+    // cause is the same socket error: the control database is fine, and waiting for it would
+    // re-run the remote call forever instead of failing the run (source_unavailable).
+    if (x instanceof ConnectorError) return false;
     const code = (x as { code?: unknown }).code;
     if ('query' in x || (typeof code === 'string' && (DATABASE_CODES.has(code) || /^(08|57P0)/.test(code)))) return true;
   }

@@ -1,5 +1,7 @@
 import t from 'tap';
 import postgres from 'postgres';
+import fc from 'fast-check';
+import { ConnectorError } from '../../src/errors.ts';
 import { connectDatabase, isConnectionError, isDatabaseConnectionError, postgresGuarded } from '../../src/db/client.ts';
 import { freshDatabase } from '../helpers/backhaul.ts';
 import { startPgProxy } from './pg-proxy.ts';
@@ -89,4 +91,24 @@ t.test('what counts as the control database being unavailable', async (t) => {
   t.ok(isDatabaseConnectionError(fromQuery(sock('ECONNREFUSED'))), 'one a database client attached its statement to is');
   t.ok(isDatabaseConnectionError(new Error('Failed query', { cause: fromQuery(sock('ECONNRESET')) })));
   t.ok(isDatabaseConnectionError(sock('CONNECTION_CLOSED')) && isDatabaseConnectionError(sock('57P01')), "postgres.js's and PostgreSQL's own codes are");
+  // A connector's error is about its remote (a source or destination database that happens to be
+  // PostgreSQL too), whatever socket error it carries as its cause, at any depth: treating it as
+  // the control database would make the worker wait and re-run the remote call forever.
+  fc.assert(
+    fc.property(
+      fc.constantFrom('ECONNRESET', 'ECONNREFUSED', 'CONNECTION_CLOSED', 'CONNECTION_DESTROYED', '57P01', '57P03', '08006', '08001'),
+      fc.nat({ max: 2 }),
+      fc.nat({ max: 2 }),
+      fc.constantFrom('source_unavailable', 'connection_lost', 'destination_unavailable'),
+      (code, inner, outer, connectorCode) => {
+        let cause: Error = fromQuery(sock(code));
+        for (let i = 0; i < inner; i++) cause = new Error('wrapped', { cause });
+        if (!isConnectionError(cause)) return false; // the bare error is the control database's kind
+        let e: Error = new ConnectorError(connectorCode, 'the remote is gone', { classification: 'retryable', cause });
+        for (let i = 0; i < outer; i++) e = new Error('Failed run', { cause: e });
+        return !isConnectionError(e) && !isDatabaseConnectionError(e);
+      },
+    ),
+  );
+  t.pass("a connector's error is never the control database's, whatever connection error it wraps");
 });
