@@ -1,6 +1,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { parse, stringify, YAMLParseError } from 'yaml';
+import { apiCall, ApiUnreachable, problemLine } from './cli-api.ts';
 
 // `backhaul export | plan | apply`: API clients of GET /v1/export, POST /v1/plan and POST
 // /v1/apply (src/domain/declarative). Bundles are YAML here (the `yaml` package, YAML 1.2, which
@@ -44,34 +45,18 @@ const USAGE = {
 
 /** One API call; a problem answer is a DeclarativeCliError carrying the problem's detail, code and paths. */
 async function call(method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<any> {
-  const base = (process.env.BACKHAUL_URL || 'http://127.0.0.1:3000').replace(/\/+$/, '');
   const key = process.env.BACKHAUL_API_KEY;
   if (!key) throw new DeclarativeCliError('BACKHAUL_API_KEY is not set: export and plan need an API key with the read scope, apply one with write.', 2);
-  let res: Response;
-  try {
-    res = await fetch(base + path, {
-      method,
-      headers: { authorization: `Bearer ${key}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...headers },
-      body: body === undefined ? undefined : JSON.stringify(body),
-      signal: AbortSignal.timeout(300_000),
-    });
-  } catch (e) {
-    throw new DeclarativeCliError(`cannot reach ${base} (BACKHAUL_URL): ${(e as Error).message}`, 1);
-  }
-  const text = await res.text();
-  let json: any;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    json = undefined;
-  }
-  if (!res.ok) {
-    const lines = [`${method} ${path}: ${res.status} ${json?.detail ?? json?.title ?? text.slice(0, 200)}${json?.code ? ` (${json.code})` : ''}`];
-    for (const e of (json?.errors ?? []) as { path: string; message: string }[]) lines.push(`  at ${e.path || '/'}: ${e.message}`);
-    if (json?.hint) lines.push(`  hint: ${json.hint}`);
+  const a = await apiCall(method, path, { key, body, headers, timeoutMs: 300_000 }).catch((e: unknown) => {
+    throw e instanceof ApiUnreachable ? new DeclarativeCliError(e.message, 1) : e;
+  });
+  if (!a.ok) {
+    const lines = [problemLine(method, path, a)];
+    for (const e of (a.json?.errors ?? []) as { path: string; message: string }[]) lines.push(`  at ${e.path || '/'}: ${e.message}`);
+    if (a.json?.hint) lines.push(`  hint: ${a.json.hint}`);
     throw new DeclarativeCliError(lines.join('\n'), 1);
   }
-  return json;
+  return a.json;
 }
 
 /** The bundle in `file` (YAML or JSON; `-`: stdin). */

@@ -171,34 +171,19 @@ async function runCommand(rest: string[]): Promise<void> {
   if (positionals.length !== 1) throw new RunCliError(usage, false);
   const timeoutS = values.timeout === undefined ? Infinity : Number(values.timeout);
   if (!(timeoutS > 0)) throw new RunCliError(`--timeout ${values.timeout}: expected a number of seconds above 0`, false);
-  const base = (process.env.BACKHAUL_URL || 'http://127.0.0.1:3000').replace(/\/+$/, '');
   const key = process.env.BACKHAUL_API_KEY;
   if (!key) throw new RunCliError('BACKHAUL_API_KEY is not set: `backhaul run` needs an API key with the write scope.', false);
   const deadline = Date.now() + timeoutS * 1000;
 
   /** One bounded API call; a problem answer or an unreachable server is a RunCliError. */
   const call = async (method: string, path: string, body?: unknown, waitS = 0): Promise<{ id: string; status: string }> => {
-    let res: Response;
-    try {
-      res = await fetch(base + path, {
-        method,
-        headers: { authorization: `Bearer ${key}`, ...(body ? { 'content-type': 'application/json' } : {}) },
-        body: body ? JSON.stringify(body) : undefined,
-        // The long-poll's own length, plus time for a loaded server to answer.
-        signal: AbortSignal.timeout((waitS + 30) * 1000),
-      });
-    } catch (e) {
-      throw new RunCliError(`cannot reach ${base} (BACKHAUL_URL): ${(e as Error).message}`, true);
-    }
-    const text = await res.text();
-    let json: any;
-    try {
-      json = JSON.parse(text);
-    } catch {
-      json = undefined;
-    }
-    if (!res.ok) throw new RunCliError(`${method} ${path}: ${res.status} ${json?.detail ?? json?.title ?? text.slice(0, 200)}${json?.code ? ` (${json.code})` : ''}`, res.status >= 500 || res.status === 429);
-    return json;
+    const { apiCall, ApiUnreachable, problemLine } = await import('./cli-api.ts');
+    // The long-poll's own length, plus time for a loaded server to answer.
+    const a = await apiCall(method, path, { key, body, timeoutMs: (waitS + 30) * 1000 }).catch((e: unknown) => {
+      throw e instanceof ApiUnreachable ? new RunCliError(e.message, true) : e;
+    });
+    if (!a.ok) throw new RunCliError(problemLine(method, path, a), a.status >= 500 || a.status === 429);
+    return a.json;
   };
 
   const trigger: Record<string, boolean> = {};

@@ -53,20 +53,33 @@ export const scheduleJobKey = (syncId: string) => `schedule:${syncId}`;
 
 /** (Re)plans a sync's scheduled job inside the caller's transaction; removes it when not scheduled. */
 export async function planSchedule(tx: Tx, syncId: string, now: Date): Promise<Date | null> {
-  const rows = (await tx.execute(dsql`select schedule, enabled, created_at from syncs where id = ${syncId}`)) as unknown as {
-    schedule: ScheduleT;
-    enabled: boolean;
-    created_at: string | Date;
-  }[];
-  const sync = rows[0];
-  const next = sync && sync.enabled ? nextFireTime({ schedule: sync.schedule, createdAt: new Date(sync.created_at) }, now) : null;
+  return planSlot(tx, { table: 'syncs', lock: false, task: 'backhaul_schedule', payloadKey: 'syncId', jobKey: scheduleJobKey(syncId) }, syncId, now);
+}
+
+/**
+ * The next slot of a scheduled sync or sequence, after `after`, as its graphile-worker job (keyed, so
+ * a re-plan replaces it); the job is removed when the row is gone, disabled or manual. With `lock`,
+ * the row is locked first (NO KEY UPDATE) so that a plan made from a read a concurrent change makes
+ * stale waits for that change and reads it.
+ */
+async function planSlot(
+  tx: Tx,
+  o: { table: 'syncs' | 'sequences'; lock: boolean; task: string; payloadKey: string; jobKey: string },
+  id: string,
+  after: Date,
+): Promise<Date | null> {
+  const rows = (await tx.execute(
+    dsql`select schedule, enabled, created_at from ${dsql.identifier(o.table)} where id = ${id} ${o.lock ? dsql`for no key update` : dsql``}`,
+  )) as unknown as { schedule: ScheduleT; enabled: boolean; created_at: string | Date }[];
+  const row = rows[0];
+  const next = row && row.enabled ? nextFireTime({ schedule: row.schedule, createdAt: new Date(row.created_at) }, after) : null;
   if (!next) {
-    await tx.execute(dsql`select graphile_worker.remove_job(${scheduleJobKey(syncId)}::text)`);
+    await tx.execute(dsql`select graphile_worker.remove_job(${o.jobKey}::text)`);
     return null;
   }
   await tx.execute(
-    dsql`select graphile_worker.add_job('backhaul_schedule', json_build_object('syncId', ${syncId}::text), run_at => ${next.toISOString()}::timestamptz,
-         job_key => ${scheduleJobKey(syncId)}::text, job_key_mode => 'replace', max_attempts => 5)`,
+    dsql`select graphile_worker.add_job(${o.task}::text, json_build_object(${o.payloadKey}::text, ${id}::text), run_at => ${next.toISOString()}::timestamptz,
+         job_key => ${o.jobKey}::text, job_key_mode => 'replace', max_attempts => 5)`,
   );
   return next;
 }
@@ -142,22 +155,7 @@ export const sequenceScheduleJobKey = (sequenceId: string) => `sequence-schedule
  * waits for that change and reads it.
  */
 export async function planSequenceSchedule(tx: Tx, sequenceId: string, after: Date): Promise<Date | null> {
-  const rows = (await tx.execute(dsql`select schedule, enabled, created_at from sequences where id = ${sequenceId} for no key update`)) as unknown as {
-    schedule: ScheduleT;
-    enabled: boolean;
-    created_at: string | Date;
-  }[];
-  const seq = rows[0];
-  const next = seq && seq.enabled ? nextFireTime({ schedule: seq.schedule, createdAt: new Date(seq.created_at) }, after) : null;
-  if (!next) {
-    await tx.execute(dsql`select graphile_worker.remove_job(${sequenceScheduleJobKey(sequenceId)}::text)`);
-    return null;
-  }
-  await tx.execute(
-    dsql`select graphile_worker.add_job('backhaul_sequence_schedule', json_build_object('sequenceId', ${sequenceId}::text), run_at => ${next.toISOString()}::timestamptz,
-         job_key => ${sequenceScheduleJobKey(sequenceId)}::text, job_key_mode => 'replace', max_attempts => 5)`,
-  );
-  return next;
+  return planSlot(tx, { table: 'sequences', lock: true, task: 'backhaul_sequence_schedule', payloadKey: 'sequenceId', jobKey: sequenceScheduleJobKey(sequenceId) }, sequenceId, after);
 }
 
 /**
