@@ -151,7 +151,7 @@ function ordered(spec: Spec, keys: string[]): Spec {
 
 const ORDER: Record<Kind, string[]> = {
   connection: ['slug', 'name', 'type', 'config', 'secrets'],
-  alertChannel: ['slug', 'name', 'type', 'config'],
+  alertChannel: ['slug', 'name', 'type', 'config', 'secrets'],
   model: ['slug', 'name', 'connectionId', 'sql', 'primaryKey'],
   sync: ['slug', 'name', 'modelId', 'destinationId', 'object', 'mode', 'matchKey', 'schedule', 'enabled', 'delivery', 'alerts', 'changeThresholds', 'mappings'],
   webhookEndpoint: ['slug', 'name', 'url', 'description', 'events', 'syncIds', 'enabled'],
@@ -182,9 +182,10 @@ export class DeclarativeService {
 
   /**
    * The workspace as a bundle: connections (secrets that are `{ env }` references as such; values
-   * are never exported), alert channels (without secrets), models, syncs with their mappings, and
+   * are never exported), alert channels (likewise), models, syncs with their mappings, and
    * webhook endpoints (without their signing secret) and sequences (steps' syncs by slug), each
    * list sorted by slug, references by slug.
+   * Alert channels' `{ env }` secrets are exported like connections'.
    * Applying it to the same workspace is a no-op; to another, it recreates the configuration
    * (secrets that were values must be supplied there).
    */
@@ -509,13 +510,14 @@ export class DeclarativeService {
     const put = <K extends Kind>(kind: K, r: Row<K>, spec: Spec, extra: Partial<Current> = {}) =>
       byKind[kind].set(r.slug, { id: r.id, slug: r.slug, version: r.version, spec, ...extra });
 
-    for (const r of conns) {
-      // Only `{ env }` references are exported: they name a variable, not a value.
-      const stored = r.secretsSealed ? this.deps.secrets.open(r.secretsSealed) : {};
+    // Only `{ env }` references are exported: they name a variable, not a value.
+    const envRefs = (sealed: string | null) => {
+      const stored = sealed ? this.deps.secrets.open(sealed) : {};
       const refs = Object.fromEntries(Object.entries(stored).filter(([, v]) => isPlainObject(v) && typeof v.env === 'string').sort(([x], [y]) => (x < y ? -1 : 1)));
-      put('connection', r, { slug: r.slug, name: r.name, type: r.type, config: r.config, ...(Object.keys(refs).length ? { secrets: refs } : {}) }, { secretFingerprints: fps(r.secretMeta) });
-    }
-    for (const r of channels) put('alertChannel', r, { slug: r.slug, name: r.name, type: r.type, config: r.config }, { secretFingerprints: fps(r.secretMeta) });
+      return Object.keys(refs).length ? { secrets: refs } : {};
+    };
+    for (const r of conns) put('connection', r, { slug: r.slug, name: r.name, type: r.type, config: r.config, ...envRefs(r.secretsSealed) }, { secretFingerprints: fps(r.secretMeta) });
+    for (const r of channels) put('alertChannel', r, { slug: r.slug, name: r.name, type: r.type, config: r.config, ...envRefs(r.secretsSealed) }, { secretFingerprints: fps(r.secretMeta) });
     for (const r of mdls) put('model', r, { slug: r.slug, name: r.name, connectionId: slugOf(r.connectionId), sql: r.sql, primaryKey: r.primaryKey });
     const mapsBySync = new Map<string, { destinationField: string; source: unknown }[]>();
     for (const m of maps) {

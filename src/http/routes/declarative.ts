@@ -23,7 +23,7 @@ export const BundleSchema = Type.Object(
       Type.Boolean({ default: false, description: 'The bundle is the whole workspace: resources of these kinds that it does not list are deleted. Default false: they are left alone.' }),
     ),
     connections: list(ConnectionCreate, 'Connections (secrets as `{ "env": NAME }` references; secrets not named are kept)'),
-    alertChannels: list(AlertChannelCreate, 'Alert channels (secrets not named are kept)'),
+    alertChannels: list(AlertChannelCreate, 'Alert channels (secrets as `{ "env": NAME }` references; secrets not named are kept)'),
     models: list(ModelCreate, 'Models (`connectionId`: a slug)'),
     syncs: list(SyncCreate, 'Syncs with their mappings (`modelId`, `destinationId`, `alerts.channelIds`: slugs)'),
     webhookEndpoints: list(WebhookEndpointCreate, 'Webhook endpoints (`syncIds`: slugs; `secret` omitted: kept)'),
