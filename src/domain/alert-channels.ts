@@ -2,14 +2,14 @@ import { Type, type Static } from '@sinclair/typebox';
 import { and, asc, eq, gt, sql } from 'drizzle-orm';
 import { alertChannels, syncs } from '../db/schema.ts';
 import type { Tx } from '../db/client.ts';
-import { UnprocessableError } from '../errors.ts';
+import { ConnectorError, UnprocessableError } from '../errors.ts';
 import { newId } from '../lib/ids.ts';
 import { assertValid } from '../lib/validate.ts';
 import { SECRET_PATTERN } from '../lib/signing.ts';
 import { recordAudit } from './audit.ts';
 import type { Actor } from './context.ts';
 import { changedFields, checkVersion, decodeCursor, isUniqueViolation, iso, pageLimit, requireScope, slugTaken, toPage, type Page } from './common.ts';
-import { inUse, Name, Slug } from './connections.ts';
+import { inUse, Name, PROTECTED_ENV, SecretEnvRef, Slug } from './connections.ts';
 import type { ServiceDeps } from './deps.ts';
 import { getByRef, putBySlug, type PutOptions } from './refs.ts';
 import { acceptingReadOnly, readOnlyFields } from './read-only.ts';
@@ -38,11 +38,15 @@ const ChannelConfig = Type.Object(
 );
 const ChannelSecrets = Type.Object(
   {
-    webhookUrl: Type.Optional(WebhookUrl),
-    routingKey: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
-    signingSecret: Type.Optional(Type.String({ pattern: SECRET_PATTERN })),
+    webhookUrl: Type.Optional(Type.Union([WebhookUrl, SecretEnvRef])),
+    routingKey: Type.Optional(Type.Union([Type.String({ minLength: 1, maxLength: 200 }), SecretEnvRef])),
+    signingSecret: Type.Optional(Type.Union([Type.String({ pattern: SECRET_PATTERN }), SecretEnvRef])),
   },
-  { additionalProperties: false, description: 'slack: webhookUrl (required); pagerduty: routingKey (required); webhook: signingSecret (optional)' },
+  {
+    additionalProperties: false,
+    description:
+      'slack: webhookUrl (required); pagerduty: routingKey (required); webhook: signingSecret (optional). Each a value or `{ "env": NAME }`, a variable of Backhaul\'s environment read when an alert is sent (a bundle can name it without holding the value)',
+  },
 );
 const ChannelTypeT = Type.Union(CHANNEL_TYPES.map((t) => Type.Literal(t)));
 
@@ -90,11 +94,14 @@ export type AlertChannelPatchInput = Static<typeof AlertChannelPatch>;
 export type AlertChannelViewT = Static<typeof AlertChannelView>;
 export type ChannelTestResultT = Static<typeof ChannelTestResult>;
 export type AlertChannelRow = typeof alertChannels.$inferSelect;
+/** A channel's secrets, resolved: the values sent with (or used to sign) an alert. */
 export interface ChannelSecretsT {
   webhookUrl?: string;
   routingKey?: string;
   signingSecret?: string;
 }
+/** A channel's secrets as stored: values, or `{ env }` references resolved when used. */
+export type StoredChannelSecrets = { [K in keyof ChannelSecretsT]?: string | { env: string } };
 export interface ChannelConfigT {
   eventsUrl?: string;
   severity?: (typeof SEVERITIES)[number];
@@ -134,7 +141,7 @@ export class AlertChannelService {
   }
 
   /** A channel's whole settings must make sense for its type (422 naming the field otherwise). */
-  private check(type: ChannelType, config: ChannelConfigT, secrets: ChannelSecretsT): { config: ChannelConfigT } {
+  private check(type: ChannelType, config: ChannelConfigT, secrets: StoredChannelSecrets): { config: ChannelConfigT } {
     const errors: { path: string; message: string }[] = [];
     const allowed: Record<ChannelType, { config: string[]; secrets: string[]; required: string[] }> = {
       slack: { config: [], secrets: ['webhookUrl'], required: ['/secrets/webhookUrl'] },
@@ -144,6 +151,9 @@ export class AlertChannelService {
     const a = allowed[type];
     for (const k of Object.keys(config)) if (!a.config.includes(k)) errors.push({ path: `/config/${k}`, message: `is not a setting of ${type} channels` });
     for (const k of Object.keys(secrets)) if (!a.secrets.includes(k)) errors.push({ path: `/secrets/${k}`, message: `is not a secret of ${type} channels` });
+    for (const [k, v] of Object.entries(secrets)) {
+      if (typeof v === 'object' && PROTECTED_ENV.has(v.env)) errors.push({ path: `/secrets/${k}/env`, message: `may not refer to ${v.env}, which holds Backhaul's own credentials` });
+    }
     for (const p of a.required) {
       const [, where, k] = p.split('/');
       if ((where === 'config' ? (config as Record<string, unknown>)[k] : (secrets as Record<string, unknown>)[k]) === undefined) errors.push({ path: p, message: 'is required' });
@@ -154,7 +164,8 @@ export class AlertChannelService {
       ['/config/eventsUrl', config.eventsUrl],
       ['/secrets/webhookUrl', secrets.webhookUrl],
     ] as const) {
-      if (url) checkWebhookUrl(url, this.deps.denyPrivateNetworks, path);
+      // A `{ env }` URL is checked when an alert is sent (its value is not known before).
+      if (typeof url === 'string' && url) checkWebhookUrl(url, this.deps.denyPrivateNetworks, path);
     }
     return { config: type === 'pagerduty' ? { eventsUrl: PAGERDUTY_EVENTS_URL, severity: 'error', ...config } : config };
   }
@@ -178,8 +189,38 @@ export class AlertChannelService {
     return getByRef(tx, alertChannels, 'alert channel', workspaceId, ref, opts);
   }
 
+  /** The stored secrets, opened (`{ env }` references as references). */
+  storedSecretsOf(row: AlertChannelRow): StoredChannelSecrets {
+    return row.secretsSealed ? (this.deps.secrets.open(row.secretsSealed) as StoredChannelSecrets) : {};
+  }
+
+  /**
+   * The secrets to send an alert with: `{ env }` references read from Backhaul's environment.
+   * @throws ConnectorError (fatal) `secret_env_missing` when the variable is unset,
+   *   `secret_env_refused` when it holds Backhaul's own credentials; a `{ env }` webhookUrl that is
+   *   not an allowed URL is refused like a stored one.
+   */
   secretsOf(row: AlertChannelRow): ChannelSecretsT {
-    return row.secretsSealed ? (this.deps.secrets.open(row.secretsSealed) as ChannelSecretsT) : {};
+    const out: ChannelSecretsT = {};
+    for (const [k, v] of Object.entries(this.storedSecretsOf(row)) as [keyof ChannelSecretsT, string | { env: string }][]) {
+      if (typeof v === 'string') {
+        out[k] = v;
+        continue;
+      }
+      if (PROTECTED_ENV.has(v.env)) {
+        throw new ConnectorError('secret_env_refused', `Secret "${k}" of alert channel "${row.slug}" refers to ${v.env}, which holds Backhaul's own credentials.`, { classification: 'fatal' });
+      }
+      const value = this.deps.env[v.env];
+      if (value === undefined) {
+        throw new ConnectorError('secret_env_missing', `Secret "${k}" of alert channel "${row.slug}" refers to environment variable ${v.env}, which is not set.`, {
+          classification: 'fatal',
+          hint: `Set ${v.env} in Backhaul's environment, or send the secret's value instead.`,
+        });
+      }
+      if (k === 'webhookUrl') checkWebhookUrl(value, this.deps.denyPrivateNetworks, '/secrets/webhookUrl');
+      out[k] = value;
+    }
+    return out;
   }
 
   async create(actor: Actor, input: AlertChannelCreateInput, tx: Tx = this.db): Promise<AlertChannelViewT> {
@@ -224,7 +265,7 @@ export class AlertChannelService {
       const cur = await this.row(tx, actor.workspaceId, ref, { forUpdate: true });
       checkVersion(ifMatch, cur.version);
       const config = { ...(cur.config as ChannelConfigT), ...input.config };
-      const secrets = { ...this.secretsOf(cur), ...input.secrets };
+      const secrets = { ...this.storedSecretsOf(cur), ...input.secrets };
       const resent = new Set(Object.keys(input.secrets ?? {}));
       const kept = Object.keys(secrets).filter((k) => !resent.has(k));
       return this.save(tx, actor, cur, { slug: input.slug ?? cur.slug, name: input.name ?? cur.name, type: cur.type as ChannelType, config, secrets }, kept, 'update');
@@ -239,7 +280,7 @@ export class AlertChannelService {
       const r = await putBySlug(tx, alertChannels, actor.workspaceId, ref, input, ifMatch, (slug) => this.create(actor, { ...input, slug }, tx), async () => {
         const cur = await this.row(tx, actor.workspaceId, ref, { forUpdate: true });
         checkVersion(ifMatch, cur.version);
-        const stored = input.type === cur.type ? this.secretsOf(cur) : {};
+        const stored = input.type === cur.type ? this.storedSecretsOf(cur) : {};
         const secrets = input.secrets === undefined ? stored : opts.keepUnsentSecrets ? { ...stored, ...input.secrets } : input.secrets;
         const kept = Object.keys(secrets).filter((k) => !(input.secrets && k in input.secrets));
         const value = await this.save(tx, actor, cur, { slug: input.slug ?? cur.slug, name: input.name, type: input.type, config: input.config ?? {}, secrets }, kept, 'replace');
@@ -253,7 +294,7 @@ export class AlertChannelService {
     tx: Tx,
     actor: Actor,
     cur: AlertChannelRow,
-    next: { slug: string; name: string; type: ChannelType; config: ChannelConfigT; secrets: ChannelSecretsT },
+    next: { slug: string; name: string; type: ChannelType; config: ChannelConfigT; secrets: StoredChannelSecrets },
     kept: string[],
     action: 'update' | 'replace',
   ): Promise<AlertChannelViewT> {
@@ -263,7 +304,7 @@ export class AlertChannelService {
     const targets = (['eventsUrl'] as const).filter((k) => (cur.config as ChannelConfigT)[k] !== config[k]).map((k) => `/config/${k}`);
     requireResentSecrets('alert channel', cur.slug, targets, kept);
     const changed = changedFields(cur as unknown as Record<string, unknown>, { ...next, config }, ['slug', 'name', 'type', 'config']);
-    const before = this.secretsOf(cur) as Record<string, unknown>;
+    const before = this.storedSecretsOf(cur) as Record<string, unknown>;
     const secretsChanged = !sameSecrets(before, next.secrets as Record<string, unknown>);
     if (secretsChanged) changed.push('secrets');
     if (!changed.length) return channelView(cur);
@@ -317,7 +358,7 @@ export class AlertChannelService {
   async backfillSecretMeta(): Promise<number> {
     const rows = await this.db.select().from(alertChannels).where(sql`cardinality(${alertChannels.secretNames}) > 0 and ${alertChannels.secretMeta} = '{}'::jsonb`);
     for (const r of rows) {
-      const values = this.secretsOf(r) as Record<string, unknown>;
+      const values = this.storedSecretsOf(r) as Record<string, unknown>;
       const meta = nextSecretMeta(this.deps.secrets, r.id, { values, meta: {}, since: r.updatedAt }, values, r.updatedAt);
       await this.db.update(alertChannels).set({ secretMeta: meta }).where(and(eq(alertChannels.id, r.id), eq(alertChannels.secretMeta, {})));
     }
@@ -328,6 +369,14 @@ export class AlertChannelService {
     requireScope(actor, 'write');
     const row = await this.row(this.db, actor.workspaceId, ref);
     if (!this.tester) throw new Error('alert channel tester not configured');
-    return this.tester(row, this.secretsOf(row), { timeoutMs: this.timeoutMs, denyPrivateNetworks: this.deps.denyPrivateNetworks });
+    let secrets: ChannelSecretsT;
+    try {
+      secrets = this.secretsOf(row);
+    } catch (e) {
+      // A `{ env }` secret that cannot be read: the channel as configured is at fault, not the server.
+      if (e instanceof ConnectorError && (e.code === 'secret_env_missing' || e.code === 'secret_env_refused')) throw new UnprocessableError(e.code, e.message, { hint: e.hint });
+      throw e;
+    }
+    return this.tester(row, secrets, { timeoutMs: this.timeoutMs, denyPrivateNetworks: this.deps.denyPrivateNetworks });
   }
 }

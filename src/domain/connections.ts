@@ -36,10 +36,9 @@ import { secretRedactor, type Redactor } from '../lib/redact.ts';
 
 export const Slug = Type.String({ pattern: SLUG_PATTERN, maxLength: 63, description: 'Unique in the workspace; lowercase letters, digits and dashes' });
 export const Name = Type.String({ minLength: 1, maxLength: 200 });
-const SecretValue = Type.Union([
-  Type.String({ maxLength: 16_384 }),
-  Type.Object({ env: Type.String({ pattern: '^[A-Za-z_][A-Za-z0-9_]*$', maxLength: 200 }) }, { additionalProperties: false }),
-]);
+/** A secret named by reference: `{ "env": NAME }`, a variable of Backhaul's environment read when the secret is used. */
+export const SecretEnvRef = Type.Object({ env: Type.String({ pattern: '^[A-Za-z_][A-Za-z0-9_]*$', maxLength: 200 }) }, { additionalProperties: false });
+const SecretValue = Type.Union([Type.String({ maxLength: 16_384 }), SecretEnvRef]);
 
 export const ConnectionCreate = Type.Object(
   {

@@ -279,7 +279,7 @@ export class SequenceService {
   async put(actor: Actor, ref: string, input: SequencePutInput, ifMatch?: string, opts: PutOptions = {}): Promise<{ created: boolean; value: SequenceViewT }> {
     requireScope(actor, 'write');
     assertValid(SequencePut, input);
-    return this.db.transaction((tx) =>
+    return (opts.tx ?? this.db).transaction((tx) =>
       putBySlug(
         tx,
         sequences,
@@ -325,9 +325,9 @@ export class SequenceService {
   }
 
   /** Deletes the sequence and its runs (a step's sync run is not cancelled: it belongs to its sync). */
-  async delete(actor: Actor, ref: string, ifMatch?: string): Promise<void> {
+  async delete(actor: Actor, ref: string, ifMatch?: string, outer: Tx = this.db): Promise<void> {
     requireScope(actor, 'write');
-    await this.db.transaction(async (tx) => {
+    await outer.transaction(async (tx) => {
       const cur = await this.row(tx, actor.workspaceId, ref, { forUpdate: true });
       checkVersion(ifMatch, cur.version);
       await tx.delete(sequences).where(eq(sequences.id, cur.id));

@@ -75,6 +75,6 @@ export function createServices(deps: ServiceDeps): Services {
     alerts: new AlertService(deps),
     metrics: new Metrics(deps.database),
     oauth: new OAuthService(deps, connections),
-    declarative: new DeclarativeService(deps, { connections, models, syncs, mappings, webhooks, alertChannels }),
+    declarative: new DeclarativeService(deps, { connections, models, syncs, mappings, webhooks, alertChannels, sequences }),
   };
 }

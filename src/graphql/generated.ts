@@ -1399,7 +1399,7 @@ export type PlannedFieldChange = {
 export type PlannedChange = {
   __typename?: 'PlannedChange';
   action: PlanAction;
-  /** connection, alertChannel, model, sync or webhookEndpoint. */
+  /** connection, alertChannel, model, sync, webhookEndpoint or sequence. */
   kind: Scalars['String']['output'];
   slug: Scalars['String']['output'];
   /** The resource on the server (null for a create). */

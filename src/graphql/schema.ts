@@ -1272,7 +1272,7 @@ type PlannedFieldChange {
 
 type PlannedChange {
   action: PlanAction!
-  "connection, alertChannel, model, sync or webhookEndpoint."
+  "connection, alertChannel, model, sync, webhookEndpoint or sequence."
   kind: String!
   slug: String!
   "The resource on the server (null for a create)."

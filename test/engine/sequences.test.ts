@@ -325,6 +325,19 @@ t.test('GraphQL and REST agree: the same sequences and sequence runs, through th
   t.equal(q.data.node.id, runId, 'node() resolves a sequence run by its id');
   const listed = await gql(`{ sequences { nodes { slug runs { nodes { id } } } } }`);
   t.same(listed.data.sequences.nodes, [{ slug: 'gq', runs: { nodes: [{ id: runId }] } }]);
+  // Full Relay connections (issue 16 item 8), as relay-compiler's @connection reads them: edges with cursors, both ends of pageInfo.
+  const page = '{ hasNextPage hasPreviousPage startCursor endCursor }';
+  const relay = await gql(`{ sequences(first: 1) { edges { cursor node { slug runs(first: 1) { edges { cursor node { id } } pageInfo ${page} } } } pageInfo ${page} } }`);
+  t.equal(relay.errors, undefined, JSON.stringify(relay.errors));
+  const [edge] = relay.data.sequences.edges;
+  t.match(relay.data.sequences.pageInfo, { hasNextPage: false, hasPreviousPage: false, startCursor: edge.cursor, endCursor: edge.cursor });
+  t.ok(edge.cursor, 'a sequence edge has a cursor');
+  const [runEdge] = edge.node.runs.edges;
+  t.equal(runEdge.node.id, runId);
+  t.match(edge.node.runs.pageInfo, { hasNextPage: false, hasPreviousPage: false, startCursor: runEdge.cursor, endCursor: runEdge.cursor });
+  t.ok(runEdge.cursor, 'a sequence run edge has a cursor');
+  const next = await gql(`query($after: String) { sequences(first: 1, after: $after) { edges { cursor } pageInfo ${page} } }`, { after: edge.cursor });
+  t.same(next.data.sequences, { edges: [], pageInfo: { hasNextPage: false, hasPreviousPage: true, startCursor: null, endCursor: null } }, 'after the last cursor: an empty page that has a previous one');
 
   const cancelled = await gql(`mutation($id: ID!) { cancelSequenceRun(id: $id) { status steps { status } error { code } } }`, { id: runId });
   t.same(cancelled.data.cancelSequenceRun, { status: 'cancelled', steps: [{ status: 'skipped' }, { status: 'skipped' }], error: { code: 'cancelled' } });

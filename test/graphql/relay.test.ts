@@ -68,7 +68,7 @@ function project(sdl: string, source: string): string {
 
 t.test('relay-compiler accepts @connection on every list', async (t) => {
   const { names, source } = fragments();
-  for (const expected of ['Query.syncs', 'Query.connections', 'Query.connectorConnection', 'Sync.runs', 'Sync.recordHistory', 'Sync.mappingConnection', 'Run.records', 'Run.deliveries', 'Model.syncs']) {
+  for (const expected of ['Query.syncs', 'Query.connections', 'Query.connectorConnection', 'Sync.runs', 'Sync.recordHistory', 'Sync.mappingConnection', 'Run.records', 'Run.deliveries', 'Model.syncs', 'Query.sequences', 'Sequence.runs']) {
     t.ok(names.includes(expected), `${expected} is a connection`);
   }
   const dir = project(graphqlSdl(), source);

@@ -4,25 +4,31 @@ import type { ModelCreateInput } from '../models.ts';
 import type { SyncCreateInput } from '../syncs.ts';
 import type { WebhookEndpointCreateInput } from '../webhooks.ts';
 import type { AlertChannelCreateInput } from '../alert-channels.ts';
+import type { SequenceCreateInput } from '../sequences.ts';
 
 // A declarative bundle: the configuration of one workspace as data (YAML for the CLI, JSON on the
 // wire). Each item is the body a create of that resource takes (the same schemas), and items refer
 // to each other by slug (ids are accepted too): a model's `connectionId`, a sync's `modelId`,
-// `destinationId` and `alerts.channelIds`, a webhook endpoint's `syncIds`.
+// `destinationId` and `alerts.channelIds`, a webhook endpoint's `syncIds`, a sequence's steps' `syncId`.
 
 export const BUNDLE_API_VERSION = 'backhaul/v1';
 
-/** The kinds a bundle holds, in the order creates and updates are applied (what is referred to first). */
-export const KINDS = ['connection', 'alertChannel', 'model', 'sync', 'webhookEndpoint'] as const;
+/**
+ * The kinds a bundle holds, in the order creates and updates are applied (what is referred to
+ * first); deletes (prune) go in the reverse order: a sequence before the syncs it runs (a sync
+ * that is a step of a sequence cannot be deleted, 409 resource_in_use).
+ */
+export const KINDS = ['connection', 'alertChannel', 'model', 'sync', 'webhookEndpoint', 'sequence'] as const;
 export type Kind = (typeof KINDS)[number];
 
 /** The bundle member that lists each kind. */
-export const MEMBER: Record<Kind, 'connections' | 'alertChannels' | 'models' | 'syncs' | 'webhookEndpoints'> = {
+export const MEMBER: Record<Kind, 'connections' | 'alertChannels' | 'models' | 'syncs' | 'webhookEndpoints' | 'sequences'> = {
   connection: 'connections',
   alertChannel: 'alertChannels',
   model: 'models',
   sync: 'syncs',
   webhookEndpoint: 'webhookEndpoints',
+  sequence: 'sequences',
 };
 
 const Item = (what: string) => Type.Object({}, { additionalProperties: true, description: what });
@@ -41,6 +47,7 @@ export const BundleEnvelope = Type.Object(
     models: Type.Optional(Type.Array(Item('model'), { maxItems: 1000 })),
     syncs: Type.Optional(Type.Array(Item('sync'), { maxItems: 1000 })),
     webhookEndpoints: Type.Optional(Type.Array(Item('webhook endpoint'), { maxItems: 1000 })),
+    sequences: Type.Optional(Type.Array(Item('sequence'), { maxItems: 1000 })),
   },
   { additionalProperties: false },
 );
@@ -54,6 +61,7 @@ export interface Bundle {
   models?: ModelCreateInput[];
   syncs?: SyncCreateInput[];
   webhookEndpoints?: WebhookEndpointCreateInput[];
+  sequences?: SequenceCreateInput[];
 }
 
 export const FieldChange = Type.Object(

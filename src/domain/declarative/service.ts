@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { asc, eq } from 'drizzle-orm';
-import { alertChannels, connections, mappings, models, syncs, webhookEndpoints } from '../../db/schema.ts';
+import { alertChannels, connections, mappings, models, sequences, sequenceSteps, syncs, webhookEndpoints } from '../../db/schema.ts';
 import type { Tx } from '../../db/client.ts';
 import { getConnectorType } from '../../connectors/registry.ts';
 import { AppError, UnprocessableError, ValidationError, type FieldError } from '../../errors.ts';
@@ -11,10 +11,11 @@ import type { ServiceDeps } from '../deps.ts';
 import { ConnectionCreate } from '../connections.ts';
 import type { ConnectionService } from '../connections.ts';
 import { ModelCreate, type ModelService } from '../models.ts';
-import { DEFAULT_ALERTS, DEFAULT_DELIVERY, DEFAULT_THRESHOLDS, SyncCreate, validateSchedule, type ScheduleT, type SyncService } from '../syncs.ts';
+import { DEFAULT_ALERTS, DEFAULT_DELIVERY, DEFAULT_SCHEDULE, DEFAULT_THRESHOLDS, SyncCreate, validateSchedule, type ScheduleT, type SyncService } from '../syncs.ts';
 import { WebhookEndpointCreate, type WebhookService } from '../webhooks.ts';
 import { AlertChannelCreate, PAGERDUTY_EVENTS_URL, type AlertChannelService } from '../alert-channels.ts';
 import type { MappingService } from '../mappings.ts';
+import { SequenceCreate, type SequenceService } from '../sequences.ts';
 import type { SecretMeta } from '../secret-meta.ts';
 import {
   BUNDLE_API_VERSION,
@@ -52,7 +53,9 @@ type Row<K extends Kind> = K extends 'connection'
       ? typeof models.$inferSelect
       : K extends 'sync'
         ? typeof syncs.$inferSelect
-        : typeof webhookEndpoints.$inferSelect;
+        : K extends 'webhookEndpoint'
+          ? typeof webhookEndpoints.$inferSelect
+          : typeof sequences.$inferSelect;
 
 /** One resource on the server, in canonical form. */
 interface Current {
@@ -86,8 +89,8 @@ interface Desired {
   signingSecret?: string;
 }
 
-const NOUN: Record<Kind, string> = { connection: 'connection', alertChannel: 'alert channel', model: 'model', sync: 'sync', webhookEndpoint: 'webhook endpoint' };
-const ITEM_SCHEMA: Record<Kind, object> = { connection: ConnectionCreate, alertChannel: AlertChannelCreate, model: ModelCreate, sync: SyncCreate, webhookEndpoint: WebhookEndpointCreate };
+const NOUN: Record<Kind, string> = { connection: 'connection', alertChannel: 'alert channel', model: 'model', sync: 'sync', webhookEndpoint: 'webhook endpoint', sequence: 'sequence' };
+const ITEM_SCHEMA: Record<Kind, object> = { connection: ConnectionCreate, alertChannel: AlertChannelCreate, model: ModelCreate, sync: SyncCreate, webhookEndpoint: WebhookEndpointCreate, sequence: SequenceCreate };
 
 /** Reruns `fn`, turning an error's field paths into paths into the bundle (`/syncs/2` + `/mode`). */
 function atPath<T>(path: string, what: string, fn: () => T): T {
@@ -148,10 +151,11 @@ function ordered(spec: Spec, keys: string[]): Spec {
 
 const ORDER: Record<Kind, string[]> = {
   connection: ['slug', 'name', 'type', 'config', 'secrets'],
-  alertChannel: ['slug', 'name', 'type', 'config'],
+  alertChannel: ['slug', 'name', 'type', 'config', 'secrets'],
   model: ['slug', 'name', 'connectionId', 'sql', 'primaryKey'],
   sync: ['slug', 'name', 'modelId', 'destinationId', 'object', 'mode', 'matchKey', 'schedule', 'enabled', 'delivery', 'alerts', 'changeThresholds', 'mappings'],
   webhookEndpoint: ['slug', 'name', 'url', 'description', 'events', 'syncIds', 'enabled'],
+  sequence: ['slug', 'name', 'steps', 'schedule', 'onFailure', 'enabled'],
 };
 
 export interface DeclarativeServices {
@@ -161,6 +165,7 @@ export interface DeclarativeServices {
   mappings: MappingService;
   webhooks: WebhookService;
   alertChannels: AlertChannelService;
+  sequences: SequenceService;
 }
 
 export class DeclarativeService {
@@ -177,8 +182,10 @@ export class DeclarativeService {
 
   /**
    * The workspace as a bundle: connections (secrets that are `{ env }` references as such; values
-   * are never exported), alert channels (without secrets), models, syncs with their mappings, and
-   * webhook endpoints (without their signing secret), each list sorted by slug, references by slug.
+   * are never exported), alert channels (likewise), models, syncs with their mappings, and
+   * webhook endpoints (without their signing secret) and sequences (steps' syncs by slug), each
+   * list sorted by slug, references by slug.
+   * Alert channels' `{ env }` secrets are exported like connections'.
    * Applying it to the same workspace is a no-op; to another, it recreates the configuration
    * (secrets that were values must be supplied there).
    */
@@ -258,12 +265,14 @@ export class DeclarativeService {
         return (await this.s.syncs.put(actor, c.slug, body, ifMatch, opts)).sync;
       case 'webhookEndpoint':
         return (await this.s.webhooks.put(actor, c.slug, body, ifMatch, opts)).value;
+      case 'sequence':
+        return (await this.s.sequences.put(actor, c.slug, body, ifMatch, opts)).value;
     }
   }
 
   private async remove(tx: Tx, actor: Actor, c: PlannedChangeT): Promise<void> {
     const ifMatch = `"${c.expectedVersion}"`;
-    const svc = { connection: this.s.connections, alertChannel: this.s.alertChannels, model: this.s.models, sync: this.s.syncs, webhookEndpoint: this.s.webhooks }[c.kind];
+    const svc = { connection: this.s.connections, alertChannel: this.s.alertChannels, model: this.s.models, sync: this.s.syncs, webhookEndpoint: this.s.webhooks, sequence: this.s.sequences }[c.kind];
     await svc.delete(actor, c.id!, ifMatch, tx);
   }
 
@@ -358,6 +367,7 @@ export class DeclarativeService {
       for (const [j, ch] of (s.alerts?.channelIds ?? []).entries()) check('alertChannel', ch, `/syncs/${i}/alerts/channelIds/${j}`);
     }
     for (const [i, w] of (bundle.webhookEndpoints ?? []).entries()) for (const [j, s] of (w.syncIds ?? []).entries()) check('sync', s, `/webhookEndpoints/${i}/syncIds/${j}`);
+    for (const [i, q] of (bundle.sequences ?? []).entries()) for (const [j, st] of q.steps.entries()) check('sync', st.syncId, `/sequences/${i}/steps/${j}/syncId`);
     if (errors.length) {
       throw new UnprocessableError('bundle_reference_unknown', `The bundle refers to resources that do not exist: ${errors.map((e) => `${e.path} (${e.message})`).join('; ')}.`, {
         errors,
@@ -431,6 +441,19 @@ export class DeclarativeService {
         const signingSecret = item.secret as string | undefined;
         return { kind, slug, path, spec, body: { ...body, ...(signingSecret !== undefined ? { secret: signingSecret } : {}) }, signingSecret };
       }
+      case 'sequence': {
+        // A step is its sync (by slug); `syncSlug`, read-only in the API, adds nothing here.
+        const spec: Spec = {
+          slug,
+          name: item.name,
+          steps: (item.steps as { syncId: string }[]).map((st) => ({ syncId: slugOf(st.syncId) })),
+          schedule: validateSchedule((item.schedule as ScheduleT | undefined) ?? DEFAULT_SCHEDULE),
+          onFailure: item.onFailure ?? 'stop',
+          enabled: item.enabled ?? true,
+        };
+        const { slug: _s, ...body } = spec;
+        return { kind, slug, path, spec, body };
+      }
     }
   }
 
@@ -464,29 +487,37 @@ export class DeclarativeService {
 
   /** The workspace's configuration, in canonical form (read in `tx`, so apply plans what it writes). */
   private async load(tx: Tx, workspaceId: string): Promise<State> {
-    const [conns, channels, mdls, syncRows, hooks, maps] = await Promise.all([
+    const [conns, channels, mdls, syncRows, hooks, maps, seqs, steps] = await Promise.all([
       tx.select().from(connections).where(eq(connections.workspaceId, workspaceId)),
       tx.select().from(alertChannels).where(eq(alertChannels.workspaceId, workspaceId)),
       tx.select().from(models).where(eq(models.workspaceId, workspaceId)),
       tx.select().from(syncs).where(eq(syncs.workspaceId, workspaceId)),
       tx.select().from(webhookEndpoints).where(eq(webhookEndpoints.workspaceId, workspaceId)),
       tx.select().from(mappings).where(eq(mappings.workspaceId, workspaceId)).orderBy(asc(mappings.destinationField)),
+      tx.select().from(sequences).where(eq(sequences.workspaceId, workspaceId)),
+      tx
+        .select({ sequenceId: sequenceSteps.sequenceId, syncId: sequenceSteps.syncId })
+        .from(sequenceSteps)
+        .innerJoin(sequences, eq(sequences.id, sequenceSteps.sequenceId))
+        .where(eq(sequences.workspaceId, workspaceId))
+        .orderBy(asc(sequenceSteps.sequenceId), asc(sequenceSteps.position)),
     ]);
     const slugOfId = new Map<string, string>();
-    for (const r of [...conns, ...channels, ...mdls, ...syncRows, ...hooks]) slugOfId.set(r.id, r.slug);
+    for (const r of [...conns, ...channels, ...mdls, ...syncRows, ...hooks, ...seqs]) slugOfId.set(r.id, r.slug);
     const slugOf = (ref: string) => slugOfId.get(ref) ?? ref;
     const fps = (meta: unknown) => Object.fromEntries(Object.entries((meta ?? {}) as SecretMeta).map(([k, v]) => [k, v.fingerprint]));
     const byKind = Object.fromEntries(KINDS.map((k) => [k, new Map<string, Current>()])) as State['byKind'];
     const put = <K extends Kind>(kind: K, r: Row<K>, spec: Spec, extra: Partial<Current> = {}) =>
       byKind[kind].set(r.slug, { id: r.id, slug: r.slug, version: r.version, spec, ...extra });
 
-    for (const r of conns) {
-      // Only `{ env }` references are exported: they name a variable, not a value.
-      const stored = r.secretsSealed ? this.deps.secrets.open(r.secretsSealed) : {};
+    // Only `{ env }` references are exported: they name a variable, not a value.
+    const envRefs = (sealed: string | null) => {
+      const stored = sealed ? this.deps.secrets.open(sealed) : {};
       const refs = Object.fromEntries(Object.entries(stored).filter(([, v]) => isPlainObject(v) && typeof v.env === 'string').sort(([x], [y]) => (x < y ? -1 : 1)));
-      put('connection', r, { slug: r.slug, name: r.name, type: r.type, config: r.config, ...(Object.keys(refs).length ? { secrets: refs } : {}) }, { secretFingerprints: fps(r.secretMeta) });
-    }
-    for (const r of channels) put('alertChannel', r, { slug: r.slug, name: r.name, type: r.type, config: r.config }, { secretFingerprints: fps(r.secretMeta) });
+      return Object.keys(refs).length ? { secrets: refs } : {};
+    };
+    for (const r of conns) put('connection', r, { slug: r.slug, name: r.name, type: r.type, config: r.config, ...envRefs(r.secretsSealed) }, { secretFingerprints: fps(r.secretMeta) });
+    for (const r of channels) put('alertChannel', r, { slug: r.slug, name: r.name, type: r.type, config: r.config, ...envRefs(r.secretsSealed) }, { secretFingerprints: fps(r.secretMeta) });
     for (const r of mdls) put('model', r, { slug: r.slug, name: r.name, connectionId: slugOf(r.connectionId), sql: r.sql, primaryKey: r.primaryKey });
     const mapsBySync = new Map<string, { destinationField: string; source: unknown }[]>();
     for (const m of maps) {
@@ -518,6 +549,14 @@ export class DeclarativeService {
         { slug: r.slug, name: r.name, url: r.url, description: r.description, events: r.events, syncIds: r.syncIds.map(slugOf), enabled: r.enabled },
         { signingSecret: this.deps.secrets.open(r.secretSealed).secret as string },
       );
+    }
+    const stepsBySeq = new Map<string, { syncId: string }[]>();
+    for (const st of steps) {
+      if (!stepsBySeq.has(st.sequenceId)) stepsBySeq.set(st.sequenceId, []);
+      stepsBySeq.get(st.sequenceId)!.push({ syncId: slugOf(st.syncId) });
+    }
+    for (const r of seqs) {
+      put('sequence', r, { slug: r.slug, name: r.name, steps: stepsBySeq.get(r.id) ?? [], schedule: r.schedule, onFailure: r.onFailure, enabled: r.enabled });
     }
     return { byKind, slugOfId };
   }

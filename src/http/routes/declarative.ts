@@ -5,6 +5,7 @@ import { ModelCreate } from '../../domain/models.ts';
 import { SyncCreate } from '../../domain/syncs.ts';
 import { WebhookEndpointCreate } from '../../domain/webhooks.ts';
 import { AlertChannelCreate } from '../../domain/alert-channels.ts';
+import { SequenceCreate } from '../../domain/sequences.ts';
 import { ApplyResult, BUNDLE_API_VERSION, PlanView } from '../../domain/declarative/bundle.ts';
 import type { Services } from '../../domain/services.ts';
 import { actorOf } from '../auth.ts';
@@ -22,10 +23,11 @@ export const BundleSchema = Type.Object(
       Type.Boolean({ default: false, description: 'The bundle is the whole workspace: resources of these kinds that it does not list are deleted. Default false: they are left alone.' }),
     ),
     connections: list(ConnectionCreate, 'Connections (secrets as `{ "env": NAME }` references; secrets not named are kept)'),
-    alertChannels: list(AlertChannelCreate, 'Alert channels (secrets not named are kept)'),
+    alertChannels: list(AlertChannelCreate, 'Alert channels (secrets as `{ "env": NAME }` references; secrets not named are kept)'),
     models: list(ModelCreate, 'Models (`connectionId`: a slug)'),
     syncs: list(SyncCreate, 'Syncs with their mappings (`modelId`, `destinationId`, `alerts.channelIds`: slugs)'),
     webhookEndpoints: list(WebhookEndpointCreate, 'Webhook endpoints (`syncIds`: slugs; `secret` omitted: kept)'),
+    sequences: list(SequenceCreate, "Sequences (steps' `syncId`: slugs)"),
   },
   { $id: 'Bundle', additionalProperties: false, description: 'A workspace\'s configuration as data (YAML in the CLI)' },
 );
@@ -42,6 +44,7 @@ export const ExportedBundle = Type.Object(
     models: loose('Models'),
     syncs: loose('Syncs with their mappings'),
     webhookEndpoints: loose('Webhook endpoints'),
+    sequences: loose('Sequences'),
   },
   { $id: 'ExportedBundle', description: 'A Bundle (see its schema) holding every resource of the workspace, sorted by slug' },
 );
