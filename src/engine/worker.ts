@@ -278,10 +278,10 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
     // Heartbeats could not be written while the database was away: judge them only once it has
     // been back for the stale interval.
     if (dbUpSince === undefined || Date.now() - dbUpSince < staleAfter) return 0;
-    await releaseDeadProcesses();
     await releaseOrphanedJobs();
     await releaseLostCompletions();
     await gcJobQueues(database.sql).catch((e) => logger.debug({ err: e }, 'job queue cleanup skipped'));
+    await releaseDeadProcesses();
     return releaseStaleRuns();
   }
   /**
