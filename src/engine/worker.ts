@@ -287,7 +287,7 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
   /**
    * Worker processes not seen for processStaleAfter (they died: kill -9, host lost): delete their
    * rows and release every job and job queue their pools hold, with graphile-worker's
-   * force_unlock_workers (https://worker.graphile.org/docs/admin-functions#forceunlockworkers).
+   * force_unlock_workers (graphile-worker 0.18, sql/000016.sql; the SQL behind WorkerUtils.forceUnlockWorkers).
    * The delete claims a dead process for one sweep when several workers sweep at once. Returns
    * the released job ids.
    */
