@@ -243,6 +243,23 @@ export const systemState = pgTable('system_state', {
   updatedAt: updated(),
 });
 
+/**
+ * One row per live worker process (`backhaul worker` or `serve` with its worker), written every
+ * few seconds (WorkerOptions.processHeartbeatMs). `pool_ids` are graphile-worker's `locked_by`
+ * values of the process's runners. A row not seen for processStaleAfterMs belongs to a process
+ * that is gone (kill -9, host lost): the sweep of any other worker deletes it and releases the
+ * jobs those pools hold (graphile_worker.force_unlock_workers), instead of graphile-worker's
+ * 4-hour lock expiry.
+ */
+export const workerProcesses = pgTable('worker_processes', {
+  id: text('id').primaryKey(),
+  poolIds: text('pool_ids').array().notNull().default(sql`'{}'::text[]`),
+  host: text('host').notNull(),
+  pid: integer('pid').notNull(),
+  startedAt: ts('started_at').notNull().defaultNow(),
+  lastSeenAt: ts('last_seen_at').notNull().defaultNow(),
+});
+
 // ---- Engine ----------------------------------------------------------------------------------
 // A run's plan and staging rows live in per-run tables (schema backhaul_staging, made and dropped
 // by the engine); what outlives a run is below.

@@ -143,7 +143,23 @@ export class RunState {
  *   run-finished:emitted-uncommitted  the outbox task emitted run.completed, before its COMMIT
  *   run-finished:emitted              run.completed emitted and marked; alerts not evaluated yet
  *   run-finished:alerts-evaluated     alert rules evaluated (alerts raised), not marked evaluated yet
+ *   schedule:fire                     a schedule-lane job (sync or sequence slot) is locked, before its fire
+ * With `scope` (e.g. a sync id), `name:scope` names this point for that object only.
  */
-export function killPoint(name: string): void {
-  if (process.env.BACKHAUL_KILL_POINT === name) process.kill(process.pid, 'SIGKILL');
+export function killPoint(name: string, scope?: string): void {
+  if (pointNamed(process.env.BACKHAUL_KILL_POINT, name, scope)) process.kill(process.pid, 'SIGKILL');
+}
+
+/**
+ * Fault injection: when BACKHAUL_STALL_POINT names this point (as killPoint), wait here until
+ * `signal` aborts — a live worker whose task is slow (its process keeps answering). Never set
+ * outside tests.
+ */
+export async function stallPoint(name: string, scope: string | undefined, signal: AbortSignal): Promise<void> {
+  if (!pointNamed(process.env.BACKHAUL_STALL_POINT, name, scope) || signal.aborted) return;
+  await new Promise((resolve) => signal.addEventListener('abort', resolve, { once: true }));
+}
+
+function pointNamed(env: string | undefined, name: string, scope?: string): boolean {
+  return env === name || (scope !== undefined && env === `${name}:${scope}`);
 }

@@ -1,4 +1,7 @@
-import { run as runGraphileWorker, runMigrations, Logger as GraphileLogger, type Runner, type Task } from 'graphile-worker';
+import { randomUUID } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import { hostname } from 'node:os';
+import { run as runGraphileWorker, runMigrations, Logger as GraphileLogger, type Runner, type Task, type WorkerEvents } from 'graphile-worker';
 import type { Logger } from 'pino';
 import { errorSummary, isConnectionError, type Database } from '../db/client.ts';
 import { patientPool } from '../db/patient-pool.ts';
@@ -9,6 +12,7 @@ import { waitForDatabase } from './db-wait.ts';
 import { RunExecutor, type EngineOptions, type RunHooks } from './executor.ts';
 import { gcJobQueues } from './job-queues.ts';
 import { realClock } from './rate-limiter.ts';
+import { killPoint, stallPoint } from './run-state.ts';
 import { fireSequenceSlot, fireSlot } from './scheduler.ts';
 import { STAGING_SCHEMA } from './staging.ts';
 
@@ -22,6 +26,17 @@ import { STAGING_SCHEMA } from './staging.ts';
 // stops, and graphile-worker would otherwise keep the job locked for hours. It releases the run's
 // own job only — never every job of that worker — and the run's lease stops the old execution
 // at its next write. It also deletes job queues that have no job left (see gcJobQueues).
+//
+// Every worker process also keeps a row in worker_processes (its graphile-worker pool ids, seen
+// every processHeartbeatMs). The sweep of any worker deletes the rows of processes not seen for
+// processStaleAfterMs and releases every job and queue their pools hold (force_unlock_workers):
+// a schedule slot, a sequence step, a run-finished outbox or a delivery job locked by a worker
+// that died comes back within seconds, not after graphile-worker's 4-hour lock expiry. A live
+// process keeps its row fresh however long its tasks take, so its jobs are never released (a
+// process whose event loop stalls longer than processStaleAfterMs is taken for dead: its tasks
+// are idempotent, and a run's lease stops its old execution). Pool ids are known when a pool is
+// created, just before it takes its first job; a process killed in the few milliseconds before
+// its row names the pool leaves that job to the lock expiry.
 //
 // Scheduled slots have a lane of their own: a second graphile-worker runner in the same process,
 // taking backhaul_schedule and backhaul_sequence_schedule jobs only (SCHEDULE_LANE), so that a slot fires when it is due however
@@ -56,6 +71,10 @@ export interface WorkerOptions {
   /** A worker whose run shows no heartbeat for this long is considered dead. */
   staleAfterMs?: number;
   sweepEveryMs?: number;
+  /** How often this process writes its worker_processes row (ms, default 2000). */
+  processHeartbeatMs?: number;
+  /** A worker process not seen for this long is gone: its jobs are released (ms, default 20000). */
+  processStaleAfterMs?: number;
   /** More tasks (callbacks, alerts) and their crontab lines. */
   tasks?: Record<string, Task>;
   crontab?: string[];
@@ -116,6 +135,8 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
 
   const backhaul_schedule: Task = async (payload, helpers) => {
     const { syncId } = payload as { syncId: string };
+    killPoint('schedule:fire', syncId);
+    await stallPoint('schedule:fire', syncId, helpers.abortSignal);
     await fireSlot({ database, services, logger }, syncId, new Date(clock.now()), helpers.job.run_at);
   };
 
@@ -125,6 +146,8 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
 
   const backhaul_sequence_schedule: Task = async (payload, helpers) => {
     const { sequenceId } = payload as { sequenceId: string };
+    killPoint('schedule:fire', sequenceId);
+    await stallPoint('schedule:fire', sequenceId, helpers.abortSignal);
     await fireSequenceSlot({ database, services, logger }, sequenceId, new Date(clock.now()), helpers.job.run_at);
   };
 
@@ -171,6 +194,30 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
     client.on('error', onError);
     lastPoolError = '';
   });
+  // This process's liveness row (see the top of this file), written before any pool takes a job.
+  const processId = randomUUID();
+  const heartbeatEvery = o.processHeartbeatMs ?? 2000;
+  const processStaleAfter = Math.max(o.processStaleAfterMs ?? 20_000, heartbeatEvery * 3);
+  const registeredPools = new Set<string>();
+  async function beat(): Promise<void> {
+    await database.sql`
+      insert into worker_processes (id, pool_ids, host, pid) values (${processId}, ${[...registeredPools]}::text[], ${hostname()}, ${process.pid})
+      on conflict (id) do update set pool_ids = excluded.pool_ids, last_seen_at = now()`;
+  }
+  const beatLogged = () =>
+    void beat().catch((e) => {
+      if (isConnectionError(e)) logger.debug({ cause: errorSummary(e) }, 'worker heartbeat skipped: control database unavailable');
+      else logger.error({ err: e }, 'worker heartbeat failed');
+    });
+  await beat();
+  const heartbeatTimer = setInterval(beatLogged, heartbeatEvery);
+  heartbeatTimer.unref();
+  const events: WorkerEvents = new EventEmitter();
+  events.on('pool:create', ({ workerPool }) => {
+    registeredPools.add(workerPool.id);
+    beatLogged();
+  });
+
   // Every task notes when it ran (see tasksEnded).
   const tracked = (task: Task): Task => async (payload, helpers) => {
     if (helpers.job.locked_by) poolIds.add(helpers.job.locked_by);
@@ -194,6 +241,7 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
     // Stop taking work at once on shutdown; in-flight batches still finish and checkpoint.
     gracefulShutdownAbortTimeout: 100,
     taskList,
+    events,
     crontab: ['*/10 * * * * backhaul_maintenance', ...(o.crontab ?? [])].join('\n'),
     logger: quietLogger(logger),
   });
@@ -204,6 +252,7 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
     pollInterval: SCHEDULE_LANE.pollIntervalMs,
     gracefulShutdownAbortTimeout: 100,
     taskList: { backhaul_schedule: tracked(backhaul_schedule), backhaul_sequence_schedule: tracked(backhaul_sequence_schedule) },
+    events,
     logger: quietLogger(logger),
   }).catch(async (e) => {
     await runner.stop();
@@ -232,7 +281,32 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
     await releaseOrphanedJobs();
     await releaseLostCompletions();
     await gcJobQueues(database.sql).catch((e) => logger.debug({ err: e }, 'job queue cleanup skipped'));
+    await releaseDeadProcesses();
     return releaseStaleRuns();
+  }
+  /**
+   * Worker processes not seen for processStaleAfter (they died: kill -9, host lost): delete their
+   * rows and release every job and job queue their pools hold, with graphile-worker's
+   * force_unlock_workers (graphile-worker 0.18, sql/000016.sql; the SQL behind WorkerUtils.forceUnlockWorkers).
+   * The delete claims a dead process for one sweep when several workers sweep at once. Returns
+   * the released job ids.
+   */
+  async function releaseDeadProcesses(): Promise<string[]> {
+    const released = await database.sql.begin(async (tx) => {
+      const dead = await tx<{ id: string; pool_ids: string[] }[]>`
+        delete from worker_processes
+        where last_seen_at < now() - ${`${processStaleAfter} milliseconds`}::interval and id <> ${processId}
+        returning id, pool_ids`;
+      const pools = dead.flatMap((d) => d.pool_ids);
+      if (!pools.length) return { dead, jobs: [] as string[] };
+      const jobs = await tx<{ id: string }[]>`select id::text as id from graphile_worker._private_jobs where locked_by = any(${pools}::text[])`;
+      await tx`select graphile_worker.force_unlock_workers(${pools}::text[])`;
+      return { dead, jobs: jobs.map((j) => j.id) };
+    });
+    if (released.dead.length) {
+      logger.warn({ processes: released.dead.map((d) => d.id), jobs: released.jobs }, 'released the jobs of worker processes that stopped answering');
+    }
+    return released.jobs;
   }
   /**
    * Runs whose execution shows no heartbeat for the stale interval (its worker died, or stalls):
@@ -343,6 +417,7 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
     sweep,
     async stop() {
       clearInterval(sweepTimer);
+      clearInterval(heartbeatTimer);
       // Nothing waits for a database that is away any more: stopping must not hang on it.
       pgPool.stopWaiting();
       await Promise.all([runner.stop(), scheduleRunner.stop()]);
@@ -351,6 +426,7 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
       if (poolIds.size) {
         await database.sql`select graphile_worker.force_unlock_workers(${[...poolIds]}::text[])`.catch((e) => logger.warn({ err: e }, 'could not release jobs at shutdown'));
       }
+      await database.sql`delete from worker_processes where id = ${processId}`.catch(() => {});
       await pgPool.end();
     },
   };
