@@ -181,6 +181,12 @@ export interface WriteRow {
   /** The mapped payload: destination field → value. For deletes, may hold only the match field. */
   payload: Record<string, unknown>;
   /**
+   * The payload as JSON text, exactly what `stringifyJson(payload)` writes, when the engine has it
+   * (it stages payloads as text): a connector that sends the payload unchanged may embed this
+   * instead of serialising `payload` again. The engine then parses `payload` only if it is read.
+   */
+  payloadJson?: string;
+  /**
    * The destination's id of the record this row claims, from the sync's snapshot, when known
    * (Salesforce `Id`, HubSpot `id`). Updates and deletes address the record by it.
    */

@@ -1,4 +1,4 @@
-import type { DestinationConnector, WireExchange, WriteCheckpoint, WriteOperation, WriteResult } from '../connectors/types.ts';
+import type { DestinationConnector, WireExchange, WriteCheckpoint, WriteOperation, WriteResult, WriteRow } from '../connectors/types.ts';
 import { BatchRejectedError, ConnectorError } from '../errors.ts';
 import { parsePayload } from '../lib/json.ts';
 import type { PlannedOp } from './plan.ts';
@@ -92,7 +92,7 @@ async function send(
         matchField: ctx.matchField,
         ...(ctx.bulkThreshold !== undefined ? { bulkThreshold: ctx.bulkThreshold, checkpoint: ctx.checkpoint } : {}),
         // No abort signal here: on shutdown an in-flight write finishes and is checkpointed.
-        rows: pending.map((o) => ({ primaryKey: o.pk, payload: parsePayload(o.payload), ...(o.recordId ? { recordId: o.recordId } : {}) })),
+        rows: pending.map(writeRow),
       });
     } catch (e) {
       // Failed requests are kept for the row debugger with the rows they carried.
@@ -153,6 +153,19 @@ async function send(
     }
     pending = retry;
   }
+}
+
+/** A plan operation as the connector sees it: the payload parsed on first read (see WriteRow.payloadJson). */
+function writeRow(o: PlannedOp): WriteRow {
+  let parsed: Record<string, unknown> | undefined;
+  return {
+    primaryKey: o.pk,
+    get payload() {
+      return (parsed ??= parsePayload(o.payload));
+    },
+    payloadJson: o.payload,
+    ...(o.recordId ? { recordId: o.recordId } : {}),
+  };
 }
 
 /** Splits a page of plan rows into batches of one wire operation each, at most `size` rows. */

@@ -1,4 +1,5 @@
 import postgres from 'postgres';
+import { intArray, textArray } from '../db/arrays.ts';
 import { isConnectionError, type Sql } from '../db/client.ts';
 import { ConnectorError } from '../errors.ts';
 import type { RowOutcome } from './batch.ts';
@@ -107,13 +108,13 @@ export async function checkpoint(c: CheckpointInput): Promise<void> {
     writes.push(sql`
       insert into sync_snapshots (sync_id, match_key, primary_key, hash, match_value, record_id, source_fp, updated_at)
       select ${run.syncId}, pl.mkey, pl.pk, pl.hash, pl.match::jsonb, coalesce(u.id, pl.record_id), pl.fp, now()
-      from unnest(${okNew.seqs}::bigint[], ${okNew.ids as string[]}::text[]) as u(seq, id) join ${p} pl on pl.seq = u.seq`);
+      from unnest(${intArray(sql, okNew.seqs, 'bigint')}, ${textArray(sql, okNew.ids)}) as u(seq, id) join ${p} pl on pl.seq = u.seq`);
   }
   if (okWrites.seqs.length) {
     writes.push(sql`
       insert into sync_snapshots (sync_id, match_key, primary_key, hash, match_value, record_id, source_fp, updated_at)
       select ${run.syncId}, pl.mkey, pl.pk, pl.hash, pl.match::jsonb, coalesce(u.id, pl.record_id), pl.fp, now()
-      from unnest(${okWrites.seqs}::bigint[], ${okWrites.ids as string[]}::text[]) as u(seq, id) join ${p} pl on pl.seq = u.seq
+      from unnest(${intArray(sql, okWrites.seqs, 'bigint')}, ${textArray(sql, okWrites.ids)}) as u(seq, id) join ${p} pl on pl.seq = u.seq
       on conflict (sync_id, match_key) do update
         set primary_key = excluded.primary_key, hash = excluded.hash, match_value = excluded.match_value, source_fp = excluded.source_fp,
             record_id = coalesce(excluded.record_id, sync_snapshots.record_id), updated_at = now()`);
@@ -121,13 +122,13 @@ export async function checkpoint(c: CheckpointInput): Promise<void> {
   if (okDeletes.length) {
     writes.push(sql`
       delete from sync_snapshots n using ${p} pl
-      where pl.seq = any(${okDeletes}::bigint[]) and n.sync_id = ${run.syncId} and n.match_key = pl.mkey`);
+      where pl.seq = any(${intArray(sql, okDeletes, 'bigint')}) and n.sync_id = ${run.syncId} and n.match_key = pl.mkey`);
   }
   if (ok.seqs.length) {
     writes.push(sql`
       insert into run_records (run_id, workspace_id, sync_id, primary_key, operation, status, attempts, batch, record_id, redelivered)
       select ${run.id}, ${run.workspaceId}, ${run.syncId}, pl.pk, pl.op, 'succeeded', u.attempts, u.batch, coalesce(u.id, pl.record_id), u.again <> 0
-      from unnest(${ok.seqs}::bigint[], ${ok.attempts}::int[], ${ok.batches}::int[], ${ok.ids as string[]}::text[], ${ok.again}::int[])
+      from unnest(${intArray(sql, ok.seqs, 'bigint')}, ${intArray(sql, ok.attempts)}, ${intArray(sql, ok.batches)}, ${textArray(sql, ok.ids)}, ${intArray(sql, ok.again)})
            as u(seq, attempts, batch, id, again)
       join ${p} pl on pl.seq = u.seq
       ${onConflict}`);
@@ -183,9 +184,12 @@ export async function checkpoint(c: CheckpointInput): Promise<void> {
 
 /**
  * Registers a batch as sent before its request leaves (see run_inflight), if this execution
- * still holds the run: the insert takes the run row's share lock where `attempts` still equals
- * the lease, so it is ordered against a takeover's claim — either the claim sees this batch, or
- * this execution sees it lost the run and sends nothing (LeaseLostError). Safe to repeat.
+ * still holds the run: the insert takes the run row's key-share lock where `attempts` still
+ * equals the lease, so it is ordered against a takeover's claim (which locks the row FOR UPDATE,
+ * RunState.claim) — either the claim sees this batch, or this execution sees it lost the run and
+ * sends nothing (LeaseLostError). Key share, not share: it does not wait for this execution's own
+ * checkpoint or heartbeat (plain updates of non-key columns), so a batch leaves while the batches
+ * before it are being checkpointed. Safe to repeat.
  */
 export async function registerInflight(sql: Sql, runId: string, lease: number, batch: number, primaryKeys: string[]): Promise<void> {
   // Committed without waiting for the WAL flush, like the checkpoints (set_config is local to this
@@ -196,7 +200,7 @@ export async function registerInflight(sql: Sql, runId: string, lease: number, b
   const rows = await sql`
     with async as (select set_config('synchronous_commit', 'off', true))
     insert into run_inflight (run_id, lease, batch, primary_keys)
-    select r.id, ${lease}, ${batch}, ${primaryKeys}::text[] from runs r, async where r.id = ${runId} and r.attempts = ${lease} for share of r
+    select r.id, ${lease}, ${batch}, ${textArray(sql, primaryKeys)} from runs r, async where r.id = ${runId} and r.attempts = ${lease} for key share of r
     on conflict do nothing
     returning 1`;
   if (rows.length) return;

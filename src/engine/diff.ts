@@ -79,8 +79,9 @@ export async function markDuplicates(sql: Sql, runId: string, syncId?: string): 
           select mkey, min(match) as match, array_agg(pk order by pk) as pks, array_agg(pk) filter (where unread) as unread
           from claims group by mkey having count(*) > 1`
       : await tx<{ mkey: string; match: string; pks: string[]; unread: string[] | null }[]>`
-          select mkey, min(match) as match, array_agg(pk order by pk) as pks, null::text[] as unread from ${t}
-          where state = 'v' group by mkey having count(*) > 1`;
+          with shared as (select mkey from ${t} where state = 'v' group by mkey having count(*) > 1)
+          select t.mkey, min(t.match) as match, array_agg(t.pk order by t.pk) as pks, null::text[] as unread
+          from ${t} t join shared using (mkey) where t.state = 'v' group by t.mkey`;
     if (shared.length) {
       await tx`update ${t} set state = 'm' where state = 'v' and mkey = any(${shared.map((s) => s.mkey)}::text[])`;
       for (const s of shared) {

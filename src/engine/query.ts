@@ -35,6 +35,8 @@ import type { RunCounts } from './status.ts';
 const PAYLOAD_HASH = (s: string) => hash('sha1', s, 'base64url');
 /** Bumped when mapping evaluation itself changes what a row maps to. */
 const ENGINE_EVALUATION = 1;
+/** The escapes JSON.stringify writes for U+0000 and for lone surrogates (see stageRow). */
+const MAYBE_UNRECORDABLE = /\\u(?:0000|d[89a-f])/i;
 /** Keys per fetch of full rows in an incremental run. */
 const FETCH_BATCH = 1000;
 
@@ -133,12 +135,14 @@ export async function queryPhase(q: QueryInput): Promise<QueryStats> {
     }
     const mapped = map(row);
     if (!mapped.ok) return stageInvalid(pk, mapped.code, mapped.message, matchKeyOf(row[q.matchKey.sourceColumn], equality));
-    const bad = unrecordablePath(mapped.payload);
+    const payload = stringifyPayload(mapped.payload);
+    // JSON.stringify writes U+0000 as \u0000 and a lone surrogate as \udXXX: a payload whose text
+    // holds neither escape holds no unrecordable string, and the walk is skipped.
+    const bad = MAYBE_UNRECORDABLE.test(payload) ? unrecordablePath(mapped.payload) : null;
     if (bad) return stageInvalid(pk, 'unrecordable_value', `field ${bad}: holds a NUL character (U+0000) or a lone surrogate, which cannot be recorded; it was not sent.`);
     const matchValue = mapped.payload[matchField];
     const mkey = matchKeyOf(matchValue, equality);
     if (mkey === null) return stageInvalid(pk, 'missing_match_value', `Match field "${matchField}" is empty: the row identifies no destination record.`);
-    const payload = stringifyPayload(mapped.payload);
     return writer.write(pk, PAYLOAD_HASH(payload), payload, 'v', JSON.stringify(matchValue), mkey, fp);
   };
 

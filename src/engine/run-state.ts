@@ -54,11 +54,17 @@ export class RunState {
   static async claim(database: Database, runId: string, workerId: string, hooks: RunHooks, countsNotifyMs = COUNTS_NOTIFY_MS): Promise<RunState | null> {
     const [loaded] = await database.db.select().from(runs).where(eq(runs.id, runId));
     if (!loaded || TERMINAL.has(loaded.status as RunStatus)) return null;
-    const [row] = await database.db
-      .update(runs)
-      .set({ status: 'running', startedAt: loaded.startedAt ?? new Date(), workerId, heartbeatAt: new Date(), attempts: dsql`${runs.attempts} + 1` })
-      .where(eq(runs.id, runId))
-      .returning();
+    // FOR UPDATE first: it waits for an earlier execution's batch registration in flight (which
+    // holds FOR KEY SHARE, see registerInflight), so either this claim sees that batch or that
+    // execution sees it lost the run. A plain UPDATE of a non-key column would not wait for it.
+    const [row] = await database.db.transaction(async (tx) => {
+      await tx.execute(dsql`select 1 from runs where id = ${runId} for update`);
+      return tx
+        .update(runs)
+        .set({ status: 'running', startedAt: loaded.startedAt ?? new Date(), workerId, heartbeatAt: new Date(), attempts: dsql`${runs.attempts} + 1` })
+        .where(eq(runs.id, runId))
+        .returning();
+    });
     if (!row) return null;
     await publishRun(database.db, row);
     const state = new RunState(database, row, !loaded.startedAt, hooks, countsNotifyMs);

@@ -31,9 +31,16 @@ function reviveNumber(this: unknown, _key: string, value: unknown, context?: { s
   return String(value) === context.source ? value : J.rawJSON(context.source);
 }
 
+// JSON strings (their text parses exactly, whatever it holds).
+const JSON_STRINGS = /"(?:[^"\\]|\\.)*"/g;
+
 /** JSON.parse that keeps every number exactly as written (see the module comment). */
 export function parseJson(text: string): unknown {
-  return MAYBE_INEXACT.test(text) ? JSON.parse(text, reviveNumber as never) : JSON.parse(text);
+  if (!MAYBE_INEXACT.test(text)) return JSON.parse(text);
+  // The pattern may have matched inside a string (a timestamp's ".000Z", a phone number): only
+  // the text outside strings can hold a number, so look there before paying for the reviver.
+  if (text.includes('"') && !MAYBE_INEXACT.test(text.replace(JSON_STRINGS, '""'))) return JSON.parse(text);
+  return JSON.parse(text, reviveNumber as never);
 }
 
 function bigintReplacer(_key: string, value: unknown): unknown {

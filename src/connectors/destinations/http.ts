@@ -196,7 +196,7 @@ export class HttpDestination implements DestinationConnector {
 
   /** One request with auth; on a 401 with OAuth, refreshes the token and tries once more. */
   async #send(method: string, url: string, body: unknown, rowIndexes: number[], exchanges: WireExchange[], signal?: AbortSignal): Promise<Sent> {
-    const text = body === undefined ? undefined : stringifyJson(body);
+    const text = body === undefined ? undefined : body instanceof JsonText ? body.text : stringifyJson(body);
     for (let attempt = 0; ; attempt++) {
       const headers: Record<string, string> = {
         accept: 'application/json',
@@ -341,9 +341,14 @@ export class HttpDestination implements DestinationConnector {
       throw new ConnectorError('invalid_config', `Batch-mode path "${op.path}" cannot contain {{placeholders}}: one request carries many rows.`, { classification: 'fatal', status: 400 });
     }
     const url = this.#url(path.render({}));
-    const payloads = req.rows.map((r) => r.payload);
     const all = req.rows.map((_, i) => i);
-    const { res } = await this.#send(op.method, url, op.batchKey ? { [op.batchKey]: payloads } : payloads, all, exchanges, req.signal);
+    // The payloads are sent as they are: their JSON text, when the engine has it, is embedded as is.
+    const body = req.rows.every((r) => r.payloadJson !== undefined)
+      ? new JsonText(`${op.batchKey ? `{${JSON.stringify(op.batchKey)}:` : ''}[${req.rows.map((r) => r.payloadJson).join(',')}]${op.batchKey ? '}' : ''}`)
+      : op.batchKey
+        ? { [op.batchKey]: req.rows.map((r) => r.payload) }
+        : req.rows.map((r) => r.payload);
+    const { res } = await this.#send(op.method, url, body, all, exchanges, req.signal);
     const err = this.#batchLevelError(res, url);
     if (err) throw err;
     if (res.status === 404) {
@@ -410,6 +415,14 @@ export class HttpDestination implements DestinationConnector {
     if (cfg.okField) return e[cfg.okField] === true ? ok : { status: 'rejected', code: 'rejected', message: message(), retryable: false };
     const err = cfg.errorField ? e[cfg.errorField] : undefined;
     return err === undefined || err === null || err === '' || err === false ? ok : { status: 'rejected', code: 'rejected', message: message(), retryable: false };
+  }
+}
+
+/** A request body that is JSON text already (sent as is). */
+class JsonText {
+  readonly text: string;
+  constructor(text: string) {
+    this.text = text;
   }
 }
 
