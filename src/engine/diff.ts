@@ -43,6 +43,7 @@ export async function markDuplicates(sql: Sql, runId: string, syncId?: string): 
   const k = sql`${sql(STAGING_SCHEMA)}.${sql(keys)}`;
   // Statistics for the planner (a fresh table has none): hash joins and aggregates, no sorts.
   await sql`analyze ${t}`;
+  const small = inc !== undefined && (await smallStaged(sql, stg));
   return sql.begin(async (tx) => {
     await tx`set local work_mem = '64MB'`;
     const invalid: InvalidRow[] = [];
@@ -59,11 +60,15 @@ export async function markDuplicates(sql: Sql, runId: string, syncId?: string): 
     // (one pass over the key scan, only when there are any).
     let unread: { pk: string; mkey: string; match: string }[] = [];
     if (inc) {
+      // Few staged rows: their records are looked up by the snapshot's key (match_key = any of an
+      // array computed once), not found by a hash join that reads every record of the sync.
+      const records = small
+        ? sql`sync_snapshots n where n.sync_id = ${syncId!} and n.match_key = any((select array_agg(distinct mkey) from ${t} where state = 'v')::text[])`
+        : sql`(select distinct mkey from ${t} where state = 'v') st join sync_snapshots n on n.sync_id = ${syncId!} and n.match_key = st.mkey where true`;
       const cands = await tx<{ pk: string; mkey: string; match: string; fp: string | null }[]>`
         select n.primary_key as pk, n.match_key as mkey, n.match_value::text as match, n.source_fp as fp
-        from (select distinct mkey from ${t} where state = 'v') st
-        join sync_snapshots n on n.sync_id = ${syncId!} and n.match_key = st.mkey
-        where not exists (select 1 from ${t} x where x.pk = n.primary_key) and n.source_fp like ${`${inc.version}:%`}`;
+        from ${records}
+          and not exists (select 1 from ${t} x where x.pk = n.primary_key) and n.source_fp like ${`${inc.version}:%`}`;
       if (cands.length) {
         const present = await tx<{ pk: string; fp: string }[]>`select pk, fp from ${k} where pk = any(${cands.map((c) => c.pk)}::text[])`;
         const have = new Set(present.map((r) => `${r.pk}\u0000${r.fp}`));
@@ -104,6 +109,20 @@ export async function markDuplicates(sql: Sql, runId: string, syncId?: string): 
   });
 }
 
+/**
+ * Staged rows at most this many (PostgreSQL's estimate after ANALYZE) are joined to the snapshot
+ * by its primary-key index (nested loops) instead of a hash join that reads every snapshot record
+ * of the sync: an incremental run stages only its changed rows, and at a million records the
+ * hash join cost a second per statement.
+ */
+const SMALL_STAGED = 50_000;
+
+/** Whether stg_<run> is small enough for index lookups into the snapshot (see SMALL_STAGED). */
+async function smallStaged(sql: Sql, table: string): Promise<boolean> {
+  const [r] = await sql<{ n: number }[]>`select greatest(reltuples, 0)::float8 as n from pg_class where oid = to_regclass(${`${STAGING_SCHEMA}.${table}`})`;
+  return r !== undefined && r.n <= SMALL_STAGED;
+}
+
 export interface PlanOptions {
   syncId: string;
   mode: SyncModeT;
@@ -130,9 +149,12 @@ export async function buildPlan(sql: Sql, runId: string, opts: PlanOptions): Pro
 
   const full = opts.fullResync;
   const { mode } = opts;
+  const small = await smallStaged(sql, stg);
   await sql.begin(async (tx) => {
     await tx`set local work_mem = '64MB'`;
-    // Writes: one pass over the valid staged rows, hash-joined to the snapshot by record.
+    if (small) await tx`set local enable_hashjoin = off; set local enable_mergejoin = off`.simple();
+    // Writes: one pass over the valid staged rows, joined to the snapshot by record (hash join;
+    // index lookups when few rows are staged).
     await tx`
       insert into ${p} (pk, op, hash, payload, match, mkey, record_id, fp)
       select st.pk, case when n.match_key is null and ${mode !== 'update'} then 'insert'
@@ -156,6 +178,8 @@ export async function buildPlan(sql: Sql, runId: string, opts: PlanOptions): Pro
           and n.primary_key = st.pk and n.hash = st.hash and n.source_fp is distinct from st.fp`;
     }
     if (mode === 'mirror') {
+      // The deletes read every snapshot record of the sync: hash anti-joins into the staged rows.
+      if (small) await tx`set local enable_hashjoin = on; set local enable_mergejoin = on`.simple();
       // Deletes, after every write (higher seq). One per last claimant and run: run records are
       // keyed by (primary key, operation); a second unclaimed record of the same row waits a run.
       // In an incremental run, a record is also claimed by an unchanged row: one whose key scan

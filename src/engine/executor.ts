@@ -200,8 +200,13 @@ export class RunExecutor {
         }
         checkStop();
         const [{ base }] = await this.sql<{ base: number }[]>`select coalesce(max(batch), 0)::int as base from run_records where run_id = ${runId}`;
-        const before = await snapshotSize(this.sql, sync.id);
+        // The snapshot's size before the plan changes anything (the thresholds' base), counted
+        // beside the plan on another connection: only this run writes the sync's snapshot, and
+        // the plan's one write (fingerprints of unchanged payloads) changes no record's count.
+        const counting = snapshotSize(this.sql, sync.id);
+        counting.catch(() => {});
         const { planned, total } = await buildPlan(this.sql, runId, { syncId: sync.id, mode: sync.mode, fullResync: run0.fullResync, dryRun: run0.dryRun, matchField: sync.matchKey.destinationField, baseBatch: base });
+        const before = await counting;
         planBuiltNow = true;
         planBase = base;
         // A plan rebuilt after its table was lost keeps the counts of what was already delivered.

@@ -50,3 +50,16 @@ export function unrecordablePath(value: unknown, path = ''): string | null {
 }
 
 const recordable = (s: string): boolean => !s.includes('\0') && s.isWellFormed();
+
+// JSON.stringify writes U+0000 as \u0000 and a lone surrogate as \udXXX (ES2019 well-formed
+// JSON.stringify); every other character of a string is written as itself or a short escape.
+const UNRECORDABLE_ESCAPE = /\\u(?:0000|d[89a-f])/i;
+
+/**
+ * Whether the JSON text `JSON.stringify` wrote for a value may hold an unrecordable string (see
+ * unrecordablePath). False means it holds none, so the walk can be skipped; true (rarely: such a
+ * character, or a backslash followed by such text in the data) means walk the value to be sure.
+ */
+export function mayBeUnrecordable(json: string): boolean {
+  return UNRECORDABLE_ESCAPE.test(json);
+}

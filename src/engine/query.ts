@@ -2,11 +2,12 @@ import { hash } from 'node:crypto';
 import { once } from 'node:events';
 import { compileMappings, type MappingSpec } from '../connectors/mapping.ts';
 import { FINGERPRINT_COLUMN, FingerprintUnsupported, type Column, type DestinationConnector, type DestinationField, type FingerprintSession, type Row, type SourceConnector } from '../connectors/types.ts';
+import type postgres from 'postgres';
 import type { Sql } from '../db/client.ts';
 import { ConnectorError } from '../errors.ts';
 import { stringifyPayload } from '../lib/json.ts';
 import { abortable, raceAbort } from './abort.ts';
-import { equalityOf, matchKeyOf, unrecordablePath } from './identity.ts';
+import { equalityOf, matchKeyOf, mayBeUnrecordable, unrecordablePath } from './identity.ts';
 import { LookupResolver } from './lookups.ts';
 import { recordInvalid, type InvalidRow } from './records.ts';
 import { createStaging, STAGING_SCHEMA, stagingNames, StagingWriter } from './staging.ts';
@@ -35,8 +36,6 @@ import type { RunCounts } from './status.ts';
 const PAYLOAD_HASH = (s: string) => hash('sha1', s, 'base64url');
 /** Bumped when mapping evaluation itself changes what a row maps to. */
 const ENGINE_EVALUATION = 1;
-/** The escapes JSON.stringify writes for U+0000 and for lone surrogates (see stageRow). */
-const MAYBE_UNRECORDABLE = /\\u(?:0000|d[89a-f])/i;
 /** Keys per fetch of full rows in an incremental run. */
 const FETCH_BATCH = 1000;
 
@@ -136,9 +135,8 @@ export async function queryPhase(q: QueryInput): Promise<QueryStats> {
     const mapped = map(row);
     if (!mapped.ok) return stageInvalid(pk, mapped.code, mapped.message, matchKeyOf(row[q.matchKey.sourceColumn], equality));
     const payload = stringifyPayload(mapped.payload);
-    // JSON.stringify writes U+0000 as \u0000 and a lone surrogate as \udXXX: a payload whose text
-    // holds neither escape holds no unrecordable string, and the walk is skipped.
-    const bad = MAYBE_UNRECORDABLE.test(payload) ? unrecordablePath(mapped.payload) : null;
+    // The walk over the payload only when its JSON text holds an escape that may be such a string.
+    const bad = mayBeUnrecordable(payload) ? unrecordablePath(mapped.payload) : null;
     if (bad) return stageInvalid(pk, 'unrecordable_value', `field ${bad}: holds a NUL character (U+0000) or a lone surrogate, which cannot be recorded; it was not sent.`);
     const matchValue = mapped.payload[matchField];
     const mkey = matchKeyOf(matchValue, equality);
@@ -238,15 +236,33 @@ async function incrementalRead(q: QueryInput, c: IncrementalContext): Promise<bo
     if (k.bad > 0) return await giveUp('some rows have no primary key');
 
     // 2. Keys to read in full: no snapshot record of this key has its fingerprint (new or
-    // changed), or the key is duplicated (its rows are all invalid, named by the diff).
-    await sql.begin(async (tx) => {
-      await tx`set local work_mem = '64MB'`;
-      await tx`
+    // changed); the key is duplicated (its rows are all invalid, named by the diff); or, rarely,
+    // two records hold this key and fingerprint (a match value that came from outside the row).
+    // Three independent reads, each on its own connection at once: an anti-join of the keys
+    // against the snapshot, and two hashed aggregates that usually find nothing.
+    const hashed = <T>(fn: (tx: postgres.TransactionSql) => Promise<T>): Promise<T> =>
+      sql.begin(async (tx) => {
+        await tx`set local work_mem = '64MB'`;
+        return fn(tx);
+      }) as Promise<T>;
+    const [, dupKeys, shared] = await Promise.all([
+      hashed((tx) => tx`
         create unlogged table ${ct} as
         select kk.pk from ${kt} kk
-        left join sync_snapshots n on n.sync_id = ${q.run.syncId} and n.primary_key = kk.pk and n.source_fp = kk.fp
-        group by kk.pk having count(*) > 1 or bool_and(n.primary_key is not null) is not true`;
-    });
+        where not exists (select 1 from sync_snapshots n where n.sync_id = ${q.run.syncId} and n.primary_key = kk.pk and n.source_fp = kk.fp)`),
+      hashed((tx) => tx<{ pk: string }[]>`select pk from ${kt} group by pk having count(*) > 1`),
+      hashed((tx) => tx<{ pk: string; fp: string }[]>`
+        select primary_key as pk, source_fp as fp from sync_snapshots
+        where sync_id = ${q.run.syncId} and source_fp like ${`${c.version}:%`}
+        group by primary_key, source_fp having count(*) > 1`),
+    ]);
+    const present = shared.length
+      ? await sql<{ pk: string }[]>`
+          select distinct kk.pk from ${kt} kk join unnest(${shared.map((r) => r.pk)}::text[], ${shared.map((r) => r.fp)}::text[]) as s(pk, fp)
+          on kk.pk = s.pk and kk.fp = s.fp`
+      : [];
+    const extra = [...new Set([...dupKeys, ...present].map((r) => r.pk))];
+    if (extra.length) await sql`insert into ${ct} (pk) select u from unnest(${extra}::text[]) as u where not exists (select 1 from ${ct} x where x.pk = u)`;
     const [{ n: nChanged }] = await sql<{ n: number }[]>`select count(*)::int as n from ${ct}`;
     if (nChanged > 10_000 && nChanged > k.n / 4) return await giveUp(`${nChanged} of ${k.n} rows changed`);
     counts.queried = k.n;

@@ -49,6 +49,32 @@ t.test('parseJson keeps every number exactly as written (property)', async (t) =
   t.throws(() => parsePayload('[1]'), TypeError, 'a payload is an object');
 });
 
+t.test('number-like text inside strings (timestamps, phone numbers) takes the fast path and changes nothing (property)', async (t) => {
+  // parseJson's pre-check looks for inexact numbers outside strings only: strings holding ".000Z"
+  // or 16 digits must come back as written, and the numbers beside them exactly.
+  const numberLike = fc.oneof(
+    fc.date({ noInvalidDate: true }).map((d) => d.toISOString()),
+    fc.stringMatching(/^\+?[0-9 ]{16,24}$/),
+    longDecimal,
+    bigInteger,
+    fc.constantFrom('-0', '1e5', '.5', '1.50', 'a\\"b.0', '\\', '"'),
+  );
+  fc.assert(
+    fc.property(fc.dictionary(fc.string({ maxLength: 6 }), fc.oneof(numberLike.map((s) => JSON.stringify(s)), exactNumber), { maxKeys: 6 }), (o) => {
+      const text = `{${Object.entries(o).map(([k, v]) => `${JSON.stringify(k)}:${v}`).join(',')}}`;
+      const once = stringifyJson(parseJson(text));
+      const plain = JSON.parse(text) as Record<string, unknown>;
+      const back = parseJson(once) as Record<string, unknown>;
+      for (const [k, v] of Object.entries(plain)) if (typeof v === 'string' && back[k] !== v) return false;
+      const nums = (s: string) => (s.match(/-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?(?=[,\]}]|$)/g) ?? []).sort();
+      return stringifyJson(parseJson(once)) === once && JSON.stringify(nums(once)) === JSON.stringify(nums(text));
+    }),
+    { numRuns: 2000 },
+  );
+  t.equal(stringifyJson(parseJson('{"at":"2024-01-01T00:00:00.000Z","v":1.50}')), '{"at":"2024-01-01T00:00:00.000Z","v":1.50}');
+  t.equal(stringifyJson(parseJson('{"phone":"+44 20 7946 0000 0000","n":9007199254740993}')), '{"phone":"+44 20 7946 0000 0000","n":9007199254740993}');
+});
+
 t.test('mapped to numeric fields: exact JSON numbers; to string fields: the text (property)', async (t) => {
   const map = compileMappings(
     [
