@@ -60,10 +60,11 @@ export async function markDuplicates(sql: Sql, runId: string, syncId?: string): 
     // (one pass over the key scan, only when there are any).
     let unread: { pk: string; mkey: string; match: string }[] = [];
     if (inc) {
-      // Few staged rows: their records are looked up by the snapshot's key (match_key = any of an
-      // array computed once), not found by a hash join that reads every record of the sync.
+      // Few staged rows: each one's record is looked up by the snapshot's key (a lateral subquery
+      // the planner cannot flatten into a hash join that reads every record of the sync).
       const records = small
-        ? sql`sync_snapshots n where n.sync_id = ${syncId!} and n.match_key = any((select array_agg(distinct mkey) from ${t} where state = 'v')::text[])`
+        ? sql`(select distinct mkey from ${t} where state = 'v') st
+              cross join lateral (select * from sync_snapshots n where n.sync_id = ${syncId!} and n.match_key = st.mkey offset 0) n where true`
         : sql`(select distinct mkey from ${t} where state = 'v') st join sync_snapshots n on n.sync_id = ${syncId!} and n.match_key = st.mkey where true`;
       const cands = await tx<{ pk: string; mkey: string; match: string; fp: string | null }[]>`
         select n.primary_key as pk, n.match_key as mkey, n.match_value::text as match, n.source_fp as fp
