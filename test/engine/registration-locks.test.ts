@@ -1,0 +1,86 @@
+import t from 'tap';
+import { connectDatabase } from '../../src/db/client.ts';
+import { LeaseLostError, registerInflight } from '../../src/engine/checkpoint.ts';
+import { RunState } from '../../src/engine/run-state.ts';
+import { emptyCounts } from '../../src/engine/status.ts';
+import { startTestBackhaul } from '../helpers/backhaul.ts';
+import { setupSync } from '../helpers/sync-setup.ts';
+
+// Batch registrations (checkpoint.ts) and run claims (run-state.ts) share the run row's locks:
+// - a registration must not wait for the same execution's checkpoint or heartbeat (a plain
+//   update of the run row): it took the row's share lock before, and every batch waited for the
+//   checkpoint of the batches before it (10 ms per registration at 1,000-row batches);
+// - a takeover's claim must still be ordered against a registration in flight: either the claim
+//   sees the batch, or the registration sees the run lost (the redelivery guarantee).
+
+const within = <T>(p: Promise<T>, ms: number, what: string): Promise<T> =>
+  Promise.race([p, new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`${what}: still waiting after ${ms} ms`)), ms).unref())]);
+
+t.test('a registration passes an open checkpoint; a takeover waits for a registration and then fences it out', async (t) => {
+  const h = await startTestBackhaul(t, { env: { LOG_LEVEL: 'fatal' } });
+  const fx = await setupSync(t, h, 'http://127.0.0.1:9/', { slug: 'locks' });
+  const database = connectDatabase(h.databaseUrl, { max: 6 });
+  t.teardown(() => database.close());
+  const { sql } = database;
+  const [s] = await sql<{ workspace_id: string }[]>`select workspace_id from syncs where id = ${fx.syncId}`;
+  const runId = 'run_locks1';
+  await sql`
+    insert into runs (id, workspace_id, sync_id, status, trigger, counts, attempts, full_resync, allow_deletions, started_at)
+    values (${runId}, ${s.workspace_id}, ${fx.syncId}, 'running', 'api', ${JSON.stringify(emptyCounts())}::jsonb, 1, false, false, now())`;
+
+  // 1. A checkpoint of this execution holds the run row (its fence updates the counts) while the
+  // next batch registers: the registration completes without waiting for it. (The generous bound
+  // only tells "waits for the open transaction" from "does not": the transaction stays open
+  // until the registration has answered.)
+  const checkpointOpen = sql.reserve();
+  const cp = await checkpointOpen;
+  try {
+    await cp`begin`;
+    await cp`update runs set counts = counts, heartbeat_at = now() where id = ${runId} and attempts = 1`;
+    await within(registerInflight(sql, runId, 1, 1, ['a', 'b']), 30_000, 'registration behind an open checkpoint');
+    await cp`commit`;
+  } finally {
+    cp.release();
+  }
+  const [reg] = await sql<{ primary_keys: string[] }[]>`select primary_keys from run_inflight where run_id = ${runId} and batch = 1`;
+  t.same(reg.primary_keys, ['a', 'b'], 'registered, keys in order');
+
+  // 2. A registration whose transaction is still open (simulated: its key-share lock held in an
+  // open transaction) holds back a takeover's claim until it commits; the claim then sees it.
+  const regOpen = await sql.reserve();
+  let claimed: RunState | null | undefined;
+  try {
+    await regOpen`begin`;
+    await regOpen`
+      insert into run_inflight (run_id, lease, batch, primary_keys)
+      select r.id, 1, 2, array['c'] from runs r where r.id = ${runId} and r.attempts = 1 for key share of r`;
+    const claim = RunState.claim(h.bh.database, runId, 'other-worker', {}).then((r) => (claimed = r));
+    // The claim is blocked on the row lock: PostgreSQL shows it waiting on a tuple or transaction lock.
+    const waitStart = Date.now();
+    for (;;) {
+      const [w] = await sql<{ n: number }[]>`
+        select count(*)::int as n from pg_stat_activity
+        where datname = current_database() and wait_event_type = 'Lock' and query ilike '%from runs where id = %for update%'`;
+      if (w.n > 0) break;
+      if (claimed !== undefined) throw new Error('the claim did not wait for the open registration');
+      if (Date.now() - waitStart > 30_000) throw new Error('the claim never showed as waiting for the row lock');
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    t.equal(claimed, undefined, 'the claim waits while the registration is open');
+    await regOpen`commit`;
+    await within(claim, 30_000, 'claim after the registration committed');
+  } finally {
+    regOpen.release();
+  }
+  t.ok(claimed, 'claimed after the registration committed');
+  const [run] = await sql<{ attempts: number }[]>`select attempts from runs where id = ${runId}`;
+  t.equal(run.attempts, 2, 'the takeover holds lease 2');
+  const prior = await sql<{ batch: number }[]>`select batch from run_inflight where run_id = ${runId} and lease = 1 order by batch`;
+  t.same(prior.map((p) => p.batch), [1, 2], 'the takeover sees both batches of the old execution');
+
+  // 3. The old execution's next registration is fenced out.
+  const fenced = await registerInflight(sql, runId, 1, 3, ['d']).then(() => undefined, (e: unknown) => e);
+  t.ok(fenced instanceof LeaseLostError, 'the old lease registers nothing more');
+  const [none] = await sql<{ n: number }[]>`select count(*)::int as n from run_inflight where run_id = ${runId} and batch = 3`;
+  t.equal(none.n, 0);
+});
