@@ -111,10 +111,10 @@ export async function markDuplicates(sql: Sql, runId: string, syncId?: string): 
 }
 
 /**
- * Staged rows at most this many (PostgreSQL's estimate after ANALYZE) are joined to the snapshot
- * by its primary-key index (nested loops) instead of a hash join that reads every snapshot record
- * of the sync: an incremental run stages only its changed rows, and at a million records the
- * hash join cost a second per statement.
+ * Staged rows at most this many (PostgreSQL's estimate after ANALYZE) look their records up by the
+ * snapshot's primary key (sync_id, match_key), one lookup per row, instead of a hash join that
+ * reads every snapshot record of the sync: an incremental run stages only its changed rows, and at
+ * a million records each such hash join cost half a second.
  */
 const SMALL_STAGED = 50_000;
 
@@ -151,11 +151,18 @@ export async function buildPlan(sql: Sql, runId: string, opts: PlanOptions): Pro
   const full = opts.fullResync;
   const { mode } = opts;
   const small = await smallStaged(sql, stg);
+  // Few staged rows: each one's record is looked up by the snapshot's key through a lateral
+  // subquery the planner cannot flatten (OFFSET 0), so no plan reads every record of the sync —
+  // whatever the statistics say (a sync's first big checkpoint leaves them stale for a while; a
+  // planner told "few records" would otherwise pick a nested loop over all of them).
+  const record = (cols: ReturnType<Sql>, extra: ReturnType<Sql>) =>
+    sql`lateral (select ${cols} from sync_snapshots n where n.sync_id = ${opts.syncId} and n.match_key = st.mkey ${extra} offset 0)`;
   await sql.begin(async (tx) => {
     await tx`set local work_mem = '64MB'`;
-    if (small) await tx`set local enable_hashjoin = off; set local enable_mergejoin = off`.simple();
-    // Writes: one pass over the valid staged rows, joined to the snapshot by record (hash join;
-    // index lookups when few rows are staged).
+    // Writes: one pass over the valid staged rows, joined to the snapshot by record.
+    const joined = small
+      ? sql`left join ${record(sql`n.match_key, n.hash, n.primary_key, n.record_id`, sql``)} n on true`
+      : sql`left join sync_snapshots n on n.sync_id = ${opts.syncId} and n.match_key = st.mkey`;
     await tx`
       insert into ${p} (pk, op, hash, payload, match, mkey, record_id, fp)
       select st.pk, case when n.match_key is null and ${mode !== 'update'} then 'insert'
@@ -163,7 +170,7 @@ export async function buildPlan(sql: Sql, runId: string, opts: PlanOptions): Pro
                          else 'update' end,
              st.hash, st.payload, st.match, st.mkey, n.record_id, st.fp
       from ${s} st
-      left join sync_snapshots n on n.sync_id = ${opts.syncId} and n.match_key = st.mkey
+      ${joined}
       where st.state = 'v'
         and case when n.match_key is null then true
                  when ${mode === 'insert'} then ${full}
@@ -171,16 +178,29 @@ export async function buildPlan(sql: Sql, runId: string, opts: PlanOptions): Pro
     if (!full && !opts.dryRun) {
       // A row whose payload is what its record already holds (a column no mapping reads changed,
       // or the snapshot predates fingerprints) is not sent: its record takes the row's fingerprint,
-      // so the next incremental run does not read it again.
-      await tx`
-        update sync_snapshots n set source_fp = st.fp
-        from ${s} st
-        where n.sync_id = ${opts.syncId} and n.match_key = st.mkey and st.state = 'v' and st.fp is not null
-          and n.primary_key = st.pk and n.hash = st.hash and n.source_fp is distinct from st.fp`;
+      // so the next incremental run does not read it again. Few staged rows: the records to
+      // refresh are found by key first, then updated by key (an array parameter, which the
+      // planner takes for a few rows).
+      if (small) {
+        const refresh = await tx<{ mkey: string; fp: string }[]>`
+          select st.mkey, st.fp from ${s} st
+          cross join ${record(sql`1`, sql`and n.primary_key = st.pk and n.hash = st.hash and n.source_fp is distinct from st.fp`)} m
+          where st.state = 'v' and st.fp is not null`;
+        if (refresh.length) {
+          await tx`
+            update sync_snapshots n set source_fp = u.fp
+            from unnest(${refresh.map((r) => r.mkey)}::text[], ${refresh.map((r) => r.fp)}::text[]) as u(mkey, fp)
+            where n.sync_id = ${opts.syncId} and n.match_key = u.mkey`;
+        }
+      } else {
+        await tx`
+          update sync_snapshots n set source_fp = st.fp
+          from ${s} st
+          where n.sync_id = ${opts.syncId} and n.match_key = st.mkey and st.state = 'v' and st.fp is not null
+            and n.primary_key = st.pk and n.hash = st.hash and n.source_fp is distinct from st.fp`;
+      }
     }
     if (mode === 'mirror') {
-      // The deletes read every snapshot record of the sync: hash anti-joins into the staged rows.
-      if (small) await tx`set local enable_hashjoin = on; set local enable_mergejoin = on`.simple();
       // Deletes, after every write (higher seq). One per last claimant and run: run records are
       // keyed by (primary key, operation); a second unclaimed record of the same row waits a run.
       // In an incremental run, a record is also claimed by an unchanged row: one whose key scan
