@@ -12,7 +12,7 @@ export interface TcpProxy {
   readonly open: number;
   /** Connections accepted since the start. */
   readonly accepted: number;
-  /** Bytes forwarded from the upstream server to clients since the start. */
+  /** Bytes forwarded from the upstream server to clients since the start (forwarding honours backpressure). */
   readonly bytesDown: number;
   /** Bytes forwarded from clients to the upstream server since the start. */
   readonly bytesUp: number;
@@ -84,7 +84,18 @@ export async function startTcpProxy(target: { host: string; port: number }): Pro
       p[dir].push(chunk);
       return;
     }
-    to.write(chunk);
+    // Backpressure, as TCP has it: a receiver that stops reading stops its sender once the
+    // buffers between them are full (else the proxy would read the whole answer into memory and
+    // count bytes the client never asked for).
+    if (!to.write(chunk)) {
+      const from = dir === 'up' ? p.client : p.upstream;
+      if (from && !from.isPaused()) {
+        from.pause();
+        to.once('drain', () => {
+          if (!from.destroyed) from.resume();
+        });
+      }
+    }
     for (const w of [...watchers]) {
       if (w.dir !== dir || !w.match(chunk)) continue;
       watchers.delete(w);
