@@ -329,7 +329,8 @@ async function main(): Promise<void> {
   const source = await api.ok('PUT', '/v1/connections/warehouse', {
     name: 'Warehouse',
     type: 'postgres',
-    config: { host: u.hostname, port: Number(u.port || 5432), database: dbName, user: decodeURIComponent(u.username) },
+    // A read of 10M rows on a loaded machine outlasts the default 5-minute statement timeout.
+    config: { host: u.hostname, port: Number(u.port || 5432), database: dbName, user: decodeURIComponent(u.username), statementTimeoutMs: N > 2_000_000 ? 3_600_000 : 300_000 },
     ...(u.password ? { secrets: { password: decodeURIComponent(u.password) } } : {}),
   });
   const ok = { pointer: '/results', okField: 'ok', errorField: 'error' };
