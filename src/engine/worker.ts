@@ -89,6 +89,8 @@ export interface Worker {
   scheduleRunner: Runner;
   executor: RunExecutor;
   sweep(): Promise<number>;
+  /** Settles when the sweep started with the worker has ended (whatever its outcome). */
+  firstSweep: Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -408,13 +410,17 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
     o.sweepEveryMs ?? 5000,
   );
   sweepTimer.unref();
-  void sweep().catch(() => {});
+  const firstSweep = sweep().then(
+    () => {},
+    () => {},
+  );
 
   return {
     runner,
     scheduleRunner,
     executor,
     sweep,
+    firstSweep,
     async stop() {
       clearInterval(sweepTimer);
       clearInterval(heartbeatTimer);
