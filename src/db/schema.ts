@@ -5,6 +5,7 @@ import {
   integer,
   jsonb,
   pgTable,
+  pgView,
   primaryKey,
   text,
   timestamp,
@@ -356,6 +357,58 @@ export const runRecords = pgTable(
     index('run_records_problems_idx').on(t.runId, t.status, t.primaryKey, t.operation).where(sql`status <> 'succeeded'`),
   ],
 );
+
+/**
+ * Rows a batch delivered, recorded in bulk: one row per acknowledged batch of a plan built before
+ * any outcome of its run was recorded (the usual case), holding the batch's primary keys and,
+ * position by position, what differs from the defaults (record ids; attempts when not 1;
+ * `redelivered` when any is). What a batch rejected, rows never sent (invalid) and every outcome
+ * of a plan rebuilt mid-run stay one row each in run_records (a rebuild first moves the run's bulk
+ * rows there: a run's (row, operation) is recorded in one place only). Read both through
+ * run_outcomes. One insert per batch instead of one index entry per row: the checkpoint's largest
+ * part (issue 17).
+ */
+export const runBatches = pgTable(
+  'run_batches',
+  {
+    runId: text('run_id')
+      .notNull()
+      .references(() => runs.id, { onDelete: 'cascade' }),
+    batch: integer('batch').notNull(),
+    operation: text('operation').notNull(),
+    workspaceId: text('workspace_id').notNull(),
+    syncId: text('sync_id').notNull(),
+    primaryKeys: text('primary_keys').array().notNull(),
+    /** The destination's record ids by position; null when none is known. */
+    recordIds: text('record_ids').array(),
+    /** Attempts by position; null when every row took one. */
+    attempts: integer('attempts').array(),
+    /** Redelivered marks by position (see run_records.redelivered); null when none is. */
+    redelivered: boolean('redelivered').array(),
+    createdAt: created(),
+  },
+  (t) => [primaryKey({ columns: [t.runId, t.batch, t.operation] })],
+);
+
+/**
+ * Every recorded outcome of a run's rows: run_records and the rows of run_batches, one row per
+ * (run, primary key, operation), with run_records' columns. Created by migration 0017.
+ */
+export const runOutcomes = pgView('run_outcomes', {
+  runId: text('run_id').notNull(),
+  workspaceId: text('workspace_id').notNull(),
+  syncId: text('sync_id').notNull(),
+  primaryKey: text('primary_key').notNull(),
+  operation: text('operation').notNull(),
+  status: text('status').notNull(),
+  errorCode: text('error_code'),
+  errorMessage: text('error_message'),
+  attempts: integer('attempts').notNull(),
+  batch: integer('batch'),
+  recordId: text('record_id'),
+  redelivered: boolean('redelivered').notNull(),
+  createdAt: ts('created_at').notNull(),
+}).existing();
 
 /**
  * Batches handed to a destination whose outcome is not recorded yet: one row per batch, written

@@ -1,6 +1,6 @@
 import { Type, type Static } from '@sinclair/typebox';
 import { and, desc, eq, inArray, lt, sql } from 'drizzle-orm';
-import { runRecords, runs } from '../db/schema.ts';
+import { runOutcomes, runs } from '../db/schema.ts';
 import type { Tx } from '../db/client.ts';
 import { ConflictError, NotFoundError, ValidationError } from '../errors.ts';
 import { newId } from '../lib/ids.ts';
@@ -364,16 +364,16 @@ export class RunService {
     await this.row(this.db, actor.workspaceId, runId);
     const limit = pageLimit(params.limit);
     const after = decodeCursor(params.cursor);
-    const conds = [eq(runRecords.runId, runId)];
-    if (params.status) conds.push(eq(runRecords.status, params.status));
-    if (params.operation) conds.push(eq(runRecords.operation, params.operation));
-    if (params.primaryKey !== undefined) conds.push(eq(runRecords.primaryKey, params.primaryKey));
-    if (params.redelivered !== undefined) conds.push(eq(runRecords.redelivered, params.redelivered));
+    const conds = [eq(runOutcomes.runId, runId)];
+    if (params.status) conds.push(eq(runOutcomes.status, params.status));
+    if (params.operation) conds.push(eq(runOutcomes.operation, params.operation));
+    if (params.primaryKey !== undefined) conds.push(eq(runOutcomes.primaryKey, params.primaryKey));
+    if (params.redelivered !== undefined) conds.push(eq(runOutcomes.redelivered, params.redelivered));
     if (after) {
       const [pk, op] = splitCursor(after);
-      conds.push(sql`(${runRecords.primaryKey}, ${runRecords.operation}) > (${pk}, ${op})`);
+      conds.push(sql`(${runOutcomes.primaryKey}, ${runOutcomes.operation}) > (${pk}, ${op})`);
     }
-    const rows = await this.db.select().from(runRecords).where(and(...conds)).orderBy(runRecords.primaryKey, runRecords.operation).limit(limit + 1);
+    const rows = await this.db.select().from(runOutcomes).where(and(...conds)).orderBy(runOutcomes.primaryKey, runOutcomes.operation).limit(limit + 1);
     const page = toPage(
       rows.map((r) => ({ ...r, id: `${r.primaryKey}\u0000${r.operation}` })),
       limit,
@@ -393,16 +393,17 @@ export class RunService {
     const sync = await this.syncs.row(this.db, actor.workspaceId, syncRef);
     const limit = pageLimit(params.limit);
     const after = decodeCursor(params.cursor);
-    // By the run-records primary key, probed once per run of the sync (no per-row history index to maintain).
+    // By the run-records primary key, probed once per run of the sync, and the run's bulk records
+    // (no per-row history index to maintain).
     const conds = [
-      sql`${runRecords.runId} in (select ${runs.id} from ${runs} where ${runs.syncId} = ${sync.id} and ${runs.workspaceId} = ${actor.workspaceId})`,
-      eq(runRecords.primaryKey, primaryKey),
+      sql`${runOutcomes.runId} in (select ${runs.id} from ${runs} where ${runs.syncId} = ${sync.id} and ${runs.workspaceId} = ${actor.workspaceId})`,
+      eq(runOutcomes.primaryKey, primaryKey),
     ];
     if (after) {
       const [rid, op] = splitCursor(after);
-      conds.push(sql`(${runRecords.runId}, ${runRecords.operation}) < (${rid}, ${op})`);
+      conds.push(sql`(${runOutcomes.runId}, ${runOutcomes.operation}) < (${rid}, ${op})`);
     }
-    const rows = await this.db.select().from(runRecords).where(and(...conds)).orderBy(desc(runRecords.runId), desc(runRecords.operation)).limit(limit + 1);
+    const rows = await this.db.select().from(runOutcomes).where(and(...conds)).orderBy(desc(runOutcomes.runId), desc(runOutcomes.operation)).limit(limit + 1);
     return toPage(
       rows.map((r) => ({ ...r, id: `${r.runId}\u0000${r.operation}` })),
       limit,
@@ -417,7 +418,7 @@ function splitCursor(c: string): [string, string] {
   return [c.slice(0, i), c.slice(i + 1)];
 }
 
-function recordView(r: typeof runRecords.$inferSelect): RunRecordViewT {
+function recordView(r: typeof runOutcomes.$inferSelect): RunRecordViewT {
   return {
     primaryKey: r.primaryKey,
     operation: r.operation as RecordOperation,

@@ -42,7 +42,10 @@ export interface CheckpointInput {
   snapshotVersion: number;
   /** Insert-mode full resyncs re-insert records the snapshot has: their inserts need conflict handling. */
   insertsAreNew: boolean;
-  /** No record was written against this plan before (its records need no conflict handling). */
+  /**
+   * No record was written against this plan before: its records need no conflict handling, and
+   * its successes are recorded in bulk (run_batches; a plan rebuilt mid-run records them by row).
+   */
   recordsFresh: boolean;
   group: { batch: number; outcomes: RowOutcome[] }[];
   /** Updated in place with this group's outcomes, and written with it. */
@@ -124,7 +127,24 @@ export async function checkpoint(c: CheckpointInput): Promise<void> {
       delete from sync_snapshots n using ${p} pl
       where pl.seq = any(${intArray(sql, okDeletes, 'bigint')}) and n.sync_id = ${run.syncId} and n.match_key = pl.mkey`);
   }
-  if (ok.seqs.length) {
+  if (c.recordsFresh) {
+    // Success in bulk: one run_batches row per batch (see the table's comment in src/db/schema.ts).
+    for (const { batch, outcomes } of c.group) {
+      // A batch carries one operation (splitBatches); grouped anyway, since the row is per (batch, operation).
+      const byOp = Map.groupBy(outcomes.filter((o) => o.status === 'succeeded'), (o) => o.op.op);
+      for (const okOnes of byOp.values()) {
+      const ids = okOnes.map((o) => o.externalId ?? o.op.recordId ?? null);
+      const attempts = okOnes.map((o) => o.attempts + (o.priorSends ?? 0));
+      const again = okOnes.map((o) => (o.priorSends ?? 0) > 0);
+      writes.push(sql`
+        insert into run_batches (run_id, batch, operation, workspace_id, sync_id, primary_keys, record_ids, attempts, redelivered)
+        values (${run.id}, ${batch}, ${okOnes[0].op.op}, ${run.workspaceId}, ${run.syncId}, ${textArray(sql, okOnes.map((o) => o.op.pk))},
+                ${ids.some((i) => i !== null) ? textArray(sql, ids) : null},
+                ${attempts.some((a) => a !== 1) ? intArray(sql, attempts) : null},
+                ${again.some(Boolean) ? sql`string_to_array(${again.map((a) => (a ? 't' : 'f')).join(',')}, ',')::boolean[]` : null})`);
+      }
+    }
+  } else if (ok.seqs.length) {
     writes.push(sql`
       insert into run_records (run_id, workspace_id, sync_id, primary_key, operation, status, attempts, batch, record_id, redelivered)
       select ${run.id}, ${run.workspaceId}, ${run.syncId}, pl.pk, pl.op, 'succeeded', u.attempts, u.batch, coalesce(u.id, pl.record_id), u.again <> 0
@@ -220,6 +240,11 @@ export async function priorSends(sql: Sql, runId: string, lease: number): Promis
     where i.run_id = ${runId} and i.lease <> ${lease}
     group by pk`;
   return new Map(rows.map((r) => [r.pk, r.n]));
+}
+
+/** SQL for the highest batch number with a recorded outcome in the run (null when none). */
+export function lastRecordedBatch(sql: Sql, runId: string) {
+  return sql`greatest((select max(batch) from run_records where run_id = ${runId}), (select max(batch) from run_batches where run_id = ${runId}))`;
 }
 
 /** A destination's message as the control database can store it (no NUL, no lone surrogates). */

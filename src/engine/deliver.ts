@@ -5,9 +5,9 @@ import type { Redactor } from '../lib/redact.ts';
 import type { SyncViewT } from '../domain/syncs.ts';
 import { ConnectorError } from '../errors.ts';
 import { AbortedError, deliverBatch, splitBatches, type BatchResult, type RowOutcome } from './batch.ts';
-import { checkpoint, LeaseLostError, priorSends, registerInflight } from './checkpoint.ts';
+import { checkpoint, lastRecordedBatch, LeaseLostError, priorSends, registerInflight } from './checkpoint.ts';
 import { whileDatabaseDown } from './db-wait.ts';
-import { readPending } from './plan.ts';
+import { collectDone, readPending } from './plan.ts';
 import { limiterFor, type Clock } from './rate-limiter.ts';
 
 // Delivering: pending plan operations in batches, `concurrency` in flight under the destination's
@@ -37,6 +37,7 @@ export interface DeliverInput {
   counts: import('./status.ts').RunCounts;
   insertsAreNew: boolean;
   recordsFresh: boolean;
+  /** A plan built by an earlier execution: the batch number it was built after (see planBaseBatch). */
   resumeAfterBatch: number | undefined;
   clock: Clock;
   retryBaseMs: number;
@@ -96,7 +97,12 @@ export async function deliverPhase(d: DeliverInput): Promise<void> {
     });
   // Rows earlier executions sent without recording them: re-sent now, their records say so.
   const prior = await patiently('reading the run', () => priorSends(sql, run.id, d.lease));
-  let batchNo = await patiently('reading the run', async () => (await sql<{ n: number }[]>`select coalesce(max(batch), 0)::int as n from (select batch from run_records where run_id = ${run.id} union all select batch from run_inflight where run_id = ${run.id}) b`)[0].n);
+  let batchNo = await patiently('reading the run', async () => (await sql<{ n: number }[]>`select coalesce(greatest(${lastRecordedBatch(sql, run.id)}, (select max(batch) from run_inflight where run_id = ${run.id})), 0)::int as n`)[0].n);
+  const resumed = d.resumeAfterBatch !== undefined;
+  if (resumed) {
+    const n = await patiently('reading the run', () => collectDone(sql, run.id, d.resumeAfterBatch!));
+    d.log.debug({ done: n }, 'resumed plan: operations already recorded are skipped');
+  }
   const queued: { batch: number; outcomes: RowOutcome[]; resolve: () => void; reject: (e: unknown) => void }[] = [];
   let draining: Promise<void> | undefined;
   const drain = async () => {
@@ -141,7 +147,7 @@ export async function deliverPhase(d: DeliverInput): Promise<void> {
     if (!flag) throw new ConnectorError('sync_deleted', 'The sync was deleted during the run.', { classification: 'fatal' });
     if (flag.cancel_requested_at) cancelled = true;
     if (stop()) break;
-    const page = await patiently('reading the plan', () => readPending(sql, run.id, lastSeq, batchSize * concurrency, d.resumeAfterBatch));
+    const page = await patiently('reading the plan', () => readPending(sql, run.id, lastSeq, batchSize * concurrency, resumed));
     if (!page.length) break;
     lastSeq = page[page.length - 1].seq;
     for (const batch of splitBatches(page, batchSize, sync.mode)) {

@@ -9,14 +9,14 @@ import { syncView } from '../domain/syncs.ts';
 import { AppError, ConnectorError } from '../errors.ts';
 import { raceAbort } from './abort.ts';
 import { AbortedError, type BatchResult } from './batch.ts';
-import { LeaseLostError } from './checkpoint.ts';
+import { lastRecordedBatch, LeaseLostError } from './checkpoint.ts';
 import { CancelledError, deliverPhase } from './deliver.ts';
 import { buildPlan, markDuplicates, planSample, snapshotSize } from './diff.ts';
 import { checkThresholds } from './guards.ts';
 import { planBaseBatch, planSize } from './plan.ts';
 import { queryPhase, type QueryStats } from './query.ts';
 import { realClock, type Clock } from './rate-limiter.ts';
-import { recordInvalid } from './records.ts';
+import { recordInvalid, unbundleRecords } from './records.ts';
 import { COUNTS_NOTIFY_MS, RunState } from './run-state.ts';
 import { stagingNames, tableExists } from './staging.ts';
 import { emptyCounts, TERMINAL, type Phase, type RunCounts, type RunStatus } from './status.ts';
@@ -199,7 +199,10 @@ export class RunExecutor {
           await recordInvalid(this.sql, run0, dups);
         }
         checkStop();
-        const [{ base }] = await this.sql<{ base: number }[]>`select coalesce(max(batch), 0)::int as base from run_records where run_id = ${runId}`;
+        const [{ base }] = await this.sql<{ base: number }[]>`select coalesce(${lastRecordedBatch(this.sql, runId)}, 0)::int as base`;
+        // A plan rebuilt after some batches were recorded records by row, with conflict handling:
+        // the run's bulk records move to run_records first (one place per row and operation).
+        if (base > 0) await unbundleRecords(this.sql, runId);
         // The snapshot's size before the plan changes anything (the thresholds' base), counted
         // beside the plan on another connection: only this run writes the sync's snapshot, and
         // the plan's one write (fingerprints of unchanged payloads) changes no record's count.

@@ -27,25 +27,42 @@ export async function planBaseBatch(sql: Sql, runId: string): Promise<number> {
 }
 
 /**
- * The next pending operations after `afterSeq` (keyset; in-flight ones are never read twice).
- * An operation is done once a checkpoint wrote its run record. A plan built in this execution
- * has none done beyond the keyset, so it is read by seq alone; a plan resumed after a crash
- * (`resumeAfterBatch` set) skips the operations that have a record written against it.
+ * Collects into done_<run> the operations recorded against a resumed plan (records of batches
+ * after `afterBatch`, in run_records or run_batches), once per execution, so that readPending
+ * skips them by key. Returns how many there are.
  */
-export async function readPending(sql: Sql, runId: string, afterSeq: number, limit: number, resumeAfterBatch?: number): Promise<PlannedOp[]> {
-  const { plan } = stagingNames(runId);
+export async function collectDone(sql: Sql, runId: string, afterBatch: number): Promise<number> {
+  const d = sql`${sql(STAGING_SCHEMA)}.${sql(stagingNames(runId).done)}`;
+  await sql`drop table if exists ${d}`;
+  await sql`
+    create unlogged table ${d} as
+    select primary_key as pk, operation as op from run_records where run_id = ${runId} and batch > ${afterBatch}
+    union all
+    select u.pk, b.operation from run_batches b cross join lateral unnest(b.primary_keys) as u(pk) where b.run_id = ${runId} and b.batch > ${afterBatch}`;
+  await sql`create index on ${d} (pk, op)`;
+  await sql`analyze ${d}`;
+  const [r] = await sql<{ n: number }[]>`select count(*)::int as n from ${d}`;
+  return r.n;
+}
+
+/**
+ * The next pending operations after `afterSeq` (keyset; in-flight ones are never read twice).
+ * An operation is done once a checkpoint recorded its outcome. A plan built in this execution
+ * has none done beyond the keyset, so it is read by seq alone; a plan resumed after a crash
+ * (`resumed`: collectDone ran) skips the operations recorded against it.
+ */
+export async function readPending(sql: Sql, runId: string, afterSeq: number, limit: number, resumed = false): Promise<PlannedOp[]> {
+  const { plan, done } = stagingNames(runId);
   const p = sql`${sql(STAGING_SCHEMA)}.${sql(plan)}`;
   type R = { seq: string; pk: string; op: PlannedOp['op']; payload: string; attempts: number; record_id: string | null };
-  const rows =
-    resumeAfterBatch === undefined
-      ? await sql<R[]>`
+  const rows = !resumed
+    ? await sql<R[]>`
           select seq, pk, op, payload, attempts, record_id from ${p}
           where seq > ${afterSeq} order by seq limit ${limit}`
-      : await sql<R[]>`
+    : await sql<R[]>`
           select seq, pk, op, payload, attempts, record_id from ${p} pl
           where seq > ${afterSeq}
-            and not exists (select 1 from run_records r
-                            where r.run_id = ${runId} and r.primary_key = pl.pk and r.operation = pl.op and r.batch > ${resumeAfterBatch})
+            and not exists (select 1 from ${sql(STAGING_SCHEMA)}.${sql(done)} d where d.pk = pl.pk and d.op = pl.op)
           order by seq limit ${limit}`;
   return rows.map((r) => ({ seq: Number(r.seq), pk: r.pk, op: r.op, payload: r.payload, attempts: r.attempts, recordId: r.record_id }));
 }

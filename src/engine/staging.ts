@@ -14,13 +14,16 @@ import type { Sql } from '../db/client.ts';
 //   keys_<run> (pk, fp)  an incremental run's key scan: every row's primary key and fingerprint
 //   chg_<run>  (pk)      its keys read in full (new, changed or duplicated)
 //   plan_<run> (seq, pk, op, hash, payload, match, mkey, record_id, fp)  operations to send, in seq
-//              order, deletes last. Which are done is not stored here but derived from run_records.
+//              order, deletes last. Which are done is not stored here but derived from the run's
+//              outcomes (run_records, run_batches).
+//   done_<run> (pk, op)  a resumed delivery: the operations recorded against the plan before it
+//              resumed (built once per execution, so that reading the plan stays by key).
 
 export const STAGING_SCHEMA = 'backhaul_staging';
 
-export function stagingNames(runId: string): { stg: string; plan: string; keys: string; changed: string } {
+export function stagingNames(runId: string): { stg: string; plan: string; keys: string; changed: string; done: string } {
   const safe = runId.replace(/[^a-z0-9_]/g, '');
-  return { stg: `stg_${safe}`, plan: `plan_${safe}`, keys: `keys_${safe}`, changed: `chg_${safe}` };
+  return { stg: `stg_${safe}`, plan: `plan_${safe}`, keys: `keys_${safe}`, changed: `chg_${safe}`, done: `done_${safe}` };
 }
 
 export async function tableExists(sql: Sql, name: string): Promise<boolean> {
@@ -35,10 +38,10 @@ export async function createStaging(sql: Sql, runId: string): Promise<void> {
 }
 
 export async function dropRunTables(sql: Sql, runId: string): Promise<void> {
-  const { stg, plan, keys, changed } = stagingNames(runId);
+  const { stg, plan, keys, changed, done } = stagingNames(runId);
   await sql`drop table if exists ${sql(STAGING_SCHEMA)}.${sql(stg)}`;
   await sql`drop table if exists ${sql(STAGING_SCHEMA)}.${sql(plan)}`;
-  await sql`drop table if exists ${sql(STAGING_SCHEMA)}.${sql(keys)}, ${sql(STAGING_SCHEMA)}.${sql(changed)}`;
+  await sql`drop table if exists ${sql(STAGING_SCHEMA)}.${sql(keys)}, ${sql(STAGING_SCHEMA)}.${sql(changed)}, ${sql(STAGING_SCHEMA)}.${sql(done)}`;
 }
 
 /** COPY text-format escaping: backslash, tab, newline, carriage return. */

@@ -157,6 +157,8 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
     // By run (the records' primary key leads with it): runs that finished before the cut-off (an active run keeps all its records).
     const removed = await database.sql`
       delete from run_records where run_id in (select id from runs where finished_at < now() - ${`${o.recordRetentionDays} days`}::interval)`;
+    const removedBatches = await database.sql`
+      delete from run_batches where run_id in (select id from runs where finished_at < now() - ${`${o.recordRetentionDays} days`}::interval)`;
     const keys = await purgeIdempotencyKeys(database.db);
     // Backstop for sequence runs: one whose current step's run is terminal (or gone) gets its
     // advance job again (the finish enqueues it in its own transaction; this only repairs).
@@ -169,9 +171,9 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
       select t.tablename as name from pg_tables t
       where t.schemaname = ${STAGING_SCHEMA}
         and not exists (select 1 from runs r where r.status in ('queued', 'running')
-                        and t.tablename in ('stg_' || r.id, 'plan_' || r.id, 'keys_' || r.id, 'chg_' || r.id))`;
+                        and t.tablename in ('stg_' || r.id, 'plan_' || r.id, 'keys_' || r.id, 'chg_' || r.id, 'done_' || r.id))`;
     for (const { name } of orphans) await database.sql`drop table if exists ${database.sql(STAGING_SCHEMA)}.${database.sql(name)}`;
-    logger.debug({ runRecords: removed.count, idempotencyKeys: keys, stagingTables: orphans.length }, 'maintenance done');
+    logger.debug({ runRecords: removed.count, runBatches: removedBatches.count, idempotencyKeys: keys, stagingTables: orphans.length }, 'maintenance done');
   };
 
   // Our own pool, so that its errors (e.g. the database stopping first at shutdown) are logged

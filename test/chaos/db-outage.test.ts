@@ -81,7 +81,7 @@ t.test('the control database is cut and restored mid-run', async (t) => {
       const twice = [...crm.applied].filter(([, n]) => n !== 1);
       t.same(twice.slice(0, 5), [], 'every row applied exactly once: no acknowledged batch was sent again');
       t.equal(crm.contacts.size, rows);
-      const [{ n }] = await db`select count(*)::int as n from run_records where run_id = ${runId} and status = 'succeeded'`;
+      const [{ n }] = await db`select count(*)::int as n from run_outcomes where run_id = ${runId} and status = 'succeeded'`;
       t.equal(n, run.counts.succeeded.insert + run.counts.succeeded.update, 'the counts equal the records');
       t.equal(bh.exit, undefined, 'the process never exited');
       // A rejection nothing awaits inside a library (graphile-worker completes jobs without

@@ -87,7 +87,7 @@ t.test('control database restarted during a run', async (t) => {
   const run = await waitForRun(h, trig.body.id, 180_000);
   t.ok(['succeeded', 'failed'].includes(run.status), `the run ended cleanly: ${run.status} ${JSON.stringify(run.error)}`);
   t.comment(`worker process exits during the outage: ${workerExits}`);
-  const ok = await db<{ primary_key: string }[]>`select primary_key from run_records where run_id = ${run.id} and status = 'succeeded'`;
+  const ok = await db<{ primary_key: string }[]>`select primary_key from run_outcomes where run_id = ${run.id} and status = 'succeeded'`;
   const notDelivered = ok.filter((r) => !crm.contacts.has(`user${r.primary_key}@example.com`));
   t.same(notDelivered.slice(0, 5), [], `every row recorded as delivered reached the destination (${ok.length} records)`);
   t.equal(run.counts.succeeded.insert, ok.length, 'the counts match the records');

@@ -61,11 +61,11 @@ t.test(`fault-injecting destination over ${ROWS} rows`, async (t) => {
 
   // Every rejected row has its reason.
   const rejected = await db<{ primary_key: string; error_message: string }[]>`
-    select primary_key, error_message from run_records where run_id = ${run.id} and status = 'rejected'`;
+    select primary_key, error_message from run_outcomes where run_id = ${run.id} and status = 'rejected'`;
   t.equal(rejected.length, expectedRejected.size, 'one rejected record per rejected row');
   const badReasons = rejected.filter((r) => r.error_message !== reason(`user${r.primary_key}@example.com`));
   t.same(badReasons.slice(0, 5), [], "each with the destination's own reason");
-  const [{ n: succeeded }] = await db`select count(*)::int as n from run_records where run_id = ${run.id} and status = 'succeeded'`;
+  const [{ n: succeeded }] = await db`select count(*)::int as n from run_outcomes where run_id = ${run.id} and status = 'succeeded'`;
   t.equal(succeeded, ROWS - expectedRejected.size, 'one succeeded record per delivered row');
 
   // The next run retries exactly the rejected rows (still refused: same reason again).
@@ -75,6 +75,6 @@ t.test(`fault-injecting destination over ${ROWS} rows`, async (t) => {
   t.same(next.counts.planned, { insert: expectedRejected.size, update: 0, delete: 0 }, 'planned: only the rejected rows');
   const resent = new Set(crm.answeredBatches.slice(answeredBefore).flat());
   t.same([...resent].sort(), [...expectedRejected].sort(), 'sent: exactly the rejected rows');
-  const nextRecords = await db<{ primary_key: string }[]>`select primary_key from run_records where run_id = ${next.id}`;
+  const nextRecords = await db<{ primary_key: string }[]>`select primary_key from run_outcomes where run_id = ${next.id}`;
   t.same(new Set(nextRecords.map((r) => `user${r.primary_key}@example.com`)), expectedRejected);
 });

@@ -60,7 +60,7 @@ t.test(`kill -9 at random points in three consecutive runs (seed ${seed})`, asyn
         kills++;
         totalKills++;
         t.comment(`run ${r + 1}: kill -9 (${why})`);
-        for (const rec of await db<{ primary_key: string }[]>`select primary_key from run_records where run_id = ${runId} and status = 'succeeded'`) {
+        for (const rec of await db<{ primary_key: string }[]>`select primary_key from run_outcomes where run_id = ${runId} and status = 'succeeded'`) {
           const email = `user${rec.primary_key}@example.com`;
           if (!appliedAtAck.has(email)) appliedAtAck.set(email, crm.applied.get(email) ?? 0);
         }
@@ -93,7 +93,7 @@ t.test(`kill -9 at random points in three consecutive runs (seed ${seed})`, asyn
     t.same(resent.slice(0, 5), [], `no acknowledged row was sent again (${appliedAtAck.size} acknowledged at kills)`);
     const applied = [...crm.applied].reduce((a, [email, n]) => a + n - (appliedAtStart.get(email) ?? 0), 0);
     t.ok(applied >= planned && applied - planned <= kills * CONCURRENCY * BATCH, `only batches in flight at a kill were applied twice (${applied - planned} rows)`);
-    const [{ n }] = await db`select count(*)::int as n from run_records where run_id = ${runId} and status = 'succeeded'`;
+    const [{ n }] = await db`select count(*)::int as n from run_outcomes where run_id = ${runId} and status = 'succeeded'`;
     t.equal(n, planned, 'one record per planned row');
   }
   t.ok(totalKills >= 3, `workers were killed ${totalKills} times`);

@@ -66,7 +66,7 @@ t.test('rows re-sent after kill -9 mid-batch are marked redelivered', async (t) 
       t.equal(run.status, 'succeeded', JSON.stringify(run.error));
 
       const records = await db<{ primary_key: string; attempts: number; redelivered: boolean }[]>`
-        select primary_key, attempts, redelivered from run_records where run_id = ${runId} and status = 'succeeded'`;
+        select primary_key, attempts, redelivered from run_outcomes where run_id = ${runId} and status = 'succeeded'`;
       t.equal(records.length, ROWS, 'one record per row');
       const sentNow = (email: string) => (crm.applied.get(email) ?? 0) - (appliedBefore.get(email) ?? 0);
       const twice = records.filter((r) => sentNow(`user${r.primary_key}@example.com`) >= 2);

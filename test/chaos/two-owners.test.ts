@@ -82,7 +82,7 @@ t.test('a stalled worker loses its run to another and writes nothing when it wak
   // Everything as B left it so far (B is held in the destination), to compare once A has woken up.
   const state = async () => ({
     run: (await db`select status, counts, error, attempts, phase, finished_at from runs where id = ${runId}`)[0],
-    records: (await db`select count(*)::int as n, coalesce(sum(attempts), 0)::int as attempts, count(*) filter (where redelivered)::int as redelivered from run_records where run_id = ${runId}`)[0],
+    records: (await db`select count(*)::int as n, coalesce(sum(attempts), 0)::int as attempts, count(*) filter (where redelivered)::int as redelivered from run_outcomes where run_id = ${runId}`)[0],
     snapshot: (await db`select count(*)::int as n, max(updated_at) as at from sync_snapshots where sync_id = ${syncId}`)[0],
     inflight: await db`select lease, batch from run_inflight where run_id = ${runId} order by lease, batch`,
   });
@@ -105,7 +105,7 @@ t.test('a stalled worker loses its run to another and writes nothing when it wak
   t.equal(run.status, 'succeeded', `B finished the run: ${JSON.stringify(run.error)}`);
   const sentByB = crm.answeredBatches.slice(4);
   const [{ n, redelivered }] = await db<{ n: number; redelivered: number }[]>`
-    select count(*)::int as n, count(*) filter (where redelivered)::int as redelivered from run_records where run_id = ${runId}`;
+    select count(*)::int as n, count(*) filter (where redelivered)::int as redelivered from run_outcomes where run_id = ${runId}`;
   t.equal(n, run.counts.succeeded.insert, 'the counts equal the records');
   t.equal(n, 600);
   t.ok(held!.every((e) => sentByB.some((batch) => batch.includes(e))), 'B sent the rows of the batch A had in flight again');

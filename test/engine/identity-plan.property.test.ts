@@ -435,7 +435,7 @@ t.test('destination identity holds through the engine\'s plan and checkpoints ov
 
         // Invalid rows: exactly the rules' ones; rows sharing a record name each other.
         const recs = await sql<{ primary_key: string; operation: string; status: string; error_code: string | null; error_message: string | null }[]>`
-          select primary_key, operation, status, error_code, error_message from run_records where run_id = ${id}`;
+          select primary_key, operation, status, error_code, error_message from run_outcomes where run_id = ${id}`;
         const invalid = recs.filter((r) => r.status === 'invalid');
         if (invalid.length !== exp.invalid.size) fail(`invalid rows ${show(invalid)}; the rules give ${show(exp.invalid)}`);
         for (const r of invalid) {

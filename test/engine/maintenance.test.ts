@@ -23,11 +23,11 @@ t.test('the maintenance job purges run records past BACKHAUL_RECORD_RETENTION_DA
   const deadline = Date.now() + 20_000;
   let left = 20;
   while (left > 0 && Date.now() < deadline) {
-    [{ n: left }] = await db`select count(*)::int as n from run_records where run_id = ${old.id}`;
+    [{ n: left }] = await db`select count(*)::int as n from run_outcomes where run_id = ${old.id}`;
     await new Promise((r) => setTimeout(r, 100));
   }
   t.equal(left, 0, 'records older than the retention window are gone');
-  const [{ n }] = await db`select count(*)::int as n from run_records where run_id <> ${old.id}`;
+  const [{ n }] = await db`select count(*)::int as n from run_outcomes where run_id <> ${old.id}`;
   t.equal(n, 20, 'recent records stay');
   const run = await h.request('GET', `/v1/runs/${old.id}`);
   t.equal(run.body.counts.succeeded.insert, 20, 'the run itself and its counts stay');
@@ -46,7 +46,7 @@ t.test("deleting a sync removes its runs' records and its snapshot (triggers sta
   const db = postgres(h.databaseUrl, { max: 1, onnotice: () => {} });
   t.teardown(() => db.end());
   const count = async (syncId: string) => {
-    const [r] = await db`select (select count(*)::int from run_records where sync_id = ${syncId}) as records,
+    const [r] = await db`select (select count(*)::int from run_outcomes where sync_id = ${syncId}) as records,
                                 (select count(*)::int from sync_snapshots where sync_id = ${syncId}) as snapshot`;
     return r;
   };
@@ -54,6 +54,6 @@ t.test("deleting a sync removes its runs' records and its snapshot (triggers sta
   const del = await h.request('DELETE', `/v1/syncs/${gone.syncId}`);
   t.equal(del.status, 204);
   t.same(await count(gone.syncId), { records: 0, snapshot: 0 }, "the deleted sync's records and snapshot are gone");
-  t.equal((await db`select count(*)::int as n from run_records where run_id = ${run.id}`)[0].n, 0);
+  t.equal((await db`select count(*)::int as n from run_outcomes where run_id = ${run.id}`)[0].n, 0);
   t.same(await count(kept.syncId), { records: 7, snapshot: 7 }, "another sync's rows stay");
 });

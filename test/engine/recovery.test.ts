@@ -46,7 +46,7 @@ t.test('kill -9 of worker processes mid-delivery: the run resumes, nothing is lo
     child.kill('SIGKILL');
     await new Promise((r) => child.once('exit', r));
     // What the dead worker had checkpointed: these rows must never reach the destination again.
-    for (const r of await db<{ primary_key: string }[]>`select primary_key from run_records where status = 'succeeded'`) {
+    for (const r of await db<{ primary_key: string }[]>`select primary_key from run_outcomes where status = 'succeeded'`) {
       if (!appliedAtAck.has(r.primary_key)) appliedAtAck.set(r.primary_key, crm.applied.get(emailOf(r.primary_key)) ?? 0);
     }
     child = kills.length ? spawnWorker(h) : child;
@@ -70,7 +70,7 @@ t.test('kill -9 of worker processes mid-delivery: the run resumes, nothing is lo
   t.same(resent, [], 'no row was sent again once acknowledged');
   const extra = [...crm.applied.values()].reduce((a, b) => a + b, 0) - 3000;
   t.ok(extra <= 2 * 2 * 50, `only batches in flight at a kill were sent again (${extra} rows)`);
-  const recs = await db`select count(*)::int as n from run_records where run_id = ${run.id} and status = 'succeeded'`;
+  const recs = await db`select count(*)::int as n from run_outcomes where run_id = ${run.id} and status = 'succeeded'`;
   t.equal(recs[0].n, 3000, 'one record per row');
 });
 

@@ -84,8 +84,8 @@ t.test('kill -9 of the worker while its bulk job runs: the next worker resumes t
   t.ok(sf.log.some((l) => l.method === 'GET' && l.path.startsWith(`/jobs/ingest/${job.id}/successfulResults`)), "and read that job's results");
   t.notOk(sf.log.some((l) => l.method === 'POST' && l.path.startsWith('/jobs/ingest')), 'without creating a job');
   t.equal(sf.all('Contact').length, ROWS, 'every row is in Salesforce once');
-  const [{ n }] = await db<{ n: number }[]>`select count(*)::int as n from run_records where run_id = ${trig.id} and status = 'succeeded'`;
+  const [{ n }] = await db<{ n: number }[]>`select count(*)::int as n from run_outcomes where run_id = ${trig.id} and status = 'succeeded'`;
   t.equal(n, ROWS, 'one record per row');
-  const [{ ids }] = await db<{ ids: number }[]>`select count(record_id)::int as ids from run_records where run_id = ${trig.id}`;
+  const [{ ids }] = await db<{ ids: number }[]>`select count(record_id)::int as ids from run_outcomes where run_id = ${trig.id}`;
   t.equal(ids, ROWS, 'with the Id each got from the resumed job');
 });

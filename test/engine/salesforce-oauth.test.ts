@@ -149,7 +149,7 @@ t.test('a session that expires mid-run: one refresh, the refused batches sent ag
   const refused = upsertLog.filter((l) => l.status === 401).length;
   t.ok(refused >= 1 && refused <= 2, `the batches in flight were refused with INVALID_SESSION_ID (${refused})`);
   t.equal(upsertLog.filter((l) => l.status === 200).length, 5, 'five batches accepted: each refused one was sent again once');
-  const [{ n }] = await db<{ n: number }[]>`select count(*)::int as n from run_records where run_id = ${run.id} and status = 'succeeded'`;
+  const [{ n }] = await db<{ n: number }[]>`select count(*)::int as n from run_outcomes where run_id = ${run.id} and status = 'succeeded'`;
   t.equal(n, 1000);
 });
 

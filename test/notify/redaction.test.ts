@@ -73,7 +73,7 @@ t.test('echoed secrets are redacted from everything stored or sent', async (t) =
       t.equal(event.body.data.failedRows.length, 2);
 
       // Every string as stored or sent (parsed, so no second encoding hides an escaped form).
-      const recs = await sql`select * from run_records where run_id = ${run.id}`;
+      const recs = await sql`select * from run_outcomes where run_id = ${run.id}`;
       const exs = await sql`select * from run_exchanges where run_id = ${run.id}`;
       const dels = await sql`select * from webhook_deliveries where run_id = ${run.id}`;
       const runRow = await sql`select * from runs where id = ${run.id}`;
