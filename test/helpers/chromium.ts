@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -49,11 +50,23 @@ export async function launchChromium(t: Teardown): Promise<{ newPage(): Promise<
       '--remote-debugging-port=0',
       'about:blank',
     ],
-    { stdio: ['ignore', 'ignore', 'pipe'] },
+    // Its own process group: Chromium forks renderers, a GPU process and crashpad, which keep
+    // writing to the profile after the parent dies; the teardown kills the whole group.
+    { stdio: ['ignore', 'ignore', 'pipe'], detached: true },
   );
-  t.teardown(() => {
-    proc.kill('SIGKILL');
-    rmSync(dataDir, { recursive: true, force: true });
+  const exited = new Promise<void>((resolve) => {
+    if (proc.exitCode !== null || proc.signalCode !== null) resolve();
+    else proc.once('exit', () => resolve());
+  });
+  t.teardown(async () => {
+    try {
+      process.kill(-proc.pid!, 'SIGKILL');
+    } catch {
+      // the group is gone already
+    }
+    await exited;
+    // A child reaped a moment after the parent can still be writing: retry ENOTEMPTY/EBUSY.
+    await rm(dataDir, { recursive: true, force: true, maxRetries: 20, retryDelay: 100 });
   });
   const wsUrl = await new Promise<string>((resolve, reject) => {
     let err = '';
