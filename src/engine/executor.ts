@@ -14,6 +14,7 @@ import { CancelledError, deliverPhase } from './deliver.ts';
 import { buildPlan, markDuplicates, planSample, snapshotSize } from './diff.ts';
 import { checkThresholds } from './guards.ts';
 import { planBaseBatch, planSize } from './plan.ts';
+import { FINGERPRINT_INDEX_MAX } from './fingerprint-index.ts';
 import { queryPhase, type QueryStats } from './query.ts';
 import { realClock, type Clock } from './rate-limiter.ts';
 import { recordInvalid, unbundleRecords } from './records.ts';
@@ -42,6 +43,11 @@ export interface EngineOptions {
   runTimeoutMs?: number;
   /** Least time between a run's notifications that change neither status nor phase (ms; RunState). */
   countsNotifyMs?: number;
+  /**
+   * Snapshot records up to which an incremental run compares its key scan in memory (default
+   * FINGERPRINT_INDEX_MAX, 2,000,000); above, or at 0, the comparison is done in SQL.
+   */
+  keyIndexMax?: number;
 }
 
 export interface RunContext {
@@ -97,6 +103,7 @@ export class RunExecutor {
       readBatchSize: opts.readBatchSize ?? 5000,
       runTimeoutMs: opts.runTimeoutMs ?? 6 * 3600_000,
       countsNotifyMs: opts.countsNotifyMs ?? COUNTS_NOTIFY_MS,
+      keyIndexMax: opts.keyIndexMax ?? FINGERPRINT_INDEX_MAX,
     };
   }
 
@@ -178,6 +185,7 @@ export class RunExecutor {
             dest,
             counts,
             readBatchSize: this.opts.readBatchSize,
+            keyIndexMax: this.opts.keyIndexMax,
             fullResync: run0.fullResync,
             signal: anySignal,
           });

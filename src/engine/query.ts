@@ -4,8 +4,10 @@ import { compileMappings, type MappingSpec } from '../connectors/mapping.ts';
 import { FINGERPRINT_COLUMN, FingerprintUnsupported, type Column, type DestinationConnector, type DestinationField, type FingerprintSession, type Row, type SourceConnector } from '../connectors/types.ts';
 import type { Sql } from '../db/client.ts';
 import { ConnectorError } from '../errors.ts';
+import { resumeAfterCopy } from '../lib/copy-out.ts';
 import { stringifyPayload } from '../lib/json.ts';
 import { abortable, raceAbort } from './abort.ts';
+import { FINGERPRINT_INDEX_MAX, FingerprintIndex, LineSplitter } from './fingerprint-index.ts';
 import { equalityOf, matchKeyOf, mayBeUnrecordable, unrecordablePath } from './identity.ts';
 import { LookupResolver } from './lookups.ts';
 import { recordInvalid, type InvalidRow } from './records.ts';
@@ -50,6 +52,8 @@ export interface QueryInput {
   dest?: DestinationConnector;
   counts: RunCounts;
   readBatchSize: number;
+  /** Snapshot records up to which the key scan is compared in memory (default FINGERPRINT_INDEX_MAX; 0: in SQL). */
+  keyIndexMax?: number;
   /** Re-evaluate every row (the snapshot's fingerprints are not consulted). */
   fullResync?: boolean;
   /** Aborted on cancel, shutdown or the run's deadline: the read stops at once. */
@@ -66,6 +70,8 @@ export interface QueryStats {
   rowsFetched: number;
   /** Keys the scan found that the fetch no longer did (the model changed in between; reconsidered next run). */
   vanished: number;
+  /** Where the key scan was compared with the snapshot (incremental runs): in memory or in SQL. */
+  comparison?: 'memory' | 'sql';
   /** Why an incremental read was not used or given up (absent when it was used or not tried). */
   fullReason?: string;
 }
@@ -190,6 +196,44 @@ async function hasVersion(sql: Sql, syncId: string, version: string): Promise<bo
   return r.found;
 }
 
+/**
+ * The sync's snapshot pairs (primary key, fingerprint), in memory; undefined when there are more
+ * than `max` (the comparison stays in SQL). Pairs of another evaluation version match no scanned
+ * line (those carry this version's prefix), so they are not filtered out (a prefix test in SQL
+ * cost more than it saved). Read with COPY on a connection of its own (see StagingWriter.open),
+ * at most `max` + 1 rows, always to its end: a COPY stream left unread stalls its connection,
+ * so an abort stops the work, not the read (bounded by those rows, about a second per million).
+ * A COPY, not a cursor: a cursor's rows cost three times as much to take apart here.
+ */
+async function loadFingerprintIndex(sql: Sql, syncId: string, max: number, signal: AbortSignal): Promise<FingerprintIndex | undefined> {
+  // Grown as it fills (a sync's size is not known without counting; doubling costs ~2 inserts per pair).
+  const index = new FingerprintIndex(0, max);
+  let full = false;
+  const splitter = new LineSplitter((buf, start, end) => {
+    if (!full && !index.addLine(buf, start, end)) full = true;
+  });
+  const conn = await sql.reserve();
+  try {
+    // COPY takes no parameters: the sync's id as a quoted literal.
+    const id = `'${syncId.replace(/'/g, "''")}'`;
+    const stream = await conn.unsafe(`copy (select primary_key, source_fp from sync_snapshots where sync_id = ${id} and source_fp is not null limit ${Math.floor(max) + 1}) to stdout`).readable();
+    for await (const chunk of stream as AsyncIterable<Buffer>) {
+      if (!full && !signal.aborted) splitter.push(chunk);
+    }
+    // The connection goes back to the pool: its socket must flow (lib/copy-out.ts).
+    resumeAfterCopy(stream);
+  } finally {
+    conn.release();
+  }
+  if (signal.aborted) throw signal.reason;
+  if (full) return undefined;
+  const rest = splitter.end();
+  if (rest) throw new Error(`snapshot read: ${rest}`);
+  return index;
+}
+/** Scanned bytes held while the fingerprint index loads (the scan then waits for it). */
+const SCAN_QUEUE_BYTES = 8 * 1024 * 1024;
+
 interface IncrementalContext {
   columns: Column[];
   version: string;
@@ -221,35 +265,87 @@ async function incrementalRead(q: QueryInput, c: IncrementalContext): Promise<bo
     session = await raceAbort(q.source.fingerprints!(q.model.sql, { primaryKey: q.model.primaryKey, columns: c.columns, signal }), signal);
     if (!session) return await giveUp('the source cannot read this model by key (primary-key type or column names)');
 
-    // 1. The key scan, straight from the source's COPY text into keys_<run>.
+    // 1. The snapshot's pairs, in memory, when there are not too many (fingerprint-index.ts),
+    // loaded while the scan starts; the scan's lines wait for it in a bounded queue. Without
+    // the index the comparison is a hashed pass in SQL once the scan is in keys_<run>.
     await sql`drop table if exists ${kt}, ${ct}`;
     await sql`create unlogged table ${kt} (pk text, fp text)`;
+    await sql`create unlogged table ${ct} (pk text)`;
+    let index: FingerprintIndex | undefined | null = null;
+    const max = Math.min(q.keyIndexMax ?? FINGERPRINT_INDEX_MAX, FINGERPRINT_INDEX_MAX);
+    const loading = (max > 0 ? loadFingerprintIndex(sql, q.run.syncId, max, signal) : Promise.resolve(undefined)).then((i) => {
+      index = i;
+      return i;
+    });
+    loading.catch(() => {}); // awaited below; a failure must not go unhandled meanwhile
+
+    // 2. The key scan, straight from the source's COPY text into keys_<run>; with the index,
+    // each line is looked up on the way and the keys to read in full go to changed_<run>.
+    const scan = { n: 0, bad: 0, changed: [] as string[], queue: [] as Buffer[], queued: 0 };
+    const splitter = new LineSplitter((buf, start, end) => {
+      scan.n++;
+      const r = index!.probeLine(buf, start, end);
+      if (r.kind === 'changed') scan.changed.push(r.pk);
+      else if (r.kind === 'bad') scan.bad++;
+    });
+    const compare = async (chunk: string | Buffer | undefined) => {
+      const buf = typeof chunk === 'string' ? Buffer.from(chunk, 'utf8') : chunk;
+      if (index === null && buf) {
+        scan.queue.push(buf);
+        scan.queued += buf.length;
+        if (scan.queued < SCAN_QUEUE_BYTES) return;
+      }
+      if ((await loading) === undefined) {
+        scan.queue.length = 0;
+        return;
+      }
+      for (const b of scan.queue.splice(0)) splitter.push(b);
+      scan.queued = 0;
+      if (buf) splitter.push(buf);
+      if (scan.changed.length >= FETCH_BATCH || !chunk) {
+        const pks = scan.changed.splice(0);
+        if (pks.length) await sql`insert into ${ct} (pk) select unnest(${pks}::text[])`;
+      }
+    };
     try {
-      await copyKeys(sql, keys, session.keys(`${c.version}:`, signal), signal);
+      await copyKeys(sql, keys, session.keys(`${c.version}:`, signal), signal, compare);
+      await compare(undefined);
     } catch (e) {
       if (e instanceof FingerprintUnsupported) return await giveUp(`the source cannot read this model by key (${e.message})`);
       throw e;
     }
     await sql`analyze ${kt}`;
-    const [k] = await sql<{ n: number; bad: number }[]>`select count(*)::int as n, count(*) filter (where pk is null or pk = '')::int as bad from ${kt}`;
+    let k: { n: number; bad: number };
+    if (index) {
+      const rest = splitter.end();
+      if (rest) throw new Error(`key scan: ${rest}`);
+      k = { n: scan.n, bad: scan.bad };
+    } else {
+      [k] = await sql<{ n: number; bad: number }[]>`select count(*)::int as n, count(*) filter (where pk is null or pk = '')::int as bad from ${kt}`;
+    }
     if (k.bad > 0) return await giveUp('some rows have no primary key');
+    c.stats.comparison = index ? 'memory' : 'sql';
 
-    // 2. Keys to read in full: no snapshot record of this key has its fingerprint (new or
-    // changed), or the key is duplicated (its rows are all invalid, named by the diff), or two
-    // records hold this key and fingerprint (a match value that came from outside the row).
-    // One hashed pass. (Split into an anti-join and two aggregates on separate connections it was
-    // slower on two cores: measured 2.3 s against 1.8 s at a million keys.) No JIT: compiling
-    // the expressions took longer than they saved here.
-    await sql.begin(async (tx) => {
-      await tx`set local work_mem = '64MB'`;
-      await tx`set local jit = off`;
-      await tx`
-        create unlogged table ${ct} as
-        select kk.pk from ${kt} kk
-        left join sync_snapshots n on n.sync_id = ${q.run.syncId} and n.primary_key = kk.pk and n.source_fp = kk.fp
-        group by kk.pk having count(*) > 1 or bool_and(n.primary_key is not null) is not true`;
-    });
-    const [{ n: nChanged }] = await sql<{ n: number }[]>`select count(*)::int as n from ${ct}`;
+    // 3. Without the index, the keys to read in full in SQL: no snapshot record of this key has
+    // its fingerprint (new or changed), or the key is duplicated (its rows are all invalid, named
+    // by the diff), or two records hold this key and fingerprint (a match value that came from
+    // outside the row). One hashed pass. (Split into an anti-join and two aggregates on separate
+    // connections it was slower on two cores: measured 2.3 s against 1.8 s at a million keys.)
+    // No JIT: compiling the expressions took longer than they saved here.
+    if (!index) {
+      await sql.begin(async (tx) => {
+        await tx`set local work_mem = '64MB'`;
+        await tx`set local jit = off`;
+        await tx`
+          insert into ${ct} (pk)
+          select kk.pk from ${kt} kk
+          left join sync_snapshots n on n.sync_id = ${q.run.syncId} and n.primary_key = kk.pk and n.source_fp = kk.fp
+          group by kk.pk having count(*) > 1 or bool_and(n.primary_key is not null) is not true`;
+      });
+    }
+    // With the index a key seen twice is listed twice (both of its rows are read, and the diff
+    // finds them duplicated): counted and read once.
+    const [{ n: nChanged }] = await sql<{ n: number }[]>`select count(distinct pk)::int as n from ${ct}`;
     if (nChanged > 10_000 && nChanged > k.n / 4) return await giveUp(`${nChanged} of ${k.n} rows changed`);
     counts.queried = k.n;
     c.stats.incremental = true;
@@ -257,11 +353,11 @@ async function incrementalRead(q: QueryInput, c: IncrementalContext): Promise<bo
     // Complete: the diff compares under this version (diff.ts, incrementalScan).
     await sql`comment on table ${kt} is ${sql.unsafe(`'version=${c.version} rows=${k.n}'`)}`;
 
-    // 3. The rows of those keys, by key, in batches, from the same snapshot of the source.
+    // 4. The rows of those keys, by key, in batches, from the same snapshot of the source.
     const writer = await StagingWriter.open(sql, q.run.id);
     try {
       let n = 0;
-      for await (const rows of sql<{ pk: string }[]>`select pk from ${ct}`.cursor(FETCH_BATCH)) {
+      for await (const rows of sql<{ pk: string }[]>`select distinct pk from ${ct}`.cursor(FETCH_BATCH)) {
         if (signal.aborted) throw signal.reason;
         const wanted = new Set(rows.map((r) => r.pk));
         const fetched = (await raceAbort(session.fetch([...wanted], signal), signal)).filter((row) => {
@@ -300,8 +396,11 @@ async function incrementalRead(q: QueryInput, c: IncrementalContext): Promise<bo
   }
 }
 
-/** Pipes COPY text lines from the source into keys_<run> with COPY, honouring backpressure. */
-async function copyKeys(sql: Sql, table: string, chunks: AsyncIterable<string | Buffer>, signal: AbortSignal): Promise<void> {
+/**
+ * Pipes COPY text lines from the source into keys_<run> with COPY, honouring backpressure;
+ * `tee` sees each chunk too (and may pause the scan by its promise).
+ */
+async function copyKeys(sql: Sql, table: string, chunks: AsyncIterable<string | Buffer>, signal: AbortSignal, tee?: (chunk: string | Buffer) => Promise<void> | void): Promise<void> {
   // A connection of its own (see StagingWriter.open).
   const conn = await sql.reserve();
   try {
@@ -313,7 +412,9 @@ async function copyKeys(sql: Sql, table: string, chunks: AsyncIterable<string | 
     try {
       for await (const chunk of abortable(chunks, signal)) {
         if (failed) throw failed;
+        const teed = tee?.(chunk);
         if (!stream.write(chunk)) await once(stream, 'drain');
+        if (teed) await teed;
       }
       if (failed) throw failed;
       const done = once(stream, 'finish');

@@ -170,3 +170,35 @@ t.test('connection test errors have distinct codes', async (t) => {
   await expectCode(t, s.preview(`select * from ${schema}.people`, 1), 'permission_denied');
   await s.close();
 });
+
+t.test('a key scan read slowly leaves its connection usable for the fetches by key', async (t) => {
+  // postgres.js pauses the socket when a COPY stream's buffer is full; if the last CopyData and
+  // the CopyDone arrive together then, the stream ends with the socket paused and the next query
+  // on the connection never answers (src/lib/copy-out.ts). A consumer that does other work
+  // between chunks (the engine copies them into the control database) fills the buffer.
+  const table = `${schema}.many`;
+  await admin.unsafe(`create table ${table} as select i::int8 as id, repeat('x', 40) || i as name from generate_series(1, 20000) i`);
+  await admin.unsafe(`alter table ${table} add primary key (id)`);
+  const s = open();
+  t.teardown(() => s.close());
+  const sql = `select id, name from ${table}`;
+  const columns = await s.columns(sql);
+  for (let round = 0; round < 15; round++) {
+    const session = (await s.fingerprints!(sql, { primaryKey: 'id', columns }))!;
+    let lines = 0;
+    for await (const chunk of session.keys('v:')) {
+      lines += String(chunk).split('\n').length - 1;
+      await new Promise((r) => setTimeout(r, 1));
+    }
+    t.equal(lines, 20000, `round ${round}: every key`);
+    let timer: NodeJS.Timeout | undefined;
+    const rows = await Promise.race([
+      session.fetch(['7', '19999']),
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`round ${round}: the fetch after the key scan did not answer in 20 s`)), 20_000);
+      }),
+    ]).finally(() => clearTimeout(timer));
+    t.same(rows.map((r) => String(r.id)).sort(), ['19999', '7']);
+    await session.close();
+  }
+});

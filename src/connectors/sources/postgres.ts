@@ -1,3 +1,5 @@
+import type { Readable } from 'node:stream';
+import { resumeAfterCopy } from '../../lib/copy-out.ts';
 import type { Socket } from 'node:net';
 import { FINGERPRINT_COLUMN, type Column, type ConnectionTestReport, type ConnectionWarning, type ConnectorContext, type FingerprintOptions, type FingerprintSession, type PreviewResult, type ResolvedSecrets, type Row, type SourceConnector, type StreamOptions } from '../types.ts';
 import type { SqlDatabaseConfig } from '../sql-config.ts';
@@ -334,6 +336,8 @@ export class PostgresSource implements SourceConnector {
             yield r.value;
             if (sig?.aborted) throw cancelled();
           }
+          // The fetches by key run on this connection next (copy-out.ts).
+          resumeAfterCopy(stream as unknown as Readable);
         } catch (e) {
           throw await fail(e, query, pending, sig);
         }
