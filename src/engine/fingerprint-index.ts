@@ -7,15 +7,16 @@
 // per slot, at most half full: 32 MB for a million records) while the scan starts, and each
 // scanned line probes it; a set of the scanned keys' 64-bit hashes (16 MB) finds keys seen twice.
 //
-// Both sides arrive as PostgreSQL COPY text lines `pk\tfp\n`. A pair is hashed by its values (lines holding a backslash are unescaped first), so escapers
-// that differ in what they escape still agree, and equality is the SQL join's: byte equality.
-// Key and fingerprint are hashed where they lie (no copy), then combined (pairHash).
+// Both sides arrive as PostgreSQL COPY text lines `pk\tfp\n`. A pair is hashed by its values
+// (lines holding a backslash are unescaped first), so escapers that differ in what they escape
+// still agree, and equality is the SQL join's: byte equality. Key and fingerprint are hashed
+// where they lie (no copy), then combined (pairHash).
 //
 // Collisions: a changed row would be taken as unchanged only if its pair's 96-bit hash equalled
 // a snapshot pair's: about n² / 2⁹⁷ per run (10⁻¹⁷ at a million rows), far below the chance
 // that the 64-bit source fingerprint itself missed the change.
 
-/** Snapshot records above which the comparison stays in SQL (the table would pass ~55 MB). */
+/** Snapshot records above which the comparison stays in SQL (the table would pass 64 MB). */
 export const FINGERPRINT_INDEX_MAX = 2_000_000;
 
 const EMPTY = 0;
@@ -40,10 +41,9 @@ export class FingerprintIndex {
   /** The keys the scan has shown. */
   readonly #keys: HashSet64;
   #entries = 0;
-
-  /** A table that grows to at most `max` pairs (`expected`: a first size, to grow less). */
   readonly #max: number;
 
+  /** A table that grows to at most `max` pairs (`expected`: a first size, to grow less). */
   constructor(expected = 0, max = FINGERPRINT_INDEX_MAX) {
     this.#max = max;
     this.#keys = new HashSet64(Math.min(expected, max));
