@@ -530,6 +530,13 @@ async function main(): Promise<void> {
     await sinkReset(sinkUrl);
     const unchanged = await runSync(api, fullSync);
     const unchangedSent = await sinkStats(sinkUrl);
+    // Memory: a fresh worker runs one more unchanged run, so that its peak RSS (VmHWM) is an
+    // incremental run's, not the full sync's.
+    const w = await freshWorker();
+    const sampler = sampleRss(w.child.pid!);
+    const again = await runSync(api, fullSync);
+    const unchangedMem = sampler.stop();
+    log(`unchanged run in a fresh worker: ${again.wallMs} ms, worker peak ${unchangedMem.peakMb.toFixed(1)} MB`);
     const figure = round(r.wallMs / bareMs, 3);
     push({
       name: 'Incremental run (1% changed)',
@@ -562,8 +569,10 @@ async function main(): Promise<void> {
         runWallMs: unchanged.wallMs,
         runPhasesMs: unchanged.phases,
         requests: unchangedSent.requests,
+        workerPeakRssMb: Math.round(unchangedMem.peakMb),
+        freshWorkerRunWallMs: again.wallMs,
         bareCopyMs: copies.map((c) => Math.round(c)),
-        timing: 'Backhaul: POST /runs until the run is observed terminal (all phases), nothing changed since the last run. Bare: COPY (model) TO STDOUT, best of 2.',
+        timing: 'Backhaul: POST /runs until the run is observed terminal (all phases), nothing changed since the last run. Bare: COPY (model) TO STDOUT, best of 2. workerPeakRssMb: VmHWM of a fresh worker that ran one more unchanged run (freshWorkerRunWallMs).',
       },
     });
   }

@@ -20,13 +20,39 @@ import type { OpCounts } from './status.ts';
 
 /**
  * An incremental run's key scan (query.ts): the evaluation version its fingerprints were compared
- * under, or undefined when the run read every row in full. Written on keys_<run> once the scan
- * is complete, so a scan cut short reads as none.
+ * under and the rows it read, or undefined when the run read every row in full. `table` holds
+ * what the diff needs of it: `keys` (compared in SQL: keys_<run>, every scanned key and
+ * fingerprint) or `unmatched` (compared in memory: unm_<run>, the snapshot pairs no scanned row
+ * showed). The comment naming the version is written once the scan is complete, so a scan cut
+ * short reads as none.
  */
-export async function incrementalScan(sql: Sql, runId: string): Promise<{ version: string; rows: number } | undefined> {
-  const [r] = await sql<{ d: string | null }[]>`select obj_description(to_regclass(${`${STAGING_SCHEMA}.${stagingNames(runId).keys}`}), 'pg_class') as d`;
-  const m = /^version=([0-9a-z]+) rows=(\d+)$/.exec(r?.d ?? '');
-  return m ? { version: m[1], rows: Number(m[2]) } : undefined;
+export async function incrementalScan(sql: Sql, runId: string): Promise<IncrementalScan | undefined> {
+  const { keys, unmatched } = stagingNames(runId);
+  const [r] = await sql<{ k: string | null; u: string | null }[]>`
+    select obj_description(to_regclass(${`${STAGING_SCHEMA}.${keys}`}), 'pg_class') as k,
+           obj_description(to_regclass(${`${STAGING_SCHEMA}.${unmatched}`}), 'pg_class') as u`;
+  const parse = (d: string | null | undefined) => /^version=([0-9a-z]+) rows=(\d+)$/.exec(d ?? '');
+  const u = parse(r?.u);
+  if (u) return { version: u[1], rows: Number(u[2]), table: 'unmatched' };
+  const k = parse(r?.k);
+  return k ? { version: k[1], rows: Number(k[2]), table: 'keys' } : undefined;
+}
+
+export interface IncrementalScan {
+  version: string;
+  rows: number;
+  table: 'keys' | 'unmatched';
+}
+
+/**
+ * SQL: snapshot record `n` is claimed by a row the key scan showed with the record's key and
+ * fingerprint (an unchanged row, not read in full).
+ */
+function claimedByScan(sql: Sql, runId: string, inc: IncrementalScan) {
+  const { keys, unmatched } = stagingNames(runId);
+  return inc.table === 'keys'
+    ? sql`exists (select 1 from ${sql(STAGING_SCHEMA)}.${sql(keys)} kk where kk.pk = n.primary_key and kk.fp = n.source_fp)`
+    : sql`(n.source_fp is not null and not exists (select 1 from ${sql(STAGING_SCHEMA)}.${sql(unmatched)} u where u.pk = n.primary_key and u.fp = n.source_fp))`;
 }
 
 /**
@@ -37,10 +63,9 @@ export async function incrementalScan(sql: Sql, runId: string): Promise<{ versio
  * that record makes both invalid, as when both were read: the unchanged row is staged as a claim.
  */
 export async function markDuplicates(sql: Sql, runId: string, syncId?: string, lookups?: Lookups): Promise<InvalidRow[]> {
-  const { stg, keys } = stagingNames(runId);
+  const { stg, keys, unmatched } = stagingNames(runId);
   const t = sql`${sql(STAGING_SCHEMA)}.${sql(stg)}`;
   const inc = syncId ? await incrementalScan(sql, runId) : undefined;
-  const k = sql`${sql(STAGING_SCHEMA)}.${sql(keys)}`;
   // Statistics for the planner (a fresh table has none): hash joins and aggregates, no sorts.
   await sql`analyze ${t}`;
   const small = inc !== undefined && (await smallStaged(sql, stg, inc.rows, lookups));
@@ -71,9 +96,12 @@ export async function markDuplicates(sql: Sql, runId: string, syncId?: string, l
         from ${records}
           and not exists (select 1 from ${t} x where x.pk = n.primary_key) and n.source_fp like ${`${inc.version}:%`}`;
       if (cands.length) {
-        const present = await tx<{ pk: string; fp: string }[]>`select pk, fp from ${k} where pk = any(${cands.map((c) => c.pk)}::text[])`;
-        const have = new Set(present.map((r) => `${r.pk}\u0000${r.fp}`));
-        unread = cands.filter((c) => have.has(`${c.pk}\u0000${c.fp}`));
+        // One pass over the scan's table by key (keys_<run>: the pairs shown; unm_<run>: those not).
+        const shown = inc.table === 'keys';
+        const listed = await tx<{ pk: string; fp: string }[]>`
+          select pk, fp from ${sql(STAGING_SCHEMA)}.${sql(shown ? keys : unmatched)} where pk = any(${cands.map((c) => c.pk)}::text[])`;
+        const has = new Set(listed.map((r) => `${r.pk}\u0000${r.fp}`));
+        unread = cands.filter((c) => has.has(`${c.pk}\u0000${c.fp}`) === shown);
       }
     }
     const shared = unread.length
@@ -147,10 +175,9 @@ export interface PlanOptions {
 }
 
 export async function buildPlan(sql: Sql, runId: string, opts: PlanOptions): Promise<{ planned: OpCounts; total: number }> {
-  const { stg, plan, keys } = stagingNames(runId);
+  const { stg, plan } = stagingNames(runId);
   const s = sql`${sql(STAGING_SCHEMA)}.${sql(stg)}`;
   const p = sql`${sql(STAGING_SCHEMA)}.${sql(plan)}`;
-  const k = sql`${sql(STAGING_SCHEMA)}.${sql(keys)}`;
   const inc = opts.fullResync ? undefined : await incrementalScan(sql, runId);
   await sql`drop table if exists ${p}`;
   await sql`create unlogged table ${p} (
@@ -224,7 +251,7 @@ export async function buildPlan(sql: Sql, runId: string, opts: PlanOptions): Pro
         where n.sync_id = ${opts.syncId}
           and not exists (select 1 from ${s} st where st.mkey = n.match_key)
           and not exists (select 1 from ${s} st where st.pk = n.primary_key and st.state <> 'v')
-          ${inc ? sql`and not exists (select 1 from ${k} kk where kk.pk = n.primary_key and kk.fp = n.source_fp)` : sql``}`;
+          ${inc ? sql`and not ${claimedByScan(sql, runId, inc)}` : sql``}`;
     }
   });
   const rows = await sql<{ op: keyof OpCounts; n: number }[]>`select op, count(*)::int as n from ${p} group by op`;

@@ -162,6 +162,8 @@ export class RunExecutor {
 
       let planBuiltNow = false;
       let planBase = 0;
+      /** The snapshot's records, when querying counted them (QueryStats.snapshotRecords). */
+      let snapshotRecords: number | undefined;
       const run0 = state.run;
       const plannedOk = run0.plannedAt && (await tableExists(this.sql, stagingNames(runId).plan)) && (await planSize(this.sql, runId)) === run0.plannedTotal;
       if (!plannedOk) {
@@ -189,6 +191,7 @@ export class RunExecutor {
             fullResync: run0.fullResync,
             signal: anySignal,
           });
+          snapshotRecords = read.snapshotRecords;
           log.info({ read }, read.incremental ? `incremental read: ${read.rowsFetched} of ${read.keysScanned} rows read in full` : `full read: ${read.rowsFetched} rows`);
           try {
             this.hooks.queried?.(state.run, read);
@@ -214,7 +217,8 @@ export class RunExecutor {
         // The snapshot's size before the plan changes anything (the thresholds' base), counted
         // beside the plan on another connection: only this run writes the sync's snapshot, and
         // the plan's one write (fingerprints of unchanged payloads) changes no record's count.
-        const counting = snapshotSize(this.sql, sync.id);
+        // (An in-memory comparison of this execution counted them while loading them.)
+        const counting = snapshotRecords !== undefined ? Promise.resolve(snapshotRecords) : snapshotSize(this.sql, sync.id);
         counting.catch(() => {});
         const { planned, total } = await buildPlan(this.sql, runId, { syncId: sync.id, mode: sync.mode, fullResync: run0.fullResync, dryRun: run0.dryRun, matchField: sync.matchKey.destinationField, baseBatch: base });
         const before = await counting;

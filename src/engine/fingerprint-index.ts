@@ -1,29 +1,53 @@
 // The incremental key scan's comparison, in memory (issue 17). An incremental run must find the
 // keys whose (primary key, source fingerprint) matches no snapshot record (new, changed) or is
-// ambiguous (a key the scan saw twice, two records holding one key and fingerprint). Done in
-// SQL, that is a hash join and an aggregate over every key after the scan has been copied into
-// the control database (about 1.9 s at a million keys). Done here, it is a lookup per scanned
-// line: the snapshot's pairs are loaded into an open-addressing table of 96-bit hashes (16 bytes
-// per slot, at most half full: 32 MB for a million records) while the scan starts, and each
-// scanned line probes it; a set of the scanned keys' 64-bit hashes (16 MB) finds keys seen twice.
+// ambiguous (a key the scan saw twice, two records holding one key and fingerprint); then the
+// diff needs the snapshot records no scanned row claims. Done in SQL, that is the scan copied
+// into the control database, a hash join and an aggregate over every key (about 1.9 s at a
+// million keys) and an anti-join per diff. Done here, it is a lookup per scanned line: the
+// snapshot's pairs are loaded into an open-addressing table (16 bytes per slot, at most half
+// full: 32 MB for a million records) while the scan starts, each scanned line probes it, and
+// the pairs never shown are listed at the end from the loaded lines, kept for that.
+//
+// A slot is placed by its key's hash, so that the records of one key lie on one probe path: a
+// key held by two records or more is found while loading ("shared"), and only the sightings of
+// such keys are counted in a set of 64-bit key hashes (a key seen twice is read in full, like the
+// SQL's count(*) > 1). Any other key seen twice shows its one pair twice, or a pair that matches
+// nothing, and is read in full either way.
 //
 // Both sides arrive as PostgreSQL COPY text lines `pk\tfp\n`. A pair is hashed by its values
 // (lines holding a backslash are unescaped first), so escapers that differ in what they escape
 // still agree, and equality is the SQL join's: byte equality. Key and fingerprint are hashed
 // where they lie (no copy), then combined (pairHash).
 //
-// Collisions: a changed row would be taken as unchanged only if its pair's 96-bit hash equalled
-// a snapshot pair's: about n² / 2⁹⁷ per run (10⁻¹⁷ at a million rows), far below the chance
-// that the 64-bit source fingerprint itself missed the change.
+// Collisions: a slot holds 32 bits of its key's hash and 64 of its pair's. A changed row would
+// be taken as unchanged only if its new fingerprint's pair hash equalled that of a record of the
+// same key (about n / 2⁶⁴ per run, 10⁻¹³ at a million changed rows: the odds of the 64-bit source
+// fingerprint itself missing a change), or a record of another key matched all 96 bits.
 
 /** Snapshot records above which the comparison stays in SQL (the table would pass 64 MB). */
 export const FINGERPRINT_INDEX_MAX = 2_000_000;
 
+// A slot's state, in its word's low 3 bits.
 const EMPTY = 0;
+/** A snapshot record's pair the scan has not shown (yet). */
 const UNSEEN = 1;
+/** Shown once by the scan: its key is unchanged. */
 const SEEN = 2;
-/** Seen twice, or two snapshot records with this pair: every further sighting is read in full. */
-const AMBIGUOUS = 3;
+/** Two snapshot records hold this pair and the scan has not shown it. */
+const DOUBLE_UNSEEN = 3;
+/** Shown by the scan and ambiguous (seen twice, or two records hold it): read in full. */
+const AMBIGUOUS = 4;
+const STATE = 7;
+/** Flag: the slot's key is held by another snapshot record too (with another fingerprint). */
+const SHARED = 8;
+
+/** The snapshot's lines are kept in segments of this size (a slot names its line by one 32-bit offset). */
+const SEGMENT_BITS = 22;
+const SEGMENT = 1 << SEGMENT_BITS;
+/** Segments at most: 2 GB of lines, the reach of a 31-bit offset. */
+const MAX_SEGMENTS = 2 ** (31 - SEGMENT_BITS);
+/** Flag of a line's offset: its fingerprint's prefix was left out. */
+const STRIPPED = 2 ** 31;
 
 /** What a scanned line says about its key. */
 export type Probe =
@@ -36,35 +60,81 @@ export type Probe =
 
 export class FingerprintIndex {
   #mask: number;
-  /** Slot i is [h1, h2, h3, state] at 4i: one cache line per probe. */
+  /** Slot i is [key hash, pair hash (2 words), state | SHARED] at 4i: one cache line per probe. */
   #slots: Uint32Array;
-  /** The keys the scan has shown. */
-  readonly #keys: HashSet64;
+  /** Slot i's snapshot line: segment << SEGMENT_BITS | position (only read when listing unmatched records). */
+  #at: Uint32Array;
+  /** The snapshot's COPY lines as loaded, each ending in a newline. */
+  readonly #segments: Buffer[] = [];
+  #pos = SEGMENT;
+  /** The sightings of shared keys (created at the first). */
+  #keys: HashSet64 | undefined;
   #entries = 0;
+  #records = 0;
   readonly #max: number;
 
-  /** A table that grows to at most `max` pairs (`expected`: a first size, to grow less). */
-  constructor(expected = 0, max = FINGERPRINT_INDEX_MAX) {
+  /** The fingerprints' usual prefix (the evaluation version), kept once instead of per line. */
+  readonly #prefix: Buffer;
+
+  /**
+   * A table that grows to at most `max` pairs (`expected`: a first size, to grow less).
+   * `fpPrefix`: what most fingerprints start with (saves memory only).
+   */
+  constructor(expected = 0, max = FINGERPRINT_INDEX_MAX, fpPrefix = '') {
     this.#max = max;
-    this.#keys = new HashSet64(Math.min(expected, max));
+    this.#prefix = Buffer.from(fpPrefix, 'utf8');
     let size = 1024;
     while (size < Math.min(expected, max) * 2) size *= 2;
     this.#mask = size - 1;
     this.#slots = new Uint32Array(size * 4);
+    this.#at = new Uint32Array(size);
   }
 
-  /** Doubles the table, re-placing every pair by its hashes. */
+  /** Doubles the table, re-placing every pair by its key's hash. */
   #grow(): void {
     const old = this.#slots;
+    const oldAt = this.#at;
     const size = (this.#mask + 1) * 2;
     this.#mask = size - 1;
     const slots = (this.#slots = new Uint32Array(size * 4));
+    const at = (this.#at = new Uint32Array(size));
     for (let j = 0; j < old.length; j += 4) {
       if (old[j + 3] === EMPTY) continue;
       let i = old[j] & this.#mask;
       while (slots[i * 4 + 3] !== EMPTY) i = (i + 1) & this.#mask;
       slots.set(old.subarray(j, j + 4), i * 4);
+      at[i] = oldAt[j / 4];
     }
+  }
+
+  /**
+   * Keeps a snapshot line (`line[start, end)`) and returns where it lies (with STRIPPED when
+   * its fingerprint's prefix was left out), or -1 when the lines would pass 2 GB. A line longer
+   * than a segment gets a segment of its own.
+   */
+  #keep(line: Buffer, start: number, end: number): number {
+    // The fingerprint's prefix, when it has it, is not kept (put back by unmatched()).
+    const tab = line.indexOf(0x09, start);
+    const p = this.#prefix;
+    let cut = -1;
+    if (p.length && tab >= 0 && tab + 1 + p.length <= end && line.compare(p, 0, p.length, tab + 1, tab + 1 + p.length) === 0) cut = tab + 1;
+    const len = end - start + 1 - (cut < 0 ? 0 : p.length);
+    if (this.#pos + len > (this.#segments.at(-1)?.length ?? 0)) {
+      if (this.#segments.length >= MAX_SEGMENTS) return -1;
+      this.#segments.push(Buffer.allocUnsafe(Math.max(SEGMENT, len)));
+      this.#pos = 0;
+    }
+    const seg = this.#segments.length - 1;
+    const at = this.#pos;
+    const to = this.#segments[seg];
+    if (cut < 0) line.copy(to, at, start, end);
+    else {
+      line.copy(to, at, start, cut);
+      line.copy(to, at + cut - start, cut + p.length, end);
+    }
+    to[at + len - 1] = 0x0a;
+    this.#pos += len;
+    return (seg * SEGMENT + at + (cut < 0 ? 0 : STRIPPED)) >>> 0;
   }
 
   /** Pairs added. */
@@ -72,40 +142,63 @@ export class FingerprintIndex {
     return this.#entries;
   }
 
+  /** Snapshot lines added (records, with or without a fingerprint). */
+  get records(): number {
+    return this.#records;
+  }
+
   /**
    * Adds a snapshot record's pair from one COPY text line (`line[start, end)`, no newline).
-   * Returns false, adding nothing, when that would pass `max` pairs.
+   * Returns false, adding nothing, when that would pass `max` records.
    */
   addLine(line: Buffer, start: number, end: number): boolean {
+    if (this.#records >= this.#max) return false;
+    this.#records++;
+    // A record without a fingerprint (`\N`) matches no scanned line: counted only.
+    if (end - start >= 3 && line[end - 3] === 0x09 && line[end - 2] === 0x5c && line[end - 1] === 0x4e) return true;
     if (readLine(line, start, end) === null) return true;
-    if (this.#entries >= this.#max) return false;
     if (this.#entries * 2 >= this.#mask + 1) this.#grow();
-    const o = this.#locate();
+    const o = this.#locate(true);
     const slots = this.#slots;
     if (slots[o + 3] === EMPTY) {
-      slots.set(PAIR, o);
-      slots[o + 3] = UNSEEN;
+      const at = this.#keep(line, start, end);
+      if (at < 0) return false;
+      slots[o] = PK[0];
+      slots[o + 1] = PAIR[1];
+      slots[o + 2] = PAIR[2];
+      slots[o + 3] = UNSEEN | SHARED_FOUND;
+      this.#at[o / 4] = at;
       this.#entries++;
     } else {
-      slots[o + 3] = AMBIGUOUS;
+      // Both records hold the same line: one copy names both (the diff joins by value).
+      slots[o + 3] = DOUBLE_UNSEEN | (slots[o + 3] & SHARED) | SHARED_FOUND;
     }
     return true;
   }
 
   /**
-   * The offset of the slot holding the current pair's hash (pairHash of PK and FP), or of the
-   * empty slot where it would go (linear probing).
+   * The offset of the slot holding the current pair (PK, PAIR), or of the empty slot where it
+   * would go: linear probing from the key's hash. `loading`: the slots of the same key passed on
+   * the way are marked SHARED, and SHARED_FOUND says whether there were any.
    */
-  #locate(): number {
+  #locate(loading = false): number {
     pairHash();
-    const a = PAIR[0];
+    const k = PK[0];
     const b = PAIR[1];
     const c = PAIR[2];
     const slots = this.#slots;
-    let i = a & this.#mask;
+    SHARED_FOUND = 0;
+    let i = k & this.#mask;
     for (;;) {
       const o = i * 4;
-      if (slots[o + 3] === EMPTY || (slots[o] === a && slots[o + 1] === b && slots[o + 2] === c)) return o;
+      if (slots[o + 3] === EMPTY) return o;
+      if (slots[o] === k) {
+        if (slots[o + 1] === b && slots[o + 2] === c) return o;
+        if (loading) {
+          slots[o + 3] |= SHARED;
+          SHARED_FOUND = SHARED;
+        }
+      }
       i = (i + 1) & this.#mask;
     }
   }
@@ -114,18 +207,52 @@ export class FingerprintIndex {
   probeLine(line: Buffer, start: number, end: number): Probe {
     const key = readLine(line, start, end);
     if (key === null) return BAD;
-    // A key the scan saw before is read in full, whatever its fingerprints (its rows are
-    // duplicates). A 64-bit hash of the key: a collision only reads a row it need not.
-    if (this.#keys.add(PK[0], PK[1])) return { kind: 'changed', pk: key[0].toString('utf8', key[1], key[2]) };
     const o = this.#locate();
     const slots = this.#slots;
-    const state = slots[o + 3];
+    const word = slots[o + 3];
+    const state = word & STATE;
     if (state === UNSEEN) {
-      slots[o + 3] = SEEN;
-      return UNCHANGED;
+      // A key two records hold: the scan may show it twice, each time with one record's pair.
+      // A 64-bit hash of the key: a collision only reads a row it need not.
+      if (!(word & SHARED) || !(this.#keys ??= new HashSet64(0)).add(PK[0], PK[1])) {
+        slots[o + 3] = SEEN | (word & SHARED);
+        return UNCHANGED;
+      }
     }
-    if (state !== EMPTY) slots[o + 3] = AMBIGUOUS;
+    // Shown: the record is claimed by a scanned row, as the SQL join's (key, fingerprint) match.
+    if (state !== EMPTY) slots[o + 3] = AMBIGUOUS | (word & SHARED);
     return { kind: 'changed', pk: key[0].toString('utf8', key[1], key[2]) };
+  }
+
+  /**
+   * The snapshot pairs the scan never showed (records no scanned row claims by key and
+   * fingerprint: deleted or changed rows, records of another evaluation version), as the COPY
+   * text lines they were loaded from (`pk\tfp\n`), in chunks of about 64 KB. A pair two records
+   * hold is listed once.
+   */
+  *unmatched(): Generator<Buffer> {
+    const slots = this.#slots;
+    const parts: Buffer[] = [];
+    let bytes = 0;
+    for (let i = 0; i <= this.#mask; i++) {
+      const state = slots[i * 4 + 3] & STATE;
+      if (state !== UNSEEN && state !== DOUBLE_UNSEEN) continue;
+      const word = this.#at[i];
+      const at = word % STRIPPED;
+      const seg = this.#segments[Math.floor(at / SEGMENT)];
+      const pos = at % SEGMENT;
+      const line = seg.subarray(pos, seg.indexOf(0x0a, pos) + 1);
+      if (word >= STRIPPED) {
+        const tab = line.indexOf(0x09);
+        parts.push(line.subarray(0, tab + 1), this.#prefix, line.subarray(tab + 1));
+      } else parts.push(line);
+      bytes += line.length;
+      if (bytes >= 65536) {
+        yield Buffer.concat(parts.splice(0));
+        bytes = 0;
+      }
+    }
+    if (parts.length) yield Buffer.concat(parts);
   }
 }
 
@@ -297,6 +424,8 @@ const C2 = 0x1b873593;
 const PK = new Uint32Array(3);
 const FP = new Uint32Array(3);
 const PAIR = new Uint32Array(3);
+/** Set by #locate when loading: SHARED if it passed a slot of the same key. */
+let SHARED_FOUND = 0;
 function hash3(buf: Uint8Array, start: number, end: number, out: Uint32Array): void {
   let h1 = 0x9747b28c;
   let h2 = 0x2f1a3b5d;

@@ -1,5 +1,6 @@
 import { hash } from 'node:crypto';
 import { once } from 'node:events';
+import type { Writable } from 'node:stream';
 import { compileMappings, type MappingSpec } from '../connectors/mapping.ts';
 import { FINGERPRINT_COLUMN, FingerprintUnsupported, type Column, type DestinationConnector, type DestinationField, type FingerprintSession, type Row, type SourceConnector } from '../connectors/types.ts';
 import type { Sql } from '../db/client.ts';
@@ -72,6 +73,11 @@ export interface QueryStats {
   vanished: number;
   /** Where the key scan was compared with the snapshot (incremental runs): in memory or in SQL. */
   comparison?: 'memory' | 'sql';
+  /**
+   * The sync's snapshot records when the run began, when the comparison ran in memory (it read
+   * them all); the base of the change thresholds, which then need no count.
+   */
+  snapshotRecords?: number;
   /** Why an incremental read was not used or given up (absent when it was used or not tried). */
   fullReason?: string;
 }
@@ -198,16 +204,23 @@ async function hasVersion(sql: Sql, syncId: string, version: string): Promise<bo
 
 /**
  * The sync's snapshot pairs (primary key, fingerprint), in memory; undefined when there are more
- * than `max` (the comparison stays in SQL). Pairs of another evaluation version match no scanned
- * line (those carry this version's prefix), so they are not filtered out (a prefix test in SQL
- * cost more than it saved). Read with COPY on a connection of its own (see StagingWriter.open),
+ * than `max` records (the comparison stays in SQL). Pairs of another evaluation version match no
+ * scanned line (those carry this version's prefix), so they are not filtered out (a prefix test
+ * in SQL cost more than it saved); records without a fingerprint are read to be counted. Read with COPY on a connection of its own (see StagingWriter.open),
  * at most `max` + 1 rows, always to its end: a COPY stream left unread stalls its connection,
  * so an abort stops the work, not the read (bounded by those rows, about a second per million).
  * A COPY, not a cursor: a cursor's rows cost three times as much to take apart here.
  */
-async function loadFingerprintIndex(sql: Sql, syncId: string, max: number, signal: AbortSignal): Promise<FingerprintIndex | undefined> {
-  // Grown as it fills (a sync's size is not known without counting; doubling costs ~2 inserts per pair).
-  const index = new FingerprintIndex(0, max);
+async function loadFingerprintIndex(sql: Sql, run: QueryInput['run'], max: number, version: string, signal: AbortSignal): Promise<FingerprintIndex | undefined> {
+  // Sized for the rows the sync's last run queried (counting the records would cost a pass over
+  // them); grown as it fills when that was too few (doubling costs ~2 inserts per pair and holds
+  // both tables for a moment).
+  const [last] = await sql<{ n: number | null }[]>`
+    select (counts->>'queried')::int as n from runs
+    where sync_id = ${run.syncId} and id <> ${run.id} and status in ('succeeded', 'partially_succeeded')
+    order by id desc limit 1`;
+  const index = new FingerprintIndex(Math.min(max, Math.ceil((last?.n ?? 0) * 1.05)), max, `${version}:`);
+  const syncId = run.syncId;
   let full = false;
   const splitter = new LineSplitter((buf, start, end) => {
     if (!full && !index.addLine(buf, start, end)) full = true;
@@ -216,7 +229,7 @@ async function loadFingerprintIndex(sql: Sql, syncId: string, max: number, signa
   try {
     // COPY takes no parameters: the sync's id as a quoted literal.
     const id = `'${syncId.replace(/'/g, "''")}'`;
-    const stream = await conn.unsafe(`copy (select primary_key, source_fp from sync_snapshots where sync_id = ${id} and source_fp is not null limit ${Math.floor(max) + 1}) to stdout`).readable();
+    const stream = await conn.unsafe(`copy (select primary_key, source_fp from sync_snapshots where sync_id = ${id} limit ${Math.floor(max) + 1}) to stdout`).readable();
     for await (const chunk of stream as AsyncIterable<Buffer>) {
       if (!full && !signal.aborted) splitter.push(chunk);
     }
@@ -232,7 +245,7 @@ async function loadFingerprintIndex(sql: Sql, syncId: string, max: number, signa
   return index;
 }
 /** Scanned bytes held while the fingerprint index loads (the scan then waits for it). */
-const SCAN_QUEUE_BYTES = 8 * 1024 * 1024;
+const SCAN_QUEUE_BYTES = 32 * 1024 * 1024;
 
 interface IncrementalContext {
   columns: Column[];
@@ -250,15 +263,16 @@ interface IncrementalContext {
  */
 async function incrementalRead(q: QueryInput, c: IncrementalContext): Promise<boolean> {
   const { sql, counts, signal } = q;
-  const { keys, changed } = stagingNames(q.run.id);
+  const { keys, changed, unmatched } = stagingNames(q.run.id);
   const kt = sql`${sql(STAGING_SCHEMA)}.${sql(keys)}`;
   const ct = sql`${sql(STAGING_SCHEMA)}.${sql(changed)}`;
+  const mt = sql`${sql(STAGING_SCHEMA)}.${sql(unmatched)}`;
   let session: FingerprintSession | undefined;
   const giveUp = async (reason: string) => {
     c.stats.fullReason = reason;
     await session?.close().catch(() => {});
     session = undefined;
-    await sql`drop table if exists ${kt}, ${ct}`;
+    await sql`drop table if exists ${kt}, ${ct}, ${mt}`;
     return false;
   };
   try {
@@ -268,27 +282,28 @@ async function incrementalRead(q: QueryInput, c: IncrementalContext): Promise<bo
     // 1. The snapshot's pairs, in memory, when there are not too many (fingerprint-index.ts),
     // loaded while the scan starts; the scan's lines wait for it in a bounded queue. Without
     // the index the comparison is a hashed pass in SQL once the scan is in keys_<run>.
-    await sql`drop table if exists ${kt}, ${ct}`;
-    await sql`create unlogged table ${kt} (pk text, fp text)`;
+    await sql`drop table if exists ${kt}, ${ct}, ${mt}`;
     await sql`create unlogged table ${ct} (pk text)`;
     let index: FingerprintIndex | undefined | null = null;
     const max = Math.min(q.keyIndexMax ?? FINGERPRINT_INDEX_MAX, FINGERPRINT_INDEX_MAX);
-    const loading = (max > 0 ? loadFingerprintIndex(sql, q.run.syncId, max, signal) : Promise.resolve(undefined)).then((i) => {
+    const loading = (max > 0 ? loadFingerprintIndex(sql, q.run, max, c.version, signal) : Promise.resolve(undefined)).then((i) => {
       index = i;
       return i;
     });
     loading.catch(() => {}); // awaited below; a failure must not go unhandled meanwhile
 
-    // 2. The key scan, straight from the source's COPY text into keys_<run>; with the index,
-    // each line is looked up on the way and the keys to read in full go to changed_<run>.
+    // 2. The key scan: with the index, each COPY text line is looked up as it streams and the
+    // keys to read in full go to changed_<run>; the scan itself stays in memory. Without it,
+    // the lines go straight into keys_<run> (opened once the index is known to be missing).
     const scan = { n: 0, bad: 0, changed: [] as string[], queue: [] as Buffer[], queued: 0 };
+    let keysCopy: KeysCopy | undefined;
     const splitter = new LineSplitter((buf, start, end) => {
       scan.n++;
       const r = index!.probeLine(buf, start, end);
       if (r.kind === 'changed') scan.changed.push(r.pk);
       else if (r.kind === 'bad') scan.bad++;
     });
-    const compare = async (chunk: string | Buffer | undefined) => {
+    const consume = async (chunk: string | Buffer | undefined) => {
       const buf = typeof chunk === 'string' ? Buffer.from(chunk, 'utf8') : chunk;
       if (index === null && buf) {
         scan.queue.push(buf);
@@ -296,7 +311,10 @@ async function incrementalRead(q: QueryInput, c: IncrementalContext): Promise<bo
         if (scan.queued < SCAN_QUEUE_BYTES) return;
       }
       if ((await loading) === undefined) {
-        scan.queue.length = 0;
+        keysCopy ??= await KeysCopy.open(sql, keys);
+        for (const b of scan.queue.splice(0)) await keysCopy.write(b);
+        scan.queued = 0;
+        if (buf) await keysCopy.write(buf);
         return;
       }
       for (const b of scan.queue.splice(0)) splitter.push(b);
@@ -308,19 +326,21 @@ async function incrementalRead(q: QueryInput, c: IncrementalContext): Promise<bo
       }
     };
     try {
-      await copyKeys(sql, keys, session.keys(`${c.version}:`, signal), signal, compare);
-      await compare(undefined);
+      for await (const chunk of abortable(session.keys(`${c.version}:`, signal), signal)) await consume(chunk);
+      await consume(undefined);
+      await keysCopy?.end();
     } catch (e) {
+      keysCopy?.destroy();
       if (e instanceof FingerprintUnsupported) return await giveUp(`the source cannot read this model by key (${e.message})`);
       throw e;
     }
-    await sql`analyze ${kt}`;
     let k: { n: number; bad: number };
     if (index) {
       const rest = splitter.end();
       if (rest) throw new Error(`key scan: ${rest}`);
       k = { n: scan.n, bad: scan.bad };
     } else {
+      await sql`analyze ${kt}`;
       [k] = await sql<{ n: number; bad: number }[]>`select count(*)::int as n, count(*) filter (where pk is null or pk = '')::int as bad from ${kt}`;
     }
     if (k.bad > 0) return await giveUp('some rows have no primary key');
@@ -350,8 +370,27 @@ async function incrementalRead(q: QueryInput, c: IncrementalContext): Promise<bo
     counts.queried = k.n;
     c.stats.incremental = true;
     c.stats.keysScanned = k.n;
-    // Complete: the diff compares under this version (diff.ts, incrementalScan).
-    await sql`comment on table ${kt} is ${sql.unsafe(`'version=${c.version} rows=${k.n}'`)}`;
+    // What the diff needs of the scan (diff.ts, incrementalScan): which snapshot records no
+    // scanned row claims. In SQL that is keys_<run> itself; in memory, the index lists them
+    // (usually few: the records of changed and deleted rows) into unmatched_<run>. The table's
+    // comment, written last, says the scan is complete and under which version it compared.
+    const scanned = sql.unsafe(`'version=${c.version} rows=${k.n}'`);
+    if (index) {
+      const copy = await KeysCopy.open(sql, unmatched);
+      try {
+        for (const chunk of (index as FingerprintIndex).unmatched()) await copy.write(chunk);
+        await copy.end();
+      } catch (e) {
+        copy.destroy();
+        throw e;
+      }
+      c.stats.snapshotRecords = (index as FingerprintIndex).records;
+      index = undefined; // its memory is not needed by the fetch
+      await sql`analyze ${mt}`;
+      await sql`comment on table ${mt} is ${scanned}`;
+    } else {
+      await sql`comment on table ${kt} is ${scanned}`;
+    }
 
     // 4. The rows of those keys, by key, in batches, from the same snapshot of the source.
     const writer = await StagingWriter.open(sql, q.run.id);
@@ -397,34 +436,61 @@ async function incrementalRead(q: QueryInput, c: IncrementalContext): Promise<bo
 }
 
 /**
- * Pipes COPY text lines from the source into keys_<run> with COPY, honouring backpressure;
- * `tee` sees each chunk too (and may pause the scan by its promise).
+ * COPY text lines into a (pk, fp) table of the run (keys_<run>, unmatched_<run>; created here),
+ * honouring backpressure.
  */
-async function copyKeys(sql: Sql, table: string, chunks: AsyncIterable<string | Buffer>, signal: AbortSignal, tee?: (chunk: string | Buffer) => Promise<void> | void): Promise<void> {
-  // A connection of its own (see StagingWriter.open).
-  const conn = await sql.reserve();
-  try {
-    const stream = await conn`copy ${conn(STAGING_SCHEMA)}.${conn(table)} (pk, fp) from stdin`.writable();
-    let failed: Error | undefined;
+class KeysCopy {
+  readonly #stream: Writable;
+  readonly #release: () => void;
+  #failed: Error | undefined;
+  #released = false;
+
+  private constructor(stream: Writable, release: () => void) {
+    this.#stream = stream;
+    this.#release = release;
     stream.on('error', (e: Error) => {
-      failed ??= e;
+      this.#failed ??= e;
     });
+  }
+
+  static async open(sql: Sql, table: string): Promise<KeysCopy> {
+    // A connection of its own (see StagingWriter.open).
+    const conn = await sql.reserve();
     try {
-      for await (const chunk of abortable(chunks, signal)) {
-        if (failed) throw failed;
-        const teed = tee?.(chunk);
-        if (!stream.write(chunk)) await once(stream, 'drain');
-        if (teed) await teed;
-      }
-      if (failed) throw failed;
-      const done = once(stream, 'finish');
-      stream.end();
-      await done;
+      const t = conn`${conn(STAGING_SCHEMA)}.${conn(table)}`;
+      await conn`create unlogged table if not exists ${t} (pk text, fp text)`;
+      const stream = await conn`copy ${t} (pk, fp) from stdin`.writable();
+      return new KeysCopy(stream, () => conn.release());
     } catch (e) {
-      stream.destroy();
+      conn.release();
       throw e;
     }
-  } finally {
-    conn.release();
+  }
+
+  async write(chunk: Buffer): Promise<void> {
+    if (this.#failed) throw this.#failed;
+    if (!this.#stream.write(chunk)) await once(this.#stream, 'drain');
+  }
+
+  async end(): Promise<void> {
+    try {
+      if (this.#failed) throw this.#failed;
+      const done = once(this.#stream, 'finish');
+      this.#stream.end();
+      await done;
+    } finally {
+      this.#done();
+    }
+  }
+
+  destroy(): void {
+    this.#stream.destroy();
+    this.#done();
+  }
+
+  #done(): void {
+    if (this.#released) return;
+    this.#released = true;
+    this.#release();
   }
 }

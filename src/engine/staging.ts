@@ -11,7 +11,9 @@ import type { Sql } from '../db/client.ts';
 //              match = the JSON of the payload's match value (what the snapshot keeps for deletes),
 //              mkey = its match key (normalised by the destination's equality: the record's identity),
 //              fp = `<evaluation version>:<source fingerprint>` (what the snapshot keeps, see query.ts)
-//   keys_<run> (pk, fp)  an incremental run's key scan: every row's primary key and fingerprint
+//   keys_<run> (pk, fp)  an incremental run's key scan compared in SQL: every row's primary key and fingerprint
+//   unm_<run>  (pk, fp)  an incremental run's key scan compared in memory: the snapshot's pairs no
+//              scanned row showed (the records no unchanged row claims)
 //   chg_<run>  (pk)      its keys read in full (new, changed or duplicated)
 //   plan_<run> (seq, pk, op, hash, payload, match, mkey, record_id, fp)  operations to send, in seq
 //              order, deletes last. Which are done is not stored here but derived from the run's
@@ -21,9 +23,9 @@ import type { Sql } from '../db/client.ts';
 
 export const STAGING_SCHEMA = 'backhaul_staging';
 
-export function stagingNames(runId: string): { stg: string; plan: string; keys: string; changed: string; done: string } {
+export function stagingNames(runId: string): { stg: string; plan: string; keys: string; changed: string; unmatched: string; done: string } {
   const safe = runId.replace(/[^a-z0-9_]/g, '');
-  return { stg: `stg_${safe}`, plan: `plan_${safe}`, keys: `keys_${safe}`, changed: `chg_${safe}`, done: `done_${safe}` };
+  return { stg: `stg_${safe}`, plan: `plan_${safe}`, keys: `keys_${safe}`, changed: `chg_${safe}`, unmatched: `unm_${safe}`, done: `done_${safe}` };
 }
 
 export async function tableExists(sql: Sql, name: string): Promise<boolean> {
@@ -38,10 +40,9 @@ export async function createStaging(sql: Sql, runId: string): Promise<void> {
 }
 
 export async function dropRunTables(sql: Sql, runId: string): Promise<void> {
-  const { stg, plan, keys, changed, done } = stagingNames(runId);
-  await sql`drop table if exists ${sql(STAGING_SCHEMA)}.${sql(stg)}`;
-  await sql`drop table if exists ${sql(STAGING_SCHEMA)}.${sql(plan)}`;
-  await sql`drop table if exists ${sql(STAGING_SCHEMA)}.${sql(keys)}, ${sql(STAGING_SCHEMA)}.${sql(changed)}, ${sql(STAGING_SCHEMA)}.${sql(done)}`;
+  const { stg, plan, keys, changed, unmatched, done } = stagingNames(runId);
+  const t = (name: string) => sql`${sql(STAGING_SCHEMA)}.${sql(name)}`;
+  await sql`drop table if exists ${t(stg)}, ${t(plan)}, ${t(keys)}, ${t(changed)}, ${t(unmatched)}, ${t(done)}`;
 }
 
 /** COPY text-format escaping: backslash, tab, newline, carriage return. */

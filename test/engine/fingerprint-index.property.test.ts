@@ -11,6 +11,9 @@ import { FingerprintIndex, LineSplitter } from '../../src/engine/fingerprint-ind
 // keys two records hold with one fingerprint, NULL and empty keys counted apart; whatever the
 // escaping of the scan's COPY text (PostgreSQL's, the MariaDB source's, octal and hex escapes)
 // and wherever its chunks are cut. The SQL side is PostgreSQL's own COPY parser and join.
+// The diff then needs the snapshot records no scanned row claims (same key and fingerprint):
+// in SQL an anti-join with the scanned keys, in memory the pairs the index never saw (unm_<run>,
+// its lines read back by PostgreSQL's COPY). Both must name the same pairs.
 
 const RUNS = Number(process.env.PROPERTY_RUNS ?? 60);
 const url = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
@@ -39,6 +42,8 @@ const caseArb = fc.record({
   repeat: fc.array(fc.nat(), { maxLength: 15 }),
   escaper: escaperArb,
   cuts: fc.array(fc.nat(), { maxLength: 6 }),
+  // The fingerprints' usual prefix, which the index keeps once (memory only).
+  prefix: fc.constantFrom('v1:', 'v0:', 'v1:5', ''),
 });
 
 /** The bytes in chunks, cut where `cuts` say (modulo the length). */
@@ -63,6 +68,7 @@ t.test('the in-memory comparison picks the keys the SQL comparison picks', async
   await sql.unsafe(`drop schema if exists ${schema} cascade; create schema ${schema}`);
   await sql.unsafe(`create table ${schema}.snap (sync_id text, primary_key text, source_fp text)`);
   await sql.unsafe(`create table ${schema}.keys (pk text, fp text)`);
+  await sql.unsafe(`create table ${schema}.unm (pk text, fp text)`);
 
   const bySql = async (snapshot: { pk: string; fp: string | null }[], text: string) => {
     await sql.unsafe(`truncate ${schema}.snap, ${schema}.keys`);
@@ -84,7 +90,7 @@ t.test('the in-memory comparison picks the keys the SQL comparison picks', async
     // The snapshot side as the engine reads it: PostgreSQL's COPY text of the sync's records.
     const copied: Buffer[] = [];
     await conn0(async (c) => {
-      const r = await c.unsafe(`copy (select primary_key, source_fp from ${schema}.snap where sync_id = 's' and source_fp is not null) to stdout`).readable();
+      const r = await c.unsafe(`copy (select primary_key, source_fp from ${schema}.snap where sync_id = 's') to stdout`).readable();
       for await (const chunk of r as AsyncIterable<Buffer>) copied.push(chunk);
     });
     const rows = await sql.unsafe<{ pk: string }[]>(`
@@ -92,7 +98,27 @@ t.test('the in-memory comparison picks the keys the SQL comparison picks', async
       left join ${schema}.snap n on n.sync_id = 's' and n.primary_key = kk.pk and n.source_fp = kk.fp
       where kk.pk <> ''
       group by kk.pk having count(*) > 1 or bool_and(n.primary_key is not null) is not true`);
-    return { bad: k.bad, changed: rows.map((r) => r.pk).sort(), snapshotText: Buffer.concat(copied) };
+    const unclaimed = await sql.unsafe<{ pk: string; fp: string }[]>(`
+      select distinct primary_key as pk, source_fp as fp from ${schema}.snap n
+      where sync_id = 's' and source_fp is not null
+        and not exists (select 1 from ${schema}.keys kk where kk.pk = n.primary_key and kk.fp = n.source_fp)`);
+    return { bad: k.bad, changed: rows.map((r) => r.pk).sort(), unclaimed: pairs(unclaimed), snapshotText: Buffer.concat(copied) };
+  };
+  const pairs = (rows: { pk: string; fp: string }[]) => rows.map((r) => JSON.stringify([r.pk, r.fp])).sort();
+  /** The index's unmatched lines as PostgreSQL's COPY reads them (each pair once). */
+  const readBack = async (chunks: Buffer[]) => {
+    await sql.unsafe(`truncate ${schema}.unm`);
+    await conn0(async (c) => {
+      const w = await c.unsafe(`copy ${schema}.unm (pk, fp) from stdin`).writable();
+      const done = once(w, 'finish');
+      for (const ch of chunks) w.write(ch);
+      w.end();
+      await done;
+    });
+    const rows = await sql.unsafe<{ pk: string; fp: string }[]>(`select pk, fp from ${schema}.unm`);
+    const listed = pairs(rows);
+    if (new Set(listed).size !== listed.length) throw new Error(`a pair listed twice: ${listed.join(' ')}`);
+    return listed;
   };
   const conn0 = async (fn: (c: postgres.ReservedSql) => Promise<void>) => {
     const c = await sql.reserve();
@@ -103,8 +129,8 @@ t.test('the in-memory comparison picks the keys the SQL comparison picks', async
     }
   };
 
-  const inMemory = (snapshotChunks: Buffer[], chunks: Buffer[]) => {
-    const index = new FingerprintIndex(0);
+  const inMemory = (snapshotChunks: Buffer[], chunks: Buffer[], prefix: string) => {
+    const index = new FingerprintIndex(0, undefined, prefix);
     const load = new LineSplitter((buf, start, end) => {
       if (!index.addLine(buf, start, end)) throw new Error('table full');
     });
@@ -118,22 +144,31 @@ t.test('the in-memory comparison picks the keys the SQL comparison picks', async
       else if (p.kind === 'changed') changed.add(p.pk);
     });
     for (const c of chunks) splitter.push(c);
-    return { bad, changed: [...changed].sort(), rest: splitter.end() };
+    return { bad, changed: [...changed].sort(), rest: splitter.end(), unmatched: [...index.unmatched()], records: index.records };
   };
 
   await fc.assert(
-    fc.asyncProperty(caseArb, async ({ snapshot, scan, repeat, escaper, cuts }) => {
+    fc.asyncProperty(caseArb, async ({ snapshot, scan, repeat, escaper, cuts, prefix }) => {
       const lines = [...scan];
       for (const i of repeat) if (snapshot.length && snapshot[i % snapshot.length].fp) lines.push({ pk: snapshot[i % snapshot.length].pk, fp: snapshot[i % snapshot.length].fp! });
       const esc = escapers[escaper];
       const text = lines.map((l) => `${l.pk === null ? '\\N' : esc(l.pk)}\t${l.fp}\n`).join('');
       const want = await bySql(snapshot, text);
-      const got = inMemory(cut(want.snapshotText, cuts), cut(Buffer.from(text, 'utf8'), cuts));
+      const got = inMemory(cut(want.snapshotText, cuts), cut(Buffer.from(text, 'utf8'), cuts), prefix);
       if (got.rest !== undefined) throw new Error(`left over: ${got.rest}`);
       if (got.bad !== want.bad) throw new Error(`bad keys: ${got.bad} in memory, ${want.bad} in SQL`);
+      // Every record is counted, with a fingerprint or without (the change thresholds' base).
+      if (got.records !== snapshot.length) throw new Error(`records: ${got.records} in memory, ${snapshot.length} in SQL`);
       // The same keys (collation aside: compared as sets of exact strings).
       if (JSON.stringify(got.changed) !== JSON.stringify(want.changed)) {
         throw new Error(`in memory ${JSON.stringify(got.changed)}, SQL ${JSON.stringify(want.changed)}`);
+      }
+      // Without bad keys (the run then reads every row), the records no scanned row claims.
+      if (want.bad === 0) {
+        const unclaimed = await readBack(got.unmatched);
+        if (JSON.stringify(unclaimed) !== JSON.stringify(want.unclaimed)) {
+          throw new Error(`unclaimed in memory ${JSON.stringify(unclaimed)}, SQL ${JSON.stringify(want.unclaimed)}`);
+        }
       }
     }),
     { numRuns: RUNS, ...(process.env.PROPERTY_SEED ? { seed: Number(process.env.PROPERTY_SEED), path: process.env.PROPERTY_PATH } : {}) },
@@ -158,4 +193,23 @@ t.test('a table grows past its first size and refuses pairs beyond its bound', a
   });
   splitter.push(Array.from({ length: 5001 }, (_, i) => `${i}\tv:1\n`).join(''));
   t.equal(unchanged, 5000, 'every pair is found after the table grew');
+  t.same([...index.unmatched()].map(String), [], 'every pair was shown');
+});
+
+t.test('unmatched lines come back whole across segments, long lines included', async (t) => {
+  const index = new FingerprintIndex(0, undefined, 'v:');
+  const long = 'k'.repeat(5 * 1024 * 1024);
+  const lines = [...Array.from({ length: 200_000 }, (_, i) => `key-${i}-${'x'.repeat(i % 50)}\tv:${i}`), `${long}\tv:long`, `${long}\tw:long`, 'after\tv:1', 'other\tw:v:1'];
+  const refused = lines.filter((l) => {
+    const b = Buffer.from(l);
+    return !index.addLine(b, 0, b.length);
+  });
+  t.equal(refused.length, 0, 'every line added');
+  // Show every other line: the rest are unmatched.
+  const splitter = new LineSplitter((buf, s, e) => index.probeLine(buf, s, e));
+  splitter.push(lines.filter((_, i) => i % 2 === 0).join('\n') + '\n');
+  const got = Buffer.concat([...index.unmatched()]).toString('utf8').split('\n').slice(0, -1).sort();
+  const want = lines.filter((_, i) => i % 2 === 1).sort();
+  t.equal(got.length, want.length, 'as many lines as pairs not shown');
+  t.ok(got.every((l, i) => l === want[i]), 'each line as it was loaded');
 });
