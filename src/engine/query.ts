@@ -12,6 +12,7 @@ import { FINGERPRINT_INDEX_MAX, FingerprintIndex, LineSplitter } from './fingerp
 import { equalityOf, matchKeyOf, mayBeUnrecordable, unrecordablePath } from './identity.ts';
 import { LookupResolver } from './lookups.ts';
 import { recordInvalid, type InvalidRow } from './records.ts';
+import { ScanQueue } from './scan-queue.ts';
 import { createStaging, STAGING_SCHEMA, stagingNames, StagingWriter } from './staging.ts';
 import type { RunCounts } from './status.ts';
 
@@ -57,6 +58,8 @@ export interface QueryInput {
   keyIndexMax?: number;
   /** Re-evaluate every row (the snapshot's fingerprints are not consulted). */
   fullResync?: boolean;
+  /** Key-scan bytes held while the snapshot's fingerprint index loads (default SCAN_QUEUE_BYTES; tests). */
+  scanQueueBytes?: number;
   /** Aborted on cancel, shutdown or the run's deadline: the read stops at once. */
   signal: AbortSignal;
 }
@@ -245,7 +248,7 @@ async function loadFingerprintIndex(sql: Sql, run: QueryInput['run'], max: numbe
   return index;
 }
 /** Scanned bytes held while the fingerprint index loads (the scan then waits for it). */
-const SCAN_QUEUE_BYTES = 32 * 1024 * 1024;
+export const SCAN_QUEUE_BYTES = 32 * 1024 * 1024;
 
 interface IncrementalContext {
   columns: Column[];
@@ -295,7 +298,8 @@ async function incrementalRead(q: QueryInput, c: IncrementalContext): Promise<bo
     // 2. The key scan: with the index, each COPY text line is looked up as it streams and the
     // keys to read in full go to changed_<run>; the scan itself stays in memory. Without it,
     // the lines go straight into keys_<run> (opened once the index is known to be missing).
-    const scan = { n: 0, bad: 0, changed: [] as string[], queue: [] as Buffer[], queued: 0 };
+    const scan = { n: 0, bad: 0, changed: [] as string[] };
+    const queue = new ScanQueue(q.scanQueueBytes ?? SCAN_QUEUE_BYTES);
     let keysCopy: KeysCopy | undefined;
     const splitter = new LineSplitter((buf, start, end) => {
       scan.n++;
@@ -305,21 +309,14 @@ async function incrementalRead(q: QueryInput, c: IncrementalContext): Promise<bo
     });
     const consume = async (chunk: string | Buffer | undefined) => {
       const buf = typeof chunk === 'string' ? Buffer.from(chunk, 'utf8') : chunk;
-      if (index === null && buf) {
-        scan.queue.push(buf);
-        scan.queued += buf.length;
-        if (scan.queued < SCAN_QUEUE_BYTES) return;
-      }
+      const ready = queue.offer(buf, index === null);
+      if (buf && !ready.length) return;
       if ((await loading) === undefined) {
         keysCopy ??= await KeysCopy.open(sql, keys);
-        for (const b of scan.queue.splice(0)) await keysCopy.write(b);
-        scan.queued = 0;
-        if (buf) await keysCopy.write(buf);
+        for (const b of ready) await keysCopy.write(b);
         return;
       }
-      for (const b of scan.queue.splice(0)) splitter.push(b);
-      scan.queued = 0;
-      if (buf) splitter.push(buf);
+      for (const b of ready) splitter.push(b);
       if (scan.changed.length >= FETCH_BATCH || !chunk) {
         const pks = scan.changed.splice(0);
         if (pks.length) await sql`insert into ${ct} (pk) select unnest(${pks}::text[])`;

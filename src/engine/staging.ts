@@ -15,6 +15,8 @@ import type { Sql } from '../db/client.ts';
 //   unm_<run>  (pk, fp)  an incremental run's key scan compared in memory: the snapshot's pairs no
 //              scanned row showed (the records no unchanged row claims)
 //   chg_<run>  (pk)      its keys read in full (new, changed or duplicated)
+//   rec_<run>  (match_key, primary_key, hash, match_value, record_id, source_fp)  the snapshot
+//              records the staged rows claim, copied once for the diff when few rows were staged
 //   plan_<run> (seq, pk, op, hash, payload, match, mkey, record_id, fp)  operations to send, in seq
 //              order, deletes last. Which are done is not stored here but derived from the run's
 //              outcomes (run_records, run_batches).
@@ -23,9 +25,9 @@ import type { Sql } from '../db/client.ts';
 
 export const STAGING_SCHEMA = 'backhaul_staging';
 
-export function stagingNames(runId: string): { stg: string; plan: string; keys: string; changed: string; unmatched: string; done: string } {
+export function stagingNames(runId: string): { stg: string; plan: string; keys: string; changed: string; unmatched: string; records: string; done: string } {
   const safe = runId.replace(/[^a-z0-9_]/g, '');
-  return { stg: `stg_${safe}`, plan: `plan_${safe}`, keys: `keys_${safe}`, changed: `chg_${safe}`, unmatched: `unm_${safe}`, done: `done_${safe}` };
+  return { stg: `stg_${safe}`, plan: `plan_${safe}`, keys: `keys_${safe}`, changed: `chg_${safe}`, unmatched: `unm_${safe}`, records: `rec_${safe}`, done: `done_${safe}` };
 }
 
 export async function tableExists(sql: Sql, name: string): Promise<boolean> {
@@ -40,9 +42,9 @@ export async function createStaging(sql: Sql, runId: string): Promise<void> {
 }
 
 export async function dropRunTables(sql: Sql, runId: string): Promise<void> {
-  const { stg, plan, keys, changed, unmatched, done } = stagingNames(runId);
+  const { stg, plan, keys, changed, unmatched, records, done } = stagingNames(runId);
   const t = (name: string) => sql`${sql(STAGING_SCHEMA)}.${sql(name)}`;
-  await sql`drop table if exists ${t(stg)}, ${t(plan)}, ${t(keys)}, ${t(changed)}, ${t(unmatched)}, ${t(done)}`;
+  await sql`drop table if exists ${t(stg)}, ${t(plan)}, ${t(keys)}, ${t(changed)}, ${t(unmatched)}, ${t(records)}, ${t(done)}`;
 }
 
 /** COPY text-format escaping: backslash, tab, newline, carriage return. */

@@ -171,7 +171,7 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
       select t.tablename as name from pg_tables t
       where t.schemaname = ${STAGING_SCHEMA}
         and not exists (select 1 from runs r where r.status in ('queued', 'running')
-                        and t.tablename in ('stg_' || r.id, 'plan_' || r.id, 'keys_' || r.id, 'chg_' || r.id, 'unm_' || r.id, 'done_' || r.id))`;
+                        and t.tablename in ('stg_' || r.id, 'plan_' || r.id, 'keys_' || r.id, 'chg_' || r.id, 'unm_' || r.id, 'rec_' || r.id, 'done_' || r.id))`;
     for (const { name } of orphans) await database.sql`drop table if exists ${database.sql(STAGING_SCHEMA)}.${database.sql(name)}`;
     logger.debug({ runRecords: removed.count, runBatches: removedBatches.count, idempotencyKeys: keys, stagingTables: orphans.length }, 'maintenance done');
   };

@@ -121,14 +121,17 @@ t.test('PostgreSQL: unchanged and 1%-changed runs read only changed rows in full
 // The key scan is compared with the snapshot in memory (up to keyIndexMax records) or in SQL:
 // the scenarios below run both ways (test/engine/fingerprint-index.property.test.ts proves
 // that the two pick the same keys for any input).
+// In memory with a one-byte scan queue, the scan's chunks wait for the index as soon as one
+// arrives before it loaded (test/engine/scan-queue.property.test.ts covers every interleaving).
 const COMPARISONS = [
-  ['in memory', undefined],
-  ['in SQL', 0],
+  ['in memory', { keyIndexMax: undefined }],
+  ['in memory, scan queued while the index loads', { keyIndexMax: undefined, scanQueueBytes: 1 }],
+  ['in SQL', { keyIndexMax: 0 }],
 ] as const;
 
-for (const [how, keyIndexMax] of COMPARISONS)
+for (const [how, scanOpts] of COMPARISONS)
 t.test(`mirror: deletes need no payload, and an unchanged row still claims its record (keys compared ${how})`, async (t) => {
-  const h = await startTestBackhaul(t, { start: { worker: true, engine: { ...engine, keyIndexMax } } });
+  const h = await startTestBackhaul(t, { start: { worker: true, engine: { ...engine, ...scanOpts } } });
   const crm = await startFakeCrm();
   t.teardown(() => crm.close());
   const { src, syncId } = await setupSync(t, h, crm.url, { rows: 100, mode: 'mirror' });
@@ -170,7 +173,7 @@ t.test(`mirror: deletes need no payload, and an unchanged row still claims its r
   t.same(await delta(), { key: 95, row: 0 }, 'nothing is read in full');
 });
 
-for (const [how, keyIndexMax] of COMPARISONS)
+for (const [how, scanOpts] of COMPARISONS)
 t.test(`a row that changed or left between the key scan and the fetch (keys compared ${how})`, async (t) => {
   const h = await startTestBackhaul(t, { start: { worker: false, engine } });
   const crm = await startFakeCrm();
@@ -179,7 +182,7 @@ t.test(`a row that changed or left between the key scan and the fetch (keys comp
   const [{ workspace_id: workspaceId }] = await h.bh.database.sql<{ workspace_id: string }[]>`select workspace_id from syncs where id = ${syncId}`;
   const actor = systemActor(workspaceId);
   const stats: QueryStats[] = [];
-  const executor = new RunExecutor(h.bh.database, h.bh.services, { ...engine, keyIndexMax }, { queried: (_run, s) => stats.push(s) });
+  const executor = new RunExecutor(h.bh.database, h.bh.services, { ...engine, ...scanOpts }, { queried: (_run, s) => stats.push(s) });
   const run = async () => {
     const { run } = await h.bh.services.runs.trigger(actor, syncId, {}, 'api');
     await executor.execute(run.id, { workerId: 'test', signal: new AbortController().signal, logger: pino({ level: 'silent' }) });
@@ -240,7 +243,7 @@ t.test(`a row that changed or left between the key scan and the fetch (keys comp
   const r = await run();
   between = undefined;
   t.equal(r.status, 'succeeded', JSON.stringify(r.error));
-  t.match(stats.at(-1), { incremental: true, keysScanned: 50, rowsFetched: 1, vanished: 1, comparison: keyIndexMax === 0 ? 'sql' : 'memory' });
+  t.match(stats.at(-1), { incremental: true, keysScanned: 50, rowsFetched: 1, vanished: 1, comparison: scanOpts.keyIndexMax === 0 ? 'sql' : 'memory' });
   t.same(r.counts.planned, { insert: 0, update: 1, delete: 0 }, 'row 7 is neither sent nor deleted in this run');
   t.equal(crm.contacts.get('user8@example.com')!.name, 'eight again', 'row 8 as fetched');
   t.ok(crm.contacts.has('user7@example.com'));
