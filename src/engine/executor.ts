@@ -48,7 +48,7 @@ export interface EngineOptions {
    * FINGERPRINT_INDEX_MAX, 2,000,000); above, or at 0, the comparison is done in SQL.
    */
   keyIndexMax?: number;
-  /** Key-scan bytes held while the snapshot's fingerprint index loads (default 32 MB; tests). */
+  /** Key-scan bytes held while the snapshot's fingerprint index loads (default 16 MB; tests). */
   scanQueueBytes?: number;
 }
 

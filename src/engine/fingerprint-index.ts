@@ -4,7 +4,7 @@
 // diff needs the snapshot records no scanned row claims. Done in SQL, that is the scan copied
 // into the control database, a hash join and an aggregate over every key (about 1.9 s at a
 // million keys) and an anti-join per diff. Done here, it is a lookup per scanned line: the
-// snapshot's pairs are loaded into an open-addressing table (16 bytes per slot, at most half
+// snapshot's pairs are loaded into an open-addressing table (16 bytes per slot, at most 70%
 // full: 32 MB for a million records) while the scan starts, each scanned line probes it, and
 // the pairs never shown are listed at the end from the loaded lines, kept for that.
 //
@@ -26,6 +26,13 @@
 
 /** Snapshot records above which the comparison stays in SQL (the table would pass 64 MB). */
 export const FINGERPRINT_INDEX_MAX = 2_000_000;
+/**
+ * A table doubles past this share of its slots filled; a first size is chosen at most FIRST_LOAD
+ * full (a power of two: a million records take 2²¹ slots, 32 MB). With linear probing and these
+ * hashes a lookup of a present pair reads about 1.5–2 slots, mostly in one cache line.
+ */
+const MAX_LOAD = 0.7;
+const FIRST_LOAD = 0.6;
 
 // A slot's state, in its word's low 3 bits.
 const EMPTY = 0;
@@ -70,6 +77,8 @@ export class FingerprintIndex {
   /** The sightings of shared keys (created at the first). */
   #keys: HashSet64 | undefined;
   #entries = 0;
+  /** Pairs at which the table doubles. */
+  #limit: number;
   #records = 0;
   readonly #max: number;
 
@@ -84,8 +93,9 @@ export class FingerprintIndex {
     this.#max = max;
     this.#prefix = Buffer.from(fpPrefix, 'utf8');
     let size = 1024;
-    while (size < Math.min(expected, max) * 2) size *= 2;
+    while (size * FIRST_LOAD < Math.min(expected, max)) size *= 2;
     this.#mask = size - 1;
+    this.#limit = Math.floor(size * MAX_LOAD);
     this.#slots = new Uint32Array(size * 4);
     this.#at = new Uint32Array(size);
   }
@@ -96,6 +106,7 @@ export class FingerprintIndex {
     const oldAt = this.#at;
     const size = (this.#mask + 1) * 2;
     this.#mask = size - 1;
+    this.#limit = Math.floor(size * MAX_LOAD);
     const slots = (this.#slots = new Uint32Array(size * 4));
     const at = (this.#at = new Uint32Array(size));
     for (let j = 0; j < old.length; j += 4) {
@@ -157,7 +168,7 @@ export class FingerprintIndex {
     // A record without a fingerprint (`\N`) matches no scanned line: counted only.
     if (end - start >= 3 && line[end - 3] === 0x09 && line[end - 2] === 0x5c && line[end - 1] === 0x4e) return true;
     if (readLine(line, start, end) === null) return true;
-    if (this.#entries * 2 >= this.#mask + 1) this.#grow();
+    if (this.#entries >= this.#limit) this.#grow();
     const o = this.#locate(true);
     const slots = this.#slots;
     if (slots[o + 3] === EMPTY) {
