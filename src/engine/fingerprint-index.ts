@@ -125,10 +125,10 @@ export class FingerprintIndex {
    */
   #keep(line: Buffer, start: number, end: number): number {
     // The fingerprint's prefix, when it has it, is not kept (put back by unmatched()).
-    const tab = line.indexOf(0x09, start);
+    const tab = LINE_TAB; // found by readLine, just before
     const p = this.#prefix;
     let cut = -1;
-    if (p.length && tab >= 0 && tab + 1 + p.length <= end && line.compare(p, 0, p.length, tab + 1, tab + 1 + p.length) === 0) cut = tab + 1;
+    if (p.length && tab >= 0 && tab + 1 + p.length <= end && startsWith(line, tab + 1, p)) cut = tab + 1;
     const len = end - start + 1 - (cut < 0 ? 0 : p.length);
     if (this.#pos + len > (this.#segments.at(-1)?.length ?? 0)) {
       if (this.#segments.length >= MAX_SEGMENTS) return -1;
@@ -178,7 +178,7 @@ export class FingerprintIndex {
       slots[o + 1] = PAIR[1];
       slots[o + 2] = PAIR[2];
       slots[o + 3] = UNSEEN | SHARED_FOUND;
-      this.#at[o / 4] = at;
+      this.#at[o >>> 2] = at;
       this.#entries++;
     } else {
       // Both records hold the same line: one copy names both (the diff joins by value).
@@ -267,6 +267,12 @@ export class FingerprintIndex {
   }
 }
 
+/** Whether `buf` holds `p` at `at` (a loop: for a prefix of a few bytes, cheaper than a native compare). */
+function startsWith(buf: Buffer, at: number, p: Buffer): boolean {
+  for (let i = 0; i < p.length; i++) if (buf[at + i] !== p[i]) return false;
+  return true;
+}
+
 /**
  * Hashes a COPY text line's key into PK and its fingerprint into FP. Returns where the key's
  * bytes lie (the line itself, or its unescaped copy), or null for a NULL or empty key.
@@ -280,6 +286,7 @@ function readLine(line: Buffer, start: number, end: number): [Buffer, number, nu
       if (tab < 0) tab = i;
     } else if (ch === 0x5c) escaped = true;
   }
+  LINE_TAB = tab;
   const pkEnd = tab < 0 ? end : tab;
   const fpStart = tab < 0 ? end : tab + 1;
   if (pkEnd === start || (pkEnd - start === 2 && line[start] === 0x5c && line[start + 1] === 0x4e)) return null;
@@ -300,6 +307,8 @@ function readLine(line: Buffer, start: number, end: number): [Buffer, number, nu
   return [pk, 0, pk.length];
 }
 const KEY: [Buffer, number, number] = [Buffer.alloc(0), 0, 0];
+/** The last line readLine read: its first tab's position (-1: none). */
+let LINE_TAB = -1;
 
 const UNCHANGED: Probe = Object.freeze({ kind: 'unchanged' });
 const BAD: Probe = Object.freeze({ kind: 'bad' });
@@ -409,12 +418,21 @@ export class LineSplitter {
   }
 
   push(chunk: Buffer | string): void {
-    let buf = typeof chunk === 'string' ? Buffer.from(chunk, 'utf8') : chunk;
-    if (this.#rest) {
-      buf = Buffer.concat([this.#rest, buf]);
-      this.#rest = undefined;
-    }
+    const buf = typeof chunk === 'string' ? Buffer.from(chunk, 'utf8') : chunk;
     let start = 0;
+    if (this.#rest) {
+      // The line cut at the last chunk's end: joined with its end alone, not the whole chunk
+      // (copying every chunk cost a copy of the scan and the garbage of one buffer per chunk).
+      const nl = buf.indexOf(0x0a);
+      if (nl < 0) {
+        this.#rest = Buffer.concat([this.#rest, buf]);
+        return;
+      }
+      const line = Buffer.concat([this.#rest, buf.subarray(0, nl)]);
+      this.#rest = undefined;
+      this.#onLine(line, 0, line.length);
+      start = nl + 1;
+    }
     for (;;) {
       const nl = buf.indexOf(0x0a, start);
       if (nl < 0) break;
