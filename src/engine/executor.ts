@@ -83,13 +83,16 @@ export interface RunHooks {
  * Autovacuum would get to it a minute or more later; until then the next run's plans read stale
  * statistics (a table never analyzed reads as empty): measured at a million records, the
  * incremental run's read of the snapshot's fingerprints took a bitmap scan of the key index,
- * 1.06 s, instead of a sequential scan, 0.57 s. Best effort: a failure is logged, not raised.
+ * 1.06 s, instead of a sequential scan, 0.57 s. Best effort: skipped when the table is locked
+ * by another ANALYZE or a VACUUM; a failure is logged, not raised.
  */
 async function refreshSnapshotStatistics(sql: Database['sql'], counts: RunCounts, log: Logger): Promise<void> {
   const s = counts.succeeded;
   const written = s.insert + s.update + s.delete;
   if (written <= 10_000 || written * 5 < counts.queried) return;
-  await sql`analyze sync_snapshots`.catch((e: unknown) => log.warn({ err: e }, 'analyze sync_snapshots failed'));
+  // SKIP_LOCKED: never waits behind another worker's ANALYZE or a manual VACUUM (autovacuum
+  // would yield; these would not).
+  await sql`analyze (skip_locked) sync_snapshots`.catch((e: unknown) => log.warn({ err: e }, 'analyze sync_snapshots failed'));
 }
 
 /** The run's deadline passed: it fails, retryable. */
