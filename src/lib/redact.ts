@@ -20,6 +20,12 @@ export const CREDENTIAL_HEADERS = ['authorization', 'proxy-authorization', 'cook
 export interface Redactor {
   /** `s` with every known form of every secret replaced by `[REDACTED]`. */
   text(s: string): string;
+  /**
+   * The first `n` characters of text(s), and whether text(s) is longer (the row debugger keeps
+   * the head of request bodies of up to megabytes). Reads about `n` characters plus the longest
+   * secret form when no secret lies near the head; otherwise redacts all of `s`.
+   */
+  head(s: string, n: number): { text: string; truncated: boolean };
   /** Headers (names lower-cased): credential headers replaced wholesale, other values through text(). */
   headers(h: Record<string, string>): Record<string, string>;
   /** A deep copy of a JSON-like value with every string (keys included) through text(). */
@@ -86,12 +92,14 @@ interface Compiled {
   key: string;
   plain?: RegExp;
   base64?: RegExp;
+  /** The longest form matched (characters). */
+  longest: number;
 }
 
 function compile(values: string[]): Compiled {
   const usable = [...new Set(values.filter((v) => typeof v === 'string' && v.length >= MIN_SECRET_LENGTH))].sort();
   const key = usable.join('\u0000');
-  if (!usable.length) return { key };
+  if (!usable.length) return { key, longest: 0 };
   const plain = new Set<string>();
   const b64 = new Set<string>();
   for (const v of usable) {
@@ -105,6 +113,7 @@ function compile(values: string[]): Compiled {
     key,
     plain: new RegExp(alt(plain), 'g'),
     base64: b64.size ? new RegExp(alt(b64), 'g') : undefined,
+    longest: Math.max(...[...plain, ...b64].map((f) => f.length)),
   };
 }
 
@@ -143,7 +152,7 @@ function replaceBase64Runs(s: string, cores: RegExp): string {
  */
 export function secretRedactor(values: Iterable<string> | (() => Iterable<string>), secretHeaderNames: string[] = []): Redactor {
   const get = typeof values === 'function' ? values : () => values;
-  let compiled: Compiled = { key: '' };
+  let compiled: Compiled = { key: '', longest: 0 };
   const current = (): Compiled => {
     const vs = [...get()];
     const key = [...new Set(vs.filter((v) => typeof v === 'string' && v.length >= MIN_SECRET_LENGTH))].sort().join('\u0000');
@@ -158,6 +167,25 @@ export function secretRedactor(values: Iterable<string> | (() => Iterable<string
     if (!c.plain) return s;
     const out = s.replace(c.plain, REDACTED);
     return c.base64 ? replaceBase64Runs(out, c.base64) : out;
+  };
+
+  // Only the head is redacted when the head comes out unchanged: then no form starts before `n`
+  // in `s` (a form starting there ends inside the window, which reaches `longest` characters
+  // further), and no base64 run replaced around a later match reaches back before `n` (the
+  // window is extended to the end of the run it ends in, so such a match would lie inside it).
+  // Anything found in the window: all of `s` is redacted, as text() would.
+  const head = (s: string, n: number): { text: string; truncated: boolean } => {
+    const c = current();
+    if (c.plain && s.length > n) {
+      let end = Math.min(s.length, n + c.longest);
+      while (end < s.length && (isB64(s.charCodeAt(end)) || s.charCodeAt(end) === 61)) end++;
+      if (end < s.length) {
+        const window = s.slice(0, end);
+        if (text(window) === window) return { text: s.slice(0, n), truncated: true };
+      }
+    }
+    const all = text(s);
+    return all.length > n ? { text: all.slice(0, n), truncated: true } : { text: all, truncated: false };
   };
 
   const value = <T>(v: T): T => {
@@ -190,6 +218,7 @@ export function secretRedactor(values: Iterable<string> | (() => Iterable<string
 
   return {
     text,
+    head,
     headers: (h) => Object.fromEntries(Object.entries(h).map(([k, v]) => [k.toLowerCase(), names.has(k.toLowerCase()) ? REDACTED : text(String(v))])),
     value,
     error,

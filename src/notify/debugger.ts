@@ -20,9 +20,11 @@ import { NO_SECRETS, type Redactor } from '../lib/redact.ts';
 
 export const MAX_BODY = 8 * 1024;
 
-function cut(body: string | undefined): { body?: string; bodyTruncated?: boolean } {
+/** A body as kept: the head of its redacted text, at most MAX_BODY characters. */
+function cut(r: Redactor, body: string | undefined): { body?: string; bodyTruncated?: boolean } {
   if (body === undefined) return {};
-  return body.length > MAX_BODY ? { body: body.slice(0, MAX_BODY), bodyTruncated: true } : { body };
+  const h = r.head(body, MAX_BODY);
+  return h.truncated ? { body: h.text, bodyTruncated: true } : { body: h.text };
 }
 
 export function createDebugger(o: {
@@ -38,7 +40,7 @@ export function createDebugger(o: {
   async function batchDelivered(run: RunRow, batch: number, result: BatchResult): Promise<void> {
     if (o.retentionDays <= 0 || !result.exchanges.length) return;
     const r = o.redactorFor ? await o.redactorFor(run).catch(() => NO_SECRETS) : NO_SECRETS;
-    const body = (b: string | undefined) => cut(b === undefined ? undefined : r.text(b));
+    const body = (b: string | undefined) => cut(r, b);
     const bySeq = new Map(result.outcomes.map((r) => [r.op.seq, r.op.pk]));
     const rows = result.exchanges.map(({ exchange: e, seqs }: { exchange: WireExchange; seqs: number[] }) => ({
       id: newId('runExchange'),

@@ -83,3 +83,46 @@ t.test('long base64 bodies are scanned in linear time', async (t) => {
   // Not a wall-clock assertion on the machine: a quadratic scan of 2 MB would take hours, not seconds.
   t.ok(process.hrtime.bigint() - started < 60_000_000_000n);
 });
+
+t.test('head(s, n) is text(s) cut at n, wherever secrets and base64 runs lie around n (property)', async (t) => {
+  // Bodies of filler (base64 letters among others, so runs reach across n), echoed secret forms
+  // and long base64 runs holding a secret; n anywhere, mostly near a form. A head redacted from a
+  // window must equal the head of the whole body redacted: no secret, nor part of one, nor the
+  // start of a base64 run replaced further on, may show.
+  const secret = fc.string({ unit: fc.constantFrom(...[...'abcXYZ0189+/=_-~!@#$%^&*() "\'\\:;.,<>?é€😀']), minLength: 4, maxLength: 24 }).filter((s) => s.trim().length >= 4);
+  const filler = fc.string({ unit: fc.constantFrom(...[...'abQZ09+/=_- {}":,\n']), maxLength: 40 });
+  const part = (s: string) =>
+    fc.oneof(
+      filler,
+      fc.tuple(fc.constantFrom(...Object.keys(FORMS)), fc.string({ maxLength: 8 })).map(([form, user]) => FORMS[form](s, user)),
+      fc.tuple(fc.integer({ min: 0, max: 120 }), fc.integer({ min: 0, max: 120 })).map(([a, b]) => b64(`${'x'.repeat(a)}${s}${'y'.repeat(b)}`)),
+    );
+  fc.assert(
+    fc.property(
+      secret.chain((s) => fc.tuple(fc.constant(s), fc.array(part(s), { maxLength: 12 }), fc.nat(), fc.integer({ min: -30, max: 30 }))),
+      ([s, parts, pick, shift]) => {
+        const body = parts.join('');
+        const r = secretRedactor([s]);
+        // n at a part boundary plus a shift (the edges of a form), or anywhere.
+        const bounds = parts.map((_, i) => parts.slice(0, i).join('').length);
+        const n = Math.max(0, (bounds.length ? bounds[pick % bounds.length] : pick % (body.length + 1)) + shift);
+        const all = r.text(body);
+        const h = r.head(body, n);
+        if (h.text !== all.slice(0, n) || h.truncated !== all.length > n) {
+          throw new Error(`head(${n}) = ${JSON.stringify(h)}, expected ${JSON.stringify({ text: all.slice(0, n), truncated: all.length > n })}`);
+        }
+      },
+    ),
+    { numRuns: Number(process.env.PROPERTY_RUNS ?? 3000) },
+  );
+  t.pass('3000 bodies');
+});
+
+t.test('head(s, n) reads only the head of a long body without secrets near it', async (t) => {
+  const r = secretRedactor(['hv-secret-2']);
+  const body = `${'{"email":"a@example.com","plan":"pro"},'.repeat(10_000)}"hv-secret-2"`;
+  const h = r.head(body, 8192);
+  t.same(h, { text: body.slice(0, 8192), truncated: true }, 'the head as is, marked truncated (the secret lies far after it)');
+  t.same(r.head('short hv-secret-2', 8192), { text: `short ${REDACTED}`, truncated: false });
+  t.same(r.head(`${'a'.repeat(10)}hv-secret-2${'b'.repeat(100)}`, 12), { text: `${'a'.repeat(10)}[R`, truncated: true }, 'a secret across the cut is redacted before the cut');
+});

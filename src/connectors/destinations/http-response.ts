@@ -55,8 +55,10 @@ export function jsonPointer(doc: unknown, pointer: string): unknown {
   return cur;
 }
 
-export function truncate(body: string): string {
-  return body.length > MAX_EXCHANGE_BODY ? `${body.slice(0, MAX_EXCHANGE_BODY)}…[truncated ${body.length - MAX_EXCHANGE_BODY} chars]` : body;
+/** A body as an exchange reports it: redacted, its head when longer than MAX_EXCHANGE_BODY (with the whole body's length). */
+export function truncate(r: Redactor, body: string): string {
+  const h = r.head(body, MAX_EXCHANGE_BODY);
+  return h.truncated ? `${h.text}…[truncated: ${body.length} chars in all]` : h.text;
 }
 
 export function exchange(
@@ -67,8 +69,8 @@ export function exchange(
   rowIndexes: number[],
 ): WireExchange {
   return {
-    request: { method: req.method, url: r.text(req.url), headers: r.headers(req.headers), body: req.body === undefined ? undefined : truncate(r.text(req.body)) },
-    response: res && { status: res.status, headers: r.headers(res.headers), body: truncate(r.text(res.body.toString('utf8'))) },
+    request: { method: req.method, url: r.text(req.url), headers: r.headers(req.headers), body: req.body === undefined ? undefined : truncate(r, req.body) },
+    response: res && { status: res.status, headers: r.headers(res.headers), body: truncate(r, res.body.toString('utf8')) },
     durationMs,
     rowIndexes,
   };
