@@ -86,7 +86,21 @@ export interface EmbeddedOptions {
   relocationRoot?: string;
 }
 
+/**
+ * A port nothing listens on at 127.0.0.1, for a server started next (the embedded PostgreSQL, a
+ * test's child process). It is drawn at random below the kernel's ephemeral range
+ * (`/proc/sys/net/ipv4/ip_local_port_range`, 32768–60999 by default): a port the kernel handed out
+ * for `listen(0)` can be taken, between this check and the server's bind, by any outgoing
+ * connection's source port or another `listen(0)`, and on a busy machine it was (CI: "port … is
+ * already in use"). Falls back to `listen(0)` when no drawn port is free.
+ */
 export async function freePort(): Promise<number> {
+  const low = 20000;
+  const high = ephemeralPortStart() - 1;
+  for (let i = 0; i < 20 && high > low; i++) {
+    const port = low + Math.floor(Math.random() * (high - low + 1));
+    if (await portIsFree(port)) return port;
+  }
   return new Promise((resolve, reject) => {
     const srv = createServer();
     srv.unref();
@@ -96,6 +110,16 @@ export async function freePort(): Promise<number> {
       srv.close(() => (typeof addr === 'object' && addr ? resolve(addr.port) : reject(new Error('no port'))));
     });
   });
+}
+
+/** The first port of the kernel's ephemeral range (Linux; 32768 elsewhere, the IANA range starts higher). */
+function ephemeralPortStart(): number {
+  try {
+    const first = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]);
+    return Number.isInteger(first) && first > 1024 ? first : 32768;
+  } catch {
+    return 32768;
+  }
 }
 
 /** Whether nothing listens on 127.0.0.1:`port`. */
