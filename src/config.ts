@@ -20,6 +20,8 @@ export interface Config {
   recordRetentionDays: number;
   /** A run's overall deadline (seconds). */
   runTimeoutSeconds: number;
+  /** Memory for comparison tables kept between a sync's runs (MB; 0: none). */
+  fingerprintCacheMb: number;
   publicUrl: string | undefined;
   shutdownTimeoutMs: number;
   webhookTimeoutMs: number;
@@ -152,6 +154,7 @@ export function loadConfig(env: Env = process.env): Config {
     workerConcurrency: int('BACKHAUL_WORKER_CONCURRENCY', 4, 1, 64),
     recordRetentionDays: int('BACKHAUL_RECORD_RETENTION_DAYS', 30, 1, 3650),
     runTimeoutSeconds: int('BACKHAUL_RUN_TIMEOUT_SECONDS', 21_600, 10, 604_800),
+    fingerprintCacheMb: int('BACKHAUL_FINGERPRINT_CACHE_MB', 128, 0, 65_536),
     publicUrl,
     shutdownTimeoutMs: int('BACKHAUL_SHUTDOWN_TIMEOUT_MS', 25_000, 0, 600_000),
     webhookTimeoutMs: int('BACKHAUL_WEBHOOK_TIMEOUT_MS', 10_000, 100, 60_000),
@@ -184,6 +187,7 @@ export const CONFIG_DOCS: [string, string, string][] = [
   ['BACKHAUL_WORKER_CONCURRENCY', '4', 'Jobs a worker process runs at once.'],
   ['BACKHAUL_RECORD_RETENTION_DAYS', '30', 'How long run records are kept.'],
   ['BACKHAUL_RUN_TIMEOUT_SECONDS', '21600', 'A run\'s overall deadline: a run still going after it is stopped and fails as retryable (run_timeout), so no run holds a worker slot forever.'],
+  ['BACKHAUL_FINGERPRINT_CACHE_MB', '128', 'Worker memory for the incremental comparison\'s tables kept between a sync\'s runs (about 70 MB per million records): a sync\'s next run on the same worker then skips loading its snapshot. 0 keeps none.'],
   ['BACKHAUL_PUBLIC_URL', '(http://HOST:PORT)', 'Base URL used in links sent to webhooks.'],
   ['BACKHAUL_SHUTDOWN_TIMEOUT_MS', '25000', 'Grace period on SIGTERM before in-flight work is abandoned.'],
   ['BACKHAUL_WEBHOOK_TIMEOUT_MS', '10000', 'Deadline of one webhook, callback or alert request (connect, send, read the answer).'],

@@ -159,7 +159,7 @@ export async function startBackhaul(opts: StartOptions): Promise<Backhaul> {
         logger,
         concurrency: config.workerConcurrency,
         recordRetentionDays: config.recordRetentionDays,
-        engine: { runTimeoutMs: config.runTimeoutSeconds * 1000, ...opts.engine },
+        engine: { runTimeoutMs: config.runTimeoutSeconds * 1000, fingerprintCacheBytes: config.fingerprintCacheMb * 1024 * 1024, ...opts.engine },
         hooks: runHooks,
         tasks: notifier.tasks,
         crontab: notifier.crontab,

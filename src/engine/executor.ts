@@ -14,7 +14,8 @@ import { CancelledError, deliverPhase } from './deliver.ts';
 import { buildPlan, markDuplicates, planSample, snapshotSize } from './diff.ts';
 import { checkThresholds } from './guards.ts';
 import { planBaseBatch, planSize } from './plan.ts';
-import { FINGERPRINT_INDEX_MAX } from './fingerprint-index.ts';
+import { FingerprintCache, keysWritten, maxKeys } from './fingerprint-cache.ts';
+import { FINGERPRINT_INDEX_MAX, type FingerprintIndex } from './fingerprint-index.ts';
 import { queryPhase, SCAN_QUEUE_BYTES, type QueryStats } from './query.ts';
 import { realClock, type Clock } from './rate-limiter.ts';
 import { recordInvalid, unbundleRecords } from './records.ts';
@@ -50,6 +51,11 @@ export interface EngineOptions {
   keyIndexMax?: number;
   /** Key-scan bytes held while the snapshot's fingerprint index loads (default 16 MB; tests). */
   scanQueueBytes?: number;
+  /**
+   * Memory the comparison tables kept between a sync's runs may hold together, in bytes
+   * (fingerprint-cache.ts; default 128 MB; 0: none kept, every incremental run loads its table).
+   */
+  fingerprintCacheBytes?: number;
 }
 
 export interface RunContext {
@@ -110,6 +116,8 @@ export class RunExecutor {
   private readonly services: Services;
   private readonly opts: Required<EngineOptions>;
   private readonly hooks: RunHooks;
+  /** Comparison tables kept between a sync's runs on this worker. */
+  readonly fingerprintCache: FingerprintCache;
 
   constructor(database: Database, services: Services, opts: EngineOptions = {}, hooks: RunHooks = {}) {
     this.database = database;
@@ -125,7 +133,9 @@ export class RunExecutor {
       countsNotifyMs: opts.countsNotifyMs ?? COUNTS_NOTIFY_MS,
       keyIndexMax: opts.keyIndexMax ?? FINGERPRINT_INDEX_MAX,
       scanQueueBytes: opts.scanQueueBytes ?? SCAN_QUEUE_BYTES,
+      fingerprintCacheBytes: opts.fingerprintCacheBytes ?? 128 * 1024 * 1024,
     };
+    this.fingerprintCache = new FingerprintCache(this.opts.fingerprintCacheBytes);
   }
 
   private get sql() {
@@ -181,6 +191,9 @@ export class RunExecutor {
         });
       }
 
+      /** The table this execution's comparison used, and the token it was taken with (fingerprint-cache.ts). */
+      let table: { index: FingerprintIndex; token: string } | undefined;
+      let tableToken = '';
       let planBuiltNow = false;
       let planBase = 0;
       /** The snapshot's records, when querying counted them (QueryStats.snapshotRecords). */
@@ -212,7 +225,16 @@ export class RunExecutor {
             scanQueueBytes: this.opts.scanQueueBytes,
             fullResync: run0.fullResync,
             signal: anySignal,
+            fingerprintTable: {
+              take: async () => {
+                const t = await this.fingerprintCache.take(this.sql, sync.id, runId, state.lease);
+                tableToken = t.token;
+                return t.index;
+              },
+              compared: (index) => (table = { index, token: tableToken }),
+            },
           });
+          if (!read.incremental) this.fingerprintCache.forget(sync.id);
           snapshotRecords = read.snapshotRecords;
           log.info({ read }, read.incremental ? `incremental read: ${read.rowsFetched} of ${read.keysScanned} rows read in full` : `full read: ${read.rowsFetched} rows`);
           try {
@@ -303,9 +325,12 @@ export class RunExecutor {
 
       await state.enterPhase('finalizing');
       await refreshSnapshotStatistics(this.sql, counts, log);
+      // The keys whose records this run may have written, before its staging tables go.
+      const kept = table && { ...table, keys: await keysWritten(this.sql, runId, maxKeys(table.index)) };
       const rejected = counts.rejected.insert + counts.rejected.update + counts.rejected.delete;
       await state.finish(counts.invalid > 0 || rejected > 0 ? 'partially_succeeded' : 'succeeded', null, counts);
       log.info({ counts }, 'run finished');
+      if (kept?.keys) this.fingerprintCache.keep(this.sql, { syncId: sync.id, runId, token: kept.token, index: kept.index, keys: kept.keys }, log);
     } catch (e0) {
       // A wait cut short by a signal rejects with the signal's reason; AbortedError from inside
       // delivery means the same signal fired.

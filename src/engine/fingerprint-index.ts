@@ -44,9 +44,13 @@ const SEEN = 2;
 const DOUBLE_UNSEEN = 3;
 /** Shown by the scan and ambiguous (seen twice, or two records hold it): read in full. */
 const AMBIGUOUS = 4;
+/** A removed record's slot (removeKey): probed past, never matched, not listed, dropped when the table grows. */
+const DEAD = 5;
 const STATE = 7;
 /** Flag: the slot's key is held by another snapshot record too (with another fingerprint). */
 const SHARED = 8;
+/** Flag: two snapshot records hold this pair (kept through a run, so that reset() can restore DOUBLE_UNSEEN). */
+const DOUBLE = 16;
 
 /** The snapshot's lines are kept in segments of this size (a slot names its line by one 32-bit offset). */
 const SEGMENT_BITS = 22;
@@ -77,6 +81,9 @@ export class FingerprintIndex {
   /** The sightings of shared keys (created at the first). */
   #keys: HashSet64 | undefined;
   #entries = 0;
+  /** Slots of removed records among #entries, and the bytes of their lines (garbage in the segments). */
+  #dead = 0;
+  #deadBytes = 0;
   /** Pairs at which the table doubles. */
   #limit: number;
   #records = 0;
@@ -109,8 +116,10 @@ export class FingerprintIndex {
     this.#limit = Math.floor(size * MAX_LOAD);
     const slots = (this.#slots = new Uint32Array(size * 4));
     const at = (this.#at = new Uint32Array(size));
+    this.#entries -= this.#dead;
+    this.#dead = 0;
     for (let j = 0; j < old.length; j += 4) {
-      if (old[j + 3] === EMPTY) continue;
+      if (old[j + 3] === EMPTY || (old[j + 3] & STATE) === DEAD) continue;
       let i = old[j] & this.#mask;
       while (slots[i * 4 + 3] !== EMPTY) i = (i + 1) & this.#mask;
       slots.set(old.subarray(j, j + 4), i * 4);
@@ -153,9 +162,98 @@ export class FingerprintIndex {
     return this.#entries;
   }
 
-  /** Snapshot lines added (records, with or without a fingerprint). */
+  /** Snapshot lines added (records, with or without a fingerprint); set by the cache's refresh (it counts them). */
   get records(): number {
     return this.#records;
+  }
+
+  set records(n: number) {
+    this.#records = n;
+  }
+
+  /** Memory held: the table and the kept lines (bytes). */
+  get bytes(): number {
+    return this.#slots.byteLength + this.#at.byteLength + this.#segments.reduce((n, b) => n + b.length, 0);
+  }
+
+  /** The share of the table's pairs and of its kept lines that removed records still take (0–1, the larger). */
+  get garbage(): number {
+    const lines = this.#segments.reduce((n, b) => n + b.length, 0);
+    return Math.max(this.#entries ? this.#dead / this.#entries : 0, lines ? this.#deadBytes / lines : 0);
+  }
+
+  /**
+   * Readies a table a run has probed for the next run (cross-run cache, fingerprint-cache.ts):
+   * every record's pair unseen again, no key sighted.
+   */
+  reset(): void {
+    const slots = this.#slots;
+    for (let o = 3; o < slots.length; o += 4) {
+      const word = slots[o];
+      const state = word & STATE;
+      if (state === EMPTY || state === DEAD) continue;
+      slots[o] = (word & ~STATE) | (word & DOUBLE ? DOUBLE_UNSEEN : UNSEEN);
+    }
+    this.#keys = undefined;
+  }
+
+  /**
+   * Removes every record of primary key `pk` (its value, not COPY text); returns how many pairs
+   * it held. Records without a fingerprint were only counted: `records` is set by the caller.
+   * The key's slots are found on its probe path by their 32-bit key hash, then confirmed by
+   * hashing the kept line's key (96 bits).
+   */
+  removeKey(pk: string): number {
+    const key = Buffer.from(pk, 'utf8');
+    if (!key.length) return 0;
+    hash3(key, 0, key.length, PK);
+    const want0 = PK[0];
+    const want1 = PK[1];
+    const want2 = PK[2];
+    const slots = this.#slots;
+    let removed = 0;
+    for (let i = want0 & this.#mask; ; i = (i + 1) & this.#mask) {
+      const o = i * 4;
+      const state = slots[o + 3] & STATE;
+      if (state === EMPTY) break;
+      if (state === DEAD || slots[o] !== want0) continue;
+      const line = this.#line(i);
+      readLine(line.buf, line.start, line.end);
+      if (PK[0] !== want0 || PK[1] !== want1 || PK[2] !== want2) continue;
+      slots[o + 3] = DEAD;
+      this.#dead++;
+      this.#deadBytes += line.end - line.start + 1;
+      removed++;
+    }
+    return removed;
+  }
+
+  /**
+   * Every pair the table holds, as `pk\tfp` (values, not COPY text) with how many records hold it
+   * (1 or 2: "two or more") and whether its key is shared, sorted: what a table loaded from a
+   * snapshot holds, whatever its history (tests compare a kept table with a fresh one).
+   */
+  contents(): string[] {
+    const out: string[] = [];
+    const slots = this.#slots;
+    for (let i = 0; i <= this.#mask; i++) {
+      const word = slots[i * 4 + 3];
+      const state = word & STATE;
+      if (state === EMPTY || state === DEAD) continue;
+      const { buf, start, end } = this.#line(i);
+      const [pk, fp] = buf.toString('utf8', start, end).split('\t');
+      const value = `${copyTextValue(pk)}\t${this.#at[i] >= STRIPPED ? this.#prefix.toString('utf8') : ''}${copyTextValue(fp)}`;
+      out.push(`${value}|${word & DOUBLE ? 2 : 1}|${word & SHARED ? 'shared' : ''}`);
+    }
+    return out.sort();
+  }
+
+  /** Slot i's kept line: `buf[start, end)`, without its newline (a stripped prefix stays out: the key is what matters). */
+  #line(i: number): { buf: Buffer; start: number; end: number } {
+    const at = this.#at[i] % STRIPPED;
+    const buf = this.#segments[Math.floor(at / SEGMENT)];
+    const start = at % SEGMENT;
+    return { buf, start, end: buf.indexOf(0x0a, start) };
   }
 
   /**
@@ -182,7 +280,7 @@ export class FingerprintIndex {
       this.#entries++;
     } else {
       // Both records hold the same line: one copy names both (the diff joins by value).
-      slots[o + 3] = DOUBLE_UNSEEN | (slots[o + 3] & SHARED) | SHARED_FOUND;
+      slots[o + 3] = DOUBLE_UNSEEN | DOUBLE | (slots[o + 3] & SHARED) | SHARED_FOUND;
     }
     return true;
   }
@@ -202,8 +300,9 @@ export class FingerprintIndex {
     let i = k & this.#mask;
     for (;;) {
       const o = i * 4;
-      if (slots[o + 3] === EMPTY) return o;
-      if (slots[o] === k) {
+      const word = slots[o + 3];
+      if (word === EMPTY) return o;
+      if (slots[o] === k && (word & STATE) !== DEAD) {
         if (slots[o + 1] === b && slots[o + 2] === c) return o;
         if (loading) {
           slots[o + 3] |= SHARED;
@@ -226,12 +325,12 @@ export class FingerprintIndex {
       // A key two records hold: the scan may show it twice, each time with one record's pair.
       // A 64-bit hash of the key: a collision only reads a row it need not.
       if (!(word & SHARED) || !(this.#keys ??= new HashSet64(0)).add(PK[0], PK[1])) {
-        slots[o + 3] = SEEN | (word & SHARED);
+        slots[o + 3] = SEEN | (word & (SHARED | DOUBLE));
         return UNCHANGED;
       }
     }
     // Shown: the record is claimed by a scanned row, as the SQL join's (key, fingerprint) match.
-    if (state !== EMPTY) slots[o + 3] = AMBIGUOUS | (word & SHARED);
+    if (state !== EMPTY) slots[o + 3] = AMBIGUOUS | (word & (SHARED | DOUBLE));
     return { kind: 'changed', pk: key[0].toString('utf8', key[1], key[2]) };
   }
 
@@ -403,6 +502,15 @@ export function copyTextValue(field: string): string {
   }
   flush();
   return out;
+}
+
+/**
+ * A (primary key, fingerprint) pair as the COPY text line PostgreSQL would send for it, without its
+ * newline: what addLine reads, for pairs read by a query instead of COPY (the cache's refresh).
+ */
+export function copyTextLine(pk: string, fp: string | null): Buffer {
+  const esc = (v: string) => (/[\\\n\r\t]/.test(v) ? v.replace(/[\\\n\r\t]/g, (c) => ({ '\\': '\\\\', '\n': '\\n', '\r': '\\r', '\t': '\\t' })[c]!) : v);
+  return Buffer.from(`${esc(pk)}\t${fp === null ? '\\N' : esc(fp)}`, 'utf8');
 }
 
 /**

@@ -62,6 +62,11 @@ export interface QueryInput {
   scanQueueBytes?: number;
   /** Aborted on cancel, shutdown or the run's deadline: the read stops at once. */
   signal: AbortSignal;
+  /**
+   * The worker's kept table of the sync (fingerprint-cache.ts): `take` gives it when it is still
+   * the snapshot (instead of loading it), `compared` receives the table the comparison used.
+   */
+  fingerprintTable?: { take: () => Promise<FingerprintIndex | undefined>; compared: (index: FingerprintIndex) => void };
 }
 
 /** How the querying phase read the model. */
@@ -76,6 +81,8 @@ export interface QueryStats {
   vanished: number;
   /** Where the key scan was compared with the snapshot (incremental runs): in memory or in SQL. */
   comparison?: 'memory' | 'sql';
+  /** The in-memory comparison used the table this worker kept from the sync's last run (nothing loaded). */
+  keptTable?: boolean;
   /**
    * The sync's snapshot records when the run began, when the comparison ran in memory (it read
    * them all); the base of the change thresholds, which then need no count.
@@ -247,6 +254,16 @@ async function loadFingerprintIndex(sql: Sql, run: QueryInput['run'], max: numbe
   if (rest) throw new Error(`snapshot read: ${rest}`);
   return index;
 }
+/** The worker's kept table when it is current (and within `max`), else the snapshot's, loaded. */
+async function keptOrLoaded(q: QueryInput, max: number, version: string, stats: QueryStats): Promise<FingerprintIndex | undefined> {
+  const kept = await q.fingerprintTable?.take();
+  if (kept && kept.records <= max) {
+    stats.keptTable = true;
+    return kept;
+  }
+  return loadFingerprintIndex(q.sql, q.run, max, version, q.signal);
+}
+
 /**
  * Scanned bytes held while the fingerprint index loads (the scan then waits for it). Measured at a
  * million rows: 32 MB let the scan finish ~0.2 s sooner after the index loaded, but put a fresh
@@ -293,7 +310,7 @@ async function incrementalRead(q: QueryInput, c: IncrementalContext): Promise<bo
     await sql`create unlogged table ${ct} (pk text)`;
     let index: FingerprintIndex | undefined | null = null;
     const max = Math.min(q.keyIndexMax ?? FINGERPRINT_INDEX_MAX, FINGERPRINT_INDEX_MAX);
-    const loading = (max > 0 ? loadFingerprintIndex(sql, q.run, max, c.version, signal) : Promise.resolve(undefined)).then((i) => {
+    const loading = (max > 0 ? keptOrLoaded(q, max, c.version, c.stats) : Promise.resolve(undefined)).then((i) => {
       index = i;
       return i;
     });
@@ -386,7 +403,8 @@ async function incrementalRead(q: QueryInput, c: IncrementalContext): Promise<bo
         throw e;
       }
       c.stats.snapshotRecords = (index as FingerprintIndex).records;
-      index = undefined; // its memory is not needed by the fetch
+      q.fingerprintTable?.compared(index as FingerprintIndex);
+      index = undefined;
       await sql`analyze ${mt}`;
       await sql`comment on table ${mt} is ${scanned}`;
     } else {

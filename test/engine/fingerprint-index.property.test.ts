@@ -2,7 +2,7 @@ import t from 'tap';
 import fc from 'fast-check';
 import { once } from 'node:events';
 import postgres from 'postgres';
-import { FingerprintIndex, LineSplitter } from '../../src/engine/fingerprint-index.ts';
+import { copyTextLine, copyTextValue, FingerprintIndex, LineSplitter } from '../../src/engine/fingerprint-index.ts';
 
 // An incremental run decides which keys to read in full either in SQL (a hashed join of the
 // scanned keys, copied into the control database, with the snapshot, grouped by key) or, when
@@ -212,4 +212,91 @@ t.test('unmatched lines come back whole across segments, long lines included', a
   const want = lines.filter((_, i) => i % 2 === 1).sort();
   t.equal(got.length, want.length, 'as many lines as pairs not shown');
   t.ok(got.every((l, i) => l === want[i]), 'each line as it was loaded');
+});
+
+// The cross-run cache (fingerprint-cache.ts) keeps a run's table and brings it up to date by
+// dropping the records of the keys the run may have written (removeKey) and adding their current
+// ones (addLine of copyTextLine), then reset() before the next scan. After any number of such
+// rounds, and whatever the previous scans marked, it must answer every scan as a table loaded
+// from the current snapshot (PostgreSQL's COPY text) does: the same keys read in full, the same
+// unmatched records, the same count.
+t.test('a kept table brought up to date answers as one loaded afresh', async (t) => {
+  const snapshotArb = fc.array(fc.record({ pk: keyArb.filter((k) => k !== ''), fp: fc.option(fpArb, { nil: null }) }), { maxLength: 30 });
+  const scanArb = fc.array(fc.record({ pk: keyArb.filter((k) => k !== ''), fp: fpArb }), { maxLength: 30 });
+  const roundArb = fc.record({ next: snapshotArb, extraKeys: fc.array(keyArb.filter((k) => k !== ''), { maxLength: 5 }), scan: scanArb, repeat: fc.array(fc.nat(), { maxLength: 20 }) });
+  const load = (snapshot: { pk: string; fp: string | null }[], prefix: string) => {
+    const index = new FingerprintIndex(0, undefined, prefix);
+    for (const r of snapshot) {
+      const line = Buffer.from(`${pgEscape(r.pk)}\t${r.fp === null ? '\\N' : pgEscape(r.fp)}`, 'utf8');
+      if (!index.addLine(line, 0, line.length)) throw new Error('table full');
+    }
+    return index;
+  };
+  const answers = (index: FingerprintIndex, scan: { pk: string; fp: string }[]) => {
+    const probes = scan.map((l) => {
+      const line = Buffer.from(`${pgEscape(l.pk)}\t${l.fp}`, 'utf8');
+      const p = index.probeLine(line, 0, line.length);
+      return p.kind === 'changed' ? `changed:${p.pk}` : p.kind;
+    });
+    const unmatched = Buffer.concat([...index.unmatched()])
+      .toString('utf8')
+      .split('\n')
+      .slice(0, -1)
+      .map((l) => l.split('\t').map(copyTextValue).join('\t'))
+      .sort();
+    return JSON.stringify({ probes, unmatched, records: index.records });
+  };
+  await fc.assert(
+    fc.property(snapshotArb, fc.array(roundArb, { minLength: 1, maxLength: 6 }), fc.constantFrom('v1:', ''), (first, rounds, prefix) => {
+      let current = first;
+      const kept = load(current, prefix);
+      // A first scan marks what it marks.
+      answers(kept, rounds[0].scan);
+      for (const { next, extraKeys, scan, repeat } of rounds) {
+        // The keys whose records differ, and a few more (the run's keys are a superset).
+        const byKey = (s: typeof current) => Map.groupBy(s, (r) => r.pk);
+        const before = byKey(current);
+        const after = byKey(next);
+        const keys = new Set(extraKeys);
+        for (const k of new Set([...before.keys(), ...after.keys()])) {
+          const a = JSON.stringify((before.get(k) ?? []).map((r) => r.fp).sort());
+          const b = JSON.stringify((after.get(k) ?? []).map((r) => r.fp).sort());
+          if (a !== b) keys.add(k);
+        }
+        for (const k of keys) kept.removeKey(k);
+        kept.records = next.length - next.filter((r) => keys.has(r.pk)).length;
+        for (const r of next.filter((r) => keys.has(r.pk))) {
+          const line = copyTextLine(r.pk, r.fp);
+          if (!kept.addLine(line, 0, line.length)) throw new Error('table full');
+        }
+        kept.reset();
+        current = next;
+        const lines = [...scan];
+        for (const i of repeat) if (next.length && next[i % next.length].fp) lines.push({ pk: next[i % next.length].pk, fp: next[i % next.length].fp! });
+        const got = answers(kept, lines);
+        const want = answers(load(current, prefix), lines);
+        if (got !== want) throw new Error(`kept ${got}\nfresh ${want}`);
+      }
+    }),
+    { numRuns: RUNS * 20, ...(process.env.PROPERTY_SEED ? { seed: Number(process.env.PROPERTY_SEED), path: process.env.PROPERTY_PATH } : {}) },
+  );
+  t.pass(`${RUNS * 20} sequences of runs compared`);
+});
+
+t.test('a kept table sheds removed records when it grows, and counts its garbage', async (t) => {
+  const index = new FingerprintIndex(0, undefined, 'v:');
+  const add = (s: string) => {
+    const b = Buffer.from(s);
+    t.ok(index.addLine(b, 0, b.length) || false, `added ${s}`);
+  };
+  for (let i = 0; i < 600; i++) add(`${i}\tv:1`);
+  for (let i = 0; i < 300; i++) t.equal(index.removeKey(String(i)), 1);
+  t.equal(index.removeKey('0'), 0, 'a removed key is gone');
+  t.ok(index.garbage >= 0.5, `garbage ${index.garbage}`);
+  for (let i = 600; i < 1400; i++) add(`${i}\tv:1`);
+  t.equal(index.size, 1100, 'the growth dropped the removed pairs');
+  const splitter = new LineSplitter((buf, s, e) => index.probeLine(buf, s, e));
+  splitter.push(Array.from({ length: 1400 }, (_, i) => `${i}\tv:1\n`).join(''));
+  const unmatched = Buffer.concat([...index.unmatched()]).toString('utf8');
+  t.equal(unmatched, '', 'no removed record is listed');
 });
