@@ -69,6 +69,29 @@ export function memoryOf(pid: number): { hwmMb: number; rssMb: number } | undefi
   }
 }
 
+/**
+ * Waits until a process is idle: less than 20 ms of CPU over a second (its background work after a
+ * run, such as loading the comparison table it keeps, counts in a memory peak), at most `maxMs`.
+ */
+export async function quiescent(pid: number, maxMs = 20_000): Promise<void> {
+  const cpu = () => {
+    try {
+      const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+      return (Number(f[11]) + Number(f[12])) * 10; // utime + stime, in ticks of 10 ms
+    } catch {
+      return undefined;
+    }
+  };
+  const end = Date.now() + maxMs;
+  let last = cpu();
+  while (last !== undefined && Date.now() < end) {
+    await new Promise((r) => setTimeout(r, 1000));
+    const now = cpu();
+    if (now === undefined || now - last < 20) return;
+    last = now;
+  }
+}
+
 /** Samples a process's RSS every `everyMs` until stopped; returns the highest seen and VmHWM. */
 export function sampleRss(pid: number, everyMs = 100) {
   let maxRss = 0;

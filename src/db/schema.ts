@@ -1,9 +1,11 @@
 import { sql } from 'drizzle-orm';
 import {
+  bigint,
   boolean,
   index,
   integer,
   jsonb,
+  pgSequence,
   pgTable,
   pgView,
   primaryKey,
@@ -265,6 +267,9 @@ export const workerProcesses = pgTable('worker_processes', {
 // A run's plan and staging rows live in per-run tables (schema backhaul_staging, made and dropped
 // by the engine); what outlives a run is below.
 
+/** Claims of runs by executions, in order (runs.claim_seq). */
+export const runClaimSeq = pgSequence('run_claim_seq');
+
 export const runs = pgTable(
   'runs',
   {
@@ -297,6 +302,12 @@ export const runs = pgTable(
     plannedTotal: integer('planned_total'),
     /** Executions so far; also the lease: only the execution holding this number may write. */
     attempts: integer('attempts').notNull().default(0),
+    /**
+     * The run's latest claim, from run_claim_seq (global, increasing): a run writes its sync's
+     * snapshot only once claimed, so a sync whose highest claim is unchanged had no new writer
+     * (a worker's kept comparison table is still current: src/engine/fingerprint-cache.ts).
+     */
+    claimSeq: bigint('claim_seq', { mode: 'number' }),
     /** The sync's snapshot version the plan was built against (see syncs.snapshot_version). */
     snapshotVersion: integer('snapshot_version'),
     /** Trigger options: bypass the deletion guard once; plan and report without sending. */
@@ -318,6 +329,7 @@ export const runs = pgTable(
     index('runs_sync_idx').on(t.syncId, t.id),
     index('runs_ws_idx').on(t.workspaceId, t.id),
     index('runs_active_idx').on(t.syncId).where(sql`status in ('queued', 'running')`),
+    index('runs_claim_idx').on(t.syncId, t.claimSeq),
     // At most one queued run per sync (a trigger returns the queued one), and one queued dry run:
     // the scheduler's one-statement trigger relies on it (src/domain/runs.ts fireScheduled).
     uniqueIndex('runs_one_queued_uq').on(t.syncId, t.dryRun).where(sql`status = 'queued'`),

@@ -14,7 +14,7 @@ import { CancelledError, deliverPhase } from './deliver.ts';
 import { buildPlan, markDuplicates, planSample, snapshotSize } from './diff.ts';
 import { checkThresholds } from './guards.ts';
 import { planBaseBatch, planSize } from './plan.ts';
-import { FingerprintCache, keysWritten, maxKeys } from './fingerprint-cache.ts';
+import { FingerprintCache, keysWritten, maxKeys, type TableStamp } from './fingerprint-cache.ts';
 import { FINGERPRINT_INDEX_MAX, type FingerprintIndex } from './fingerprint-index.ts';
 import { queryPhase, SCAN_QUEUE_BYTES, type QueryStats } from './query.ts';
 import { realClock, type Clock } from './rate-limiter.ts';
@@ -191,9 +191,11 @@ export class RunExecutor {
         });
       }
 
-      /** The table this execution's comparison used, and the token it was taken with (fingerprint-cache.ts). */
-      let table: { index: FingerprintIndex; token: string } | undefined;
-      let tableToken = '';
+      /** The table this execution's comparison used, and what it was current at (fingerprint-cache.ts). */
+      let table: { index: FingerprintIndex; stamp: TableStamp } | undefined;
+      let tableVersion = -1;
+      /** This execution read every row (and fingerprinted them): its snapshot is loaded for the next run once it ends. */
+      let fullRead: { version: string; rows: number } | undefined;
       let planBuiltNow = false;
       let planBase = 0;
       /** The snapshot's records, when querying counted them (QueryStats.snapshotRecords). */
@@ -227,14 +229,17 @@ export class RunExecutor {
             signal: anySignal,
             fingerprintTable: {
               take: async () => {
-                const t = await this.fingerprintCache.take(this.sql, sync.id, runId, state.lease);
-                tableToken = t.token;
+                const t = await this.fingerprintCache.take(this.sql, sync.id, { id: runId, lease: state.lease });
+                tableVersion = t.snapshotVersion;
                 return t.index;
               },
-              compared: (index) => (table = { index, token: tableToken }),
+              compared: (index) => (table = { index, stamp: { snapshotVersion: tableVersion, claimSeq: Number(state.run.claimSeq ?? 0) } }),
             },
           });
-          if (!read.incremental) this.fingerprintCache.forget(sync.id);
+          if (!read.incremental) {
+            this.fingerprintCache.forget(sync.id);
+            if (read.version && !run0.dryRun) fullRead = { version: read.version, rows: read.rowsFetched };
+          }
           snapshotRecords = read.snapshotRecords;
           log.info({ read }, read.incremental ? `incremental read: ${read.rowsFetched} of ${read.keysScanned} rows read in full` : `full read: ${read.rowsFetched} rows`);
           try {
@@ -330,7 +335,10 @@ export class RunExecutor {
       const rejected = counts.rejected.insert + counts.rejected.update + counts.rejected.delete;
       await state.finish(counts.invalid > 0 || rejected > 0 ? 'partially_succeeded' : 'succeeded', null, counts);
       log.info({ counts }, 'run finished');
-      if (kept?.keys) this.fingerprintCache.keep(this.sql, { syncId: sync.id, runId, token: kept.token, index: kept.index, keys: kept.keys }, log);
+      if (kept?.keys) this.fingerprintCache.keep(this.sql, { syncId: sync.id, stamp: kept.stamp, index: kept.index, keys: kept.keys }, log);
+      else if (fullRead) {
+        this.fingerprintCache.load(this.sql, { syncId: sync.id, claimSeq: Number(state.run.claimSeq ?? 0), expected: fullRead.rows, max: this.opts.keyIndexMax, prefix: `${fullRead.version}:` }, log);
+      }
     } catch (e0) {
       // A wait cut short by a signal rejects with the signal's reason; AbortedError from inside
       // delivery means the same signal fired.

@@ -1,7 +1,8 @@
 import type { Logger } from 'pino';
 import type postgres from 'postgres';
 import type { Sql } from '../db/client.ts';
-import { copyTextLine, type FingerprintIndex } from './fingerprint-index.ts';
+import { resumeAfterCopy } from '../lib/copy-out.ts';
+import { copyTextLine, FingerprintIndex, LineSplitter } from './fingerprint-index.ts';
 import { STAGING_SCHEMA, stagingNames } from './staging.ts';
 
 // The in-memory comparison's table (fingerprint-index.ts), kept by the worker from one run of a
@@ -9,32 +10,40 @@ import { STAGING_SCHEMA, stagingNames } from './staging.ts';
 // COPY and the worker ~0.6 s of hashing, on the critical path of every incremental run: most of
 // an unchanged run. A run that ends (succeeded or partially) hands its table back with the
 // primary keys whose records it may have written; the table drops those keys' records and reads
-// their current ones (a few, for a run that changed a few rows), in the background. The next
-// run of the sync on this worker takes it if nothing else wrote the snapshot meanwhile.
+// their current ones (a few, for a run that changed a few rows), in the background. A run that
+// read every row (a first run, a full resync, a changed mapping) has no table: the snapshot it
+// leaves is loaded in the background once it ended. The next run of the sync on this worker
+// takes the table if nothing else wrote the snapshot meanwhile.
 //
 // Who writes a sync's snapshot: its runs (the fingerprint refresh while planning, checkpoints),
-// one at a time (a sync's runs share one job queue), and a re-point (which bumps the sync's
-// snapshot_version). A run writes only once claimed, and a claim increments its `attempts`. So
-// the token `snapshot_version : sum of attempts of the sync's other runs` changes whenever a
-// writer other than the run holding the table could have written: a new run claimed anywhere,
-// a run taken over, a re-point. A run of the sync deleted by retention changes it too (the table
-// is then reloaded: wasted, not wrong). The run holding the table checks the token when it takes
-// the table and again when it hands it back (then it must not have moved: no one else wrote
-// while it ran); the token kept with the table is the one the next run will compute.
+// one at a time (a sync's runs share one job queue), each only once claimed, and a re-point
+// (which bumps the sync's snapshot_version). Every claim draws runs.claim_seq from one increasing
+// sequence. A table is kept with the snapshot version and the claim of the run after which it is
+// current (the run that handed it back, or whose full read it was loaded after, once that run
+// ended). A run may take it when it is the first execution of the run (an earlier one may have
+// written), the version is the same, and no run of the sync but itself holds a later claim: then
+// no one wrote since. Retention deleting that run only makes the table reload.
 //
 // What the table answers if it were stale: a changed row taken as unchanged (not re-sent until
-// the row changes again), or a record left out of the unmatched list (not deleted). The token
+// the row changes again), or a record left out of the unmatched list (not deleted). The stamp
 // makes that impossible short of a bug; the property tests compare a kept table with one loaded
 // afresh after every run of random model changes.
 
-/** A table and what makes it current: `token` (kept) or the refresh still to apply (`stale`). */
+/** A table, and the snapshot version and run claim after which it is current. */
 interface Entry {
   index: FingerprintIndex;
-  /** snapshotToken() that the next run must compute for the table to be current. */
-  token?: string;
-  /** The run that handed the table back, its token at the start, and the keys to re-read. */
-  stale?: { runId: string; token: string; keys: string[] };
+  snapshotVersion: number;
+  claimSeq: number;
 }
+
+/** What a run's claim and the sync's snapshot version were (the stamp a table is kept with). */
+export interface TableStamp {
+  snapshotVersion: number;
+  claimSeq: number;
+}
+
+/** About what a table takes per record (slots at most 60% full, 20 bytes each; a kept line): skips a load that could not be kept. */
+const BYTES_PER_RECORD = 60;
 
 /** A table with more removed records than this share is not kept (the next run loads a compact one). */
 const MAX_GARBAGE = 0.25;
@@ -43,7 +52,7 @@ export class FingerprintCache {
   readonly #budget: number;
   /** Kept tables by sync, least recently kept first. */
   readonly #entries = new Map<string, Entry>();
-  /** Refreshes under way by sync (a take waits for the sync's). */
+  /** Refreshes and loads under way by sync (a take waits for the sync's). */
   readonly #pending = new Map<string, Promise<void>>();
 
   /** `budgetBytes`: memory the kept tables may hold together (0: nothing is kept). */
@@ -59,59 +68,58 @@ export class FingerprintCache {
   }
 
   /**
-   * The sync's table for run `runId` (`lease`: its runs.attempts), reset for a new scan, when this
-   * worker kept one and no one but the run that handed it back wrote the snapshot since; else
-   * undefined. The table leaves the cache: the run owns it until it hands it back (keep), with
-   * the token returned here.
+   * The sync's table for `run` (its claim: `lease` = runs.attempts), reset for a new scan, when
+   * this worker kept one and no one wrote the snapshot since (see the header); else undefined.
+   * The table leaves the cache: the run owns it until it hands it back (keep). Also returns the
+   * sync's snapshot version now, which the run hands back with it.
    */
-  async take(sql: Sql, syncId: string, runId: string, lease: number): Promise<{ index: FingerprintIndex | undefined; token: string }> {
+  async take(sql: Sql, syncId: string, run: { id: string; lease: number }): Promise<{ index: FingerprintIndex | undefined; snapshotVersion: number }> {
     await this.#pending.get(syncId);
     const entry = this.#entries.get(syncId);
     this.#entries.delete(syncId);
-    const token = await snapshotToken(sql, syncId, [runId]);
-    // A run executed before (lease > 1) may have written the snapshot under an earlier lease.
-    if (!entry || lease !== 1) return { index: undefined, token };
-    if (entry.token !== undefined) {
-      if (entry.token !== token) return { index: undefined, token };
-    } else {
-      // The background refresh found another run claimed meanwhile: this one, possibly (runs
-      // back to back). Then no one else wrote: the refresh is applied now.
-      const s = entry.stale!;
-      const ok = await sql.begin('isolation level repeatable read read only', async (tx) =>
-        (await snapshotToken(tx, syncId, [s.runId, runId])) === s.token ? applyRefresh(tx, syncId, entry.index, s.keys) : false,
-      );
-      if (!ok) return { index: undefined, token };
-    }
+    const [now] = await sql<{ v: number; c: string | null }[]>`
+      select s.snapshot_version as v, (select max(r.claim_seq) from runs r where r.sync_id = s.id and r.id <> ${run.id}) as c
+      from syncs s where s.id = ${syncId}`;
+    const snapshotVersion = now?.v ?? -1;
+    const current = entry && now && run.lease === 1 && entry.snapshotVersion === now.v && Number(now.c ?? 0) === entry.claimSeq;
+    if (!current) return { index: undefined, snapshotVersion };
     entry.index.reset();
-    return { index: entry.index, token };
+    return { index: entry.index, snapshotVersion };
   }
 
   /**
-   * Hands back the table run `runId` compared with (the snapshot as it began; `token` from take)
-   * once the run has ended, with every primary key whose records the run may have written
-   * (`keys`: its staged rows, its plan, the records its scan left unmatched). The table is
-   * brought up to date in the background (or by the next run, when one was claimed meanwhile)
-   * and kept if it fits the budget; a failure is logged and the table dropped.
+   * Hands back the table run `stamp.claimSeq` compared with (the snapshot as it began, at
+   * `stamp.snapshotVersion`) once the run has ended, with every primary key whose records the run
+   * may have written (`keys`: its staged rows, its plan, the records its scan left unmatched).
+   * The table is brought up to date in the background and kept if it fits the budget; a failure
+   * is logged and the table dropped.
    */
-  keep(sql: Sql, k: { syncId: string; runId: string; token: string; index: FingerprintIndex; keys: string[] }, log: Logger): void {
+  keep(sql: Sql, k: { syncId: string; stamp: TableStamp; index: FingerprintIndex; keys: string[] }, log: Logger): void {
     if (this.#budget <= 0 || k.keys.length > maxKeys(k.index)) return;
-    const p: Promise<void> = sql
-      .begin('isolation level repeatable read read only', async (tx) => {
-        if ((await snapshotToken(tx, k.syncId, [k.runId])) !== k.token) return { index: k.index, stale: { runId: k.runId, token: k.token, keys: k.keys } };
-        if (!(await applyRefresh(tx, k.syncId, k.index, k.keys))) return undefined;
-        // The token the next run computes: this run's attempts counted in.
-        return { index: k.index, token: await snapshotToken(tx, k.syncId, []) };
-      })
-      .then(
-        (entry) => {
-          if (entry) this.#put(k.syncId, entry);
-        },
-        (e: unknown) => log.warn({ err: e }, 'fingerprint table not kept (the next run loads it)'),
-      )
-      .finally(() => {
-        if (this.#pending.get(k.syncId) === p) this.#pending.delete(k.syncId);
-      });
-    this.#pending.set(k.syncId, p);
+    this.#track(
+      k.syncId,
+      sql.begin('isolation level repeatable read read only', async (tx) => ((await applyRefresh(tx, k.syncId, k.index, k.keys)) ? { index: k.index, ...k.stamp } : undefined)),
+      log,
+    );
+  }
+
+  /**
+   * After a run that read every row (a first run, a full resync, a changed model or mapping)
+   * ended (its claim: `claimSeq`): loads the sync's table in the background for its next run,
+   * when the snapshot has at most `max` records and the table fits the budget (`expected`: the
+   * rows the run queried; `prefix`: the evaluation version's).
+   */
+  load(sql: Sql, k: { syncId: string; claimSeq: number; expected: number; max: number; prefix: string }, log: Logger): void {
+    if (this.#budget <= 0 || k.max <= 0 || k.expected > k.max || k.expected * BYTES_PER_RECORD > this.#budget) return;
+    this.#track(
+      k.syncId,
+      sql.begin('isolation level repeatable read read only', async (tx) => {
+        const [s] = await tx<{ v: number }[]>`select snapshot_version as v from syncs where id = ${k.syncId}`;
+        const index = s && (await loadTable(tx, k.syncId, k));
+        return index ? { index, snapshotVersion: s.v, claimSeq: k.claimSeq } : undefined;
+      }),
+      log,
+    );
   }
 
   /** Drops the sync's table (a run that read every row: the next incremental run loads it). */
@@ -119,15 +127,29 @@ export class FingerprintCache {
     this.#entries.delete(syncId);
   }
 
-  /** The sync's kept table when it is up to date (tests: compared with a fresh load). */
+  /** The sync's kept table (tests: compared with a fresh load). */
   peek(syncId: string): FingerprintIndex | undefined {
-    const e = this.#entries.get(syncId);
-    return e?.token !== undefined ? e.index : undefined;
+    return this.#entries.get(syncId)?.index;
   }
 
-  /** Waits for the refreshes under way (tests; shutdown need not). */
+  /** Waits for the refreshes and loads under way (tests; shutdown need not). */
   async settled(): Promise<void> {
     await Promise.all(this.#pending.values());
+  }
+
+  /** Keeps what `work` gives for the sync once it is done (a take waits for it); a failure is logged. */
+  #track(syncId: string, work: Promise<Entry | undefined>, log: Logger): void {
+    const p: Promise<void> = work
+      .then(
+        (entry) => {
+          if (entry) this.#put(syncId, entry);
+        },
+        (e: unknown) => log.warn({ err: e }, 'fingerprint table not kept (the next run loads it)'),
+      )
+      .finally(() => {
+        if (this.#pending.get(syncId) === p) this.#pending.delete(syncId);
+      });
+    this.#pending.set(syncId, p);
   }
 
   #put(syncId: string, entry: Entry): void {
@@ -141,6 +163,44 @@ export class FingerprintCache {
       total -= e.index.bytes;
     }
   }
+}
+
+/**
+ * The sync's snapshot pairs (primary key, fingerprint) loaded into a new table; undefined when
+ * there are more than `max` records (the comparison stays in SQL). `expected`: a first size (to
+ * grow less: doubling costs ~2 inserts per pair and holds both tables for a moment); `prefix`:
+ * the evaluation version's (kept once, not per line). Pairs of another evaluation version match
+ * no scanned line (those carry this version's prefix), so they are not filtered out (a prefix test
+ * in SQL cost more than it saved); records without a fingerprint are read to be counted. Read
+ * with COPY on `conn` (a reserved connection or a transaction), at most `max` + 1 rows, always
+ * to its end: a COPY stream left unread stalls its connection, so an abort stops the work, not
+ * the read (bounded by those rows, about a second per million). A COPY, not a cursor: a
+ * cursor's rows cost three times as much to take apart here.
+ */
+export async function loadTable(
+  conn: postgres.ReservedSql | postgres.TransactionSql,
+  syncId: string,
+  o: { expected: number; max: number; prefix: string },
+  signal?: AbortSignal,
+): Promise<FingerprintIndex | undefined> {
+  const index = new FingerprintIndex(Math.min(o.max, Math.ceil(o.expected * 1.05)), o.max, o.prefix);
+  let full = false;
+  const splitter = new LineSplitter((buf, start, end) => {
+    if (!full && !index.addLine(buf, start, end)) full = true;
+  });
+  // COPY takes no parameters: the sync's id as a quoted literal.
+  const id = `'${syncId.replace(/'/g, "''")}'`;
+  const stream = await conn.unsafe(`copy (select primary_key, source_fp from sync_snapshots where sync_id = ${id} limit ${Math.floor(o.max) + 1}) to stdout`).readable();
+  for await (const chunk of stream as AsyncIterable<Buffer>) {
+    if (!full && !signal?.aborted) splitter.push(chunk);
+  }
+  // The connection goes back to the pool: its socket must flow (lib/copy-out.ts).
+  resumeAfterCopy(stream);
+  if (signal?.aborted) throw signal.reason;
+  if (full) return undefined;
+  const rest = splitter.end();
+  if (rest) throw new Error(`snapshot read: ${rest}`);
+  return index;
 }
 
 /** Keys above which re-reading them costs about a fresh load: the table is not kept. */
@@ -162,19 +222,8 @@ export async function keysWritten(sql: Sql, runId: string, max: number): Promise
 }
 
 /**
- * `snapshot_version:sum of attempts` of the sync's runs other than `except` (see the header);
- * 'gone' for a deleted sync. One index range over the sync's runs.
- */
-export async function snapshotToken(sql: Sql | postgres.TransactionSql, syncId: string, except: string[]): Promise<string> {
-  const [r] = await sql<{ t: string }[]>`
-    select s.snapshot_version || ':' || coalesce((select sum(r.attempts) from runs r where r.sync_id = s.id and r.id <> all(${except}::text[])), 0) as t
-    from syncs s where s.id = ${syncId}`;
-  return r?.t ?? 'gone';
-}
-
-/**
- * Replaces the table's records of `keys` by the snapshot's (in the caller's transaction, which
- * checked the token) and sets its record count. False when the table would pass its limit or hold
+ * Replaces the table's records of `keys` by the snapshot's (read in the caller's transaction)
+ * and sets its record count. False when the table would pass its limit or hold
  * too much garbage: it is then not kept.
  */
 async function applyRefresh(tx: postgres.TransactionSql, syncId: string, index: FingerprintIndex, keys: string[]): Promise<boolean> {

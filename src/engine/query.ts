@@ -5,9 +5,9 @@ import { compileMappings, type MappingSpec } from '../connectors/mapping.ts';
 import { FINGERPRINT_COLUMN, FingerprintUnsupported, type Column, type DestinationConnector, type DestinationField, type FingerprintSession, type Row, type SourceConnector } from '../connectors/types.ts';
 import type { Sql } from '../db/client.ts';
 import { ConnectorError } from '../errors.ts';
-import { resumeAfterCopy } from '../lib/copy-out.ts';
 import { stringifyPayload } from '../lib/json.ts';
 import { abortable, raceAbort } from './abort.ts';
+import { loadTable } from './fingerprint-cache.ts';
 import { FINGERPRINT_INDEX_MAX, FingerprintIndex, LineSplitter } from './fingerprint-index.ts';
 import { equalityOf, matchKeyOf, mayBeUnrecordable, unrecordablePath } from './identity.ts';
 import { LookupResolver } from './lookups.ts';
@@ -88,6 +88,8 @@ export interface QueryStats {
    * them all); the base of the change thresholds, which then need no count.
    */
   snapshotRecords?: number;
+  /** The evaluation version rows were fingerprinted under (absent when the source cannot fingerprint). */
+  version?: string;
   /** Why an incremental read was not used or given up (absent when it was used or not tried). */
   fullReason?: string;
 }
@@ -124,7 +126,7 @@ export async function queryPhase(q: QueryInput): Promise<QueryStats> {
   const { counts } = q;
   counts.queried = 0;
   counts.invalid = 0;
-  const stats: QueryStats = { incremental: false, keysScanned: 0, rowsFetched: 0, vanished: 0 };
+  const stats: QueryStats = { incremental: false, keysScanned: 0, rowsFetched: 0, vanished: 0, ...(version ? { version } : {}) };
   const invalid: InvalidRow[] = [];
 
   /** Maps and stages one row (row number `n` names a row without a key). */
@@ -213,46 +215,20 @@ async function hasVersion(sql: Sql, syncId: string, version: string): Promise<bo
 }
 
 /**
- * The sync's snapshot pairs (primary key, fingerprint), in memory; undefined when there are more
- * than `max` records (the comparison stays in SQL). Pairs of another evaluation version match no
- * scanned line (those carry this version's prefix), so they are not filtered out (a prefix test
- * in SQL cost more than it saved); records without a fingerprint are read to be counted. Read with COPY on a connection of its own (see StagingWriter.open),
- * at most `max` + 1 rows, always to its end: a COPY stream left unread stalls its connection,
- * so an abort stops the work, not the read (bounded by those rows, about a second per million).
- * A COPY, not a cursor: a cursor's rows cost three times as much to take apart here.
+ * The sync's snapshot pairs in memory (loadTable), sized for the rows the sync's last run
+ * queried (counting the records would cost a pass over them); undefined above `max` records.
  */
 async function loadFingerprintIndex(sql: Sql, run: QueryInput['run'], max: number, version: string, signal: AbortSignal): Promise<FingerprintIndex | undefined> {
-  // Sized for the rows the sync's last run queried (counting the records would cost a pass over
-  // them); grown as it fills when that was too few (doubling costs ~2 inserts per pair and holds
-  // both tables for a moment).
   const [last] = await sql<{ n: number | null }[]>`
     select (counts->>'queried')::int as n from runs
     where sync_id = ${run.syncId} and id <> ${run.id} and status in ('succeeded', 'partially_succeeded')
     order by id desc limit 1`;
-  const index = new FingerprintIndex(Math.min(max, Math.ceil((last?.n ?? 0) * 1.05)), max, `${version}:`);
-  const syncId = run.syncId;
-  let full = false;
-  const splitter = new LineSplitter((buf, start, end) => {
-    if (!full && !index.addLine(buf, start, end)) full = true;
-  });
   const conn = await sql.reserve();
   try {
-    // COPY takes no parameters: the sync's id as a quoted literal.
-    const id = `'${syncId.replace(/'/g, "''")}'`;
-    const stream = await conn.unsafe(`copy (select primary_key, source_fp from sync_snapshots where sync_id = ${id} limit ${Math.floor(max) + 1}) to stdout`).readable();
-    for await (const chunk of stream as AsyncIterable<Buffer>) {
-      if (!full && !signal.aborted) splitter.push(chunk);
-    }
-    // The connection goes back to the pool: its socket must flow (lib/copy-out.ts).
-    resumeAfterCopy(stream);
+    return await loadTable(conn, run.syncId, { expected: last?.n ?? 0, max, prefix: `${version}:` }, signal);
   } finally {
     conn.release();
   }
-  if (signal.aborted) throw signal.reason;
-  if (full) return undefined;
-  const rest = splitter.end();
-  if (rest) throw new Error(`snapshot read: ${rest}`);
-  return index;
 }
 /** The worker's kept table when it is current (and within `max`), else the snapshot's, loaded. */
 async function keptOrLoaded(q: QueryInput, max: number, version: string, stats: QueryStats): Promise<FingerprintIndex | undefined> {

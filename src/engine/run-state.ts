@@ -61,7 +61,7 @@ export class RunState {
       await tx.execute(dsql`select 1 from runs where id = ${runId} for update`);
       return tx
         .update(runs)
-        .set({ status: 'running', startedAt: loaded.startedAt ?? new Date(), workerId, heartbeatAt: new Date(), attempts: dsql`${runs.attempts} + 1` })
+        .set({ status: 'running', startedAt: loaded.startedAt ?? new Date(), workerId, heartbeatAt: new Date(), attempts: dsql`${runs.attempts} + 1`, claimSeq: dsql`nextval('run_claim_seq')` })
         .where(eq(runs.id, runId))
         .returning();
     });

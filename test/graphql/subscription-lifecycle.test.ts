@@ -155,6 +155,9 @@ t.test('events agree with their run, are not repeated, and a terminal run has no
   await sql`update runs set phase = 'diffing' where id = ${run.id}`;
   await notify('running', 'diffing');
   await notify('running', 'diffing');
+  // An event carries the run as it is when the event is built: the diffing event is awaited
+  // before the row moves on (else, on a loaded machine, it may be built from the finished row).
+  await until(() => w.events.some((e) => e.data.runUpdated.runId === run.id && e.data.runUpdated.phase === 'diffing'), 'diffing event');
   await sql`update runs set status = 'succeeded', phase = 'finalizing', finished_at = now() where id = ${run.id}`;
   await notify('succeeded', 'finalizing');
   await notify('succeeded', 'finalizing');
