@@ -194,8 +194,6 @@ export class RunExecutor {
       /** The table this execution's comparison used, and what it was current at (fingerprint-cache.ts). */
       let table: { index: FingerprintIndex; stamp: TableStamp } | undefined;
       let tableVersion = -1;
-      /** This execution read every row (and fingerprinted them): its snapshot is loaded for the next run once it ends. */
-      let fullRead: { version: string; rows: number } | undefined;
       let planBuiltNow = false;
       let planBase = 0;
       /** The snapshot's records, when querying counted them (QueryStats.snapshotRecords). */
@@ -236,10 +234,7 @@ export class RunExecutor {
               compared: (index) => (table = { index, stamp: { snapshotVersion: tableVersion, claimSeq: Number(state.run.claimSeq ?? 0) } }),
             },
           });
-          if (!read.incremental) {
-            this.fingerprintCache.forget(sync.id);
-            if (read.version && !run0.dryRun) fullRead = { version: read.version, rows: read.rowsFetched };
-          }
+          if (!read.incremental) this.fingerprintCache.forget(sync.id);
           snapshotRecords = read.snapshotRecords;
           log.info({ read }, read.incremental ? `incremental read: ${read.rowsFetched} of ${read.keysScanned} rows read in full` : `full read: ${read.rowsFetched} rows`);
           try {
@@ -336,9 +331,6 @@ export class RunExecutor {
       await state.finish(counts.invalid > 0 || rejected > 0 ? 'partially_succeeded' : 'succeeded', null, counts);
       log.info({ counts }, 'run finished');
       if (kept?.keys) this.fingerprintCache.keep(this.sql, { syncId: sync.id, stamp: kept.stamp, index: kept.index, keys: kept.keys }, log);
-      else if (fullRead) {
-        this.fingerprintCache.load(this.sql, { syncId: sync.id, claimSeq: Number(state.run.claimSeq ?? 0), expected: fullRead.rows, max: this.opts.keyIndexMax, prefix: `${fullRead.version}:` }, log);
-      }
     } catch (e0) {
       // A wait cut short by a signal rejects with the signal's reason; AbortedError from inside
       // delivery means the same signal fired.

@@ -10,19 +10,22 @@ import { STAGING_SCHEMA, stagingNames } from './staging.ts';
 // COPY and the worker ~0.6 s of hashing, on the critical path of every incremental run: most of
 // an unchanged run. A run that ends (succeeded or partially) hands its table back with the
 // primary keys whose records it may have written; the table drops those keys' records and reads
-// their current ones (a few, for a run that changed a few rows), in the background. A run that
-// read every row (a first run, a full resync, a changed mapping) has no table: the snapshot it
-// leaves is loaded in the background once it ended. The next run of the sync on this worker
-// takes the table if nothing else wrote the snapshot meanwhile.
+// their current ones (a few, for a run that changed a few rows), in the background. The next run
+// of the sync on this worker takes the table if nothing else wrote the snapshot meanwhile. A run
+// that read every row (a first run, a full resync, a changed mapping) used no table and keeps
+// none: loading one after it, in the background, was measured (the next 1%-changed run of a
+// million rows took 2.8 × a bare COPY instead of 4–5 ×) but put 55 MB on top of the 215 MB a
+// worker still holds after a full sync of a million rows (270 MB, past the 256 MB it is held to);
+// the first incremental run loads it instead.
 //
 // Who writes a sync's snapshot: its runs (the fingerprint refresh while planning, checkpoints),
 // one at a time (a sync's runs share one job queue), each only once claimed, and a re-point
 // (which bumps the sync's snapshot_version). Every claim draws runs.claim_seq from one increasing
 // sequence. A table is kept with the snapshot version and the claim of the run after which it is
-// current (the run that handed it back, or whose full read it was loaded after, once that run
-// ended). A run may take it when it is the first execution of the run (an earlier one may have
-// written), the version is the same, and no run of the sync but itself holds a later claim: then
-// no one wrote since. Retention deleting that run only makes the table reload.
+// current (the run that handed it back). A run may take it when it is the first execution of the
+// run (an earlier one may have written), the version is the same, and no run of the sync but
+// itself holds a later claim: then no one wrote since. Retention deleting that run only makes the
+// table reload.
 //
 // What the table answers if it were stale: a changed row taken as unchanged (not re-sent until
 // the row changes again), or a record left out of the unmatched list (not deleted). The stamp
@@ -42,9 +45,6 @@ export interface TableStamp {
   claimSeq: number;
 }
 
-/** About what a table takes per record (slots at most 60% full, 20 bytes each; a kept line): skips a load that could not be kept. */
-const BYTES_PER_RECORD = 60;
-
 /** A table with more removed records than this share is not kept (the next run loads a compact one). */
 const MAX_GARBAGE = 0.25;
 
@@ -52,7 +52,7 @@ export class FingerprintCache {
   readonly #budget: number;
   /** Kept tables by sync, least recently kept first. */
   readonly #entries = new Map<string, Entry>();
-  /** Refreshes and loads under way by sync (a take waits for the sync's). */
+  /** Refreshes under way by sync (a take waits for the sync's). */
   readonly #pending = new Map<string, Promise<void>>();
 
   /** `budgetBytes`: memory the kept tables may hold together (0: nothing is kept). */
@@ -103,25 +103,6 @@ export class FingerprintCache {
     );
   }
 
-  /**
-   * After a run that read every row (a first run, a full resync, a changed model or mapping)
-   * ended (its claim: `claimSeq`): loads the sync's table in the background for its next run,
-   * when the snapshot has at most `max` records and the table fits the budget (`expected`: the
-   * rows the run queried; `prefix`: the evaluation version's).
-   */
-  load(sql: Sql, k: { syncId: string; claimSeq: number; expected: number; max: number; prefix: string }, log: Logger): void {
-    if (this.#budget <= 0 || k.max <= 0 || k.expected > k.max || k.expected * BYTES_PER_RECORD > this.#budget) return;
-    this.#track(
-      k.syncId,
-      sql.begin('isolation level repeatable read read only', async (tx) => {
-        const [s] = await tx<{ v: number }[]>`select snapshot_version as v from syncs where id = ${k.syncId}`;
-        const index = s && (await loadTable(tx, k.syncId, k));
-        return index ? { index, snapshotVersion: s.v, claimSeq: k.claimSeq } : undefined;
-      }),
-      log,
-    );
-  }
-
   /** Drops the sync's table (a run that read every row: the next incremental run loads it). */
   forget(syncId: string): void {
     this.#entries.delete(syncId);
@@ -132,7 +113,7 @@ export class FingerprintCache {
     return this.#entries.get(syncId)?.index;
   }
 
-  /** Waits for the refreshes and loads under way (tests; shutdown need not). */
+  /** Waits for the refreshes under way (tests; shutdown need not). */
   async settled(): Promise<void> {
     await Promise.all(this.#pending.values());
   }
