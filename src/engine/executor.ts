@@ -325,8 +325,9 @@ export class RunExecutor {
 
       await state.enterPhase('finalizing');
       await refreshSnapshotStatistics(this.sql, counts, log);
-      // The keys whose records this run may have written, before its staging tables go.
-      const kept = table && { ...table, keys: await keysWritten(this.sql, runId, maxKeys(table.index)) };
+      // The keys whose records this run may have written, before its staging tables go (a failure
+      // only means the table is not kept).
+      const kept = table && { ...table, keys: await keysWritten(this.sql, runId, maxKeys(table.index)).catch(() => undefined) };
       const rejected = counts.rejected.insert + counts.rejected.update + counts.rejected.delete;
       await state.finish(counts.invalid > 0 || rejected > 0 ? 'partially_succeeded' : 'succeeded', null, counts);
       log.info({ counts }, 'run finished');

@@ -45,6 +45,9 @@ export interface TableStamp {
   claimSeq: number;
 }
 
+/** How long a run waits for the refresh of its sync's table before loading the snapshot itself (ms). */
+const REFRESH_WAIT_MS = 10_000;
+
 /** A table with more removed records than this share is not kept (the next run loads a compact one). */
 const MAX_GARBAGE = 0.25;
 
@@ -74,7 +77,16 @@ export class FingerprintCache {
    * sync's snapshot version now, which the run hands back with it.
    */
   async take(sql: Sql, syncId: string, run: { id: string; lease: number }): Promise<{ index: FingerprintIndex | undefined; snapshotVersion: number }> {
-    await this.#pending.get(syncId);
+    // A refresh still under way is waited for, within a bound: a run never waits on the cache for
+    // longer than a load would take (a refresh that ends later keeps a table no later run takes
+    // unless nothing was written since).
+    const pending = this.#pending.get(syncId);
+    if (pending) {
+      let timer: NodeJS.Timeout | undefined;
+      const waited = await Promise.race([pending.then(() => true), new Promise<boolean>((r) => (timer = setTimeout(() => r(false), REFRESH_WAIT_MS)))]);
+      clearTimeout(timer);
+      if (!waited) return { index: undefined, snapshotVersion: await this.#version(sql, syncId) };
+    }
     const entry = this.#entries.get(syncId);
     this.#entries.delete(syncId);
     const [now] = await sql<{ v: number; c: string | null }[]>`
@@ -85,6 +97,11 @@ export class FingerprintCache {
     if (!current) return { index: undefined, snapshotVersion };
     entry.index.reset();
     return { index: entry.index, snapshotVersion };
+  }
+
+  async #version(sql: Sql, syncId: string): Promise<number> {
+    const [s] = await sql<{ v: number }[]>`select snapshot_version as v from syncs where id = ${syncId}`;
+    return s?.v ?? -1;
   }
 
   /**
