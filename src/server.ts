@@ -166,6 +166,8 @@ export async function startBackhaul(opts: StartOptions): Promise<Backhaul> {
         staleAfterMs: opts.staleAfterMs,
         sweepEveryMs: opts.sweepEveryMs,
       });
+      const cache = worker.executor.fingerprintCache;
+      services.metrics.keptTables(() => cache.stats);
       logger.info({ concurrency: config.workerConcurrency }, 'Worker started');
     }
 

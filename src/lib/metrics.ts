@@ -110,6 +110,17 @@ export class Metrics {
     if (opts.processMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: 'backhaul_' });
   }
 
+  /**
+   * Gauges of the comparison tables this process's worker keeps between a sync's runs
+   * (src/engine/fingerprint-cache.ts; BACKHAUL_FINGERPRINT_CACHE_MB bounds their bytes), read at
+   * scrape time.
+   */
+  keptTables(stats: () => { syncs: number; bytes: number }): void {
+    const registers = [this.registry];
+    new Gauge({ name: 'backhaul_kept_tables', help: "Syncs whose incremental comparison table this worker keeps for their next run", registers, collect() { this.set(stats().syncs); } });
+    new Gauge({ name: 'backhaul_kept_tables_bytes', help: 'Memory held by the comparison tables this worker keeps (bounded by BACKHAUL_FINGERPRINT_CACHE_MB)', registers, collect() { this.set(stats().bytes); } });
+  }
+
   runFinished(run: FinishedRun): void {
     const c = run.counts as Counts;
     const sync = run.syncId;

@@ -6,7 +6,7 @@ import type { QueryStats } from '../../src/engine/query.ts';
 import { startFakeCrm } from '../fakes/crm.ts';
 import { startTestBackhaul } from '../helpers/backhaul.ts';
 import { keptAndFresh } from '../helpers/kept-table.ts';
-import { setupSync } from '../helpers/sync-setup.ts';
+import { runToEnd, setupSync } from '../helpers/sync-setup.ts';
 
 // The comparison table a worker keeps between a sync's runs (src/engine/fingerprint-cache.ts):
 // used by the sync's next run on that worker only while it is the snapshot: brought up to date
@@ -145,4 +145,24 @@ t.test('the budget bounds what is kept', async (t) => {
   await some.executor.fingerprintCache.settled();
   const { syncs, bytes } = some.executor.fingerprintCache.stats;
   t.ok(syncs === 1 && bytes > 0, `kept: ${bytes} bytes`);
+});
+
+t.test('a worker reports the tables it keeps in /metrics', async (t) => {
+  const h = await startTestBackhaul(t, { start: { worker: true, engine: { retryBaseMs: 5, retryMaxMs: 50, heartbeatMs: 200 } } });
+  const crm = await startFakeCrm();
+  t.teardown(() => crm.close());
+  const { syncId } = await setupSync(t, h, crm.url, { rows: 30 });
+  const gauges = async () => {
+    const text = String((await h.request('GET', '/metrics')).body);
+    const value = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1]);
+    return { syncs: value('backhaul_kept_tables'), bytes: value('backhaul_kept_tables_bytes') };
+  };
+  t.same(await gauges(), { syncs: 0, bytes: 0 }, 'none before a run');
+  for (const body of [{}, {}]) t.equal((await runToEnd(h, syncId, body)).status, 'succeeded');
+  // The second (incremental) run's table is kept once its refresh has run.
+  const cache = h.bh.worker!.executor.fingerprintCache;
+  await cache.settled();
+  const g = await gauges();
+  t.same(g, { syncs: 1, bytes: cache.stats.bytes }, 'one table, its bytes');
+  t.ok(g.bytes > 0);
 });
