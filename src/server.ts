@@ -38,6 +38,8 @@ export interface StartOptions {
   /** Stale-run sweep tuning. */
   staleAfterMs?: number;
   sweepEveryMs?: number;
+  /** Idle poll intervals of the worker's run and schedule lanes (ms; see WorkerOptions). */
+  workerPollMs?: { runs?: number; schedules?: number };
   /** Authenticated-key cache of the API (default: 2 s, 10,000 keys; ttlMs 0 turns it off). */
   apiKeyCache?: ApiKeyCacheOptions;
   /** Cache of sync reads of the API (default: 2 s, 1,000 answers; ttlMs 0 turns it off). */
@@ -106,7 +108,7 @@ export async function startBackhaul(opts: StartOptions): Promise<Backhaul> {
   let stopping = false;
   try {
     await migrate(database.sql, (m) => logger.info(m));
-    await migrateWorkerSchema(dbUrl);
+    await migrateWorkerSchema(dbUrl, database.sql);
     const boot = await bootstrap(database.db, { token: config.bootstrapApiKey });
     if (boot?.token) opts.printBootstrapKey?.(boot.token);
 
@@ -165,6 +167,8 @@ export async function startBackhaul(opts: StartOptions): Promise<Backhaul> {
         crontab: notifier.crontab,
         staleAfterMs: opts.staleAfterMs,
         sweepEveryMs: opts.sweepEveryMs,
+        pollIntervalMs: opts.workerPollMs?.runs,
+        schedulePollIntervalMs: opts.workerPollMs?.schedules,
       });
       const cache = worker.executor.fingerprintCache;
       services.metrics.keptTables(() => cache.stats);

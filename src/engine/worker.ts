@@ -3,14 +3,14 @@ import { EventEmitter } from 'node:events';
 import { hostname } from 'node:os';
 import { run as runGraphileWorker, runMigrations, Logger as GraphileLogger, type Runner, type Task, type WorkerEvents } from 'graphile-worker';
 import type { Logger } from 'pino';
-import { errorSummary, isConnectionError, type Database } from '../db/client.ts';
+import { errorSummary, isConnectionError, type Database, type Sql } from '../db/client.ts';
 import { patientPool } from '../db/patient-pool.ts';
 import type { Services } from '../domain/services.ts';
 import { purgeIdempotencyKeys } from '../http/idempotency.ts';
 import { LeaseLostError } from './checkpoint.ts';
 import { waitForDatabase } from './db-wait.ts';
 import { RunExecutor, type EngineOptions, type RunHooks } from './executor.ts';
-import { gcJobQueues } from './job-queues.ts';
+import { gcJobQueues, installQueueWake } from './job-queues.ts';
 import { realClock } from './rate-limiter.ts';
 import { killPoint, stallPoint } from './run-state.ts';
 import { fireSequenceSlot, fireSlot } from './scheduler.ts';
@@ -48,8 +48,10 @@ import { STAGING_SCHEMA } from './staging.ts';
 // and the sweep releases nothing until the database has been back for the stale interval (a
 // heartbeat it could not write is no sign that a worker died).
 
-export async function migrateWorkerSchema(connectionString: string): Promise<void> {
+/** graphile-worker's schema (its own migrations), then the trigger that wakes workers when a sync's job queue is released (installQueueWake). */
+export async function migrateWorkerSchema(connectionString: string, sql: Sql): Promise<void> {
   await runMigrations({ connectionString, logger: quietLogger() });
+  await installQueueWake(sql);
 }
 
 function quietLogger(log?: Logger): GraphileLogger {
@@ -78,6 +80,10 @@ export interface WorkerOptions {
   /** More tasks (callbacks, alerts) and their crontab lines. */
   tasks?: Record<string, Task>;
   crontab?: string[];
+  /** How often an idle run slot looks for a job without a notification (ms, default 1000; tests set an hour to prove jobs are found without polling). */
+  pollIntervalMs?: number;
+  /** The same for the schedule lane (ms, default SCHEDULE_LANE.pollIntervalMs). */
+  schedulePollIntervalMs?: number;
 }
 
 /** The schedule lane: concurrent fires, and its poll interval (ms; a slot is due without a notification). */
@@ -88,6 +94,8 @@ export interface Worker {
   /** The schedule lane's runner (backhaul_schedule and backhaul_sequence_schedule only). */
   scheduleRunner: Runner;
   executor: RunExecutor;
+  /** graphile-worker's events of the run lane and of the schedule lane. */
+  events: { runs: WorkerEvents; schedules: WorkerEvents };
   sweep(): Promise<number>;
   /** Settles when the sweep started with the worker has ended (whatever its outcome). */
   firstSweep: Promise<void>;
@@ -216,10 +224,24 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
   await beat();
   const heartbeatTimer = setInterval(beatLogged, heartbeatEvery);
   heartbeatTimer.unref();
+  // One emitter per lane (tests watch them); both record their pools for the heartbeat.
   const events: WorkerEvents = new EventEmitter();
-  events.on('pool:create', ({ workerPool }) => {
-    registeredPools.add(workerPool.id);
-    beatLogged();
+  const scheduleEvents: WorkerEvents = new EventEmitter();
+  for (const e of [events, scheduleEvents]) {
+    e.on('pool:create', ({ workerPool }) => {
+      registeredPools.add(workerPool.id);
+      beatLogged();
+    });
+  }
+  // The schedule lane does not answer job notifications; it finds its slots by polling
+  // (SCHEDULE_LANE.pollIntervalMs). graphile-worker's job fetch locks every available named job
+  // queue row (FOR UPDATE SKIP LOCKED, whatever tasks the pool takes): woken by the same
+  // notification as the run lane, the schedule lane's fetch held the sync's queue just when the
+  // run lane looked for the run just triggered, which then found nothing and waited for its next
+  // poll (measured: trigger-to-start p95 ~700 ms against a median of ~20 ms). A slot is planned
+  // ahead (run_at in the future): the notification of its insert never made it due sooner.
+  scheduleEvents.on('pool:create', ({ workerPool }) => {
+    workerPool.nudge = () => {};
   });
 
   // Every task notes when it ran (see tasksEnded).
@@ -241,7 +263,7 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
     pgPool,
     concurrency: o.concurrency,
     noHandleSignals: true,
-    pollInterval: 1000,
+    pollInterval: o.pollIntervalMs ?? 1000,
     // Stop taking work at once on shutdown; in-flight batches still finish and checkpoint.
     gracefulShutdownAbortTimeout: 100,
     taskList,
@@ -253,10 +275,10 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
     pgPool,
     concurrency: SCHEDULE_LANE.concurrency,
     noHandleSignals: true,
-    pollInterval: SCHEDULE_LANE.pollIntervalMs,
+    pollInterval: o.schedulePollIntervalMs ?? SCHEDULE_LANE.pollIntervalMs,
     gracefulShutdownAbortTimeout: 100,
     taskList: { backhaul_schedule: tracked(backhaul_schedule), backhaul_sequence_schedule: tracked(backhaul_sequence_schedule) },
-    events,
+    events: scheduleEvents,
     logger: quietLogger(logger),
   }).catch(async (e) => {
     await runner.stop();
@@ -421,6 +443,7 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
     runner,
     scheduleRunner,
     executor,
+    events: { runs: events, schedules: scheduleEvents },
     sweep,
     firstSweep,
     async stop() {
