@@ -520,13 +520,20 @@ async function main(): Promise<void> {
 
   // ---- Incremental: change 1% of the rows, run again; then a run with nothing changed.
   if (only.has('incremental') && fullDone) {
-    const changed = await db`update src.customers set plan = plan || '+', lifetime_value = lifetime_value + 1 where id % 100 = 0`;
-    await db`vacuum analyze src.customers`;
-    await bareCopyMs(databaseUrl, MODEL_SQL); // warm
-    await sinkReset(sinkUrl);
-    const r = await runSync(api, fullSync);
-    const sent = await sinkStats(sinkUrl);
-    if (sent.rows !== changed.count) throw new Error(`incremental run delivered ${sent.rows} rows, expected ${changed.count}`);
+    // Two 1% runs: the first after the full sync (its worker has no comparison table yet: it
+    // loads the snapshot's), then one after it — a sync's runs in steady state, the bar's figure.
+    const onePercent = async (k: number) => {
+      const changed = await db`update src.customers set plan = plan || '+', lifetime_value = lifetime_value + 1 where id % 100 = ${k}`;
+      await db`vacuum analyze src.customers`;
+      await bareCopyMs(databaseUrl, MODEL_SQL); // warm
+      await sinkReset(sinkUrl);
+      const run = await runSync(api, fullSync);
+      const sent = await sinkStats(sinkUrl);
+      if (sent.rows !== changed.count) throw new Error(`incremental run delivered ${sent.rows} rows, expected ${changed.count}`);
+      return { run, sent, changed };
+    };
+    const afterFull = await onePercent(0);
+    const { run: r, sent, changed } = await onePercent(1);
     const copies = [await bareCopyMs(databaseUrl, MODEL_SQL), await bareCopyMs(databaseUrl, MODEL_SQL)];
     const bareMs = Math.min(...copies);
     await sinkReset(sinkUrl);
@@ -542,7 +549,7 @@ async function main(): Promise<void> {
     log(`unchanged run in a fresh worker: ${again.wallMs} ms, worker peak ${unchangedMem.peakMb.toFixed(1)} MB`);
     const figure = round(r.wallMs / bareMs, 3);
     push({
-      name: 'Incremental run (1% changed)',
+      name: 'Incremental run (1% changed, steady state)',
       figure,
       bar: '≤ 2.0',
       holds: figure <= 2.0 && unchangedSent.requests === 0,
@@ -555,6 +562,8 @@ async function main(): Promise<void> {
         rowsSent: sent.rows,
         requests: sent.requests,
         bareCopyMs: copies.map((c) => Math.round(c)),
+        firstAfterFullSync: { figure: round(afterFull.run.wallMs / bareMs, 3), runWallMs: afterFull.run.wallMs, runPhasesMs: afterFull.run.phases, rowsSent: afterFull.sent.rows },
+        timing: 'Backhaul: POST /runs until the run is observed terminal, 1% of rows changed since the last run, which was itself incremental (steady state: the worker kept its comparison table). firstAfterFullSync: the same for the first incremental run after the full sync (it loads the snapshot into its table). Bare: COPY (model) TO STDOUT, best of 2.',
         unchangedRunWallMs: unchanged.wallMs,
         unchangedRunRequests: unchangedSent.requests,
         unchangedRunSendsNothing: unchangedSent.requests === 0,
@@ -1024,7 +1033,7 @@ function printTable(): void {
       s.name.startsWith('Full')
         ? `${d.backhaulRowsPerSec} vs ${d.bareRowsPerSec} rows/s`
         : s.name.startsWith('Incremental')
-          ? `${d.runWallMs} ms vs COPY ${Math.min(...(d.bareCopyMs as number[]))} ms; unchanged run: ${d.unchangedRunRequests} requests`
+          ? `${d.runWallMs} ms vs COPY ${Math.min(...(d.bareCopyMs as number[]))} ms; first after the full sync ${(d.firstAfterFullSync as { runWallMs: number; figure: number }).runWallMs} ms (${(d.firstAfterFullSync as { figure: number }).figure} ×); unchanged run: ${d.unchangedRunRequests} requests`
           : s.name.startsWith('API')
             ? `${d.backhaulRps} vs ${d.bareRps} req/s; p99 ${d.backhaulP99Ms} vs ${d.bareP99Ms} ms`
             : s.name.startsWith('Trigger')
