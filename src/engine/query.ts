@@ -369,7 +369,11 @@ async function incrementalRead(q: QueryInput, c: IncrementalContext): Promise<bo
     // (usually few: the records of changed and deleted rows) into unmatched_<run>. The table's
     // comment, written last, says the scan is complete and under which version it compared.
     const scanned = sql.unsafe(`'version=${c.version} rows=${k.n}'`);
-    if (index) {
+    const describeScan = async (): Promise<void> => {
+      if (!index) {
+        await sql`comment on table ${kt} is ${scanned}`;
+        return;
+      }
       const copy = await KeysCopy.open(sql, unmatched);
       try {
         for (const chunk of (index as FingerprintIndex).unmatched()) await copy.write(chunk);
@@ -383,44 +387,71 @@ async function incrementalRead(q: QueryInput, c: IncrementalContext): Promise<bo
       index = undefined;
       await sql`analyze ${mt}`;
       await sql`comment on table ${mt} is ${scanned}`;
-    } else {
-      await sql`comment on table ${kt} is ${scanned}`;
-    }
+    };
+    // Written beside the fetch below (its own connection; the fetch waits on the source).
+    const described = describeScan();
+    described.catch(() => {}); // awaited below; a failure must not go unhandled meanwhile
 
-    // 4. The rows of those keys, by key, in batches, from the same snapshot of the source.
-    const writer = await StagingWriter.open(sql, q.run.id);
+    // 4. The rows of those keys, by key, in batches, from the same snapshot of the source. The
+    // next batch's fetch is sent before this one is mapped and staged, so that the source works
+    // while this process does (one fetch ahead: the session's connection runs them in order).
+    let fetchFailed = false;
     try {
-      let n = 0;
-      for await (const rows of sql<{ pk: string }[]>`select distinct pk from ${ct}`.cursor(FETCH_BATCH)) {
-        if (signal.aborted) throw signal.reason;
-        const wanted = new Set(rows.map((r) => r.pk));
-        const fetched = (await raceAbort(session.fetch([...wanted], signal), signal)).filter((row) => {
-          const v = row[q.model.primaryKey];
-          return v !== null && v !== undefined && wanted.has(typeof v === 'object' ? JSON.stringify(v) : String(v));
-        });
-        if (c.lookups?.active) await raceAbort(c.lookups.prepare(fetched), signal);
-        const seen = new Set<string>();
-        for (const row of fetched) {
-          const v = row[q.model.primaryKey];
-          seen.add(typeof v === 'object' ? JSON.stringify(v) : String(v));
-          const w = c.stageRow(writer, row, ++n);
-          if (w) await w;
+      const writer = await StagingWriter.open(sql, q.run.id);
+      const fetchKeys = (pks: string[]) => {
+        const wanted = new Set(pks);
+        const rows = raceAbort(session!.fetch([...wanted], signal), signal);
+        rows.catch(() => {}); // awaited in turn; one left behind by a failure must not go unhandled
+        return { wanted, rows };
+      };
+      const keyBatches = sql<{ pk: string }[]>`select distinct pk from ${ct}`.cursor(FETCH_BATCH)[Symbol.asyncIterator]();
+      try {
+        let n = 0;
+        let next = await keyBatches.next();
+        let ahead = next.done ? undefined : fetchKeys(next.value.map((r) => r.pk));
+        while (ahead) {
+          if (signal.aborted) throw signal.reason;
+          const { wanted, rows } = ahead;
+          next = await keyBatches.next();
+          ahead = next.done ? undefined : fetchKeys(next.value.map((r) => r.pk));
+          const fetched = (await rows).filter((row) => {
+            const v = row[q.model.primaryKey];
+            return v !== null && v !== undefined && wanted.has(typeof v === 'object' ? JSON.stringify(v) : String(v));
+          });
+          if (c.lookups?.active) await raceAbort(c.lookups.prepare(fetched), signal);
+          const seen = new Set<string>();
+          for (const row of fetched) {
+            const v = row[q.model.primaryKey];
+            seen.add(typeof v === 'object' ? JSON.stringify(v) : String(v));
+            const w = c.stageRow(writer, row, ++n);
+            if (w) await w;
+          }
+          c.stats.rowsFetched += fetched.length;
+          // A key the scan saw and the fetch did not (the model changed in between, where the
+          // source gives no snapshot): its records stay as they are; the next run sees it gone.
+          for (const pk of wanted) {
+            if (seen.has(pk)) continue;
+            c.stats.vanished++;
+            const w = writer.write(pk, null, null, 'g');
+            if (w) await w;
+          }
+          if (c.invalid.length >= 1000) await recordInvalid(sql, q.run, c.invalid.splice(0));
         }
-        c.stats.rowsFetched += fetched.length;
-        // A key the scan saw and the fetch did not (the model changed in between, where the
-        // source gives no snapshot): its records stay as they are; the next run sees it gone.
-        for (const pk of wanted) {
-          if (seen.has(pk)) continue;
-          c.stats.vanished++;
-          const w = writer.write(pk, null, null, 'g');
-          if (w) await w;
-        }
-        if (c.invalid.length >= 1000) await recordInvalid(sql, q.run, c.invalid.splice(0));
+        await writer.end();
+      } catch (e) {
+        writer.destroy();
+        await keyBatches.return?.().catch(() => {}); // the cursor's connection back to the pool
+        throw e;
       }
-      await writer.end();
     } catch (e) {
-      writer.destroy();
+      fetchFailed = true;
       throw e;
+    } finally {
+      // The scan's description is complete before the read ends, whatever the fetch's outcome
+      // (the fetch's error, when there is one, is the one reported).
+      await described.catch((e) => {
+        if (!fetchFailed) throw e;
+      });
     }
     await session.close();
     session = undefined;

@@ -315,3 +315,55 @@ t.test('MariaDB source: incremental runs read only changed rows; a mapping chang
   t.same(remapped.run.counts.planned, { insert: 0, update: 500, delete: 0 });
   t.same([(await step()).row], [0]);
 });
+
+t.test('changed rows in several fetches by key (the next fetch sent before a batch is staged) are all read in full, on PostgreSQL and MariaDB', async (t) => {
+  // 2,500 of 10,000 PostgreSQL rows and 1,500 of 3,000 MariaDB rows change: three and two
+  // fetches of up to 1,000 keys, each sent while the one before it is mapped and staged.
+  const h = await startTestBackhaul(t, { start: { worker: true, engine } });
+  const crm = await startFakeCrm();
+  t.teardown(() => crm.close());
+  const { src, syncId } = await setupSync(t, h, crm.url, { rows: 10_000, delivery: { batchSize: 500 } });
+  let read = await rowsRead(h, syncId);
+  const step = async (id: string) => {
+    const r = await runToEnd(h, id, {}, 120_000);
+    t.equal(r.status, 'succeeded', JSON.stringify(r.error));
+    const now = await rowsRead(h, id);
+    const d = { run: r, key: now.key - read.key, row: now.row - read.row };
+    read = now;
+    return d;
+  };
+  t.same((await step(syncId)).row, 10_000, 'the first run reads every row');
+  await src`update src.people set name = name || ' (changed)' where id % 4 = 0`;
+  const changed = await step(syncId);
+  t.same([changed.key, changed.row], [10_000, 2_500], 'every changed row and only those are read in full');
+  t.same(changed.run.counts.planned, { insert: 0, update: 2_500, delete: 0 });
+  const names = [...crm.contacts.values()].filter((c) => String(c.name).endsWith(' (changed)')).map((c) => c.email as string);
+  t.equal(names.length, 2_500, 'the destination holds the 2,500 new names');
+  t.ok(names.every((e) => Number(/^user(\d+)@/.exec(e)![1]) % 4 === 0), 'and only those');
+
+  const admin = await mysqlAdmin();
+  if (!admin) {
+    t.skip('MariaDB not reachable at 127.0.0.1:3306', () => {});
+    return;
+  }
+  const db = uniqueName('bh_fetch');
+  await admin.query(`CREATE DATABASE ${db}`);
+  t.teardown(async () => {
+    await admin.query(`DROP DATABASE IF EXISTS ${db}`);
+    await admin.end();
+  });
+  await admin.query(`CREATE TABLE ${db}.people (id INT PRIMARY KEY, email VARCHAR(200), name VARCHAR(200), age INT)`);
+  const values = Array.from({ length: 3_000 }, (_, i) => `(${i + 1}, 'maria${i + 1}@example.com', 'Maria ${i + 1}', ${20 + (i % 50)})`);
+  await admin.query(`INSERT INTO ${db}.people VALUES ${values.join(',')}`);
+  const conn = await h.request('PUT', '/v1/connections/maria', { body: { name: 'MariaDB', type: 'mysql', config: { host: '127.0.0.1', port: 3306, database: db, user: 'root' } } });
+  t.ok(conn.status < 300, JSON.stringify(conn.body));
+  const model = await h.request('PATCH', '/v1/models/people', { body: { connectionId: conn.body.id, sql: 'select id, email, name, age from people' } });
+  t.equal(model.status, 200, JSON.stringify(model.body));
+  t.same((await step(syncId)).row, 3_000, 'a new model: every row is read');
+  await admin.query(`UPDATE ${db}.people SET name = CONCAT(name, ' (changed)') WHERE id % 2 = 0`);
+  const mChanged = await step(syncId);
+  t.same([mChanged.key, mChanged.row], [3_000, 1_500], 'every changed MariaDB row and only those are read in full');
+  t.same(mChanged.run.counts.planned.update, 1_500);
+  const mNames = [...crm.contacts.values()].filter((c) => String(c.email).startsWith('maria') && String(c.name).endsWith(' (changed)'));
+  t.equal(mNames.length, 1_500, 'the destination holds the 1,500 new MariaDB names');
+});
