@@ -1,5 +1,5 @@
 import pino from 'pino';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import type { FingerprintSession, SourceConnector } from '../../src/connectors/types.ts';
 import { systemActor } from '../../src/domain/context.ts';
 import { RunExecutor } from '../../src/engine/executor.ts';
@@ -26,6 +26,22 @@ async function rowsRead(h: TestBackhaul, syncId: string): Promise<{ key: number;
     if (m && m[1].includes(`sync="${syncId}"`)) out[/read="key"/.test(m[1]) ? 'key' : 'row'] += Number(m[2]);
   }
   return out;
+}
+
+/** A scratch MariaDB database (dropped at teardown), or undefined (the test skipped) when MariaDB is not reachable. */
+async function mariaDatabase(t: Test, prefix: string): Promise<{ admin: NonNullable<Awaited<ReturnType<typeof mysqlAdmin>>>; db: string } | undefined> {
+  const admin = await mysqlAdmin();
+  if (!admin) {
+    t.skip('MariaDB not reachable at 127.0.0.1:3306', () => {});
+    return undefined;
+  }
+  const db = uniqueName(prefix);
+  await admin.query(`CREATE DATABASE ${db}`);
+  t.teardown(async () => {
+    await admin.query(`DROP DATABASE IF EXISTS ${db}`);
+    await admin.end();
+  });
+  return { admin, db };
 }
 
 t.test('PostgreSQL: unchanged and 1%-changed runs read only changed rows in full; mappings and full resyncs re-evaluate every row', async (t) => {
@@ -256,17 +272,9 @@ t.test(`a row that changed or left between the key scan and the fetch (keys comp
 });
 
 t.test('MariaDB source: incremental runs read only changed rows; a mapping change re-evaluates', async (t) => {
-  const admin = await mysqlAdmin();
-  if (!admin) {
-    t.skip('MariaDB not reachable at 127.0.0.1:3306', () => {});
-    return;
-  }
-  const db = uniqueName('bh_incr');
-  await admin.query(`CREATE DATABASE ${db}`);
-  t.teardown(async () => {
-    await admin.query(`DROP DATABASE IF EXISTS ${db}`);
-    await admin.end();
-  });
+  const maria = await mariaDatabase(t, 'bh_incr');
+  if (!maria) return;
+  const { admin, db } = maria;
   await admin.query(`CREATE TABLE ${db}.people (id INT PRIMARY KEY, email VARCHAR(200), name VARCHAR(200), age INT, note TEXT)`);
   const values = Array.from({ length: 500 }, (_, i) => `(${i + 1}, 'user${i + 1}@example.com', 'User ${i + 1}', ${20 + (i % 50)}, ${i % 3 === 0 ? 'NULL' : `'n${i}'`})`);
   await admin.query(`INSERT INTO ${db}.people VALUES ${values.join(',')}`);
@@ -341,17 +349,9 @@ t.test('changed rows in several fetches by key (the next fetch sent before a bat
   t.equal(names.length, 2_500, 'the destination holds the 2,500 new names');
   t.ok(names.every((e) => Number(/^user(\d+)@/.exec(e)![1]) % 4 === 0), 'and only those');
 
-  const admin = await mysqlAdmin();
-  if (!admin) {
-    t.skip('MariaDB not reachable at 127.0.0.1:3306', () => {});
-    return;
-  }
-  const db = uniqueName('bh_fetch');
-  await admin.query(`CREATE DATABASE ${db}`);
-  t.teardown(async () => {
-    await admin.query(`DROP DATABASE IF EXISTS ${db}`);
-    await admin.end();
-  });
+  const maria = await mariaDatabase(t, 'bh_fetch');
+  if (!maria) return;
+  const { admin, db } = maria;
   await admin.query(`CREATE TABLE ${db}.people (id INT PRIMARY KEY, email VARCHAR(200), name VARCHAR(200), age INT)`);
   const values = Array.from({ length: 3_000 }, (_, i) => `(${i + 1}, 'maria${i + 1}@example.com', 'Maria ${i + 1}', ${20 + (i % 50)})`);
   await admin.query(`INSERT INTO ${db}.people VALUES ${values.join(',')}`);

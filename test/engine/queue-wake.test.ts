@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import t from 'tap';
 import postgres from 'postgres';
-import { run, Logger, type WorkerEvents } from 'graphile-worker';
+import { run, Logger, type TaskList, type WorkerEvents } from 'graphile-worker';
 import { migrateWorkerSchema } from '../../src/engine/worker.ts';
 import { freshDatabase } from '../helpers/backhaul.ts';
 
@@ -13,6 +13,21 @@ import { freshDatabase } from '../helpers/backhaul.ts';
 // an hour: without the wake, the second job would wait that hour.
 
 const silent = new Logger(() => () => {});
+
+/** A fresh database with graphile-worker's schema and the wake triggers (migrateWorkerSchema). */
+async function workerDatabase(t: { teardown(fn: () => unknown): void }, max = 4): Promise<{ url: string; sql: postgres.Sql }> {
+  const url = await freshDatabase(t);
+  const sql = postgres(url, { max, onnotice: () => {} });
+  t.teardown(() => sql.end());
+  await migrateWorkerSchema(url, sql);
+  return { url, sql };
+}
+
+/** One worker slot that polls once an hour: it finds a job only when notified. */
+async function hourlyPoller(t: { teardown(fn: () => unknown): void }, url: string, events: WorkerEvents, taskList: TaskList): Promise<void> {
+  const runner = await run({ connectionString: url, concurrency: 1, noHandleSignals: true, pollInterval: 3_600_000, logger: silent, events, taskList });
+  t.teardown(() => runner.stop());
+}
 
 async function until(cond: () => Promise<boolean> | boolean, what: string, timeoutMs = 60_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -39,10 +54,7 @@ function once(events: EventEmitter, name: string, pred: (p: any) => boolean = ()
 }
 
 t.test('a job queued behind a running job of its queue starts when the queue is released, not at the next poll', async (t) => {
-  const url = await freshDatabase(t);
-  const sql = postgres(url, { max: 4, onnotice: () => {} });
-  t.teardown(() => sql.end());
-  await migrateWorkerSchema(url, sql);
+  const { url, sql } = await workerDatabase(t);
   // Installing again (a second worker starting, a restart) keeps one trigger.
   await Promise.all([migrateWorkerSchema(url, sql), migrateWorkerSchema(url, sql)]);
   const [{ n }] = await sql<{ n: number }[]>`
@@ -54,22 +66,13 @@ t.test('a job queued behind a running job of its queue starts when the queue is 
   const gate = new Promise<void>((r) => (release = r));
   const started: string[] = [];
   const events: WorkerEvents = new EventEmitter();
-  const runner = await run({
-    connectionString: url,
-    concurrency: 1,
-    noHandleSignals: true,
-    pollInterval: 3_600_000,
-    logger: silent,
-    events,
-    taskList: {
-      step: async (payload) => {
-        const { name } = payload as { name: string };
-        started.push(name);
-        if (name === 'first') await gate;
-      },
+  await hourlyPoller(t, url, events, {
+    step: async (payload) => {
+      const { name } = payload as { name: string };
+      started.push(name);
+      if (name === 'first') await gate;
     },
   });
-  t.teardown(() => runner.stop());
   const add = (name: string) => sql`select graphile_worker.add_job('step', json_build_object('name', ${name}::text), queue_name => 'sync:q')`;
 
   const firstStarted = once(events, 'job:start', (p) => p.job.payload.name === 'first');
@@ -104,23 +107,11 @@ t.test('a job inserted while the release of its queue is uncommitted starts once
   // The release checks for a waiting job before it commits: a job inserted and committed in
   // between (its notification finding the queue still locked) would be seen by neither. The job's
   // insert waits for the release instead, and notifies after it.
-  const url = await freshDatabase(t);
-  const sql = postgres(url, { max: 4, onnotice: () => {} });
-  t.teardown(() => sql.end());
-  await migrateWorkerSchema(url, sql);
+  const { url, sql } = await workerDatabase(t);
   const started: string[] = [];
   const events: WorkerEvents = new EventEmitter();
   const firstLook = once(events, 'worker:getJob:empty');
-  const runner = await run({
-    connectionString: url,
-    concurrency: 1,
-    noHandleSignals: true,
-    pollInterval: 3_600_000,
-    logger: silent,
-    events,
-    taskList: { step: async (payload) => void started.push((payload as { name: string }).name) },
-  });
-  t.teardown(() => runner.stop());
+  await hourlyPoller(t, url, events, { step: async (payload) => void started.push((payload as { name: string }).name) });
   await firstLook; // the worker's look at start, before any job
 
   // Job A runs on another worker: the job and its queue are locked by it.
@@ -161,10 +152,7 @@ t.test('a job inserted while the release of its queue is uncommitted starts once
 });
 
 t.test('a queue released with no job waiting sends no notification', async (t) => {
-  const url = await freshDatabase(t);
-  const sql = postgres(url, { max: 2, onnotice: () => {} });
-  t.teardown(() => sql.end());
-  await migrateWorkerSchema(url, sql);
+  const { sql } = await workerDatabase(t, 2);
   const heard: string[] = [];
   const listener = await sql.listen('jobs:insert', (p) => heard.push(p));
   t.teardown(() => listener.unlisten());
