@@ -62,16 +62,24 @@ function claimedByScan(sql: Sql, runId: string, inc: IncrementalScan) {
  * whose last claimant it is and whose fingerprint its key scan matched. A staged row claiming
  * that record makes both invalid, as when both were read: the unchanged row is staged as a claim.
  */
-export async function markDuplicates(sql: Sql, runId: string, syncId?: string, lookups?: Lookups): Promise<InvalidRow[]> {
+export interface MarkOptions {
+  /** rec_<run> holds the records of every valid staged row's match key, copied by this execution's read (StagedRecordsCopy). */
+  recordsCopied?: boolean;
+}
+
+export async function markDuplicates(sql: Sql, runId: string, syncId?: string, lookups?: Lookups, opts: MarkOptions = {}): Promise<InvalidRow[]> {
   const { stg, keys, unmatched, records: rec } = stagingNames(runId);
   const t = sql`${sql(STAGING_SCHEMA)}.${sql(stg)}`;
   const inc = syncId ? await incrementalScan(sql, runId) : undefined;
   // Statistics for the planner (a fresh table has none): hash joins and aggregates, no sorts.
   await sql`analyze ${t}`;
-  const small = inc !== undefined && (await smallStaged(sql, stg, inc.rows, lookups));
-  // The staged rows' records, copied once for this pass and the plan (never one of an earlier execution).
-  await sql`drop table if exists ${sql(STAGING_SCHEMA)}.${sql(rec)}`;
-  if (small) await copyStagedRecords(sql, runId, syncId!);
+  const small = inc !== undefined && (opts.recordsCopied || (await smallStaged(sql, stg, inc.rows, lookups)));
+  // The staged rows' records, copied once for this pass and the plan (never one of an earlier
+  // execution: this execution's read may have copied them while it staged the rows).
+  if (!(small && opts.recordsCopied)) {
+    await sql`drop table if exists ${sql(STAGING_SCHEMA)}.${sql(rec)}`;
+    if (small) await copyStagedRecords(sql, runId, syncId!);
+  }
   return sql.begin(async (tx) => {
     await tx`set local work_mem = '64MB'`;
     const invalid: InvalidRow[] = [];
@@ -151,16 +159,78 @@ export async function markDuplicates(sql: Sql, runId: string, syncId?: string, l
 async function copyStagedRecords(sql: Sql, runId: string, syncId: string): Promise<void> {
   const { stg, records } = stagingNames(runId);
   const r = sql`${sql(STAGING_SCHEMA)}.${sql(records)}`;
-  // A lateral subquery the planner cannot flatten (OFFSET 0): one lookup per key, whatever the
-  // statistics say (a sync's first big checkpoint leaves them stale for a while; a planner told
-  // "few records" would otherwise pick a nested loop over all of them). In the key index's order,
-  // so that its pages are read once each, in order.
   await sql`
     create unlogged table ${r} as
-    select n.match_key, n.primary_key, n.hash, n.match_value, n.record_id, n.source_fp
-    from (select distinct mkey from ${sql(STAGING_SCHEMA)}.${sql(stg)} where state = 'v' order by mkey) st
-    cross join lateral (select * from sync_snapshots n where n.sync_id = ${syncId} and n.match_key = st.mkey offset 0) n`;
+    ${recordsOf(sql, syncId, sql`select distinct mkey from ${sql(STAGING_SCHEMA)}.${sql(stg)} where state = 'v' order by mkey`)}`;
   await sql`analyze ${r}`;
+}
+
+/**
+ * The records of the match keys `mkeys` (a query of one column `mkey`, each once), with the
+ * columns of rec_<run>. A lateral subquery the planner cannot flatten (OFFSET 0): one lookup per
+ * key, whatever the statistics say (a sync's first big checkpoint leaves them stale for a while;
+ * a planner told "few records" would otherwise pick a nested loop over all of them). Given in
+ * the key index's order, its pages are read once each, in order.
+ */
+function recordsOf(sql: Sql, syncId: string, mkeys: ReturnType<Sql>) {
+  return sql`
+    select n.match_key, n.primary_key, n.hash, n.match_value, n.record_id, n.source_fp
+    from (${mkeys}) st
+    cross join lateral (select * from sync_snapshots n where n.sync_id = ${syncId} and n.match_key = st.mkey offset 0) n`;
+}
+
+/**
+ * rec_<run> built while an incremental read stages its rows (query.ts), instead of by
+ * markDuplicates after it: `add` the match keys of each batch of valid staged rows as they are
+ * staged (a key is looked up once), then `end`. Their lookups run one batch at a time on a
+ * connection of the pool, beside the read. Only for few staged rows (fewStaged); markDuplicates
+ * of the same execution is then told the table is complete (MarkOptions.recordsCopied).
+ */
+export class StagedRecordsCopy {
+  readonly #sql: Sql;
+  readonly #syncId: string;
+  readonly #records: string;
+  readonly #seen = new Set<string>();
+  #chain: Promise<void>;
+
+  constructor(sql: Sql, runId: string, syncId: string) {
+    this.#sql = sql;
+    this.#syncId = syncId;
+    this.#records = stagingNames(runId).records;
+    const table = this.#table();
+    this.#chain = (async () => {
+      await sql`drop table if exists ${table}`;
+      await sql`create unlogged table ${table} as ${recordsOf(sql, syncId, sql`select null::text as mkey where false`)}`;
+    })();
+    this.#chain.catch(() => {}); // awaited by end(); a failure must not go unhandled meanwhile
+  }
+
+  /** Looks up the records of these match keys (those not added before), after the lookups already asked for. */
+  add(mkeys: Iterable<string>): void {
+    const fresh: string[] = [];
+    for (const k of mkeys) {
+      if (this.#seen.has(k)) continue;
+      this.#seen.add(k);
+      fresh.push(k);
+    }
+    if (!fresh.length) return;
+    fresh.sort();
+    const sql = this.#sql;
+    this.#chain = this.#chain.then(async () => {
+      await sql`insert into ${this.#table()} ${recordsOf(sql, this.#syncId, sql`select unnest(${fresh}::text[]) as mkey`)}`;
+    });
+    this.#chain.catch(() => {});
+  }
+
+  /** Waits for every lookup; rejects with the first failure. */
+  async end(): Promise<void> {
+    await this.#chain;
+    await this.#sql`analyze ${this.#table()}`;
+  }
+
+  #table() {
+    return this.#sql`${this.#sql(STAGING_SCHEMA)}.${this.#sql(this.#records)}`;
+  }
 }
 
 /**
@@ -175,9 +245,14 @@ async function copyStagedRecords(sql: Sql, runId: string, syncId: string): Promi
 async function smallStaged(sql: Sql, table: string, scanned: number | undefined, lookups?: Lookups): Promise<boolean> {
   if (lookups) return lookups === 'index';
   const [r] = await sql<{ n: number }[]>`select greatest(reltuples, 0)::float8 as n from pg_class where oid = to_regclass(${`${STAGING_SCHEMA}.${table}`})`;
-  return r !== undefined && r.n <= Math.max(SMALL_STAGED_FLOOR, (scanned ?? 0) / 20);
+  return r !== undefined && fewStaged(r.n, scanned);
 }
 const SMALL_STAGED_FLOOR = 2_000;
+
+/** Whether `staged` rows of an incremental run that scanned `scanned` rows are few enough for lookups by key (see smallStaged). */
+export function fewStaged(staged: number, scanned: number | undefined): boolean {
+  return staged <= Math.max(SMALL_STAGED_FLOOR, (scanned ?? 0) / 20);
+}
 
 /**
  * How staged rows find their snapshot records: 'index' (a lookup per row) or 'hash' (one hash

@@ -198,6 +198,8 @@ export class RunExecutor {
       let planBase = 0;
       /** The snapshot's records, when querying counted them (QueryStats.snapshotRecords). */
       let snapshotRecords: number | undefined;
+      /** This execution's read copied the staged rows' records (QueryStats.recordsCopied). */
+      let recordsCopied = false;
       const run0 = state.run;
       const plannedOk = run0.plannedAt && (await tableExists(this.sql, stagingNames(runId).plan)) && (await planSize(this.sql, runId)) === run0.plannedTotal;
       if (!plannedOk) {
@@ -236,6 +238,7 @@ export class RunExecutor {
           });
           if (!read.incremental) this.fingerprintCache.forget(sync.id);
           snapshotRecords = read.snapshotRecords;
+          recordsCopied = read.recordsCopied === true;
           log.info({ read }, read.incremental ? `incremental read: ${read.rowsFetched} of ${read.keysScanned} rows read in full` : `full read: ${read.rowsFetched} rows`);
           try {
             this.hooks.queried?.(state.run, read);
@@ -248,7 +251,7 @@ export class RunExecutor {
           await state.update({ stagedAt: new Date(), counts });
         }
         await state.enterPhase('diffing');
-        const dups = await markDuplicates(this.sql, runId, sync.id);
+        const dups = await markDuplicates(this.sql, runId, sync.id, undefined, { recordsCopied });
         if (dups.length) {
           counts.invalid += dups.length;
           await recordInvalid(this.sql, run0, dups);

@@ -7,6 +7,7 @@ import type { Sql } from '../db/client.ts';
 import { ConnectorError } from '../errors.ts';
 import { stringifyPayload } from '../lib/json.ts';
 import { abortable, raceAbort } from './abort.ts';
+import { fewStaged, StagedRecordsCopy } from './diff.ts';
 import { loadTable } from './fingerprint-cache.ts';
 import { FINGERPRINT_INDEX_MAX, FingerprintIndex, LineSplitter } from './fingerprint-index.ts';
 import { equalityOf, matchKeyOf, mayBeUnrecordable, unrecordablePath } from './identity.ts';
@@ -92,6 +93,8 @@ export interface QueryStats {
   version?: string;
   /** Why an incremental read was not used or given up (absent when it was used or not tried). */
   fullReason?: string;
+  /** rec_<run> was built while the rows were staged (diff.ts, StagedRecordsCopy): markDuplicates need not. */
+  recordsCopied?: boolean;
 }
 
 /**
@@ -129,8 +132,8 @@ export async function queryPhase(q: QueryInput): Promise<QueryStats> {
   const stats: QueryStats = { incremental: false, keysScanned: 0, rowsFetched: 0, vanished: 0, ...(version ? { version } : {}) };
   const invalid: InvalidRow[] = [];
 
-  /** Maps and stages one row (row number `n` names a row without a key). */
-  const stageRow = (writer: StagingWriter, row: Row, n: number): Promise<void> | undefined => {
+  /** Maps and stages one row (row number `n` names a row without a key); `valid` hears the match key of a valid row. */
+  const stageRow = (writer: StagingWriter, row: Row, n: number, valid?: (mkey: string) => void): Promise<void> | undefined => {
     const stageInvalid = (pk: string, code: string, message: string, mkey: string | null = null) => {
       counts.invalid++;
       invalid.push({ pk, code, message });
@@ -164,6 +167,7 @@ export async function queryPhase(q: QueryInput): Promise<QueryStats> {
     const matchValue = mapped.payload[matchField];
     const mkey = matchKeyOf(matchValue, equality);
     if (mkey === null) return stageInvalid(pk, 'missing_match_value', `Match field "${matchField}" is empty: the row identifies no destination record.`);
+    valid?.(mkey);
     return writer.write(pk, PAYLOAD_HASH(payload), payload, 'v', JSON.stringify(matchValue), mkey, fp);
   };
 
@@ -253,7 +257,7 @@ interface IncrementalContext {
   stats: QueryStats;
   invalid: InvalidRow[];
   lookups: LookupResolver | undefined;
-  stageRow: (writer: StagingWriter, row: Row, n: number) => Promise<void> | undefined;
+  stageRow: (writer: StagingWriter, row: Row, n: number, valid?: (mkey: string) => void) => Promise<void> | undefined;
 }
 
 /**
@@ -396,6 +400,9 @@ async function incrementalRead(q: QueryInput, c: IncrementalContext): Promise<bo
     // next batch's fetch is sent before this one is mapped and staged, so that the source works
     // while this process does (one fetch ahead: the session's connection runs them in order).
     let fetchFailed = false;
+    // Few rows to stage: their snapshot records are looked up batch by batch as they are staged,
+    // beside the fetches, instead of by the diff after them (StagedRecordsCopy).
+    const records = fewStaged(nChanged, k.n) ? new StagedRecordsCopy(sql, q.run.id, q.run.syncId) : undefined;
     try {
       const writer = await StagingWriter.open(sql, q.run.id);
       const fetchKeys = (pks: string[]) => {
@@ -420,12 +427,15 @@ async function incrementalRead(q: QueryInput, c: IncrementalContext): Promise<bo
           });
           if (c.lookups?.active) await raceAbort(c.lookups.prepare(fetched), signal);
           const seen = new Set<string>();
+          const mkeys: string[] = [];
+          const valid = (mkey: string) => void mkeys.push(mkey);
           for (const row of fetched) {
             const v = row[q.model.primaryKey];
             seen.add(typeof v === 'object' ? JSON.stringify(v) : String(v));
-            const w = c.stageRow(writer, row, ++n);
+            const w = c.stageRow(writer, row, ++n, valid);
             if (w) await w;
           }
+          records?.add(mkeys);
           c.stats.rowsFetched += fetched.length;
           // A key the scan saw and the fetch did not (the model changed in between, where the
           // source gives no snapshot): its records stay as they are; the next run sees it gone.
@@ -438,6 +448,10 @@ async function incrementalRead(q: QueryInput, c: IncrementalContext): Promise<bo
           if (c.invalid.length >= 1000) await recordInvalid(sql, q.run, c.invalid.splice(0));
         }
         await writer.end();
+        if (records) {
+          await records.end();
+          c.stats.recordsCopied = true;
+        }
       } catch (e) {
         writer.destroy();
         await keyBatches.return?.().catch(() => {}); // the cursor's connection back to the pool
@@ -445,6 +459,8 @@ async function incrementalRead(q: QueryInput, c: IncrementalContext): Promise<bo
       }
     } catch (e) {
       fetchFailed = true;
+      // No lookup of this execution may still be running when it ends (a next one rebuilds rec_<run>).
+      await records?.end().catch(() => {});
       throw e;
     } finally {
       // The scan's description is complete before the read ends, whatever the fetch's outcome
