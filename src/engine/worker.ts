@@ -41,14 +41,14 @@ import { STAGING_SCHEMA } from './staging.ts';
 // Scheduled slots have a lane of their own: a second graphile-worker runner in the same process,
 // taking backhaul_schedule and backhaul_sequence_schedule jobs only (SCHEDULE_LANE), so that a slot fires when it is due however
 // many runs fill the run slots (a fire is one statement, two for a cron schedule; a run can take minutes). The run lane
-// does not take schedule jobs.
+// does not take schedule jobs, and the schedule lane finds due slots by polling only (see scheduleEvents below).
 //
 // The control database going away pauses the worker instead of ending the process: connections
 // are awaited (patient-pool.ts), a run waits for the database and resumes from its checkpoint,
 // and the sweep releases nothing until the database has been back for the stale interval (a
 // heartbeat it could not write is no sign that a worker died).
 
-/** graphile-worker's schema (its own migrations), then the trigger that wakes workers when a sync's job queue is released (installQueueWake). */
+/** graphile-worker's schema (its own migrations), then the triggers that wake workers when a job queue with a waiting job is released (installQueueWake). */
 export async function migrateWorkerSchema(connectionString: string, sql: Sql): Promise<void> {
   await runMigrations({ connectionString, logger: quietLogger() });
   await installQueueWake(sql);
