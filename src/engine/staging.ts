@@ -52,13 +52,23 @@ export function copyEscape(s: string): string {
   return /[\\\t\n\r]/.test(s) ? s.replace(/[\\\t\n\r]/g, (c) => (c === '\\' ? '\\\\' : c === '\t' ? '\\t' : c === '\n' ? '\\n' : '\\r')) : s;
 }
 
-const nullable = (s: string | null): string => (s === null ? '\\N' : copyEscape(s));
+const TAB = 9;
+const NEWLINE = 10;
+const NULL_FIELD = '\\N';
 
-/** Streams rows into stg_<run> with COPY, honouring backpressure (memory stays flat). */
+/** Bytes of COPY text sent to PostgreSQL at a time (a row longer than that goes alone, in a chunk of its size). */
+const CHUNK_BYTES = 256 * 1024;
+
+/**
+ * Streams rows into stg_<run> with COPY, honouring backpressure (memory stays flat). Each field
+ * is encoded as UTF-8 straight into the chunk being filled: no line string is built and no chunk
+ * string joined (at 1M rows that was about a tenth of the worker's time while querying, and much
+ * of its garbage).
+ */
 export class StagingWriter {
   private readonly stream: Writable;
-  private buf: string[] = [];
-  private bufLen = 0;
+  private chunk = Buffer.allocUnsafe(CHUNK_BYTES);
+  private len = 0;
   /** The COPY's failure (connection lost, statement error): raised by the next flush or end. */
   private failed: Error | undefined;
 
@@ -93,21 +103,52 @@ export class StagingWriter {
     }
   }
 
-  /** Buffers one row; returns a promise only when the buffer was flushed (await it then). */
+  /**
+   * Buffers one row (a COPY text line; null fields as \N); returns a promise only when a full
+   * chunk was handed to the COPY (await it then: it settles once the stream can take more).
+   */
   write(pk: string, hash: string | null, payload: string | null, state: 'v' | 'i' | 'g', match: string | null = null, mkey: string | null = null, fp: string | null = null): Promise<void> | undefined {
-    const line = `${copyEscape(pk)}\t${hash ?? '\\N'}\t${nullable(payload)}\t${state}\t${nullable(match)}\t${nullable(mkey)}\t${nullable(fp)}\n`;
-    this.buf.push(line);
-    this.bufLen += line.length;
-    return this.bufLen >= 256 * 1024 ? this.flush() : undefined;
+    const f0 = copyEscape(pk);
+    const f2 = payload === null ? null : copyEscape(payload);
+    const f4 = match === null ? null : copyEscape(match);
+    const f5 = mkey === null ? null : copyEscape(mkey);
+    const f6 = fp === null ? null : copyEscape(fp);
+    // At most 3 UTF-8 bytes per UTF-16 code unit; 7 separators.
+    const most = 3 * (f0.length + (hash?.length ?? 2) + (f2?.length ?? 2) + 1 + (f4?.length ?? 2) + (f5?.length ?? 2) + (f6?.length ?? 2)) + 7;
+    const flushed = this.len + most > this.chunk.length ? this.handOff(most) : undefined;
+    const b = this.chunk;
+    let o = this.len;
+    o += b.write(f0, o);
+    b[o++] = TAB;
+    o += b.write(hash ?? NULL_FIELD, o);
+    b[o++] = TAB;
+    o += b.write(f2 ?? NULL_FIELD, o);
+    b[o++] = TAB;
+    o += b.write(state, o);
+    b[o++] = TAB;
+    o += b.write(f4 ?? NULL_FIELD, o);
+    b[o++] = TAB;
+    o += b.write(f5 ?? NULL_FIELD, o);
+    b[o++] = TAB;
+    o += b.write(f6 ?? NULL_FIELD, o);
+    b[o++] = NEWLINE;
+    this.len = o;
+    return flushed;
+  }
+
+  /** Hands the filled part of the chunk to the COPY and starts one that holds at least `room` bytes. */
+  private handOff(room: number): Promise<void> | undefined {
+    if (this.failed) return Promise.reject(this.failed);
+    const full = this.chunk.subarray(0, this.len);
+    this.chunk = Buffer.allocUnsafe(Math.max(CHUNK_BYTES, room));
+    this.len = 0;
+    if (!full.length) return undefined;
+    return this.stream.write(full) ? Promise.resolve() : once(this.stream, 'drain').then(() => undefined);
   }
 
   private async flush(): Promise<void> {
     if (this.failed) throw this.failed;
-    if (!this.buf.length) return;
-    const chunk = this.buf.join('');
-    this.buf = [];
-    this.bufLen = 0;
-    if (!this.stream.write(chunk)) await once(this.stream, 'drain');
+    if (this.len) await this.handOff(0);
   }
 
   async end(): Promise<void> {
