@@ -141,8 +141,11 @@ export async function queryPhase(q: QueryInput): Promise<QueryStats> {
     };
     let fp: string | null = null;
     if (FINGERPRINT_COLUMN in row) {
-      fp = row[FINGERPRINT_COLUMN] === null || row[FINGERPRINT_COLUMN] === undefined ? null : `${version}:${row[FINGERPRINT_COLUMN]}`;
-      delete row[FINGERPRINT_COLUMN];
+      const f = row[FINGERPRINT_COLUMN];
+      fp = f === null || f === undefined ? null : `${version}:${f}`;
+      // Cleared, not deleted: a deleted property turns every row into a slow dictionary object
+      // (a fifth of this function's time at 1M rows). No mapping can read it (not a model column).
+      row[FINGERPRINT_COLUMN] = undefined;
     }
     const pkValue = row[q.model.primaryKey];
     if (pkValue === null || pkValue === undefined || pkValue === '') {
