@@ -3,7 +3,7 @@ import { intArray, textArray } from '../db/arrays.ts';
 import { isConnectionError, type Sql } from '../db/client.ts';
 import { ConnectorError } from '../errors.ts';
 import type { RowOutcome } from './batch.ts';
-import { STAGING_SCHEMA, stagingNames } from './staging.ts';
+import { intactSql, STAGING_SCHEMA, StagingLostError, stagingNames } from './staging.ts';
 import type { RunCounts } from './status.ts';
 
 // Checkpointing: one statement (hence one transaction and one round trip) for one or more
@@ -11,14 +11,16 @@ import type { RunCounts } from './status.ts';
 // counts. Never called twice at once for a run.
 //
 // Fencing: the statement locks the run row WHERE its attempts still equal this execution's lease
-// and checks that the sync still has the snapshot version the plan was built against. An
+// and checks that the sync still has the snapshot version the plan was built against, and that
+// the plan was not emptied by a crash of PostgreSQL (staging.ts, markStagingIntact). An
 // execution that lost its run (another worker took it over) or whose sync was re-pointed writes
 // nothing (the statement raises and rolls back) and stops (LeaseLostError / sync_repointed).
 //
 // The commit does not wait for the WAL flush (synchronous_commit off, this transaction only):
-// a checkpoint lost to a crash of PostgreSQL itself loses the unlogged plan with it, and the run
-// then re-plans from the snapshot and sends those rows again — at-least-once, never a row
-// reported that was not delivered. A killed worker loses nothing: its commits are in the server.
+// a checkpoint lost to a crash of PostgreSQL itself loses the unlogged plan with it (crash
+// recovery empties unlogged tables), and the run then reads the model again, re-plans against
+// the snapshot and sends those rows again — at-least-once, never a row reported that was not
+// delivered. A killed worker loses nothing: its commits are in the server.
 //
 // Each batch was registered in run_inflight before it was sent (registerInflight); the checkpoint
 // deletes those rows. That makes a checkpoint safe to retry when the connection dropped before
@@ -177,6 +179,7 @@ export async function checkpoint(c: CheckpointInput): Promise<void> {
       select case when o.outcome = 'ok' then 0 else (${REFUSED} || o.outcome)::int end as refused from (
         select case when not exists (select 1 from fence) then 'lease_lost'
                     when (select v from fence) is distinct from ${c.snapshotVersion}::int then 'sync_repointed'
+                    when not ${intactSql(sql, run.id)} then 'staging_lost'
                     when (select count(*) from sent) = 0 then 'already_checkpointed'
                     when (select count(*) from sent) <> ${batches.length} then 'unregistered'
                     else 'ok' end as outcome) o`;
@@ -195,6 +198,9 @@ export async function checkpoint(c: CheckpointInput): Promise<void> {
         hint: 'The next run writes every row to the new place.',
       });
     }
+    // The plan was emptied by a crash or failover of PostgreSQL: its snapshot writes (joined to
+    // the plan) would be lost. The batch stays registered as sent; the run reads the model again.
+    if (reason === 'staging_lost') throw new StagingLostError(run.id);
     if (reason === 'unregistered') throw new Error(`checkpoint of run ${run.id}: some of its ${batches.length} batches were not registered as sent`);
     if (reason !== 'already_checkpointed') throw e;
   }

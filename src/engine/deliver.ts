@@ -7,7 +7,7 @@ import { ConnectorError } from '../errors.ts';
 import { AbortedError, deliverBatch, splitBatches, type BatchResult, type RowOutcome } from './batch.ts';
 import { checkpoint, lastRecordedBatch, LeaseLostError, priorSends, registerInflight } from './checkpoint.ts';
 import { whileDatabaseDown } from './db-wait.ts';
-import { collectDone, readPending } from './plan.ts';
+import { collectDone, readPending, type PlannedOp } from './plan.ts';
 import { limiterFor, type Clock } from './rate-limiter.ts';
 
 // Delivering: pending plan operations in batches, `concurrency` in flight under the destination's
@@ -147,7 +147,14 @@ export async function deliverPhase(d: DeliverInput): Promise<void> {
     if (!flag) throw new ConnectorError('sync_deleted', 'The sync was deleted during the run.', { classification: 'fatal' });
     if (flag.cancel_requested_at) cancelled = true;
     if (stop()) break;
-    const page = await patiently('reading the plan', () => readPending(sql, run.id, lastSeq, batchSize * concurrency, resumed));
+    let page: PlannedOp[];
+    try {
+      page = await patiently('reading the plan', () => readPending(sql, run.id, lastSeq, batchSize * concurrency, resumed));
+    } catch (e) {
+      // The plan was lost (StagingLostError): the batches in flight finish first.
+      failure ??= e;
+      break;
+    }
     if (!page.length) break;
     lastSeq = page[page.length - 1].seq;
     for (const batch of splitBatches(page, batchSize, sync.mode)) {

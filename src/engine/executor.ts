@@ -20,7 +20,7 @@ import { queryPhase, SCAN_QUEUE_BYTES, type QueryStats } from './query.ts';
 import { realClock, type Clock } from './rate-limiter.ts';
 import { recordInvalid, unbundleRecords } from './records.ts';
 import { COUNTS_NOTIFY_MS, RunState } from './run-state.ts';
-import { stagingNames, tableExists } from './staging.ts';
+import { StagingLostError, stagingIntact, stagingNames, tableExists, type StagedDistinct } from './staging.ts';
 import { emptyCounts, TERMINAL, type Phase, type RunCounts, type RunStatus } from './status.ts';
 
 // Executes one run, resumably, as its phases: query.ts → diff.ts (+ guards.ts) → deliver.ts
@@ -200,10 +200,16 @@ export class RunExecutor {
       let snapshotRecords: number | undefined;
       /** This execution's read copied the staged rows' records (QueryStats.recordsCopied). */
       let recordsCopied = false;
+      /** What this execution's read proved of the staged rows (QueryStats.distinct). */
+      let distinct: StagedDistinct | undefined;
       const run0 = state.run;
-      const plannedOk = run0.plannedAt && (await tableExists(this.sql, stagingNames(runId).plan)) && (await planSize(this.sql, runId)) === run0.plannedTotal;
+      // Staged rows and a plan are trusted only while intact: a crash or failover of PostgreSQL
+      // empties them (unlogged) and the run then reads the model again (staging.ts).
+      const intact = (run0.stagedAt || run0.plannedAt) && (await stagingIntact(this.sql, runId));
+      if (!intact && (run0.stagedAt || run0.plannedAt)) log.warn('the run\'s staged rows were lost (PostgreSQL crashed or failed over): the model is read again');
+      const plannedOk = intact && run0.plannedAt && (await tableExists(this.sql, stagingNames(runId).plan)) && (await planSize(this.sql, runId)) === run0.plannedTotal;
       if (!plannedOk) {
-        const stagedOk = run0.stagedAt && (await tableExists(this.sql, stagingNames(runId).stg));
+        const stagedOk = intact && run0.stagedAt && (await tableExists(this.sql, stagingNames(runId).stg));
         if (!stagedOk) {
           await state.enterPhase('querying');
           source = this.services.connections.openSource(srcConn);
@@ -239,6 +245,7 @@ export class RunExecutor {
           if (!read.incremental) this.fingerprintCache.forget(sync.id);
           snapshotRecords = read.snapshotRecords;
           recordsCopied = read.recordsCopied === true;
+          distinct = read.distinct;
           log.info({ read }, read.incremental ? `incremental read: ${read.rowsFetched} of ${read.keysScanned} rows read in full` : `full read: ${read.rowsFetched} rows`);
           try {
             this.hooks.queried?.(state.run, read);
@@ -251,7 +258,7 @@ export class RunExecutor {
           await state.update({ stagedAt: new Date(), counts });
         }
         await state.enterPhase('diffing');
-        const dups = await markDuplicates(this.sql, runId, sync.id, undefined, { recordsCopied });
+        const dups = await markDuplicates(this.sql, runId, sync.id, undefined, { recordsCopied, distinct });
         if (dups.length) {
           counts.invalid += dups.length;
           await recordInvalid(this.sql, run0, dups);
@@ -351,6 +358,11 @@ export class RunExecutor {
         // The control database went away outside delivery (which waits for it): nothing can be
         // written now. The worker waits for it and executes the run again from its last marker.
         log.warn({ cause: errorSummary(e) }, 'control database unavailable: the run resumes from its last checkpoint once it is back');
+        throw e;
+      }
+      if (e instanceof StagingLostError) {
+        // Nothing was sent from rows that were lost; the run is executed again and reads the model anew.
+        log.warn(e.message);
         throw e;
       }
       if (e instanceof AbortedError) {

@@ -3,7 +3,7 @@ import type postgres from 'postgres';
 import type { Sql } from '../db/client.ts';
 import { resumeAfterCopy } from '../lib/copy-out.ts';
 import { copyTextLine, FingerprintIndex, LineSplitter } from './fingerprint-index.ts';
-import { STAGING_SCHEMA, stagingNames } from './staging.ts';
+import { assertStagingIntact, STAGING_SCHEMA, stagingNames } from './staging.ts';
 
 // The in-memory comparison's table (fingerprint-index.ts), kept by the worker from one run of a
 // sync to the next (issue 17). Loading a million snapshot pairs costs the control database a
@@ -209,14 +209,18 @@ export const maxKeys = (index: FingerprintIndex) => Math.max(10_000, Math.floor(
  * when there are more than `max`: its staged rows (the fingerprint refresh, every write), its
  * plan (deletes: the records' last claimants) and the records its scan left unmatched (a record
  * a write takes over from a row not read in full is one of them). Read before the run's staging
- * tables are dropped.
+ * tables are dropped; throws StagingLostError when a crash of PostgreSQL emptied them.
  */
 export async function keysWritten(sql: Sql, runId: string, max: number): Promise<string[] | undefined> {
   const { stg, plan, unmatched } = stagingNames(runId);
-  const t = (name: string) => sql`${sql(STAGING_SCHEMA)}.${sql(name)}`;
-  const rows = await sql<{ pk: string }[]>`
-    select pk from ${t(stg)} union select pk from ${t(plan)} union select pk from ${t(unmatched)} limit ${max + 1}`;
-  return rows.length > max ? undefined : rows.map((r) => r.pk);
+  return sql.begin(async (tx) => {
+    // Emptied by a crash of PostgreSQL, they would name too few keys (StagingLostError: not kept).
+    await assertStagingIntact(tx, runId);
+    const t = (name: string) => tx`${tx(STAGING_SCHEMA)}.${tx(name)}`;
+    const rows = await tx<{ pk: string }[]>`
+      select pk from ${t(stg)} union select pk from ${t(plan)} union select pk from ${t(unmatched)} limit ${max + 1}`;
+    return rows.length > max ? undefined : rows.map((r) => r.pk);
+  });
 }
 
 /**

@@ -606,6 +606,13 @@ function hash3(buf: Uint8Array, start: number, end: number, out: Uint32Array): v
   out[2] = fmix(h3 ^ len);
 }
 
+const H53 = new Uint32Array(3);
+/** A 53-bit hash (a safe integer, exact in a Float64Array) of buf[start, end): two lanes of hash3. */
+export function hash53(buf: Uint8Array, start: number, end: number): number {
+  hash3(buf, start, end, H53);
+  return H53[0] + (H53[1] & 0x1fffff) * 4294967296;
+}
+
 /**
  * PAIR from PK and FP, lane by lane: for a given key the map from the fingerprint's lane to the
  * pair's is a bijection, so two pairs of one key collide only if their fingerprints' 96-bit

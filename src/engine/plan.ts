@@ -1,5 +1,5 @@
 import type { Sql } from '../db/client.ts';
-import { STAGING_SCHEMA, stagingNames } from './staging.ts';
+import { assertStagingIntact, STAGING_SCHEMA, stagingNames } from './staging.ts';
 
 // The plan table of a run (built by diff.ts): its size, and the pending operations in seq order.
 
@@ -49,7 +49,8 @@ export async function collectDone(sql: Sql, runId: string, afterBatch: number): 
  * The next pending operations after `afterSeq` (keyset; in-flight ones are never read twice).
  * An operation is done once a checkpoint recorded its outcome. A plan built in this execution
  * has none done beyond the keyset, so it is read by seq alone; a plan resumed after a crash
- * (`resumed`: collectDone ran) skips the operations recorded against it.
+ * (`resumed`: collectDone ran) skips the operations recorded against it. Throws
+ * StagingLostError when a page comes back short because PostgreSQL emptied the plan.
  */
 export async function readPending(sql: Sql, runId: string, afterSeq: number, limit: number, resumed = false): Promise<PlannedOp[]> {
   const { plan, done } = stagingNames(runId);
@@ -64,5 +65,8 @@ export async function readPending(sql: Sql, runId: string, afterSeq: number, lim
           where seq > ${afterSeq}
             and not exists (select 1 from ${sql(STAGING_SCHEMA)}.${sql(done)} d where d.pk = pl.pk and d.op = pl.op)
           order by seq limit ${limit}`;
+  // A short page ends the plan only if the plan is still what it was: a crash or failover of
+  // PostgreSQL empties it, and delivery would then end early and call the run done.
+  if (rows.length < limit) await assertStagingIntact(sql, runId);
   return rows.map((r) => ({ seq: Number(r.seq), pk: r.pk, op: r.op, payload: r.payload, attempts: r.attempts, recordId: r.record_id }));
 }

@@ -14,7 +14,7 @@ import { equalityOf, matchKeyOf, mayBeUnrecordable, unrecordablePath } from './i
 import { LookupResolver } from './lookups.ts';
 import { recordInvalid, type InvalidRow } from './records.ts';
 import { ScanQueue } from './scan-queue.ts';
-import { createStaging, STAGING_SCHEMA, stagingNames, StagingWriter } from './staging.ts';
+import { createStaging, markStagingIntact, STAGING_SCHEMA, stagingNames, StagingWriter, type StagedDistinct } from './staging.ts';
 import type { RunCounts } from './status.ts';
 
 // Querying: read the model from the source, map each row, and COPY (pk, hash, payload, match
@@ -95,6 +95,8 @@ export interface QueryStats {
   fullReason?: string;
   /** rec_<run> was built while the rows were staged (diff.ts, StagedRecordsCopy): markDuplicates need not. */
   recordsCopied?: boolean;
+  /** What the staging writer proved of every staged row (no duplicated primary or match key): markDuplicates need not look. */
+  distinct?: StagedDistinct;
 }
 
 /**
@@ -108,7 +110,11 @@ export function evaluationVersion(q: Pick<QueryInput, 'model' | 'matchKey' | 'fi
   return hash('sha1', basis, 'hex').slice(0, 16);
 }
 
-/** Runs the querying phase; counts.queried and counts.invalid are set from scratch. */
+/**
+ * Runs the querying phase; counts.queried and counts.invalid are set from scratch. Its staged
+ * tables are marked intact at the end (markStagingIntact), not before: a phase cut short leaves
+ * none that a resumed run would trust.
+ */
 export async function queryPhase(q: QueryInput): Promise<QueryStats> {
   const mappings = [...q.mappings];
   const matchField = q.matchKey.destinationField;
@@ -182,6 +188,7 @@ export async function queryPhase(q: QueryInput): Promise<QueryStats> {
     const done = await incrementalRead(q, { columns, version, stats, invalid, lookups, stageRow });
     if (done) {
       if (invalid.length) await recordInvalid(q.sql, q.run, invalid);
+      await markStagingIntact(q.sql, q.run.id);
       return stats;
     }
     // Given up before anything was staged: read every row.
@@ -205,12 +212,13 @@ export async function queryPhase(q: QueryInput): Promise<QueryStats> {
       stats.rowsFetched += batch.length;
       if (invalid.length >= 1000) await recordInvalid(q.sql, q.run, invalid.splice(0));
     }
-    await writer.end();
+    stats.distinct = await writer.end();
   } catch (e) {
     writer.destroy();
     throw e;
   }
   if (invalid.length) await recordInvalid(q.sql, q.run, invalid);
+  await markStagingIntact(q.sql, q.run.id);
   return stats;
 }
 
@@ -450,7 +458,7 @@ async function incrementalRead(q: QueryInput, c: IncrementalContext): Promise<bo
           }
           if (c.invalid.length >= 1000) await recordInvalid(sql, q.run, c.invalid.splice(0));
         }
-        await writer.end();
+        c.stats.distinct = await writer.end();
         if (records) {
           await records.end();
           c.stats.recordsCopied = true;

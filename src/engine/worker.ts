@@ -14,7 +14,7 @@ import { gcJobQueues, installQueueWake } from './job-queues.ts';
 import { realClock } from './rate-limiter.ts';
 import { killPoint, stallPoint } from './run-state.ts';
 import { fireSequenceSlot, fireSlot } from './scheduler.ts';
-import { STAGING_SCHEMA } from './staging.ts';
+import { STAGING_PREFIXES, STAGING_SCHEMA } from './staging.ts';
 
 // The job worker: graphile-worker tasks are thin adapters over the executor and the services.
 //   backhaul_run         {runId}   execute (or resume) a run
@@ -179,8 +179,9 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
       select t.tablename as name from pg_tables t
       where t.schemaname = ${STAGING_SCHEMA}
         and not exists (select 1 from runs r where r.status in ('queued', 'running')
-                        and t.tablename in ('stg_' || r.id, 'plan_' || r.id, 'keys_' || r.id, 'chg_' || r.id, 'unm_' || r.id, 'rec_' || r.id, 'done_' || r.id))`;
-    for (const { name } of orphans) await database.sql`drop table if exists ${database.sql(STAGING_SCHEMA)}.${database.sql(name)}`;
+                        and t.tablename in (select prefix || r.id from unnest(${STAGING_PREFIXES}::text[]) as prefix))`;
+    // Cascade: a plan that is a view over a run's staged rows (diff.ts) goes with them.
+    for (const { name } of orphans) await database.sql`drop table if exists ${database.sql(STAGING_SCHEMA)}.${database.sql(name)} cascade`;
     logger.debug({ runRecords: removed.count, runBatches: removedBatches.count, idempotencyKeys: keys, stagingTables: orphans.length }, 'maintenance done');
   };
 

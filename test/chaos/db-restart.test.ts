@@ -7,8 +7,7 @@ import { freePort, startEmbeddedPostgres, type EmbeddedDatabase } from '../../sr
 import { startTestBackhaul } from '../helpers/backhaul.ts';
 import { startFakeCrm } from '../fakes/crm.ts';
 import { setupSync, waitForRun } from '../helpers/sync-setup.ts';
-import type { ChildProcess } from 'node:child_process';
-import { env, kill9, releaseDeadWorkers, sleep, spawnWorker } from './helpers.ts';
+import { env, sleep, superviseWorker } from './helpers.ts';
 
 // The control database (a PostgreSQL of the test's own, so it can be stopped) restarts in the
 // middle of a run's delivery. The run must end cleanly — resumed to success, or failed — and
@@ -29,33 +28,9 @@ t.test('control database restarted during a run', async (t) => {
   const h = await startTestBackhaul(t, { env: { DATABASE_URL: pg.url } });
   const db = postgres(h.databaseUrl, { max: 1, onnotice: () => {} });
   t.teardown(() => db.end());
-  let workerExits = 0;
-  let stopping = false;
-  let child: ChildProcess;
-  const supervise = () => {
-    child = spawnWorker(h);
-    child.once('exit', () => {
-      if (stopping) return;
-      workerExits++;
-      // The only worker is gone: release its jobs at once (the sweep would after 15 s), restart it.
-      void (async () => {
-        for (let i = 0; i < 100; i++) {
-          try {
-            await releaseDeadWorkers(db);
-            break;
-          } catch {
-            await sleep(200); // the database is still down
-          }
-        }
-        if (!stopping) supervise();
-      })();
-    });
-  };
-  supervise();
-  t.teardown(() => {
-    stopping = true;
-    return kill9(child);
-  });
+  // The only worker, restarted whenever it exits.
+  const worker = superviseWorker(h, db);
+  t.teardown(() => worker.stop());
   const crm = await startFakeCrm({ delayMs: 10 });
   t.teardown(() => crm.close());
   const { src, syncId } = await setupSync(t, h, crm.url, { rows: ROWS, delivery: { batchSize: 50, concurrency: 2, maxRetries: 5 } });
@@ -86,7 +61,7 @@ t.test('control database restarted during a run', async (t) => {
 
   const run = await waitForRun(h, trig.body.id, 180_000);
   t.ok(['succeeded', 'failed'].includes(run.status), `the run ended cleanly: ${run.status} ${JSON.stringify(run.error)}`);
-  t.comment(`worker process exits during the outage: ${workerExits}`);
+  t.comment(`worker process exits during the outage: ${worker.exits()}`);
   const ok = await db<{ primary_key: string }[]>`select primary_key from run_outcomes where run_id = ${run.id} and status = 'succeeded'`;
   const notDelivered = ok.filter((r) => !crm.contacts.has(`user${r.primary_key}@example.com`));
   t.same(notDelivered.slice(0, 5), [], `every row recorded as delivered reached the destination (${ok.length} records)`);

@@ -47,3 +47,40 @@ export async function releaseDeadWorkers(db: postgres.Sql): Promise<void> {
   if (ids.length) await db`select graphile_worker.force_unlock_workers(${ids}::text[])`;
   await db`update runs set worker_id = null where status = 'running'`;
 }
+
+/**
+ * Runs `backhaul worker` under a tiny supervisor that restarts it when it exits (as systemd or
+ * Kubernetes would), releasing its jobs at once first (retried while the database is down).
+ * `exits()` counts the restarts; the returned stop() kills the current process for good.
+ */
+export function superviseWorker(h: TestBackhaul, db: postgres.Sql): { exits(): number; stop(): Promise<void> } {
+  let exits = 0;
+  let stopping = false;
+  let child: ChildProcess;
+  const start = () => {
+    child = spawnWorker(h);
+    child.once('exit', () => {
+      if (stopping) return;
+      exits++;
+      void (async () => {
+        for (let i = 0; i < 100; i++) {
+          try {
+            await releaseDeadWorkers(db);
+            break;
+          } catch {
+            await sleep(200); // the database is still down
+          }
+        }
+        if (!stopping) start();
+      })();
+    });
+  };
+  start();
+  return {
+    exits: () => exits,
+    stop: () => {
+      stopping = true;
+      return kill9(child);
+    },
+  };
+}

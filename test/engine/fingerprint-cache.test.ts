@@ -6,7 +6,7 @@ import type { QueryStats } from '../../src/engine/query.ts';
 import { startFakeCrm } from '../fakes/crm.ts';
 import { startTestBackhaul } from '../helpers/backhaul.ts';
 import { keptAndFresh } from '../helpers/kept-table.ts';
-import { runToEnd, setupSync } from '../helpers/sync-setup.ts';
+import { runToEnd, setupSync, waitForJobsDone } from '../helpers/sync-setup.ts';
 
 // The comparison table a worker keeps between a sync's runs (src/engine/fingerprint-cache.ts):
 // used by the sync's next run on that worker only while it is the snapshot: brought up to date
@@ -159,7 +159,10 @@ t.test('a worker reports the tables it keeps in /metrics', async (t) => {
   };
   t.same(await gauges(), { syncs: 0, bytes: 0 }, 'none before a run');
   for (const body of [{}, {}]) t.equal((await runToEnd(h, syncId, body)).status, 'succeeded');
-  // The second (incremental) run's table is kept once its refresh has run.
+  // The second (incremental) run's table is kept once its refresh has run. The table is handed
+  // to the cache after the run is terminal (its tables dropped, its hooks run) and before its job
+  // completes: wait for the job, not for the status.
+  await waitForJobsDone(h, ['backhaul_run']);
   const cache = h.bh.worker!.executor.fingerprintCache;
   await cache.settled();
   const g = await gauges();
