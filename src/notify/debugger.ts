@@ -1,7 +1,5 @@
-import { and, arrayOverlaps, eq, inArray } from 'drizzle-orm';
 import type { Logger } from 'pino';
 import type { Database } from '../db/client.ts';
-import { runExchanges } from '../db/schema.ts';
 import type { WireExchange } from '../connectors/types.ts';
 import type { BatchResult } from '../engine/batch.ts';
 import type { RunRow } from '../domain/runs.ts';
@@ -15,10 +13,23 @@ import { NO_SECRETS, type Redactor } from '../lib/redact.ts';
 // before it is stored. Rows are keyed by
 // (run_id, batch) like run_records.batch, and list the primary keys each request carried, so
 // GET /v1/runs/{id}/records?primaryKey= can show exactly what was sent for that row.
-// One multi-row insert per acknowledged batch, awaited (the executor's hook), so a finished run's
+// Acknowledged batches' exchanges are inserted as they come, those that queue behind an insert in
+// flight together, awaited (the executor's hook), so a finished run's
 // exchanges are all readable; a failed insert is logged and never fails the run.
 
 export const MAX_BODY = 8 * 1024;
+
+/** A run_exchanges row as inserted (column names). */
+interface ExchangeRow {
+  id: string;
+  run_id: string;
+  workspace_id: string;
+  batch: number;
+  primary_keys: string[];
+  request: Record<string, unknown>;
+  response: Record<string, unknown> | null;
+  duration_ms: number;
+}
 
 /** A body as kept: the head of its redacted text, at most MAX_BODY characters. */
 function cut(r: Redactor, body: string | undefined): { body?: string; bodyTruncated?: boolean } {
@@ -34,7 +45,43 @@ export function createDebugger(o: {
   /** The redactor of a run's destination connection (default: none). */
   redactorFor?: (run: RunRow) => Promise<Redactor>;
 }) {
-  const pending = new Map<string, Set<Promise<void>>>();
+  /** Per run: exchanges waiting for the insert in flight, and that insert's loop. */
+  type Writer = { queue: { batch: number; rows: ExchangeRow[]; done: () => void }[]; draining: Promise<void> | undefined };
+  const writers = new Map<string, Writer>();
+
+  const insert = (rows: ExchangeRow[]) =>
+    // One JSON parameter expanded by PostgreSQL (the ORM's builder cost ~0.5 ms of CPU a batch, measured at 1M rows).
+    o.database.sql`
+      insert into run_exchanges (id, run_id, workspace_id, batch, primary_keys, request, response, duration_ms)
+      select x.id, x.run_id, x.workspace_id, x.batch, x.primary_keys, x.request, x.response, x.duration_ms
+      from jsonb_to_recordset(${JSON.stringify(rows)}::jsonb) as x(id text, run_id text, workspace_id text, batch int, primary_keys text[], request jsonb, response jsonb, duration_ms int)`;
+
+  /**
+   * Inserts a run's queued exchanges, all that queued while the previous insert ran in one
+   * statement (as checkpoints group batches): one statement per batch cost a round trip each at
+   * 100-row batches. A failed group is retried batch by batch, so one unstorable exchange (a NUL
+   * in a body) loses only its own batch's.
+   */
+  async function drain(runId: string, w: Writer): Promise<void> {
+    while (w.queue.length) {
+      const group = w.queue.splice(0);
+      try {
+        await insert(group.flatMap((g) => g.rows));
+      } catch (e) {
+        for (const g of group) {
+          try {
+            if (group.length > 1) await insert(g.rows);
+            else throw e;
+          } catch (e2) {
+            o.logger.warn({ err: e2, runId, batch: g.batch }, 'row debugger: could not store exchanges');
+          }
+        }
+      }
+      for (const g of group) g.done();
+    }
+    // In the same tick as the last look at the queue: a batch queued after it starts a new drain.
+    w.draining = undefined;
+  }
 
   /** Stores a batch's exchanges before the batch's slot is freed, so they are readable once the run is. */
   async function batchDelivered(run: RunRow, batch: number, result: BatchResult): Promise<void> {
@@ -42,33 +89,28 @@ export function createDebugger(o: {
     const r = o.redactorFor ? await o.redactorFor(run).catch(() => NO_SECRETS) : NO_SECRETS;
     const body = (b: string | undefined) => cut(r, b);
     const bySeq = new Map(result.outcomes.map((r) => [r.op.seq, r.op.pk]));
-    const rows = result.exchanges.map(({ exchange: e, seqs }: { exchange: WireExchange; seqs: number[] }) => ({
+    const rows: ExchangeRow[] = result.exchanges.map(({ exchange: e, seqs }: { exchange: WireExchange; seqs: number[] }) => ({
       id: newId('runExchange'),
-      runId: run.id,
-      workspaceId: run.workspaceId,
+      run_id: run.id,
+      workspace_id: run.workspaceId,
       batch,
-      primaryKeys: seqs.map((s) => bySeq.get(s)).filter((pk): pk is string => pk !== undefined),
+      primary_keys: seqs.map((s) => bySeq.get(s)).filter((pk): pk is string => pk !== undefined),
       request: { method: e.request.method, url: r.text(e.request.url), headers: r.headers(e.request.headers), ...body(e.request.body) },
       response: e.response ? { status: e.response.status, headers: r.headers(e.response.headers), ...body(e.response.body) } : null,
-      durationMs: Math.round(e.durationMs),
+      duration_ms: Math.round(e.durationMs),
     }));
-    let set = pending.get(run.id);
-    if (!set) pending.set(run.id, (set = new Set()));
-    const p: Promise<void> = o.database.db
-      .insert(runExchanges)
-      .values(rows)
-      .then(() => undefined)
-      .catch((e: unknown) => o.logger.warn({ err: e, runId: run.id, batch }, 'row debugger: could not store exchanges'))
-      .finally(() => set.delete(p));
-    set.add(p);
-    await p;
+    let w = writers.get(run.id);
+    if (!w) writers.set(run.id, (w = { queue: [], draining: undefined }));
+    const stored = new Promise<void>((done) => w.queue.push({ batch, rows, done }));
+    w.draining ??= drain(run.id, w);
+    await stored;
   }
 
   /** Waits for a run's exchange writes (before its run.completed goes out). */
   async function flush(runId: string): Promise<void> {
-    const set = pending.get(runId);
-    if (set) await Promise.all([...set]);
-    pending.delete(runId);
+    const w = writers.get(runId);
+    if (w?.draining) await w.draining;
+    writers.delete(runId);
   }
 
   async function purge(): Promise<number> {
