@@ -1,6 +1,14 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import postgres from 'postgres';
+import type { Test } from 'tap';
 import type { TestBackhaul } from '../helpers/backhaul.ts';
+import { setupSync, waitForRun } from '../helpers/sync-setup.ts';
+import { startTestBackhaul } from '../helpers/backhaul.ts';
+import { startFakeCrm } from '../fakes/crm.ts';
+import { freePort, startEmbeddedPostgres, type EmbeddedDatabase } from '../../src/db/embedded.ts';
 
 // Shared pieces of the reliability suite (`npm run test:chaos`). Sizes come from the
 // environment so CI can run the same tests smaller:
@@ -83,4 +91,74 @@ export function superviseWorker(h: TestBackhaul, db: postgres.Sql): { exits(): n
       return kill9(child);
     },
   };
+}
+
+/** Resolves once `cond()` is truthy (checked every 20 ms; the test's own timeout bounds it). */
+export async function until(cond: () => unknown): Promise<void> {
+  while (!cond()) await sleep(20);
+}
+
+/**
+ * After a run interrupted by a fault: when it did not succeed, the next run must; then the
+ * destination (the fake CRM, keyed by email) holds every row of src.people with its current name.
+ */
+export async function expectDestinationComplete(
+  t: Test,
+  h: TestBackhaul,
+  o: { syncId: string; run: { status: string }; src: postgres.Sql; contacts: Map<string, { name?: unknown }>; rows: number },
+): Promise<void> {
+  if (o.run.status !== 'succeeded') {
+    const again = await h.request('POST', `/v1/syncs/${o.syncId}/runs`, { body: {} });
+    const next = await waitForRun(h, again.body.id, 180_000);
+    t.equal(next.status, 'succeeded', 'the next run succeeds');
+  }
+  const model = await o.src<{ email: string; name: string }[]>`select email, name from src.people`;
+  t.equal(o.contacts.size, o.rows, 'the destination holds every row in the end');
+  t.same(model.filter((m) => o.contacts.get(m.email)?.name !== m.name).slice(0, 3), [], 'with its current values');
+}
+
+/**
+ * A Backhaul whose control database is a PostgreSQL of the test's own (so it can be stopped or
+ * crashed), with one `backhaul worker` under superviseWorker, a fake CRM (`delayMs` per batch)
+ * and a src.people → CRM sync of `rows` rows (`syncOpts`: setupSync's). `restart('stop')` is a
+ * clean shutdown (unlogged tables kept) followed by a pause; `restart('crash')` an immediate
+ * shutdown (SIGQUIT to the postmaster: crash recovery on the next start empties unlogged tables).
+ */
+export async function ownControlDatabase(t: Test, o: { delayMs: number; rows: number; syncOpts?: Parameters<typeof setupSync>[3] }) {
+  const dir = mkdtempSync(join(tmpdir(), 'bh-chaos-pg-'));
+  const port = await freePort();
+  let pg: EmbeddedDatabase = await startEmbeddedPostgres({ dataDir: dir, port });
+  t.teardown(async () => {
+    await pg.stop().catch(() => {});
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const h = await startTestBackhaul(t, { env: { DATABASE_URL: pg.url } });
+  const db = postgres(h.databaseUrl, { max: 1, onnotice: () => {} });
+  t.teardown(() => db.end());
+  // The only worker, restarted whenever it exits.
+  const worker = superviseWorker(h, db);
+  t.teardown(() => worker.stop());
+  const crm = await startFakeCrm({ delayMs: o.delayMs });
+  t.teardown(() => crm.close());
+  const { src, syncId } = await setupSync(t, h, crm.url, { rows: o.rows, ...o.syncOpts });
+  const restart = async (how: 'stop' | 'crash', pauseMs = 0) => {
+    if (how === 'stop') await pg.stop();
+    else {
+      const pid = Number(readFileSync(join(dir, 'pg', 'postmaster.pid'), 'utf8').split('\n')[0]);
+      process.kill(pid, 'SIGQUIT');
+      while (alive(pid)) await sleep(50);
+    }
+    await sleep(pauseMs);
+    pg = await startEmbeddedPostgres({ dataDir: dir, port });
+  };
+  return { h, db, worker, crm, src, syncId, restart };
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
 }
