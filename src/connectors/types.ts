@@ -114,6 +114,13 @@ export interface FingerprintSession {
   /** Which fingerprint function (part of the evaluation version: another function re-evaluates every row). */
   readonly method: string;
   /**
+   * `fetch` may be called while `keys` is still being read: the rows come from a second
+   * connection that shares the transaction's snapshot (PostgreSQL's exported snapshots). Otherwise
+   * `fetch` is called once the scan is over. (A PostgreSQL session whose second connection failed
+   * to open still answers a fetch sent during the scan: it waits for the scan's end.)
+   */
+  readonly fetchesDuringScan?: boolean;
+  /**
    * Every row's (primary key, `prefix` + fingerprint) as PostgreSQL COPY text lines `pk\tfp\n`
    * (a NULL key as `\N`), in chunks; the key in the form the engine records it (String(value)).
    * `prefix` matches /^[0-9a-z]*:?$/ (the engine's evaluation version).

@@ -3,7 +3,7 @@ import type { Sql } from '../db/client.ts';
 import type { SyncModeT } from '../domain/syncs.ts';
 import { parsePayload } from '../lib/json.ts';
 import type { InvalidRow } from './records.ts';
-import { assertStagingIntact, dropPlan, STAGING_SCHEMA, stagingNames, tableExists, type StagedDistinct } from './staging.ts';
+import { analyzeStaging, assertStagingIntact, dropPlan, STAGING_SCHEMA, stagingNames, tableExists, type StagedDistinct } from './staging.ts';
 import type { OpCounts } from './status.ts';
 
 // Diffing: from the staged rows and the sync's snapshot to the plan, in set-based SQL (hashed
@@ -160,7 +160,7 @@ export async function markDuplicates(sql: Sql, runId: string, syncId?: string, l
  * table has none; the payload's would cost the most and serve nothing: about 40% of the time).
  */
 async function analyzeStaged(sql: Sql | postgres.TransactionSql, stg: string): Promise<void> {
-  await sql`analyze ${sql(STAGING_SCHEMA)}.${sql(stg)} (pk, hash, state, mkey, seq)`;
+  await analyzeStaging(sql, stg, ['pk', 'hash', 'state', 'mkey', 'seq']);
 }
 
 /** Whether stg_<run> has statistics (analyzeStaged ran since it was filled). */
@@ -184,7 +184,7 @@ async function copyStagedRecords(sql: Sql, runId: string, syncId: string): Promi
   await sql`
     create unlogged table ${r} as
     ${recordsOf(sql, syncId, sql`select distinct mkey from ${sql(STAGING_SCHEMA)}.${sql(stg)} where state = 'v' order by mkey`)}`;
-  await sql`analyze ${r}`;
+  await analyzeStaging(sql, records);
 }
 
 /**
@@ -247,7 +247,7 @@ export class StagedRecordsCopy {
   /** Waits for every lookup; rejects with the first failure. */
   async end(): Promise<void> {
     await this.#chain;
-    await this.#sql`analyze ${this.#table()}`;
+    await analyzeStaging(this.#sql, this.#records);
   }
 
   #table() {

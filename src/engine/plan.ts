@@ -1,5 +1,5 @@
 import type { Sql } from '../db/client.ts';
-import { assertStagingIntact, STAGING_SCHEMA, stagingNames } from './staging.ts';
+import { analyzeStaging, assertStagingIntact, STAGING_SCHEMA, stagingNames } from './staging.ts';
 
 // The plan table of a run (built by diff.ts): its size, and the pending operations in seq order.
 
@@ -40,7 +40,7 @@ export async function collectDone(sql: Sql, runId: string, afterBatch: number): 
     union all
     select u.pk, b.operation from run_batches b cross join lateral unnest(b.primary_keys) as u(pk) where b.run_id = ${runId} and b.batch > ${afterBatch}`;
   await sql`create index on ${d} (pk, op)`;
-  await sql`analyze ${d}`;
+  await analyzeStaging(sql, stagingNames(runId).done);
   const [r] = await sql<{ n: number }[]>`select count(*)::int as n from ${d}`;
   return r.n;
 }

@@ -7,6 +7,7 @@ import type { Sql } from '../db/client.ts';
 import { ConnectorError } from '../errors.ts';
 import { stringifyPayload } from '../lib/json.ts';
 import { abortable, raceAbort } from './abort.ts';
+import { ChangedRows } from './changed-rows.ts';
 import { fewStaged, StagedRecordsCopy } from './diff.ts';
 import { loadTable } from './fingerprint-cache.ts';
 import { FINGERPRINT_INDEX_MAX, FingerprintIndex, LineSplitter } from './fingerprint-index.ts';
@@ -14,7 +15,7 @@ import { equalityOf, matchKeyOf, mayBeUnrecordable, unrecordablePath } from './i
 import { LookupResolver } from './lookups.ts';
 import { recordInvalid, type InvalidRow } from './records.ts';
 import { ScanQueue } from './scan-queue.ts';
-import { createStaging, markStagingIntact, STAGING_SCHEMA, stagingNames, StagingWriter, type StagedDistinct } from './staging.ts';
+import { analyzeStaging, createStaging, markStagingIntact, STAGING_SCHEMA, stagingNames, StagingWriter, type StagedDistinct } from './staging.ts';
 import type { RunCounts } from './status.ts';
 
 // Querying: read the model from the source, map each row, and COPY (pk, hash, payload, match
@@ -42,6 +43,12 @@ const PAYLOAD_HASH = (s: string) => hash('sha1', s, 'base64url');
 const ENGINE_EVALUATION = 1;
 /** Keys per fetch of full rows in an incremental run. */
 const FETCH_BATCH = 1000;
+/**
+ * Changed keys whose rows are fetched while the key scan still runs (a session that can): their
+ * invalid rows wait in memory for the scan's end (a run that then gives up for a full read must
+ * leave no record of them), and a give-up wastes their fetches, so they are bounded.
+ */
+const DURING_SCAN_KEYS = 20 * FETCH_BATCH;
 
 export interface QueryInput {
   sql: Sql;
@@ -310,8 +317,12 @@ async function incrementalRead(q: QueryInput, c: IncrementalContext): Promise<bo
     // 2. The key scan: with the index, each COPY text line is looked up as it streams and the
     // keys to read in full go to changed_<run>; the scan itself stays in memory. Without it,
     // the lines go straight into keys_<run> (opened once the index is known to be missing).
+    // A session that fetches during the scan (a second connection on the same snapshot) is sent
+    // the first DURING_SCAN_KEYS changed keys as they are found, so that their rows are read,
+    // mapped and staged while the scan goes on; the rest wait in changed_<run> for its end.
     const scan = { n: 0, bad: 0, changed: [] as string[] };
     const queue = new ScanQueue(q.scanQueueBytes ?? SCAN_QUEUE_BYTES);
+    const early = session.fetchesDuringScan ? DURING_SCAN_KEYS : 0;
     let keysCopy: KeysCopy | undefined;
     const splitter = new LineSplitter((buf, start, end) => {
       scan.n++;
@@ -319,7 +330,10 @@ async function incrementalRead(q: QueryInput, c: IncrementalContext): Promise<bo
       if (r.kind === 'changed') scan.changed.push(r.pk);
       else if (r.kind === 'bad') scan.bad++;
     });
+    let read: ReadChanged | undefined;
+    const reader = async () => (read ??= await openReadChanged(q, c, session!, scan));
     const consume = async (chunk: string | Buffer | undefined) => {
+      read?.rows.check();
       const buf = typeof chunk === 'string' ? Buffer.from(chunk, 'utf8') : chunk;
       const ready = queue.offer(buf, index === null);
       if (buf && !ready.length) return;
@@ -330,155 +344,147 @@ async function incrementalRead(q: QueryInput, c: IncrementalContext): Promise<bo
       }
       for (const b of ready) splitter.push(b);
       if (scan.changed.length >= FETCH_BATCH || !chunk) {
-        const pks = scan.changed.splice(0);
+        let pks = scan.changed.splice(0);
+        // No fetch once a key is empty: the run gives up for a full read.
+        if (pks.length && scan.bad === 0 && (read?.rows.pushed ?? 0) < early) {
+          const r = await reader();
+          const now = pks.slice(0, early - r.rows.pushed);
+          pks = pks.slice(now.length);
+          for (let i = 0; i < now.length; i += FETCH_BATCH) r.rows.push(now.slice(i, i + FETCH_BATCH));
+        }
         if (pks.length) await sql`insert into ${ct} (pk) select unnest(${pks}::text[])`;
       }
     };
-    try {
-      for await (const chunk of abortable(session.keys(`${c.version}:`, signal), signal)) await consume(chunk);
-      await consume(undefined);
-      await keysCopy?.end();
-    } catch (e) {
-      keysCopy?.destroy();
-      if (e instanceof FingerprintUnsupported) return await giveUp(`the source cannot read this model by key (${e.message})`);
-      throw e;
-    }
-    let k: { n: number; bad: number };
-    if (index) {
-      const rest = splitter.end();
-      if (rest) throw new Error(`key scan: ${rest}`);
-      k = { n: scan.n, bad: scan.bad };
-    } else {
-      await sql`analyze ${kt}`;
-      [k] = await sql<{ n: number; bad: number }[]>`select count(*)::int as n, count(*) filter (where pk is null or pk = '')::int as bad from ${kt}`;
-    }
-    if (k.bad > 0) return await giveUp('some rows have no primary key');
-    c.stats.comparison = index ? 'memory' : 'sql';
-
-    // 3. Without the index, the keys to read in full in SQL: no snapshot record of this key has
-    // its fingerprint (new or changed), or the key is duplicated (its rows are all invalid, named
-    // by the diff), or two records hold this key and fingerprint (a match value that came from
-    // outside the row). One hashed pass. (Split into an anti-join and two aggregates on separate
-    // connections it was slower on two cores: measured 2.3 s against 1.8 s at a million keys.)
-    // No JIT: compiling the expressions took longer than they saved here.
-    if (!index) {
-      await sql.begin(async (tx) => {
-        await tx`set local work_mem = '64MB'`;
-        await tx`set local jit = off`;
-        await tx`
-          insert into ${ct} (pk)
-          select kk.pk from ${kt} kk
-          left join sync_snapshots n on n.sync_id = ${q.run.syncId} and n.primary_key = kk.pk and n.source_fp = kk.fp
-          group by kk.pk having count(*) > 1 or bool_and(n.primary_key is not null) is not true`;
-      });
-    }
-    // With the index a key seen twice is listed twice (both of its rows are read, and the diff
-    // finds them duplicated): counted and read once.
-    const [{ n: nChanged }] = await sql<{ n: number }[]>`select count(distinct pk)::int as n from ${ct}`;
-    if (nChanged > 10_000 && nChanged > k.n / 4) return await giveUp(`${nChanged} of ${k.n} rows changed`);
-    counts.queried = k.n;
-    c.stats.incremental = true;
-    c.stats.keysScanned = k.n;
-    // What the diff needs of the scan (diff.ts, incrementalScan): which snapshot records no
-    // scanned row claims. In SQL that is keys_<run> itself; in memory, the index lists them
-    // (usually few: the records of changed and deleted rows) into unmatched_<run>. The table's
-    // comment, written last, says the scan is complete and under which version it compared.
-    const scanned = sql.unsafe(`'version=${c.version} rows=${k.n}'`);
-    const describeScan = async (): Promise<void> => {
-      if (!index) {
-        await sql`comment on table ${kt} is ${scanned}`;
-        return;
+    // Gives up with the rows read so far dropped (the caller stages afresh).
+    const giveUpRead = async (reason: string) => {
+      if (read) {
+        await read.abandon();
+        read = undefined;
+        c.invalid.length = 0;
+        c.stats.rowsFetched = 0;
+        c.stats.vanished = 0;
       }
-      const copy = await KeysCopy.open(sql, unmatched);
-      try {
-        for (const chunk of (index as FingerprintIndex).unmatched()) await copy.write(chunk);
-        await copy.end();
-      } catch (e) {
-        copy.destroy();
-        throw e;
-      }
-      c.stats.snapshotRecords = (index as FingerprintIndex).records;
-      q.fingerprintTable?.compared(index as FingerprintIndex);
-      index = undefined;
-      await sql`analyze ${mt}`;
-      await sql`comment on table ${mt} is ${scanned}`;
+      return giveUp(reason);
     };
-    // Written beside the fetch below (its own connection; the fetch waits on the source).
-    const described = describeScan();
-    described.catch(() => {}); // awaited below; a failure must not go unhandled meanwhile
-
-    // 4. The rows of those keys, by key, in batches, from the same snapshot of the source. The
-    // next batch's fetch is sent before this one is mapped and staged, so that the source works
-    // while this process does (one fetch ahead: the session's connection runs them in order).
-    let fetchFailed = false;
-    // Few rows to stage: their snapshot records are looked up batch by batch as they are staged,
-    // beside the fetches, instead of by the diff after them (StagedRecordsCopy).
-    const records = fewStaged(nChanged, k.n) ? new StagedRecordsCopy(sql, q.run.id, q.run.syncId) : undefined;
     try {
-      const writer = await StagingWriter.open(sql, q.run.id);
-      const fetchKeys = (pks: string[]) => {
-        const wanted = new Set(pks);
-        const rows = raceAbort(session!.fetch([...wanted], signal), signal);
-        rows.catch(() => {}); // awaited in turn; one left behind by a failure must not go unhandled
-        return { wanted, rows };
-      };
-      const keyBatches = sql<{ pk: string }[]>`select distinct pk from ${ct}`.cursor(FETCH_BATCH)[Symbol.asyncIterator]();
       try {
-        let n = 0;
-        let next = await keyBatches.next();
-        let ahead = next.done ? undefined : fetchKeys(next.value.map((r) => r.pk));
-        while (ahead) {
-          if (signal.aborted) throw signal.reason;
-          const { wanted, rows } = ahead;
-          next = await keyBatches.next();
-          ahead = next.done ? undefined : fetchKeys(next.value.map((r) => r.pk));
-          const fetched = (await rows).filter((row) => {
-            const v = row[q.model.primaryKey];
-            return v !== null && v !== undefined && wanted.has(typeof v === 'object' ? JSON.stringify(v) : String(v));
-          });
-          if (c.lookups?.active) await raceAbort(c.lookups.prepare(fetched), signal);
-          const seen = new Set<string>();
-          const mkeys: string[] = [];
-          const valid = (mkey: string) => void mkeys.push(mkey);
-          for (const row of fetched) {
-            const v = row[q.model.primaryKey];
-            seen.add(typeof v === 'object' ? JSON.stringify(v) : String(v));
-            const w = c.stageRow(writer, row, ++n, valid);
-            if (w) await w;
-          }
-          records?.add(mkeys);
-          c.stats.rowsFetched += fetched.length;
-          // A key the scan saw and the fetch did not (the model changed in between, where the
-          // source gives no snapshot): its records stay as they are; the next run sees it gone.
-          for (const pk of wanted) {
-            if (seen.has(pk)) continue;
-            c.stats.vanished++;
-            const w = writer.write(pk, null, null, 'g');
-            if (w) await w;
-          }
-          if (c.invalid.length >= 1000) await recordInvalid(sql, q.run, c.invalid.splice(0));
-        }
-        c.stats.distinct = await writer.end();
-        if (records) {
-          await records.end();
-          c.stats.recordsCopied = true;
-        }
+        for await (const chunk of abortable(session.keys(`${c.version}:`, signal), signal)) await consume(chunk);
+        await consume(undefined);
+        await keysCopy?.end();
       } catch (e) {
-        writer.destroy();
-        await keyBatches.return?.().catch(() => {}); // the cursor's connection back to the pool
+        keysCopy?.destroy();
+        if (e instanceof FingerprintUnsupported) return await giveUpRead(`the source cannot read this model by key (${e.message})`);
         throw e;
       }
+      let k: { n: number; bad: number };
+      if (index) {
+        const rest = splitter.end();
+        if (rest) throw new Error(`key scan: ${rest}`);
+        k = { n: scan.n, bad: scan.bad };
+      } else {
+        await analyzeStaging(sql, keys);
+        [k] = await sql<{ n: number; bad: number }[]>`select count(*)::int as n, count(*) filter (where pk is null or pk = '')::int as bad from ${kt}`;
+      }
+      if (k.bad > 0) return await giveUpRead('some rows have no primary key');
+      c.stats.comparison = index ? 'memory' : 'sql';
+
+      // 3. Without the index, the keys to read in full in SQL: no snapshot record of this key has
+      // its fingerprint (new or changed), or the key is duplicated (its rows are all invalid, named
+      // by the diff), or two records hold this key and fingerprint (a match value that came from
+      // outside the row). One hashed pass. (Split into an anti-join and two aggregates on separate
+      // connections it was slower on two cores: measured 2.3 s against 1.8 s at a million keys.)
+      // No JIT: compiling the expressions took longer than they saved here.
+      if (!index) {
+        await sql.begin(async (tx) => {
+          await tx`set local work_mem = '64MB'`;
+          await tx`set local jit = off`;
+          await tx`
+            insert into ${ct} (pk)
+            select kk.pk from ${kt} kk
+            left join sync_snapshots n on n.sync_id = ${q.run.syncId} and n.primary_key = kk.pk and n.source_fp = kk.fp
+            group by kk.pk having count(*) > 1 or bool_and(n.primary_key is not null) is not true`;
+        });
+      }
+      // With the index a key seen twice is listed twice (both of its rows are read, and the diff
+      // finds them duplicated): counted and read once (within a batch sent during the scan).
+      const [{ n: waiting }] = await sql<{ n: number }[]>`select count(distinct pk)::int as n from ${ct}`;
+      const nChanged = waiting + (read?.rows.pushed ?? 0);
+      if (nChanged > 10_000 && nChanged > k.n / 4) return await giveUpRead(`${nChanged} of ${k.n} rows changed`);
+      counts.queried = k.n;
+      c.stats.incremental = true;
+      c.stats.keysScanned = k.n;
+      // What the diff needs of the scan (diff.ts, incrementalScan): which snapshot records no
+      // scanned row claims. In SQL that is keys_<run> itself; in memory, the index lists them
+      // (usually few: the records of changed and deleted rows) into unmatched_<run>. The table's
+      // comment, written last, says the scan is complete and under which version it compared.
+      const scanned = sql.unsafe(`'version=${c.version} rows=${k.n}'`);
+      const describeScan = async (): Promise<void> => {
+        if (!index) {
+          await sql`comment on table ${kt} is ${scanned}`;
+          return;
+        }
+        const copy = await KeysCopy.open(sql, unmatched);
+        try {
+          for (const chunk of (index as FingerprintIndex).unmatched()) await copy.write(chunk);
+          await copy.end();
+        } catch (e) {
+          copy.destroy();
+          throw e;
+        }
+        c.stats.snapshotRecords = (index as FingerprintIndex).records;
+        q.fingerprintTable?.compared(index as FingerprintIndex);
+        index = undefined;
+        await analyzeStaging(sql, unmatched);
+        await sql`comment on table ${mt} is ${scanned}`;
+      };
+      // Written beside the fetch below (its own connection; the fetch waits on the source).
+      const described = describeScan();
+      described.catch(() => {}); // awaited below; a failure must not go unhandled meanwhile
+
+      // 4. The rows of the keys still waiting, by key, in batches, from the same snapshot of the
+      // source, after those sent during the scan (ChangedRows: one fetch ahead of the staging).
+      let fetchFailed = false;
+      try {
+        const r = nChanged || read ? await reader() : undefined;
+        r?.decide(nChanged, k.n);
+        if (waiting) {
+          const keyBatches = sql<{ pk: string }[]>`select distinct pk from ${ct}`.cursor(FETCH_BATCH)[Symbol.asyncIterator]();
+          try {
+            for (;;) {
+              await r!.rows.room();
+              const next = await keyBatches.next();
+              if (next.done) break;
+              r!.rows.push(next.value.map((x) => x.pk));
+            }
+          } catch (e) {
+            await keyBatches.return?.().catch(() => {}); // the cursor's connection back to the pool
+            throw e;
+          }
+        }
+        if (r) {
+          await r.rows.end();
+          c.stats.distinct = await r.writer.end();
+          c.stats.recordsCopied = await r.endRecords();
+        } else {
+          // Nothing changed: the staging stays empty (and its writer proves nothing to look for).
+          const writer = await StagingWriter.open(sql, q.run.id);
+          c.stats.distinct = await writer.end();
+        }
+        if (c.invalid.length) await recordInvalid(sql, q.run, c.invalid.splice(0));
+      } catch (e) {
+        fetchFailed = true;
+        throw e;
+      } finally {
+        // The scan's description is complete before the read ends, whatever the fetch's outcome
+        // (the fetch's error, when there is one, is the one reported).
+        await described.catch((e) => {
+          if (!fetchFailed) throw e;
+        });
+      }
     } catch (e) {
-      fetchFailed = true;
-      // No lookup of this execution may still be running when it ends (a next one rebuilds rec_<run>).
-      await records?.end().catch(() => {});
+      // No fetch or lookup of this execution may still be running when it ends (a next one rebuilds its tables).
+      await read?.abandon();
       throw e;
-    } finally {
-      // The scan's description is complete before the read ends, whatever the fetch's outcome
-      // (the fetch's error, when there is one, is the one reported).
-      await described.catch((e) => {
-        if (!fetchFailed) throw e;
-      });
     }
     await session.close();
     session = undefined;
@@ -486,6 +492,99 @@ async function incrementalRead(q: QueryInput, c: IncrementalContext): Promise<bo
   } finally {
     if (session) await session.close().catch(() => {});
   }
+}
+
+/** The text the engine records a primary-key value as (undefined for none). */
+function keyText(v: unknown): string | undefined {
+  if (v === null || v === undefined) return undefined;
+  return typeof v === 'object' ? JSON.stringify(v) : String(v);
+}
+
+/** The fetch and staging of an incremental run's changed rows (openReadChanged). */
+interface ReadChanged {
+  writer: StagingWriter;
+  rows: ChangedRows;
+  /**
+   * The scan is over and the read goes on: `changed` keys of `scanned` are read in full. Invalid
+   * rows are recorded from now on (before, a give-up must leave none behind), and the staged rows'
+   * records are copied only if they are few (fewStaged).
+   */
+  decide(changed: number, scanned: number): void;
+  /** Waits for the records' lookups; whether rec_<run> holds the records of every valid staged row. */
+  endRecords(): Promise<boolean>;
+  /** Stops fetching and staging, and waits for what is in flight (the staging is left unfinished). */
+  abandon(): Promise<void>;
+}
+
+/**
+ * Opens the staging writer and the fetch of changed rows (ChangedRows) of an incremental read.
+ * Few rows to stage: their snapshot records are looked up batch by batch as they are staged,
+ * beside the fetches, instead of by the diff after them (StagedRecordsCopy). While the scan
+ * runs their number is not known yet: the lookups stop once the rows staged are no longer few
+ * for the keys scanned so far, and the diff looks them up instead.
+ */
+async function openReadChanged(q: QueryInput, c: IncrementalContext, session: FingerprintSession, scan: { n: number }): Promise<ReadChanged> {
+  const { sql, signal } = q;
+  const writer = await StagingWriter.open(sql, q.run.id);
+  let records: StagedRecordsCopy | undefined;
+  let few = true;
+  let decided = false;
+  let scanned: number | undefined;
+  let staged = 0;
+  let n = 0;
+  const rows = new ChangedRows(
+    (pks) => raceAbort(session.fetch(pks, signal), signal),
+    async (all, wanted) => {
+      if (signal.aborted) throw signal.reason;
+      const fetched = all.filter((row) => {
+        const k = keyText(row[q.model.primaryKey]);
+        return k !== undefined && wanted.has(k);
+      });
+      if (c.lookups?.active) await raceAbort(c.lookups.prepare(fetched), signal);
+      const seen = new Set<string>();
+      const mkeys: string[] = [];
+      const valid = (mkey: string) => void mkeys.push(mkey);
+      for (const row of fetched) {
+        seen.add(keyText(row[q.model.primaryKey])!);
+        const w = c.stageRow(writer, row, ++n, valid);
+        if (w) await w;
+      }
+      staged += fetched.length;
+      few &&= fewStaged(staged, scanned ?? scan.n);
+      if (few && mkeys.length) (records ??= new StagedRecordsCopy(sql, q.run.id, q.run.syncId)).add(mkeys);
+      c.stats.rowsFetched += fetched.length;
+      // A key the scan saw and the fetch did not (the model changed in between, where the
+      // source gives no snapshot): its records stay as they are; the next run sees it gone.
+      for (const pk of wanted) {
+        if (seen.has(pk)) continue;
+        c.stats.vanished++;
+        const w = writer.write(pk, null, null, 'g');
+        if (w) await w;
+      }
+      if (decided && c.invalid.length >= 1000) await recordInvalid(sql, q.run, c.invalid.splice(0));
+    },
+  );
+  return {
+    writer,
+    rows,
+    decide(changed, total) {
+      decided = true;
+      scanned = total;
+      few &&= fewStaged(changed, total);
+    },
+    async endRecords() {
+      if (!records) return false;
+      await records.end();
+      return few;
+    },
+    async abandon() {
+      rows.cancel();
+      // The batch being staged finishes first: a destroyed COPY stream would never drain.
+      await rows.end().catch(() => {});
+      writer.destroy();
+      await records?.end().catch(() => {});
+    },
+  };
 }
 
 /**

@@ -1,7 +1,9 @@
 import t from 'tap';
+import fc from 'fast-check';
 import v8 from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { PostgresSource } from '../../src/connectors/sources/postgres.ts';
+import { FINGERPRINT_COLUMN } from '../../src/connectors/types.ts';
 import { postgresType } from '../../src/connectors/postgres-type.ts';
 import { closedPort, collect, expectCode, pgAdmin, pgConfig, uniqueName } from '../fakes/databases.ts';
 
@@ -201,4 +203,152 @@ t.test('a key scan read slowly leaves its connection usable for the fetches by k
     t.same(rows.map((r) => String(r.id)).sort(), ['19999', '7']);
     await session.close();
   }
+});
+
+t.test('fetches by key during the key scan read its snapshot, on a second connection or after the scan', async (t) => {
+  const table = `${schema}.during`;
+  await admin.unsafe(`create table ${table} as select i::int8 as id, repeat('x', 40) || i as name from generate_series(1, 20000) i`);
+  await admin.unsafe(`alter table ${table} add primary key (id)`);
+  // A role that may hold one connection: its second connection is refused ("too many
+  // connections for role"), so its fetches wait for the scan to end on the first.
+  const role = `${schema}_one`;
+  await admin.unsafe(`create role ${role} login connection limit 1`);
+  await admin.unsafe(`grant usage on schema ${schema} to ${role}`);
+  await admin.unsafe(`grant select on ${table} to ${role}`);
+  t.teardown(async () => {
+    await admin.unsafe(`drop owned by ${role}`);
+    await admin.unsafe(`drop role ${role}`);
+  });
+  const sql = `select id, name from ${table}`;
+  const columns = await open().columns(sql);
+  const cases = [
+    ['two connections', open(), true],
+    ['one connection', open({ user: role }), false],
+  ] as const;
+  for (const [how, s, concurrent] of cases) {
+    t.teardown(() => s.close());
+    await admin.unsafe(`update ${table} set name = 'before' where id = 7`);
+    await admin.unsafe(`delete from ${table} where id = 20001`);
+    const session = (await s.fingerprints!(sql, { primaryKey: 'id', columns }))!;
+    t.ok(session.fetchesDuringScan, `${how}: the snapshot was exported`);
+    // Changed after the session's snapshot: neither the scan nor the fetches may see it.
+    await admin.unsafe(`update ${table} set name = 'after' where id = 7`);
+    await admin.unsafe(`insert into ${table} values (20001, 'new')`);
+    const fps = new Map<string, string>();
+    let lines = 0;
+    let scanOver = false;
+    let fetchedDuringScan: boolean | undefined;
+    let fetched: Promise<Record<string, unknown>[]> | undefined;
+    for await (const chunk of session.keys('v:')) {
+      for (const line of String(chunk).split('\n')) {
+        if (!line) continue;
+        lines++;
+        const [pk, fp] = line.split('\t');
+        if (pk === '7' || pk === '19999') fps.set(pk, fp);
+      }
+      if (!fetched) {
+        fetched = session.fetch(['7', '19999', '20001']);
+        fetched.then(() => (fetchedDuringScan ??= !scanOver)).catch(() => {});
+        // Two connections: the fetch answers while the scan is paused mid-stream.
+        if (concurrent) await fetched;
+      }
+    }
+    scanOver = true;
+    const rows = await fetched!;
+    t.equal(lines, 20000, `${how}: the scan read its snapshot (the inserted row is not in it)`);
+    t.equal(fetchedDuringScan, concurrent, concurrent ? `${how}: the fetch answered during the scan` : `${how}: the fetch waited for the scan's end`);
+    t.same(rows.map((r) => [String(r.id), r.name]).sort(), [['19999', 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx19999'], ['7', 'before']], `${how}: the fetch read the scan's snapshot`);
+    for (const r of rows) t.equal(`v:${r[FINGERPRINT_COLUMN]}`, fps.get(String(r.id)), `${how}: row ${r.id} has the fingerprint the scan gave`);
+    t.same((await session.fetch(['20000'])).map((r) => String(r.id)), ['20000'], `${how}: fetches go on after the scan`);
+    await session.close();
+  }
+});
+
+t.test('property: the fingerprint changes exactly when a value of the row does (types, NULLs, case under a nondeterministic collation, values moved between columns)', async (t) => {
+  // Each case is a row in table one and a row of the same key in table two: a copy of the first
+  // with some columns set to other values (possibly the same) and, sometimes, the values of its
+  // two plain text columns exchanged. The two fingerprints must be equal exactly when the two
+  // rows' text forms are.
+  await admin.unsafe(`create collation if not exists ${schema}.ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false)`);
+  const tables = [`${schema}.fp_one`, `${schema}.fp_two`];
+  for (const table of tables) {
+    await admin.unsafe(`create table ${table} (id int8 primary key, a text, b text collate ${schema}.ci, n numeric, ts timestamptz, flag boolean, j jsonb, arr text[], f float8, c text)`);
+  }
+  const s = open();
+  t.teardown(() => s.close());
+  const model = (table: string) => `select id, a, b, n, ts, flag, j, arr, f, c from ${table}`;
+  const columns = await s.columns(model(tables[0]));
+  // Mostly words that differ by case only (one column's collation calls them equal).
+  const words = fc.oneof(fc.constantFrom('x', 'X', 'abc', 'ABC', 'Abc'), fc.constantFrom('', 'a\tb', 'é', 'e\u0301', 'null'));
+  const value = {
+    a: fc.option(words),
+    b: fc.option(words),
+    n: fc.option(fc.constantFrom('1.5', '1.50', '0', '-0.0', '12345678901234567890.1', '1e3')),
+    ts: fc.option(fc.constantFrom('2024-01-01 00:00:00+00', '2024-01-01 00:00:00.000001+00', '2024-01-01 01:00:00+01')),
+    flag: fc.option(fc.boolean()),
+    j: fc.option(fc.constantFrom('{"a":1}', '{"a":1.0}', '{"a":"1"}', '[]', 'null')),
+    arr: fc.option(fc.constantFrom('{}', '{x}', '{X}', '{x,y}', '{NULL}')),
+    f: fc.option(fc.constantFrom(0, -0, 1.5, 0.1 + 0.2, 0.3)),
+    c: fc.option(words),
+  };
+  type Row = Record<string, unknown>;
+  // At most two columns changed: a change hidden by another is then rare enough to be found.
+  const change = fc
+    .tuple(fc.subarray(Object.keys(value), { maxLength: 2 }), fc.record(value) as fc.Arbitrary<Row>)
+    .map(([keys, other]) => Object.fromEntries(keys.map((k) => [k, other[k]])) as Row);
+  const cases = fc.array(fc.tuple(fc.record(value) as fc.Arbitrary<Row>, change, fc.boolean()), { minLength: 1, maxLength: 60, size: 'medium' });
+  const fingerprints = async (table: string) => {
+    const session = (await s.fingerprints!(model(table), { primaryKey: 'id', columns }))!;
+    const fp = new Map<string, string>();
+    for await (const chunk of session.keys('')) {
+      for (const line of String(chunk).split('\n')) if (line) fp.set(line.split('\t')[0], line.split('\t')[1]);
+    }
+    await session.close();
+    return fp;
+  };
+  // Text forms as PostgreSQL writes them (b by its bytes: its collation calls 'x' and 'X' equal).
+  const texts = async (table: string) =>
+    new Map((await admin.unsafe<{ id: string; t: string }[]>(`select id::text as id, (a, b::text collate "C", n::text, ts, flag, j::text, arr::text, f::text, c)::text as t from ${table}`)).map((r) => [r.id, r.t]));
+  let differed = 0;
+  await fc.assert(
+    fc.asyncProperty(cases, async (list) => {
+      const one = list.map(([first], id) => ({ id, ...first }));
+      const two = list.map(([first, change, swap], id) => {
+        const r: Row = { id, ...first, ...change };
+        return swap ? { ...r, a: r.c, c: r.a } : r;
+      });
+      for (const [table, rows] of [[tables[0], one], [tables[1], two]] as const) {
+        await admin.unsafe(`truncate ${table}`);
+        await admin`insert into ${admin(table)} ${admin(rows, 'id', 'a', 'b', 'n', 'ts', 'flag', 'j', 'arr', 'f', 'c')}`;
+      }
+      const [fp1, fp2, text1, text2] = await Promise.all([fingerprints(tables[0]), fingerprints(tables[1]), texts(tables[0]), texts(tables[1])]);
+      for (const id of text1.keys()) {
+        const same = text1.get(id) === text2.get(id);
+        if (!same) differed++;
+        if (same !== (fp1.get(id) === fp2.get(id))) throw new Error(`row ${id}: ${text1.get(id)} and ${text2.get(id)} have fingerprints ${fp1.get(id)} and ${fp2.get(id)}`);
+      }
+    }),
+    {
+      numRuns: 60,
+      // The known hazards, always tried: each a row and its one change.
+      examples: [
+        [
+          (
+            [
+              [{ b: 'x' }, { b: 'X' }], // a case-insensitive collation would hash them alike
+              [{ a: 'x', c: 'y' }, { a: 'y', c: 'x' }], // values moved between columns
+              [{ a: null, c: '' }, { a: '', c: null }],
+              [{ a: null }, { a: '' }],
+              [{ n: '1.5' }, { n: '1.50' }], // equal for numeric's own hash
+              [{ j: '{"a":1}' }, { j: '{"a":1.0}' }],
+              [{ f: 0 }, { f: -0 }],
+              [{ ts: '2024-01-01 00:00:00+00' }, { ts: '2024-01-01 01:00:00+01' }], // the same instant
+              [{ arr: '{x}' }, { arr: '{X}' }],
+            ] as Row[][]
+          ).map(([first, second]) => [{ ...Object.fromEntries(Object.keys(value).map((k) => [k, null])), ...first }, second, false] as [Row, Row, boolean]),
+        ],
+      ],
+    },
+  );
+  t.ok(differed > 0, `rows that differ were compared (${differed})`);
 });

@@ -296,19 +296,56 @@ export class PostgresSource implements SourceConnector {
     const { signal } = opts;
     const s = this.#open(this.#timeoutMs);
     const dataMs = this.#timeoutMs + DATA_GRACE_MS;
+    const begin = () => bounded(s.sql.unsafe('begin isolation level repeatable read read only'), CONTROL_TIMEOUT_MS, 'starting a read-only transaction', signal);
+    let snapshot: string | undefined;
     try {
       await this.#ready(s, signal);
       // One snapshot for the key scan and every fetch: the rows fetched are the rows fingerprinted.
-      await bounded(s.sql.unsafe('begin isolation level repeatable read read only'), CONTROL_TIMEOUT_MS, 'starting a read-only transaction', signal);
+      await begin();
+      // Exported, so that a second connection fetches rows by key while this one scans the keys
+      // (PostgreSQL, "Snapshot Synchronization Functions"). Where the server will not export one
+      // (a standby before PostgreSQL 10, a pooler in transaction mode), the transaction is begun
+      // again and the fetches wait for the scan's end.
+      try {
+        const [r] = await bounded(s.sql.unsafe<{ id: string }[]>('select pg_export_snapshot() as id'), CONTROL_TIMEOUT_MS, 'exporting the snapshot', signal);
+        if (/^[0-9A-Fa-f-]+$/.test(r.id)) snapshot = r.id;
+      } catch (e) {
+        if (!(e instanceof Error && 'code' in e && typeof e.code === 'string' && /^[0-9A-Z]{5}$/.test(e.code))) throw e;
+        await bounded(s.sql.unsafe('rollback'), CONTROL_TIMEOUT_MS, 'rolling back', signal);
+        await begin();
+      }
     } catch (e) {
       this.#drop(s);
       throw duringSession(e, pgError);
     }
+    // The fetching connection, opened beside the scan; undefined when it could not share the snapshot.
+    let fetcher: Promise<PgSession | undefined> = Promise.resolve(undefined);
+    if (snapshot) {
+      const id = snapshot;
+      fetcher = (async () => {
+        const f = this.#open(this.#timeoutMs);
+        try {
+          await this.#ready(f, signal);
+          await bounded(f.sql.unsafe('begin isolation level repeatable read read only'), CONTROL_TIMEOUT_MS, 'starting a read-only transaction', signal);
+          await bounded(f.sql.unsafe(`set transaction snapshot '${id}'`), CONTROL_TIMEOUT_MS, 'importing the snapshot', signal);
+          return f;
+        } catch {
+          this.#drop(f);
+          return undefined;
+        }
+      })();
+    }
+    let scanEnded!: () => void;
+    const scanned = new Promise<void>((resolve) => (scanEnded = resolve));
     const fp = pgFingerprint(opts.columns, this.#serverVersion)!;
     const pkCol = pgIdent(pk.name);
     const from = `from (${q}
 ) as bh_row`;
     let broken = false;
+    const dropAll = () => {
+      this.#drop(s);
+      void fetcher.then((f) => f && this.#drop(f));
+    };
     const fail = async (e: unknown, query: ReturnType<PgClient['unsafe']> | undefined, pending: Promise<unknown> | undefined, sig?: AbortSignal) => {
       broken = true;
       const aborted = sig?.aborted || (e instanceof ConnectorError && e.code === 'cancelled');
@@ -316,11 +353,12 @@ export class PostgresSource implements SourceConnector {
         requestCancel(query);
         await bounded(pending, CANCEL_TIMEOUT_MS, 'cancelling the query').catch(() => {});
       }
-      this.#drop(s);
+      dropAll();
       return aborted ? cancelled() : duringSession(e, pgError);
     };
     return {
       method: fp.method,
+      fetchesDuringScan: snapshot !== undefined,
       keys: async function* (this: void, prefix: string, sig?: AbortSignal) {
         if (!/^[0-9a-z]*:?$/.test(prefix)) throw new Error(`fingerprint prefix ${JSON.stringify(prefix)}`);
         const query = s.sql.unsafe(`copy (select bh_row.${pkCol}, '${prefix}' || ${fp.sql} ${from}) to stdout`, [], { prepare: false });
@@ -336,15 +374,26 @@ export class PostgresSource implements SourceConnector {
             yield r.value;
             if (sig?.aborted) throw cancelled();
           }
-          // The fetches by key run on this connection next (copy-out.ts).
+          // The fetches by key may run on this connection next (copy-out.ts).
           resumeAfterCopy(stream as unknown as Readable);
         } catch (e) {
           throw await fail(e, query, pending, sig);
+        } finally {
+          scanEnded();
         }
       },
       fetch: async (keys: string[], sig?: AbortSignal) => {
-        if (broken) throw new ConnectorError('source_unavailable', 'The connection to the source was lost.', { classification: 'retryable' });
-        const query = s.sql.unsafe(
+        const lost = () => new ConnectorError('source_unavailable', 'The connection to the source was lost.', { classification: 'retryable' });
+        if (broken) throw lost();
+        // The fetching connection when it shares the snapshot (it was opened within the bounds
+        // above), else this one once the scan is over (the scan is bounded by its own reads).
+        let conn = await fetcher;
+        if (!conn) {
+          await scanned;
+          conn = s;
+        }
+        if (broken) throw lost();
+        const query = conn.sql.unsafe(
           `select bh_row.*, ${fp.sql} as ${FINGERPRINT_COLUMN} ${from} where bh_row.${pkCol} = any($1::text[]::${pk.nativeType}[])`,
           [pgTextArray(keys)],
           { prepare: false },
@@ -360,7 +409,8 @@ export class PostgresSource implements SourceConnector {
       close: async () => {
         if (broken) return;
         broken = true;
-        await this.#close(s);
+        const f = await fetcher;
+        await Promise.all([this.#close(s), f && this.#close(f)]);
       },
     };
   }
@@ -469,22 +519,27 @@ export function requestCancel(query: ReturnType<PgClient['unsafe']>): void {
 }
 
 // The source fingerprint, a 64-bit hash of the row computed by PostgreSQL. From PostgreSQL 14:
-// hash_record_extended over the row's columns, each hashed by its type's own hash function where
-// that function tells every distinct value apart (integers, booleans, dates and times, uuid,
-// bytea), every other column by its text form in the "C" collation (text, numeric — where
-// 1.5 = 1.50 for numeric's own hash —, json, arrays, floats…); no text form of the whole row is
-// built, which costs about as much as the COPY of the row. Before 14: a hash of the row's text form.
+// the columns whose type's own hash function tells every distinct value apart (integers,
+// booleans, dates and times, uuid, bytea) hashed together by hash_record_extended, XORed with a
+// seeded hash of each other column's text form in the "C" collation (text, numeric — where
+// 1.5 = 1.50 for numeric's own hash —, json, arrays, floats…), seeded by its position (a value
+// moved to another column changes the hash) and NULL standing for its seed. No text form of the
+// whole row is built, and long values are not copied into a record first: measured at 1M rows
+// of ten columns, 540 ms against 690 ms for hash_record_extended over all of them (a bare COPY
+// of the model: 700 ms). Before 14: a hash of the row's text form.
 const PG_EXACT_HASH = new Set(['smallint', 'integer', 'bigint', 'boolean', 'date', 'timestamp without time zone', 'timestamp with time zone', 'time without time zone', 'uuid', 'bytea', 'oid']);
 
 function pgFingerprint(columns: Column[], serverVersion: number | undefined): { sql: string; method: string } | undefined {
   if (!serverVersion || !pgFingerprintable(columns)) return undefined;
   if (serverVersion < 140000) return { sql: 'hashtextextended(bh_row::text, 0)', method: 'pg:hashtextextended(record::text,0)' };
-  const parts = columns.map((c) => {
-    const base = c.nativeType.replace(/\(\d+(,\d+)?\)/, '');
-    return PG_EXACT_HASH.has(base) ? `bh_row.${pgIdent(c.name)}` : `bh_row.${pgIdent(c.name)}::text collate "C"`;
+  const exact = (c: Column) => PG_EXACT_HASH.has(c.nativeType.replace(/\(\d+(,\d+)?\)/, ''));
+  const record = columns.filter(exact).map((c) => `bh_row.${pgIdent(c.name)}`);
+  const parts = record.length ? [`hash_record_extended(row(${record.join(', ')}), 0)`] : [];
+  columns.forEach((c, i) => {
+    if (!exact(c)) parts.push(`coalesce(hashtextextended(bh_row.${pgIdent(c.name)}::text collate "C", ${i + 1}), ${i + 1})`);
   });
-  const method = `pg14:hash_record_extended(${columns.map((c) => (PG_EXACT_HASH.has(c.nativeType.replace(/\(\d+(,\d+)?\)/, '')) ? 'v' : 't')).join('')})`;
-  return { sql: `hash_record_extended(row(${parts.join(', ')}), 0)`, method };
+  const method = `pg14:record-xor-text(${columns.map((c) => (exact(c) ? 'v' : 't')).join('')})`;
+  return { sql: `(${parts.join(' # ')})`, method };
 }
 // Primary-key types whose text form is what the engine records (String(value)).
 const PG_KEY_TYPES = /^(smallint|integer|bigint|text|citext|name|uuid|character varying(\(\d+\))?|character(\(\d+\))?|numeric(\(\d+(,\d+)?\))?)$/;
