@@ -33,6 +33,10 @@ export class ChangedRows {
     this.pushed += keys.length;
     const wanted = new Set(keys);
     const rows = Promise.all([this.#fetched, this.#stagedBefore]).then(() => (this.#failure ? [] : this.#fetch([...wanted])));
+    // A failed fetch stops the next one at once (not only once its batch's turn to stage comes).
+    rows.catch((error: unknown) => {
+      this.#failure ??= { error };
+    });
     this.#fetched = rows.then(
       () => {},
       () => {},

@@ -343,15 +343,18 @@ async function incrementalRead(q: QueryInput, c: IncrementalContext): Promise<bo
         return;
       }
       for (const b of ready) splitter.push(b);
-      if (scan.changed.length >= FETCH_BATCH || !chunk) {
-        let pks = scan.changed.splice(0);
-        // No fetch once a key is empty: the run gives up for a full read.
-        if (pks.length && scan.bad === 0 && (read?.rows.pushed ?? 0) < early) {
-          const r = await reader();
-          const now = pks.slice(0, early - r.rows.pushed);
-          pks = pks.slice(now.length);
-          for (let i = 0; i < now.length; i += FETCH_BATCH) r.rows.push(now.slice(i, i + FETCH_BATCH));
+      if (scan.changed.length < FETCH_BATCH && chunk) return;
+      // No fetch once a key is empty: the run gives up for a full read.
+      if (scan.changed.length && scan.bad === 0 && (read?.rows.pushed ?? 0) < early) {
+        const r = await reader();
+        // Whole batches while the scan runs (the last one at its end), up to the quota.
+        while (r.rows.pushed < early && (scan.changed.length >= FETCH_BATCH || (!chunk && scan.changed.length))) {
+          r.rows.push(scan.changed.splice(0, Math.min(FETCH_BATCH, early - r.rows.pushed)));
         }
+      }
+      // Past the quota (or at the scan's end), the keys wait in changed_<run>.
+      if ((read?.rows.pushed ?? 0) >= early || scan.bad > 0 || !chunk) {
+        const pks = scan.changed.splice(0);
         if (pks.length) await sql`insert into ${ct} (pk) select unnest(${pks}::text[])`;
       }
     };
