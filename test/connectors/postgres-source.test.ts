@@ -209,23 +209,29 @@ t.test('fetches by key during the key scan read its snapshot, on a second connec
   const table = `${schema}.during`;
   await admin.unsafe(`create table ${table} as select i::int8 as id, repeat('x', 40) || i as name from generate_series(1, 20000) i`);
   await admin.unsafe(`alter table ${table} add primary key (id)`);
-  // A role that may hold one connection: its second connection is refused ("too many
-  // connections for role"), so its fetches wait for the scan to end on the first.
-  const role = `${schema}_one`;
-  await admin.unsafe(`create role ${role} login connection limit 1`);
-  await admin.unsafe(`grant usage on schema ${schema} to ${role}`);
-  await admin.unsafe(`grant select on ${table} to ${role}`);
+  // Roles that may hold two connections, and one: the second connection of the latter is
+  // refused ("too many connections for role"), so its fetches wait for the scan to end on the first.
+  const roles = [`${schema}_two`, `${schema}_one`];
+  for (const [i, role] of roles.entries()) {
+    await admin.unsafe(`create role ${role} login connection limit ${2 - i}`);
+    await admin.unsafe(`grant usage on schema ${schema} to ${role}`);
+    await admin.unsafe(`grant select on ${table} to ${role}`);
+  }
   t.teardown(async () => {
-    await admin.unsafe(`drop owned by ${role}`);
-    await admin.unsafe(`drop role ${role}`);
+    for (const role of roles) {
+      await admin.unsafe(`drop owned by ${role}`);
+      await admin.unsafe(`drop role ${role}`);
+    }
   });
+  const backends = async (role: string) => (await admin<{ n: number }[]>`select count(*)::int as n from pg_stat_activity where usename = ${role}`)[0].n;
   const sql = `select id, name from ${table}`;
   const columns = await open().columns(sql);
   const cases = [
-    ['two connections', open(), true],
-    ['one connection', open({ user: role }), false],
+    ['two connections', roles[0], true],
+    ['one connection', roles[1], false],
   ] as const;
-  for (const [how, s, concurrent] of cases) {
+  for (const [how, role, concurrent] of cases) {
+    const s = open({ user: role });
     t.teardown(() => s.close());
     await admin.unsafe(`update ${table} set name = 'before' where id = 7`);
     await admin.unsafe(`delete from ${table} where id = 20001`);
@@ -247,10 +253,14 @@ t.test('fetches by key during the key scan read its snapshot, on a second connec
         if (pk === '7' || pk === '19999') fps.set(pk, fp);
       }
       if (!fetched) {
+        t.equal(await backends(role), 1, `${how}: no second connection before a fetch`);
         fetched = session.fetch(['7', '19999', '20001']);
         fetched.then(() => (fetchedDuringScan ??= !scanOver)).catch(() => {});
         // Two connections: the fetch answers while the scan is paused mid-stream.
-        if (concurrent) await fetched;
+        if (concurrent) {
+          await fetched;
+          t.equal(await backends(role), 2, `${how}: the fetch opened a second connection`);
+        }
       }
     }
     scanOver = true;

@@ -318,23 +318,22 @@ export class PostgresSource implements SourceConnector {
       this.#drop(s);
       throw duringSession(e, pgError);
     }
-    // The fetching connection, opened beside the scan; undefined when it could not share the snapshot.
-    let fetcher: Promise<PgSession | undefined> = Promise.resolve(undefined);
-    if (snapshot) {
-      const id = snapshot;
-      fetcher = (async () => {
-        const f = this.#open(this.#timeoutMs);
-        try {
-          await this.#ready(f, signal);
-          await bounded(f.sql.unsafe('begin isolation level repeatable read read only'), CONTROL_TIMEOUT_MS, 'starting a read-only transaction', signal);
-          await bounded(f.sql.unsafe(`set transaction snapshot '${id}'`), CONTROL_TIMEOUT_MS, 'importing the snapshot', signal);
-          return f;
-        } catch {
-          this.#drop(f);
-          return undefined;
-        }
-      })();
-    }
+    // The fetching connection, opened by the first fetch sent while the scan runs (an unchanged
+    // model opens none); undefined when it could not share the snapshot.
+    let fetcher: Promise<PgSession | undefined> | undefined;
+    const openFetcher = async (id: string): Promise<PgSession | undefined> => {
+      const f = this.#open(this.#timeoutMs);
+      try {
+        await this.#ready(f, signal);
+        await bounded(f.sql.unsafe('begin isolation level repeatable read read only'), CONTROL_TIMEOUT_MS, 'starting a read-only transaction', signal);
+        await bounded(f.sql.unsafe(`set transaction snapshot '${id}'`), CONTROL_TIMEOUT_MS, 'importing the snapshot', signal);
+        return f;
+      } catch {
+        this.#drop(f);
+        return undefined;
+      }
+    };
+    let scanOver = false;
     let scanEnded!: () => void;
     const scanned = new Promise<void>((resolve) => (scanEnded = resolve));
     const fp = pgFingerprint(opts.columns, this.#serverVersion)!;
@@ -344,7 +343,7 @@ export class PostgresSource implements SourceConnector {
     let broken = false;
     const dropAll = () => {
       this.#drop(s);
-      void fetcher.then((f) => f && this.#drop(f));
+      void fetcher?.then((f) => f && this.#drop(f));
     };
     const fail = async (e: unknown, query: ReturnType<PgClient['unsafe']> | undefined, pending: Promise<unknown> | undefined, sig?: AbortSignal) => {
       broken = true;
@@ -379,14 +378,16 @@ export class PostgresSource implements SourceConnector {
         } catch (e) {
           throw await fail(e, query, pending, sig);
         } finally {
+          scanOver = true;
           scanEnded();
         }
       },
       fetch: async (keys: string[], sig?: AbortSignal) => {
         const lost = () => new ConnectorError('source_unavailable', 'The connection to the source was lost.', { classification: 'retryable' });
         if (broken) throw lost();
-        // The fetching connection when it shares the snapshot (it was opened within the bounds
-        // above), else this one once the scan is over (the scan is bounded by its own reads).
+        // During the scan, the fetching connection (opened within the bounds above) when it
+        // shares the snapshot; else this one once the scan is over (bounded by its own reads).
+        if (!fetcher && snapshot && !scanOver) fetcher = openFetcher(snapshot);
         let conn = await fetcher;
         if (!conn) {
           await scanned;
