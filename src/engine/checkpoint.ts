@@ -209,24 +209,41 @@ export async function checkpoint(c: CheckpointInput): Promise<void> {
 }
 
 /**
- * Registers a batch as sent before its request leaves (see run_inflight), if this execution
+ * Registers batches as sent before their requests leave (see run_inflight), if this execution
  * still holds the run: the insert takes the run row's key-share lock where `attempts` still
  * equals the lease, so it is ordered against a takeover's claim (which locks the row FOR UPDATE,
- * RunState.claim) — either the claim sees this batch, or this execution sees it lost the run and
- * sends nothing (LeaseLostError). Key share, not share: it does not wait for this execution's own
- * checkpoint or heartbeat (plain updates of non-key columns), so a batch leaves while the batches
- * before it are being checkpointed. Safe to repeat.
+ * RunState.claim) — either the claim sees these batches, or this execution sees it lost the run
+ * and sends nothing (LeaseLostError). Key share, not share: it does not wait for this execution's
+ * own checkpoint or heartbeat (plain updates of non-key columns), so a batch leaves while the
+ * batches before it are being checkpointed. One statement for all `batches` (deliver.ts groups
+ * the batches that start while a registration is in flight). Safe to repeat.
+ *
+ * @param batches batch numbers with the primary keys each carries (in send order)
+ * @throws LeaseLostError when another execution holds the run; ConnectorError `sync_deleted`
  */
-export async function registerInflight(sql: Sql, runId: string, lease: number, batch: number, primaryKeys: string[]): Promise<void> {
+export async function registerInflight(sql: Sql, runId: string, lease: number, batches: readonly { batch: number; primaryKeys: readonly string[] }[]): Promise<void> {
+  if (!batches.length) return;
+  // Every batch's keys in one array, each batch a slice of it [lo:hi] (1-based, inclusive).
+  const los: number[] = [];
+  const his: number[] = [];
+  const keys: string[] = [];
+  for (const b of batches) {
+    los.push(keys.length + 1);
+    for (const k of b.primaryKeys) keys.push(k);
+    his.push(keys.length);
+  }
   // Committed without waiting for the WAL flush, like the checkpoints (set_config is local to this
   // statement's transaction): a killed worker loses nothing, the server has the commit. Only a
   // crash of PostgreSQL itself within the WAL writer's delay (under a second) can lose it, and
   // that crash loses the unlogged plan too: the run re-plans and re-sends what it cannot prove
   // was delivered.
   const rows = await sql`
-    with async as (select set_config('synchronous_commit', 'off', true))
+    with async as (select set_config('synchronous_commit', 'off', true)),
+    k as (select ${textArray(sql, keys)} as a)
     insert into run_inflight (run_id, lease, batch, primary_keys)
-    select r.id, ${lease}, ${batch}, ${textArray(sql, primaryKeys)} from runs r, async where r.id = ${runId} and r.attempts = ${lease} for key share of r
+    select r.id, ${lease}, b.batch, k.a[b.lo:b.hi]
+    from runs r, async, k, unnest(${intArray(sql, batches.map((b) => b.batch))}, ${intArray(sql, los)}, ${intArray(sql, his)}) as b(batch, lo, hi)
+    where r.id = ${runId} and r.attempts = ${lease} for key share of r
     on conflict do nothing
     returning 1`;
   if (rows.length) return;

@@ -1,13 +1,14 @@
 import type { Logger } from 'pino';
 import type { DestinationConnector, WriteCheckpoint } from '../connectors/types.ts';
 import { errorSummary, type Sql } from '../db/client.ts';
+import { GroupCommit } from '../lib/group-commit.ts';
 import type { Redactor } from '../lib/redact.ts';
 import type { SyncViewT } from '../domain/syncs.ts';
 import { ConnectorError } from '../errors.ts';
 import { AbortedError, deliverBatch, splitBatches, type BatchResult, type RowOutcome } from './batch.ts';
 import { checkpoint, lastRecordedBatch, LeaseLostError, priorSends, registerInflight } from './checkpoint.ts';
 import { whileDatabaseDown } from './db-wait.ts';
-import { collectDone, readPending, type PlannedOp } from './plan.ts';
+import { collectDone, readPending, type PlanPage } from './plan.ts';
 import { limiterFor, type Clock } from './rate-limiter.ts';
 
 // Delivering: pending plan operations in batches, `concurrency` in flight under the destination's
@@ -103,28 +104,16 @@ export async function deliverPhase(d: DeliverInput): Promise<void> {
     const n = await patiently('reading the run', () => collectDone(sql, run.id, d.resumeAfterBatch!));
     d.log.debug({ done: n }, 'resumed plan: operations already recorded are skipped');
   }
-  const queued: { batch: number; outcomes: RowOutcome[]; resolve: () => void; reject: (e: unknown) => void }[] = [];
-  let draining: Promise<void> | undefined;
-  const drain = async () => {
-    while (queued.length) {
-      const group = queued.splice(0);
-      try {
-        await patiently('checkpointing', () =>
-          checkpoint({ sql, run, lease: d.lease, snapshotVersion: d.snapshotVersion, insertsAreNew: d.insertsAreNew, recordsFresh: d.recordsFresh, group, counts: d.counts }),
-        );
-        for (const g of group) g.resolve();
-      } catch (e) {
-        for (const g of group) g.reject(e);
-      }
-    }
-    draining = undefined;
+  // Group commit (lib/group-commit.ts): batches acknowledged while a checkpoint is being written go
+  // into the next one, and batches that start while a registration is in flight register together.
+  const checkpoints = new GroupCommit<{ batch: number; outcomes: RowOutcome[] }>((group) =>
+    patiently('checkpointing', () => checkpoint({ sql, run, lease: d.lease, snapshotVersion: d.snapshotVersion, insertsAreNew: d.insertsAreNew, recordsFresh: d.recordsFresh, group, counts: d.counts })),
+  );
+  const registrations = new GroupCommit<{ batch: number; primaryKeys: string[] }>((group) => patiently('registering a batch', () => registerInflight(sql, run.id, d.lease, group)));
+  const checkpointed = (batch: number, outcomes: RowOutcome[]) => {
+    if (d.redact) for (const o of outcomes) if (o.message) o.message = d.redact.text(o.message);
+    return checkpoints.add({ batch, outcomes });
   };
-  const checkpointed = (batch: number, outcomes: RowOutcome[]) =>
-    new Promise<void>((resolve, reject) => {
-      if (d.redact) for (const o of outcomes) if (o.message) o.message = d.redact.text(o.message);
-      queued.push({ batch, outcomes, resolve, reject });
-      draining ??= drain();
-    });
   const inflight = new Set<Promise<void>>();
   // batchDelivered hooks run beside delivery, not in its slots; a few may lag behind, then a slot
   // waits for them (bounded memory), and all end before the run does.
@@ -143,25 +132,27 @@ export async function deliverPhase(d: DeliverInput): Promise<void> {
   const stop = () => isCancelled() || failure !== undefined || d.signal.aborted;
 
   outer: for (;;) {
-    const [flag] = await patiently('reading the run', () => sql`select cancel_requested_at from runs where id = ${run.id}`);
-    if (!flag) throw new ConnectorError('sync_deleted', 'The sync was deleted during the run.', { classification: 'fatal' });
-    if (flag.cancel_requested_at) cancelled = true;
     if (stop()) break;
-    let page: PlannedOp[];
+    let read: PlanPage;
     try {
-      page = await patiently('reading the plan', () => readPending(sql, run.id, lastSeq, batchSize * concurrency, resumed));
+      // The page comes with the run's cancel flag (one round trip).
+      read = await patiently('reading the plan', () => readPending(sql, run.id, lastSeq, batchSize * concurrency, resumed));
     } catch (e) {
       // The plan was lost (StagingLostError): the batches in flight finish first.
       failure ??= e;
       break;
     }
+    if (read.run === 'gone') throw new ConnectorError('sync_deleted', 'The sync was deleted during the run.', { classification: 'fatal' });
+    if (read.run === 'cancelled') cancelled = true;
+    const page = read.ops;
+    if (stop()) break;
     if (!page.length) break;
     lastSeq = page[page.length - 1].seq;
     for (const batch of splitBatches(page, batchSize, sync.mode)) {
       if (batch.operation === 'delete' && !deletesOpen) {
         // The barrier: every write before the first delete is acknowledged and checkpointed.
         await Promise.all(inflight);
-        await draining;
+        await checkpoints.idle();
         deletesOpen = true;
       }
       while (inflight.size >= concurrency) await Promise.race(inflight);
@@ -170,7 +161,7 @@ export async function deliverPhase(d: DeliverInput): Promise<void> {
       const perWrite = rowMode(batch.operation) ? (k: number) => k : () => 1;
       const p = (async () => {
         // Registered before it leaves: a later execution knows these rows may have been delivered.
-        await patiently('registering a batch', () => registerInflight(sql, run.id, d.lease, n, batch.ops.map((o) => o.pk)));
+        await registrations.add({ batch: n, primaryKeys: batch.ops.map((o) => o.pk) });
         const result = await deliverBatch({ ...deliveryCtx, requestsFor: perWrite }, batch.operation, batch.ops);
         if (prior.size) {
           for (const o of result.outcomes) {
@@ -189,7 +180,7 @@ export async function deliverPhase(d: DeliverInput): Promise<void> {
     }
   }
   await Promise.all(inflight);
-  await draining;
+  await checkpoints.idle();
   await Promise.all(hooksPending);
   d.log.debug({ batches: batchNo }, 'delivery done');
   if (failure) throw failure;

@@ -45,28 +45,49 @@ export async function collectDone(sql: Sql, runId: string, afterBatch: number): 
   return r.n;
 }
 
+/** A page of the plan, with the state of its run read in the same statement. */
+export interface PlanPage {
+  /** `gone`: the run row was deleted (with its sync); `cancelled`: a cancel was requested. */
+  run: 'running' | 'cancelled' | 'gone';
+  ops: PlannedOp[];
+}
+
 /**
- * The next pending operations after `afterSeq` (keyset; in-flight ones are never read twice).
- * An operation is done once a checkpoint recorded its outcome. A plan built in this execution
- * has none done beyond the keyset, so it is read by seq alone; a plan resumed after a crash
- * (`resumed`: collectDone ran) skips the operations recorded against it. Throws
- * StagingLostError when a page comes back short because PostgreSQL emptied the plan.
+ * The next pending operations after `afterSeq` (keyset; in-flight ones are never read twice),
+ * and whether the run is still wanted — one round trip per page. An operation is done once a
+ * checkpoint recorded its outcome. A plan built in this execution has none done beyond the
+ * keyset, so it is read by seq alone; a plan resumed after a crash (`resumed`: collectDone ran)
+ * skips the operations recorded against it. Throws StagingLostError when a page comes back
+ * short because PostgreSQL emptied the plan.
  */
-export async function readPending(sql: Sql, runId: string, afterSeq: number, limit: number, resumed = false): Promise<PlannedOp[]> {
+export async function readPending(sql: Sql, runId: string, afterSeq: number, limit: number, resumed = false): Promise<PlanPage> {
   const { plan, done } = stagingNames(runId);
   const p = sql`${sql(STAGING_SCHEMA)}.${sql(plan)}`;
-  type R = { seq: string; pk: string; op: PlannedOp['op']; payload: string; attempts: number; record_id: string | null };
-  const rows = !resumed
-    ? await sql<R[]>`
-          select seq, pk, op, payload, attempts, record_id from ${p}
-          where seq > ${afterSeq} order by seq limit ${limit}`
-    : await sql<R[]>`
-          select seq, pk, op, payload, attempts, record_id from ${p} pl
+  type R = { run: 'running' | 'cancelled' | 'gone'; seq: string | null; pk: string; op: PlannedOp['op']; payload: string; attempts: number; record_id: string | null };
+  const pending = !resumed
+    ? sql`select seq, pk, op, payload, attempts, record_id from ${p} where seq > ${afterSeq} order by seq limit ${limit}`
+    : sql`select seq, pk, op, payload, attempts, record_id from ${p} pl
           where seq > ${afterSeq}
             and not exists (select 1 from ${sql(STAGING_SCHEMA)}.${sql(done)} d where d.pk = pl.pk and d.op = pl.op)
           order by seq limit ${limit}`;
+  // One row with null columns when no operation is read; the run's state on every row.
+  const rows = await sql<R[]>`
+    select case when r.id is null then 'gone' when r.cancel_requested_at is not null then 'cancelled' else 'running' end as run, pl.*
+    from (select) one
+    left join runs r on r.id = ${runId}
+    left join lateral (${pending}) pl on true`;
+  const state = rows[0].run;
+  const found = rows[0].seq === null ? [] : rows;
+  // The nested loop over one run row returns the page in its own order; a sort in SQL would copy
+  // every payload once more. Checked, not assumed.
+  for (let i = 1; i < found.length; i++) {
+    if (Number(found[i - 1].seq) > Number(found[i].seq)) {
+      found.sort((a, b) => Number(a.seq) - Number(b.seq));
+      break;
+    }
+  }
   // A short page ends the plan only if the plan is still what it was: a crash or failover of
   // PostgreSQL empties it, and delivery would then end early and call the run done.
-  if (rows.length < limit) await assertStagingIntact(sql, runId);
-  return rows.map((r) => ({ seq: Number(r.seq), pk: r.pk, op: r.op, payload: r.payload, attempts: r.attempts, recordId: r.record_id }));
+  if (found.length < limit) await assertStagingIntact(sql, runId);
+  return { run: state, ops: found.map((r) => ({ seq: Number(r.seq), pk: r.pk, op: r.op, payload: r.payload, attempts: r.attempts, recordId: r.record_id })) };
 }

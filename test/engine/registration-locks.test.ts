@@ -1,4 +1,5 @@
 import t from 'tap';
+import type { Test } from 'tap';
 import { connectDatabase } from '../../src/db/client.ts';
 import { LeaseLostError, registerInflight } from '../../src/engine/checkpoint.ts';
 import { RunState } from '../../src/engine/run-state.ts';
@@ -16,17 +17,23 @@ import { setupSync } from '../helpers/sync-setup.ts';
 const within = <T>(p: Promise<T>, ms: number, what: string): Promise<T> =>
   Promise.race([p, new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`${what}: still waiting after ${ms} ms`)), ms).unref())]);
 
-t.test('a registration passes an open checkpoint; a takeover waits for a registration and then fences it out', async (t) => {
+/** A started Backhaul with a sync and a running run of it (lease 1), and a connection of the test's own. */
+async function runningRun(t: Test, slug: string, runId: string, max: number) {
   const h = await startTestBackhaul(t, { env: { LOG_LEVEL: 'fatal' } });
-  const fx = await setupSync(t, h, 'http://127.0.0.1:9/', { slug: 'locks' });
-  const database = connectDatabase(h.databaseUrl, { max: 6 });
+  const fx = await setupSync(t, h, 'http://127.0.0.1:9/', { slug });
+  const database = connectDatabase(h.databaseUrl, { max });
   t.teardown(() => database.close());
   const { sql } = database;
   const [s] = await sql<{ workspace_id: string }[]>`select workspace_id from syncs where id = ${fx.syncId}`;
-  const runId = 'run_locks1';
   await sql`
     insert into runs (id, workspace_id, sync_id, status, trigger, counts, attempts, full_resync, allow_deletions, started_at)
     values (${runId}, ${s.workspace_id}, ${fx.syncId}, 'running', 'api', ${JSON.stringify(emptyCounts())}::jsonb, 1, false, false, now())`;
+  return { h, sql };
+}
+
+t.test('a registration passes an open checkpoint; a takeover waits for a registration and then fences it out', async (t) => {
+  const runId = 'run_locks1';
+  const { h, sql } = await runningRun(t, 'locks', runId, 6);
 
   // 1. A checkpoint of this execution holds the run row (its fence updates the counts) while the
   // next batch registers: the registration completes without waiting for it. (The generous bound
@@ -37,7 +44,7 @@ t.test('a registration passes an open checkpoint; a takeover waits for a registr
   try {
     await cp`begin`;
     await cp`update runs set counts = counts, heartbeat_at = now() where id = ${runId} and attempts = 1`;
-    await within(registerInflight(sql, runId, 1, 1, ['a', 'b']), 30_000, 'registration behind an open checkpoint');
+    await within(registerInflight(sql, runId, 1, [{ batch: 1, primaryKeys: ['a', 'b'] }]), 30_000, 'registration behind an open checkpoint');
     await cp`commit`;
   } finally {
     cp.release();
@@ -79,8 +86,33 @@ t.test('a registration passes an open checkpoint; a takeover waits for a registr
   t.same(prior.map((p) => p.batch), [1, 2], 'the takeover sees both batches of the old execution');
 
   // 3. The old execution's next registration is fenced out.
-  const fenced = await registerInflight(sql, runId, 1, 3, ['d']).then(() => undefined, (e: unknown) => e);
+  const fenced = await registerInflight(sql, runId, 1, [{ batch: 3, primaryKeys: ['d'] }]).then(() => undefined, (e: unknown) => e);
   t.ok(fenced instanceof LeaseLostError, 'the old lease registers nothing more');
   const [none] = await sql<{ n: number }[]>`select count(*)::int as n from run_inflight where run_id = ${runId} and batch = 3`;
   t.equal(none.n, 0);
+});
+
+t.test('batches registered together: each gets its own keys, a repeat registers nothing twice, a lost lease registers none', async (t) => {
+  const runId = 'run_locks2';
+  const { sql } = await runningRun(t, 'locks2', runId, 2);
+  const registered = async () =>
+    (await sql<{ batch: number; primary_keys: string[] }[]>`select batch, primary_keys from run_inflight where run_id = ${runId} order by batch`).map((r) => [r.batch, r.primary_keys]);
+
+  // Keys that need quoting in an array literal, a one-key batch between longer ones, non-consecutive numbers.
+  const group = [
+    { batch: 4, primaryKeys: ['a,1', 'b"2', 'c\\3'] },
+    { batch: 5, primaryKeys: ['{d}'] },
+    { batch: 7, primaryKeys: ['e', 'f', ' g ', 'NULL'] },
+  ];
+  await registerInflight(sql, runId, 1, group);
+  t.same(await registered(), group.map((b) => [b.batch, b.primaryKeys]), 'each batch holds exactly its keys, in order');
+
+  // Repeated (an attempt whose answer was lost) with one more batch: only the new one is added.
+  await registerInflight(sql, runId, 1, [...group, { batch: 8, primaryKeys: ['h'] }]);
+  t.same(await registered(), [...group.map((b) => [b.batch, b.primaryKeys]), [8, ['h']]], 'a repeat adds only what was missing');
+
+  await sql`update runs set attempts = 2 where id = ${runId}`;
+  const fenced = await registerInflight(sql, runId, 1, [{ batch: 9, primaryKeys: ['i'] }, { batch: 10, primaryKeys: ['j'] }]).then(() => undefined, (e: unknown) => e);
+  t.ok(fenced instanceof LeaseLostError, 'a lost lease registers none of the group');
+  t.equal((await registered()).length, 4);
 });

@@ -47,9 +47,9 @@ t.test(`staged rows and plans emptied by a crash are refused by every reader (sn
   t.same(planned, { insert: 5, update: 0, delete: deletes });
   const [{ kind }] = await sql`select relkind as kind from pg_class where oid = to_regclass(${`${STAGING_SCHEMA}.${names.plan}`})`;
   t.equal(kind, snapshot === 'empty' ? 'v' : 'r', snapshot === 'empty' ? 'the plan is a view of the staged rows' : 'the plan is a table');
-  const all = await readPending(sql, runId, 0, 100);
+  const all = (await readPending(sql, runId, 0, 100)).ops;
   t.same(all.map((o) => [o.pk, o.op]), [...[1, 2, 3, 4, 5].map((i) => [String(i), 'insert']), ...(deletes ? [['99', 'delete']] : [])], 'the plan is read to its end, in order');
-  t.equal((await readPending(sql, runId, 0, 2)).length, 2, 'a full page');
+  t.equal((await readPending(sql, runId, 0, 2)).ops.length, 2, 'a full page');
   t.equal((await keysWritten(sql, runId, 100))?.length, 5 + deletes, 'the keys written, for the kept fingerprint table');
 
   // Crash recovery: every unlogged table of the run emptied at once, the tables kept.
