@@ -11,18 +11,12 @@
  */
 export class GroupCommit<T> {
   readonly #write: (items: T[]) => Promise<void>;
-  readonly #gatherMs: number;
   #queue: { item: T; resolve: () => void; reject: (e: unknown) => void }[] = [];
   #draining: Promise<void> | undefined;
 
-  /**
-   * @param write writes a group of items (its rejection rejects each of them)
-   * @param opts.gatherMs how long a write waits for more items before it starts (ms; default 0:
-   *   only items that queued behind the previous write join it). For writes nobody waits on.
-   */
-  constructor(write: (items: T[]) => Promise<void>, opts: { gatherMs?: number } = {}) {
+  /** @param write writes a group of items (its rejection rejects each of them) */
+  constructor(write: (items: T[]) => Promise<void>) {
     this.#write = write;
-    this.#gatherMs = opts.gatherMs ?? 0;
   }
 
   /** Queues `item`; resolves once a write that carried it completed. */
@@ -40,7 +34,6 @@ export class GroupCommit<T> {
 
   async #drain(): Promise<void> {
     while (this.#queue.length) {
-      if (this.#gatherMs > 0) await new Promise((resolve) => setTimeout(resolve, this.#gatherMs));
       const group = this.#queue.splice(0);
       try {
         await this.#write(group.map((g) => g.item));

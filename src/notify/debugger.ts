@@ -14,18 +14,11 @@ import { NO_SECRETS, type Redactor } from '../lib/redact.ts';
 // before it is stored. Rows are keyed by
 // (run_id, batch) like run_records.batch, and list the primary keys each request carried, so
 // GET /v1/runs/{id}/records?primaryKey= can show exactly what was sent for that row.
-// Acknowledged batches' exchanges are inserted together, those that come within GATHER_MS or queue
-// behind an insert in flight, awaited (the executor's hook), so a finished run's
+// Acknowledged batches' exchanges are inserted as they come, those that queue behind an insert in
+// flight together, awaited (the executor's hook), so a finished run's
 // exchanges are all readable; a failed insert is logged and never fails the run.
 
 export const MAX_BODY = 8 * 1024;
-
-/**
- * How long an exchanges insert waits for more batches' (ms). Delivery does not wait for it (the
- * hook runs beside the batch slots): at 100-row batches this made one insert per ~10 batches
- * instead of one per batch or two.
- */
-const GATHER_MS = 10;
 
 /** A run_exchanges row as inserted (column names). */
 interface ExchangeRow {
@@ -101,7 +94,7 @@ export function createDebugger(o: {
       duration_ms: Math.round(e.durationMs),
     }));
     let w = writers.get(run.id);
-    if (!w) writers.set(run.id, (w = new GroupCommit((group) => write(run.id, group), { gatherMs: GATHER_MS })));
+    if (!w) writers.set(run.id, (w = new GroupCommit((group) => write(run.id, group))));
     await w.add({ batch, rows });
   }
 

@@ -5,7 +5,7 @@ import { GroupCommit } from '../../src/lib/group-commit.ts';
 // GroupCommit under any interleaving of submissions and write durations: writes never overlap;
 // every item is written exactly once, in submission order across writes; an item submitted while
 // a write is in flight waits for the next write (coalesced with the others that waited) rather
-// than starting its own (with `gatherMs`, after waiting that long for more); each `add` settles only after the write that carried it, rejecting with
+// than starting its own; each `add` settles only after the write that carried it, rejecting with
 // that write's error and nothing else's; `idle` resolves only once nothing is queued or writing.
 
 const tick = (n: number) => new Promise<void>((resolve) => (n ? setTimeout(resolve, n) : setImmediate(resolve)));
@@ -13,7 +13,7 @@ const tick = (n: number) => new Promise<void>((resolve) => (n ? setTimeout(resol
 t.test('property: serial writes, order, coalescing, settlement', async (t) => {
   const step = fc.record({ pause: fc.integer({ min: 0, max: 2 }), burst: fc.integer({ min: 1, max: 4 }) });
   await fc.assert(
-    fc.asyncProperty(fc.array(step, { minLength: 1, maxLength: 10 }), fc.array(fc.integer({ min: 0, max: 3 }), { minLength: 12, maxLength: 12 }), fc.array(fc.boolean(), { minLength: 12, maxLength: 12 }), fc.constantFrom(0, 0, 1, 2), async (steps, writeDelays, writeFails, gatherMs) => {
+    fc.asyncProperty(fc.array(step, { minLength: 1, maxLength: 10 }), fc.array(fc.integer({ min: 0, max: 3 }), { minLength: 12, maxLength: 12 }), fc.array(fc.boolean(), { minLength: 12, maxLength: 12 }), async (steps, writeDelays, writeFails) => {
       const violations: string[] = [];
       const writes: number[][] = [];
       let writing = false;
@@ -26,7 +26,7 @@ t.test('property: serial writes, order, coalescing, settlement', async (t) => {
         await tick(writeDelays[w % writeDelays.length]);
         writing = false;
         if (writeFails[w % writeFails.length]) throw new Error(`write ${w}`);
-      }, { gatherMs });
+      });
       /** Per item: the write that carried it (index) when it settled, and how. */
       const settled = new Map<number, { ok: boolean; error?: string; writesAtSettle: number; writingAtSettle: boolean }>();
       const adds: Promise<void>[] = [];
