@@ -22,8 +22,8 @@ import type { RunCounts } from './status.ts';
 // the snapshot and sends those rows again — at-least-once, never a row reported that was not
 // delivered. A killed worker loses nothing: its commits are in the server.
 //
-// Each batch was registered in run_inflight before it was sent (registerInflight); the checkpoint
-// deletes those rows. That makes a checkpoint safe to retry when the connection dropped before
+// Each batch was registered in run_inflight before it was sent (registerInflight, or the
+// checkpoint that freed its slot: CheckpointInput.register); the checkpoint deletes those rows. That makes a checkpoint safe to retry when the connection dropped before
 // its commit was acknowledged: finding its batches already gone, it knows it committed. Rows an
 // earlier execution sent without recording them are marked `redelivered` (RowOutcome.priorSends).
 
@@ -50,6 +50,11 @@ export interface CheckpointInput {
    */
   recordsFresh: boolean;
   group: { batch: number; outcomes: RowOutcome[] }[];
+  /**
+   * Batches this statement registers as sent (see registerInflight): those that take the slots
+   * this group frees, so that they leave without a registration round trip of their own.
+   */
+  register?: readonly InflightBatch[];
   /** Updated in place with this group's outcomes, and written with it. */
   counts: RunCounts;
 }
@@ -163,6 +168,8 @@ export async function checkpoint(c: CheckpointInput): Promise<void> {
                   ${bad.attempts}::int[], ${bad.batches}::int[], ${bad.again}::int[]) as r(pk, op, code, message, attempts, batch, again)
       ${onConflict}`);
   }
+  // Fenced like the other writes: the statement rolls back as a whole when the fence refuses.
+  if (c.register?.length) writes.push(sql`insert into run_inflight (run_id, lease, batch, primary_keys) ${inflightRows(sql, c.register, c.lease)} where r.id = ${run.id} on conflict do nothing`);
   const ctes = writes.map((w, i) => sql`, ${sql(`w${i}`)} as (${w})`);
   try {
     await sql`
@@ -221,28 +228,17 @@ export async function checkpoint(c: CheckpointInput): Promise<void> {
  * @param batches batch numbers with the primary keys each carries (in send order)
  * @throws LeaseLostError when another execution holds the run; ConnectorError `sync_deleted`
  */
-export async function registerInflight(sql: Sql, runId: string, lease: number, batches: readonly { batch: number; primaryKeys: readonly string[] }[]): Promise<void> {
+export async function registerInflight(sql: Sql, runId: string, lease: number, batches: readonly InflightBatch[]): Promise<void> {
   if (!batches.length) return;
-  // Every batch's keys in one array, each batch a slice of it [lo:hi] (1-based, inclusive).
-  const los: number[] = [];
-  const his: number[] = [];
-  const keys: string[] = [];
-  for (const b of batches) {
-    los.push(keys.length + 1);
-    for (const k of b.primaryKeys) keys.push(k);
-    his.push(keys.length);
-  }
   // Committed without waiting for the WAL flush, like the checkpoints (set_config is local to this
   // statement's transaction): a killed worker loses nothing, the server has the commit. Only a
   // crash of PostgreSQL itself within the WAL writer's delay (under a second) can lose it, and
   // that crash loses the unlogged plan too: the run re-plans and re-sends what it cannot prove
   // was delivered.
   const rows = await sql`
-    with async as (select set_config('synchronous_commit', 'off', true)),
-    k as (select ${textArray(sql, keys)} as a)
+    with async as (select set_config('synchronous_commit', 'off', true))
     insert into run_inflight (run_id, lease, batch, primary_keys)
-    select r.id, ${lease}, b.batch, k.a[b.lo:b.hi]
-    from runs r, async, k, unnest(${intArray(sql, batches.map((b) => b.batch))}, ${intArray(sql, los)}, ${intArray(sql, his)}) as b(batch, lo, hi)
+    ${inflightRows(sql, batches, lease)}, async
     where r.id = ${runId} and r.attempts = ${lease} for key share of r
     on conflict do nothing
     returning 1`;
@@ -251,6 +247,41 @@ export async function registerInflight(sql: Sql, runId: string, lease: number, b
   if (!cur) throw new ConnectorError('sync_deleted', 'The sync was deleted during the run.', { classification: 'fatal' });
   if (cur.attempts !== lease) throw new LeaseLostError(runId);
   // Registered already: an earlier attempt of this statement committed.
+}
+
+/**
+ * Withdraws the registration of a batch that was registered (by a checkpoint, for the slot it
+ * freed) but will not be sent because delivery is stopping: a later execution must not mark its
+ * rows redelivered.
+ */
+export async function withdrawInflight(sql: Sql, runId: string, lease: number, batch: number): Promise<void> {
+  await sql`delete from run_inflight where run_id = ${runId} and lease = ${lease} and batch = ${batch}`;
+}
+
+/** A batch about to be sent: its number and the primary keys it carries (in send order). */
+export interface InflightBatch {
+  batch: number;
+  primaryKeys: readonly string[];
+}
+
+/**
+ * `select r.id, lease, batch, keys from runs r, …`: run_inflight rows for `batches`, with the
+ * run row as `r` for the caller's WHERE. Every batch's keys travel in one array, each batch a
+ * slice of it [lo:hi] (1-based, inclusive).
+ */
+function inflightRows(sql: Sql, batches: readonly InflightBatch[], lease: number) {
+  const los: number[] = [];
+  const his: number[] = [];
+  const keys: string[] = [];
+  for (const b of batches) {
+    los.push(keys.length + 1);
+    for (const k of b.primaryKeys) keys.push(k);
+    his.push(keys.length);
+  }
+  return sql`
+    select r.id, ${lease}::int, b.batch, k.a[b.lo:b.hi]
+    from runs r, (select ${textArray(sql, keys)} as a) k,
+         unnest(${intArray(sql, batches.map((b) => b.batch))}, ${intArray(sql, los)}, ${intArray(sql, his)}) as b(batch, lo, hi)`;
 }
 
 /**

@@ -5,16 +5,17 @@ import { GroupCommit } from '../lib/group-commit.ts';
 import type { Redactor } from '../lib/redact.ts';
 import type { SyncViewT } from '../domain/syncs.ts';
 import { ConnectorError } from '../errors.ts';
-import { AbortedError, deliverBatch, splitBatches, type BatchResult, type RowOutcome } from './batch.ts';
-import { checkpoint, lastRecordedBatch, LeaseLostError, priorSends, registerInflight } from './checkpoint.ts';
+import { AbortedError, deliverBatch, type BatchResult, type RowOutcome } from './batch.ts';
+import { BatchFeed, type FeedBatch } from './batch-feed.ts';
+import { checkpoint, type InflightBatch, lastRecordedBatch, LeaseLostError, priorSends, registerInflight, withdrawInflight } from './checkpoint.ts';
 import { whileDatabaseDown } from './db-wait.ts';
-import { collectDone, readPending, type PlanPage } from './plan.ts';
+import { collectDone, readPending } from './plan.ts';
 import { limiterFor, type Clock } from './rate-limiter.ts';
 
-// Delivering: pending plan operations in batches, `concurrency` in flight under the destination's
-// rate limit; each acknowledged batch is checkpointed (group commit: batches acknowledged while a
-// checkpoint is being written go into the next transaction, one at a time, so counts always match
-// the records). Deletes come last in the plan and wait at a barrier until every write before them
+// Delivering: pending plan operations in batches, `concurrency` slots each sending one batch at a
+// time under the destination's rate limit, fed by the plan read a page ahead (batch-feed.ts); each
+// acknowledged batch is checkpointed (group commit: batches acknowledged while a checkpoint is
+// being written go into the next transaction, one at a time, so counts always match the records). Deletes come last in the plan and wait at a barrier until every write before them
 // was acknowledged and checkpointed: a delete never runs before a write that could re-claim its
 // record, and none runs at all when a write failed the run.
 //
@@ -105,81 +106,109 @@ export async function deliverPhase(d: DeliverInput): Promise<void> {
     d.log.debug({ done: n }, 'resumed plan: operations already recorded are skipped');
   }
   // Group commit (lib/group-commit.ts): batches acknowledged while a checkpoint is being written go
-  // into the next one, and batches that start while a registration is in flight register together.
-  const checkpoints = new GroupCommit<{ batch: number; outcomes: RowOutcome[] }>((group) =>
-    patiently('checkpointing', () => checkpoint({ sql, run, lease: d.lease, snapshotVersion: d.snapshotVersion, insertsAreNew: d.insertsAreNew, recordsFresh: d.recordsFresh, group, counts: d.counts })),
+  // into the next one, and batches that start while a registration is in flight register together
+  // (most batches need none: the checkpoint that frees their slot registers them).
+  const checkpoints = new GroupCommit<{ batch: number; outcomes: RowOutcome[]; next?: InflightBatch }>((group) =>
+    patiently('checkpointing', () =>
+      checkpoint({
+        sql,
+        run,
+        lease: d.lease,
+        snapshotVersion: d.snapshotVersion,
+        insertsAreNew: d.insertsAreNew,
+        recordsFresh: d.recordsFresh,
+        group,
+        register: group.flatMap((g) => (g.next ? [g.next] : [])),
+        counts: d.counts,
+      }),
+    ),
   );
-  const registrations = new GroupCommit<{ batch: number; primaryKeys: string[] }>((group) => patiently('registering a batch', () => registerInflight(sql, run.id, d.lease, group)));
-  const checkpointed = (batch: number, outcomes: RowOutcome[]) => {
-    if (d.redact) for (const o of outcomes) if (o.message) o.message = d.redact.text(o.message);
-    return checkpoints.add({ batch, outcomes });
-  };
-  const inflight = new Set<Promise<void>>();
+  const registrations = new GroupCommit<InflightBatch>((group) => patiently('registering a batch', () => registerInflight(sql, run.id, d.lease, group)));
   // batchDelivered hooks run beside delivery, not in its slots; a few may lag behind, then a slot
   // waits for them (bounded memory), and all end before the run does.
   const hooksPending = new Set<Promise<void>>();
-  const afterCheckpoint = async (n: number, result: BatchResult) => {
+  const afterCheckpoint = (n: number, result: BatchResult) => {
     if (!d.batchDelivered) return;
     const h: Promise<void> = d.batchDelivered(n, result).finally(() => hooksPending.delete(h));
     hooksPending.add(h);
-    while (hooksPending.size > concurrency * 2) await Promise.race(hooksPending);
   };
   let failure: unknown;
-  let lastSeq = 0;
   let deletesOpen = false;
   let cancelled = false;
   const isCancelled = () => cancelled || d.cancelRequested();
   const stop = () => isCancelled() || failure !== undefined || d.signal.aborted;
+  const feed = new BatchFeed((afterSeq, limit) => patiently('reading the plan', () => readPending(sql, run.id, afterSeq, limit, resumed)), {
+    pageSize: batchSize * concurrency,
+    batchSize,
+    mode: sync.mode,
+    // Every page comes with the run's cancel flag (one round trip).
+    onPage: (read) => {
+      if (read.run === 'gone') throw new ConnectorError('sync_deleted', 'The sync was deleted during the run.', { classification: 'fatal' });
+      if (read.run === 'cancelled') cancelled = true;
+    },
+    readAhead: () => !stop(),
+  });
+  type Claimed = { n: number; batch: FeedBatch };
+  const claim = (batch: FeedBatch): Claimed => ({ n: ++batchNo, batch });
+  const keysOf = (c: Claimed): InflightBatch => ({ batch: c.n, primaryKeys: c.batch.ops.map((o) => o.pk) });
 
-  outer: for (;;) {
-    if (stop()) break;
-    let read: PlanPage;
+  // A slot sends one batch at a time: registered before it leaves (a later execution then knows
+  // its rows may have been delivered), acknowledged, checkpointed. The batch that takes the slot
+  // next is registered by that same checkpoint statement when it is already read, so it leaves
+  // as soon as the checkpoint commits, without a round trip of its own. Registered batches are
+  // thus never more than the slots, and each is registered only just before it is sent: a slot
+  // that finds the run stopping after its checkpoint withdraws its successor's registration.
+  const slot = async (): Promise<void> => {
+    let claimed: Claimed | undefined;
     try {
-      // The page comes with the run's cancel flag (one round trip).
-      read = await patiently('reading the plan', () => readPending(sql, run.id, lastSeq, batchSize * concurrency, resumed));
-    } catch (e) {
-      // The plan was lost (StagingLostError): the batches in flight finish first.
-      failure ??= e;
-      break;
-    }
-    if (read.run === 'gone') throw new ConnectorError('sync_deleted', 'The sync was deleted during the run.', { classification: 'fatal' });
-    if (read.run === 'cancelled') cancelled = true;
-    const page = read.ops;
-    if (stop()) break;
-    if (!page.length) break;
-    lastSeq = page[page.length - 1].seq;
-    for (const batch of splitBatches(page, batchSize, sync.mode)) {
-      if (batch.operation === 'delete' && !deletesOpen) {
-        // The barrier: every write before the first delete is acknowledged and checkpointed.
-        await Promise.all(inflight);
-        await checkpoints.idle();
-        deletesOpen = true;
-      }
-      while (inflight.size >= concurrency) await Promise.race(inflight);
-      if (stop()) break outer;
-      const n = ++batchNo;
-      const perWrite = rowMode(batch.operation) ? (k: number) => k : () => 1;
-      const p = (async () => {
-        // Registered before it leaves: a later execution knows these rows may have been delivered.
-        await registrations.add({ batch: n, primaryKeys: batch.ops.map((o) => o.pk) });
-        const result = await deliverBatch({ ...deliveryCtx, requestsFor: perWrite }, batch.operation, batch.ops);
+      for (;;) {
+        let c = claimed;
+        claimed = undefined;
+        if (!c) {
+          if (stop()) return;
+          const batch = await feed.take(deletesOpen);
+          if (!batch || stop()) return;
+          c = claim(batch);
+          await registrations.add(keysOf(c));
+        }
+        const { operation, ops } = c.batch;
+        const perWrite = rowMode(operation) ? (k: number) => k : () => 1;
+        const result = await deliverBatch({ ...deliveryCtx, requestsFor: perWrite }, operation, ops);
         if (prior.size) {
           for (const o of result.outcomes) {
             const k = prior.get(o.op.pk);
             if (k) o.priorSends = k;
           }
         }
-        await checkpointed(n, result.outcomes);
-        await afterCheckpoint(n, result);
-      })()
-        .catch((e) => {
-          failure ??= e;
-        })
-        .finally(() => inflight.delete(p));
-      inflight.add(p);
+        if (d.redact) for (const o of result.outcomes) if (o.message) o.message = d.redact.text(o.message);
+        // A successor is registered only when it can leave right after the checkpoint: not when
+        // the run is stopping, nor when hooks lag behind (the slot then waits for them first).
+        const lagging = hooksPending.size >= concurrency * 2;
+        const nextBatch = stop() || lagging ? undefined : feed.takeReady(deletesOpen);
+        const next = nextBatch && claim(nextBatch);
+        await checkpoints.add({ batch: c.n, outcomes: result.outcomes, ...(next ? { next: keysOf(next) } : {}) });
+        afterCheckpoint(c.n, result);
+        if (!next) while (hooksPending.size > concurrency * 2) await Promise.race(hooksPending);
+        if (next && stop()) {
+          await withdrawInflight(sql, run.id, d.lease, next.n).catch((e: unknown) => d.log.warn({ cause: errorSummary(e), batch: next.n }, 'a registered batch that was not sent stays registered (a later execution marks its rows redelivered)'));
+          return;
+        }
+        claimed = next;
+      }
+    } catch (e) {
+      failure ??= e;
     }
+  };
+  const slots = () => Promise.all(Array.from({ length: concurrency }, slot));
+  await slots();
+  // Deletes come last, behind a barrier: every write before the first delete is acknowledged
+  // and checkpointed (every slot ended after its last checkpoint). Without deletes, the slots
+  // find the plan exhausted at once.
+  if (!stop()) {
+    await checkpoints.idle();
+    deletesOpen = true;
+    await slots();
   }
-  await Promise.all(inflight);
   await checkpoints.idle();
   await Promise.all(hooksPending);
   d.log.debug({ batches: batchNo }, 'delivery done');

@@ -1,7 +1,8 @@
 import t from 'tap';
 import type { Test } from 'tap';
 import { connectDatabase } from '../../src/db/client.ts';
-import { LeaseLostError, registerInflight } from '../../src/engine/checkpoint.ts';
+import { checkpoint, LeaseLostError, registerInflight, withdrawInflight } from '../../src/engine/checkpoint.ts';
+import { createStaging, markStagingIntact } from '../../src/engine/staging.ts';
 import { RunState } from '../../src/engine/run-state.ts';
 import { emptyCounts } from '../../src/engine/status.ts';
 import { startTestBackhaul } from '../helpers/backhaul.ts';
@@ -115,4 +116,49 @@ t.test('batches registered together: each gets its own keys, a repeat registers 
   const fenced = await registerInflight(sql, runId, 1, [{ batch: 9, primaryKeys: ['i'] }, { batch: 10, primaryKeys: ['j'] }]).then(() => undefined, (e: unknown) => e);
   t.ok(fenced instanceof LeaseLostError, 'a lost lease registers none of the group');
   t.equal((await registered()).length, 4);
+});
+
+t.test('a checkpoint registers the batches that take the slots it frees, fenced with it; a withdrawn successor is gone', async (t) => {
+  const runId = 'run_locks3';
+  const { sql } = await runningRun(t, 'locks3', runId, 2);
+  await createStaging(sql, runId);
+  await markStagingIntact(sql, runId);
+  const [{ sync_id: syncId, workspace_id: workspaceId, v }] = await sql<{ sync_id: string; workspace_id: string; v: number }[]>`
+    select r.sync_id, r.workspace_id, s.snapshot_version as v from runs r join syncs s on s.id = r.sync_id where r.id = ${runId}`;
+  const registered = async () =>
+    (await sql<{ batch: number; primary_keys: string[] }[]>`select batch, primary_keys from run_inflight where run_id = ${runId} order by batch`).map((r) => [r.batch, r.primary_keys]);
+  const counts = emptyCounts();
+  const ckpt = (lease: number, batches: number[], register: { batch: number; primaryKeys: string[] }[]) =>
+    checkpoint({
+      sql,
+      run: { id: runId, workspaceId, syncId },
+      lease,
+      snapshotVersion: v,
+      insertsAreNew: true,
+      recordsFresh: true,
+      group: batches.map((batch) => ({ batch, outcomes: [] })),
+      register,
+      counts,
+    });
+
+  await registerInflight(sql, runId, 1, [{ batch: 1, primaryKeys: ['a'] }, { batch: 2, primaryKeys: ['b'] }]);
+  const successors = [
+    { batch: 3, primaryKeys: ['c,1', 'd"2'] },
+    { batch: 4, primaryKeys: ['e'] },
+  ];
+  await ckpt(1, [1, 2], successors);
+  t.same(await registered(), successors.map((b) => [b.batch, b.primaryKeys]), 'the checkpointed batches are gone, their successors registered with exactly their keys');
+
+  // Repeated (its answer was lost): it finds its batches gone and writes nothing twice.
+  await ckpt(1, [1, 2], successors);
+  t.same(await registered(), successors.map((b) => [b.batch, b.primaryKeys]), 'a repeat registers nothing twice');
+
+  await withdrawInflight(sql, runId, 1, 4);
+  t.same(await registered(), [[3, ['c,1', 'd"2']]], 'a successor that will not be sent is withdrawn');
+
+  // A takeover: the checkpoint of batch 3 is refused, and its successor is not registered.
+  await sql`update runs set attempts = 2 where id = ${runId}`;
+  const fenced = await ckpt(1, [3], [{ batch: 5, primaryKeys: ['f'] }]).then(() => undefined, (e: unknown) => e);
+  t.ok(fenced instanceof LeaseLostError, 'a lost lease refuses the checkpoint');
+  t.same(await registered(), [[3, ['c,1', 'd"2']]], 'and registers no successor');
 });
