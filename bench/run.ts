@@ -547,6 +547,23 @@ async function main(): Promise<void> {
     await sinkReset(sinkUrl);
     const unchanged = await runSync(api, fullSync);
     const unchangedSent = await sinkStats(sinkUrl);
+    // Two workers: a second one joins, and the sync's next 1% runs should still run on the worker
+    // that kept its table (job affinity, src/engine/affinity.ts), not load the snapshot elsewhere.
+    const second = spawnWorker(env);
+    await waitFor('the second worker to be up', async () => (await db`select count(*)::int as n from worker_processes where idle_run_slots > 0`)[0].n >= 2, 60_000, 50);
+    const poolOf = async (runId: string) => (await db<{ w: string }[]>`select worker_id as w from runs where id = ${runId}`)[0].w;
+    let pool = await poolOf(unchanged.run.id);
+    const twoWorkers = { runsWallMs: [] as number[], onTheSameWorker: 0 };
+    for (let k = 4; k <= 6; k++) {
+      const x = await onePercent(k);
+      twoWorkers.runsWallMs.push(x.run.wallMs);
+      const p = await poolOf(x.run.run.id);
+      if (p === pool) twoWorkers.onTheSameWorker++;
+      pool = p;
+    }
+    log(`1% runs with two workers: ${twoWorkers.runsWallMs.join(', ')} ms, ${twoWorkers.onTheSameWorker} of 3 on the worker that ran the sync's run before`);
+    await waitFor('the workers to finish their jobs', async () => (await db`select count(*)::int as n from graphile_worker._private_jobs where locked_by is not null`)[0].n === 0, 60_000, 50);
+    await stop(second);
     // Memory: a fresh worker runs one more unchanged run, so that its peak RSS (VmHWM) is an
     // incremental run's, not the full sync's.
     const w = await freshWorker();
@@ -572,7 +589,8 @@ async function main(): Promise<void> {
         runsWallMs: steady.map((x) => x.run.wallMs),
         bareCopyMs: copies.map((c) => Math.round(c)),
         firstAfterFullSync: { figure: round(afterFull.run.wallMs / bareMs, 3), runWallMs: afterFull.run.wallMs, runPhasesMs: afterFull.run.phases, rowsSent: afterFull.sent.rows },
-        timing: 'Backhaul: POST /runs until the run is observed terminal, 1% of rows changed since the last run, which was itself incremental (steady state: the worker kept its comparison table); best of 3 runs (runsWallMs), each followed by a bare COPY. firstAfterFullSync: the same for the first incremental run after the full sync (it loads the snapshot into its table). Bare: COPY (model) TO STDOUT, best of those 3.',
+        twoWorkers,
+        timing: 'Backhaul: POST /runs until the run is observed terminal, 1% of rows changed since the last run, which was itself incremental (steady state: the worker kept its comparison table); best of 3 runs (runsWallMs), each followed by a bare COPY. firstAfterFullSync: the same for the first incremental run after the full sync (it loads the snapshot into its table). twoWorkers: three more 1% runs once a second worker runs beside the first, and how many ran on the worker that ran the sync\'s run before (job affinity). Bare: COPY (model) TO STDOUT, best of those 3.',
         unchangedRunWallMs: unchanged.wallMs,
         unchangedRunRequests: unchangedSent.requests,
         unchangedRunSendsNothing: unchangedSent.requests === 0,

@@ -261,6 +261,11 @@ export const workerProcesses = pgTable('worker_processes', {
   pid: integer('pid').notNull(),
   startedAt: ts('started_at').notNull().defaultNow(),
   lastSeenAt: ts('last_seen_at').notNull().defaultNow(),
+  /**
+   * Run slots of the process free at its last heartbeat: other processes leave a sync's run to
+   * this one, which kept the sync's comparison table, only while it has one (engine/affinity.ts).
+   */
+  idleRunSlots: integer('idle_run_slots').notNull().default(0),
 });
 
 // ---- Engine ----------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ import type { Tx } from '../db/client.ts';
 import { ConflictError, NotFoundError, ValidationError } from '../errors.ts';
 import { newId } from '../lib/ids.ts';
 import { assertValid } from '../lib/validate.ts';
+import { TABLE_FLAG_PREFIX } from '../engine/affinity.ts';
 import { emptyCounts, PHASES, RUN_STATUSES, TERMINAL, type Phase, type RunCounts, type RunError, type RunStatus, type PhaseTiming } from '../engine/status.ts';
 import { recordAudit } from './audit.ts';
 import type { Actor } from './context.ts';
@@ -126,10 +127,15 @@ export function runView(r: RunRow): RunViewT {
   };
 }
 
-/** Enqueues the run's job in the caller's transaction (graphile-worker's SQL API), one queue per sync. */
+/**
+ * Enqueues the run's job in the caller's transaction (graphile-worker's SQL API), one queue per
+ * sync, flagged for the worker pool that ran the sync's last finished run (engine/affinity.ts).
+ */
 export async function enqueueRun(tx: Tx, run: { id: string; syncId: string }): Promise<void> {
   await tx.execute(
-    sql`select graphile_worker.add_job('backhaul_run', json_build_object('runId', ${run.id}::text), queue_name => ${`sync:${run.syncId}`}::text, job_key => ${`run:${run.id}`}::text, max_attempts => 25)`,
+    sql`select graphile_worker.add_job('backhaul_run', json_build_object('runId', ${run.id}::text), queue_name => ${`sync:${run.syncId}`}::text, job_key => ${`run:${run.id}`}::text, max_attempts => 25,
+          flags => (select array[${TABLE_FLAG_PREFIX}::text || r.worker_id] from runs r
+                    where r.sync_id = ${run.syncId} and r.worker_id is not null and r.status in ('succeeded', 'partially_succeeded') order by r.id desc limit 1))`,
   );
 }
 
@@ -255,7 +261,9 @@ export class RunService {
         returning id, workspace_id, sync_id, status, phase
       ), job as (
         select graphile_worker.add_job('backhaul_run', json_build_object('runId', c.id), queue_name => 'sync:' || c.sync_id,
-                                       job_key => 'run:' || c.id, max_attempts => 25)
+                                       job_key => 'run:' || c.id, max_attempts => 25,
+                                       flags => (select array[${TABLE_FLAG_PREFIX}::text || r.worker_id] from runs r
+                                                 where r.sync_id = c.sync_id and r.worker_id is not null and r.status in ('succeeded', 'partially_succeeded') order by r.id desc limit 1))
         from created c
       ), audit as (
         insert into audit_events (id, workspace_id, actor_key_id, action, resource_type, resource_id, changed_fields, request_id)

@@ -15,6 +15,7 @@ import { realClock } from './rate-limiter.ts';
 import { killPoint, stallPoint } from './run-state.ts';
 import { fireSequenceSlot, fireSlot } from './scheduler.ts';
 import { STAGING_PREFIXES, STAGING_SCHEMA } from './staging.ts';
+import { AffinityFlags } from './affinity.ts';
 
 // The job worker: graphile-worker tasks are thin adapters over the executor and the services.
 //   backhaul_run         {runId}   execute (or resume) a run
@@ -73,6 +74,8 @@ export interface WorkerOptions {
   /** A worker whose run shows no heartbeat for this long is considered dead. */
   staleAfterMs?: number;
   sweepEveryMs?: number;
+  /** Least time between two reads of other processes' free run slots for job affinity (ms, default 1000; affinity.ts). */
+  affinityRefreshMs?: number;
   /** How often this process writes its worker_processes row (ms, default 2000). */
   processHeartbeatMs?: number;
   /** A worker process not seen for this long is gone: its jobs are released (ms, default 20000). */
@@ -212,10 +215,14 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
   const heartbeatEvery = o.processHeartbeatMs ?? 2000;
   const processStaleAfter = Math.max(o.processStaleAfterMs ?? 20_000, heartbeatEvery * 3);
   const registeredPools = new Set<string>();
+  // Tasks running in the run lane: the heartbeat tells other processes whether a slot is free
+  // here (affinity.ts), and beats at once when the last slot is taken or the first one freed.
+  let runLaneBusy = 0;
   async function beat(): Promise<void> {
+    const idle = Math.max(0, o.concurrency - runLaneBusy);
     await database.sql`
-      insert into worker_processes (id, pool_ids, host, pid) values (${processId}, ${[...registeredPools]}::text[], ${hostname()}, ${process.pid})
-      on conflict (id) do update set pool_ids = excluded.pool_ids, last_seen_at = now()`;
+      insert into worker_processes (id, pool_ids, host, pid, idle_run_slots) values (${processId}, ${[...registeredPools]}::text[], ${hostname()}, ${process.pid}, ${idle})
+      on conflict (id) do update set pool_ids = excluded.pool_ids, idle_run_slots = excluded.idle_run_slots, last_seen_at = now()`;
   }
   const beatLogged = () =>
     void beat().catch((e) => {
@@ -257,9 +264,20 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
       tasksEnded.set(helpers.job.id, Date.now());
     }
   };
+  const inRunLane = (task: Task): Task => async (payload, helpers) => {
+    if (++runLaneBusy === o.concurrency) beatLogged();
+    try {
+      return await task(payload, helpers);
+    } finally {
+      if (runLaneBusy-- === o.concurrency) beatLogged();
+    }
+  };
   const taskList: Record<string, Task> = Object.fromEntries(
-    Object.entries({ ...o.tasks, backhaul_run, backhaul_sequence_advance, backhaul_maintenance }).map(([name, task]) => [name, tracked(task)]),
+    Object.entries({ ...o.tasks, backhaul_run, backhaul_sequence_advance, backhaul_maintenance }).map(([name, task]) => [name, inRunLane(tracked(task))]),
   );
+  // A sync's run is left to the live process with a free slot that ran its last run (it keeps the
+  // sync's comparison table): affinity.ts. Gone after three heartbeats missed.
+  const affinity = new AffinityFlags(database.sql, { processId, refreshMs: o.affinityRefreshMs ?? 1000, freshMs: heartbeatEvery * 3 });
   const runner = await runGraphileWorker({
     pgPool,
     concurrency: o.concurrency,
@@ -269,6 +287,7 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
     gracefulShutdownAbortTimeout: 100,
     taskList,
     events,
+    forbiddenFlags: affinity.forbidden,
     crontab: ['*/10 * * * * backhaul_maintenance', ...(o.crontab ?? [])].join('\n'),
     logger: quietLogger(logger),
   });

@@ -1,0 +1,1 @@
+ALTER TABLE "worker_processes" ADD COLUMN "idle_run_slots" integer DEFAULT 0 NOT NULL;
