@@ -224,8 +224,10 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
       insert into worker_processes (id, pool_ids, host, pid, idle_run_slots) values (${processId}, ${[...registeredPools]}::text[], ${hostname()}, ${process.pid}, ${idle})
       on conflict (id) do update set pool_ids = excluded.pool_ids, idle_run_slots = excluded.idle_run_slots, last_seen_at = now()`;
   }
+  // Once stopping, no beat: a task ending during the stop would write the row back after it was deleted.
+  let stopping = false;
   const beatLogged = () =>
-    void beat().catch((e) => {
+    void (stopping ? Promise.resolve() : beat()).catch((e) => {
       if (isConnectionError(e)) logger.debug({ cause: errorSummary(e) }, 'worker heartbeat skipped: control database unavailable');
       else logger.error({ err: e }, 'worker heartbeat failed');
     });
@@ -469,6 +471,7 @@ export async function startWorker(o: WorkerOptions): Promise<Worker> {
     async stop() {
       clearInterval(sweepTimer);
       clearInterval(heartbeatTimer);
+      stopping = true;
       // Nothing waits for a database that is away any more: stopping must not hang on it.
       pgPool.stopWaiting();
       await Promise.all([runner.stop(), scheduleRunner.stop()]);
