@@ -25,6 +25,7 @@ export class Metrics {
   private readonly database: Database;
   readonly rowsQueried: Counter<'sync'>;
   readonly sourceRowsRead: Counter<'sync' | 'read'>;
+  readonly comparisons: Counter<'sync' | 'table'>;
   readonly rowsInvalid: Counter<'sync'>;
   readonly rowsPlanned: Counter<'sync' | 'operation'>;
   readonly rowsSucceeded: Counter<'sync' | 'operation'>;
@@ -46,6 +47,12 @@ export class Metrics {
       name: 'backhaul_source_rows_read_total',
       help: 'Rows the querying phase read from model sources: read="key" is an incremental run\'s key scan (primary key and fingerprint only), read="row" whole rows, mapped and staged',
       labelNames: ['sync', 'read'],
+      registers,
+    });
+    this.comparisons = new Counter({
+      name: 'backhaul_incremental_comparisons_total',
+      help: 'Incremental runs by where their key scan was compared: table="kept" the table the worker kept from the sync\'s last run, "loaded" a table loaded from the snapshot, "sql" in the control database (above the in-memory bound)',
+      labelNames: ['sync', 'table'],
       registers,
     });
     this.rowsInvalid = new Counter({ name: 'backhaul_rows_invalid_total', help: 'Rows that could not be mapped (not sent)', labelNames: ['sync'], registers });

@@ -167,6 +167,7 @@ export function createNotifier(o: NotifierOptions): Notifier {
     queried: (run, read) => {
       if (read.keysScanned) metrics.sourceRowsRead.inc({ sync: run.syncId, read: 'key' }, read.keysScanned);
       metrics.sourceRowsRead.inc({ sync: run.syncId, read: 'row' }, read.rowsFetched);
+      if (read.incremental) metrics.comparisons.inc({ sync: run.syncId, table: read.comparison === 'sql' ? 'sql' : read.keptTable ? 'kept' : 'loaded' });
     },
   };
 

@@ -28,6 +28,17 @@ async function rowsRead(h: TestBackhaul, syncId: string): Promise<{ key: number;
   return out;
 }
 
+/** backhaul_incremental_comparisons_total of a sync, by `table` (kept | loaded | sql). */
+async function comparisons(h: TestBackhaul, syncId: string): Promise<Record<string, number>> {
+  const r = await h.request('GET', '/metrics');
+  const out: Record<string, number> = {};
+  for (const line of String(r.body).split('\n')) {
+    const m = /^backhaul_incremental_comparisons_total\{(.*)\} (\d+)/.exec(line);
+    if (m && m[1].includes(`sync="${syncId}"`)) out[/table="(\w+)"/.exec(m[1])![1]] = Number(m[2]);
+  }
+  return out;
+}
+
 /** A scratch MariaDB database (dropped at teardown), or undefined (the test skipped) when MariaDB is not reachable. */
 async function mariaDatabase(t: Test, prefix: string): Promise<{ admin: NonNullable<Awaited<ReturnType<typeof mysqlAdmin>>>; db: string } | undefined> {
   const admin = await mysqlAdmin();
@@ -86,6 +97,7 @@ t.test('PostgreSQL: unchanged and 1%-changed runs read only changed rows in full
   t.same([unchanged.key, unchanged.row], [1000, 0], 'an unchanged run reads keys and fingerprints only');
   t.ok(unchanged.bytes < first.bytes / 5, `an unchanged run reads a fraction of the bytes (${unchanged.bytes} vs ${first.bytes})`);
   t.equal(crm.requests, before, 'and sends nothing');
+  t.same(await comparisons(h, syncId), { loaded: 1 }, "the first incremental run loaded the snapshot's table");
 
   await src`update src.people set name = name || ' (changed)' where id % 100 = 0`;
   crm.answeredBatches.length = 0;
@@ -94,6 +106,7 @@ t.test('PostgreSQL: unchanged and 1%-changed runs read only changed rows in full
   t.same([changed.key, changed.row], [1000, 10], 'a 1%-changed run reads those 10 rows in full');
   t.same(crm.answeredBatches.flat().sort(), Array.from({ length: 10 }, (_, i) => `user${(i + 1) * 100}@example.com`).sort());
   t.equal(crm.contacts.get('user100@example.com')!.name, 'User 100 (changed)');
+  t.same(await comparisons(h, syncId), { loaded: 1, kept: 1 }, 'the next one used the table the worker kept');
 
   // A column no mapping reads: the row is read, nothing is sent, and the next run does not read it again.
   await src`update src.people set bio = 'short' where id = 7`;
